@@ -1,0 +1,66 @@
+"""What every collector is: a named, pure function of a host snapshot.
+
+A collector never touches the OS. It reads a :class:`~dtagent.snapshot.HostSnapshot`
+and returns metric families built from the specs it declares in ``specs``; those
+declarations are also what docs/metrics.md is generated from.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import ClassVar
+
+import structlog
+
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.snapshot import HostSnapshot
+
+
+class Collector(ABC):
+    """Base class for collectors; subclasses are discovered automatically.
+
+    ``name`` is what the config and ``dtagent_collector_success{collector}`` use.
+    ``illumos_only`` collectors are skipped (and reported unavailable) on a host that
+    is neither illumos nor a replayed bundle.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    specs: ClassVar[tuple[MetricSpec, ...]] = ()
+    illumos_only: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.log = structlog.get_logger("dtagent.collector").bind(collector=self.name)
+        self._warned: set[str] = set()
+
+    @abstractmethod
+    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
+        """Families for this snapshot. Raising marks the collector failed for it."""
+
+    def warn_once(self, key: str, event: str, **kw: object) -> None:
+        """Log a data problem the first time it is seen, not at every scrape."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.log.warning(event, **kw)
+
+
+class Families:
+    """A collector's families for one scrape, created lazily from its specs."""
+
+    __slots__ = ("_specs", "_fams")
+
+    def __init__(self, specs: Iterable[MetricSpec]) -> None:
+        self._specs = {s.name: s for s in specs}
+        self._fams: dict[str, MetricFamily] = {}
+
+    def __getitem__(self, name: str) -> MetricFamily:
+        fam = self._fams.get(name)
+        if fam is None:
+            fam = self._specs[name].family()
+            self._fams[name] = fam
+        return fam
+
+    def all(self) -> list[MetricFamily]:
+        return [f for f in self._fams.values() if len(f)]

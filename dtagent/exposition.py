@@ -1,0 +1,88 @@
+"""Prometheus text exposition format 0.0.4, rendered straight from metric families.
+
+This is the scrape's hot path. It builds one list of strings and joins it once, with
+no per-sample objects; ``benchmarks/bench_render.py`` compares it with
+prometheus-client's ``generate_latest`` on the same samples. Format:
+prometheus/docs ``content/docs/instrumenting/exposition_formats.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from dtagent.metrics import MetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label_value(value: str) -> str:
+    """Escape backslash, double quote and newline, as the text format requires."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def escape_help(text: str) -> str:
+    """Escape backslash and newline in HELP text."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Format a sample value: integers without a fraction, +Inf/-Inf/NaN spelled out."""
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    return (
+        "{"
+        + ",".join(
+            f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True)
+        )
+        + "}"
+    )
+
+
+def render(families: Iterable[MetricFamily]) -> bytes:
+    """Render families (each name once) as text format 0.0.4, UTF-8 encoded.
+
+    Families with no samples are left out entirely, so an uncapped zone or an absent
+    kstat produces no HELP/TYPE noise either.
+    """
+    out: list[str] = []
+    append = out.append
+    for fam in families:
+        if not fam.samples and not fam.hist_samples:
+            continue
+        spec = fam.spec
+        name = spec.name
+        append(f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n")
+        labels = spec.labels
+        if spec.type == "histogram":
+            bounds = [format_value(float(b)) for b in spec.buckets]
+            for values, cumulative, total, count in fam.hist_samples:
+                block = _label_block(labels, values)
+                prefix = block[:-1] + "," if block else "{"
+                for bound, cum in zip(bounds, cumulative, strict=True):
+                    append(f'{name}_bucket{prefix}le="{bound}"}} {format_value(cum)}\n')
+                append(f'{name}_bucket{prefix}le="+Inf"}} {format_value(count)}\n')
+                append(f"{name}_sum{block} {format_value(total)}\n")
+                append(f"{name}_count{block} {format_value(count)}\n")
+            continue
+        if not labels:
+            for _, value in fam.samples:
+                append(f"{name} {format_value(value)}\n")
+            continue
+        for values, value in fam.samples:
+            append(f"{name}{_label_block(labels, values)} {format_value(value)}\n")
+    return "".join(out).encode("utf-8")

@@ -1,0 +1,116 @@
+"""The agent's metric model: declared specs and the families collectors fill.
+
+Every metric the agent can export is declared once as a :class:`MetricSpec` (name,
+type, help, unit, labels, source). Collectors create :class:`MetricFamily` objects
+from their specs, so docs/metrics.md is generated from the same declarations the code
+uses and cannot drift from it.
+
+The model is deliberately smaller than prometheus-client's: a family is a list of
+(label values, value) tuples, which the renderer in :mod:`dtagent.exposition` turns
+into text without per-sample objects.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+MetricType = Literal["counter", "gauge", "histogram", "untyped"]
+
+_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """Declaration of one exported metric family.
+
+    ``name`` is the full exposition name (counters end in ``_total``, info metrics in
+    ``_info``). ``unit`` and ``source`` are for the metrics reference: the unit in
+    words, and the kstat or command the values come from.
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    source: str = ""
+    buckets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+        for label in self.labels:
+            if not _LABEL_RE.match(label) or label.startswith("__"):
+                raise ValueError(f"{self.name}: invalid label name {label!r}")
+        if self.type == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"counter {self.name} must end in _total")
+        if self.type == "histogram":
+            if "le" in self.labels:
+                raise ValueError(f"{self.name}: 'le' is reserved for histograms")
+            if list(self.buckets) != sorted(set(self.buckets)) or not self.buckets:
+                raise ValueError(f"{self.name}: buckets must be sorted and unique")
+
+    def family(self) -> MetricFamily:
+        """A new, empty family for this spec."""
+        return MetricFamily(self)
+
+
+@dataclass(slots=True)
+class MetricFamily:
+    """Samples of one spec collected in one scrape.
+
+    For counters, gauges and untyped: ``samples`` holds (label values, value).
+    For histograms: ``hist_samples`` holds (label values, cumulative bucket counts
+    aligned with ``spec.buckets`` and without +Inf, sum, count); the +Inf bucket is
+    the count.
+    """
+
+    spec: MetricSpec
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    hist_samples: list[tuple[tuple[str, ...], Sequence[float], float, float]] = field(
+        default_factory=list
+    )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def add(self, labelvalues: Sequence[str], value: float) -> None:
+        """Add one sample; the label values follow ``spec.labels`` in order."""
+        if len(labelvalues) != len(self.spec.labels):
+            raise ValueError(
+                f"{self.spec.name}: expected labels {self.spec.labels}, got {tuple(labelvalues)}"
+            )
+        self.samples.append((tuple(labelvalues), value))
+
+    def add_histogram(
+        self,
+        labelvalues: Sequence[str],
+        cumulative: Sequence[float],
+        sum_value: float,
+        count: float,
+    ) -> None:
+        """Add one histogram: cumulative counts for each finite bound, sum, count."""
+        if len(labelvalues) != len(self.spec.labels):
+            raise ValueError(
+                f"{self.spec.name}: expected labels {self.spec.labels}, got {tuple(labelvalues)}"
+            )
+        if len(cumulative) != len(self.spec.buckets):
+            raise ValueError(
+                f"{self.spec.name}: {len(cumulative)} bucket counts for "
+                f"{len(self.spec.buckets)} bounds"
+            )
+        self.hist_samples.append((tuple(labelvalues), cumulative, sum_value, count))
+
+    def __len__(self) -> int:
+        return len(self.samples) + len(self.hist_samples)
+
+
+def is_valid_number(value: float) -> bool:
+    """True for a finite number (collectors drop NaN and infinities from kstats)."""
+    return not (math.isnan(value) or math.isinf(value))
