@@ -1,0 +1,21 @@
+"""Running zones by id, read from the zone_misc kstats.
+
+The kstat name is the zone name cut to 30 characters (SmartOS zone names are
+36-character UUIDs), so the full name always comes from the ``zonename`` statistic;
+the instance is the zone id (illumos uts/common/os/zone.c, reference
+illumos-interfaces.md §2.3).
+"""
+
+from __future__ import annotations
+
+from dtagent.snapshot import KstatSnapshot
+
+
+def running_zones(kstats: KstatSnapshot) -> dict[int, str]:
+    """zone id → full zone name for every zone that has a zones:<id> kstat."""
+    zones: dict[int, str] = {}
+    for ks in kstats.module("zones"):
+        name = ks.str_stat("zonename")
+        if name:
+            zones[ks.instance] = name
+    return zones
