@@ -168,7 +168,9 @@ class BundleWriter:
         fd, tmp = tempfile.mkstemp(prefix=".bundle-", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
-        self._fh: IO[str] = gzip.open(self._tmp, "wt", encoding="utf-8", compresslevel=6)
+        self._fh: IO[str] = gzip.open(  # noqa: SIM115 - closed in close()/abort()
+            self._tmp, "wt", encoding="utf-8", compresslevel=6
+        )
         self._fh.write(json.dumps({"format": FORMAT, "version": VERSION, **header}) + "\n")
         self._last_time: float | None = None
         self.frames = 0

@@ -46,9 +46,7 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
         return ""
     return (
         "{"
-        + ",".join(
-            f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True)
-        )
+        + ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
         + "}"
     )
 

@@ -34,8 +34,20 @@ _FLOAT_TYPES = {5, 6}
 
 # kstat_io_t field names (sys/kstat.h); a kstat -p block with exactly these is an IO kstat.
 IO_FIELDS = frozenset(
-    "nread nwritten reads writes wtime wlentime wlastupdate rtime rlentime rlastupdate "
-    "wcnt rcnt".split()
+    [
+        "nread",
+        "nwritten",
+        "reads",
+        "writes",
+        "wtime",
+        "wlentime",
+        "wlastupdate",
+        "rtime",
+        "rlentime",
+        "rlastupdate",
+        "wcnt",
+        "rcnt",
+    ]
 )
 
 _P_LINE = re.compile(

@@ -81,7 +81,7 @@ class Kstat:
 class KstatSnapshot:
     """All kstats read at one moment, indexed by module, class and full key."""
 
-    __slots__ = ("_by_key", "_by_module", "_by_class", "time")
+    __slots__ = ("_by_class", "_by_key", "_by_module", "time")
 
     def __init__(self, kstats: Iterable[Kstat] = (), time: float = 0.0) -> None:
         self.time = time
@@ -115,9 +115,7 @@ class KstatSnapshot:
     def klass(self, ks_class: str) -> list[Kstat]:
         return self._by_class.get(ks_class, [])
 
-    def select(
-        self, module: str | None = None, ks_class: str | None = None
-    ) -> list[Kstat]:
+    def select(self, module: str | None = None, ks_class: str | None = None) -> list[Kstat]:
         """kstats matching module and/or class (None is a wildcard)."""
         if module is not None:
             found = self.module(module)
@@ -168,11 +166,30 @@ class CommandSource(Protocol):
     ) -> CommandResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """Host-wide figures read through psutil (works on illumos and Linux alike)."""
+
+    cpu_seconds: dict[str, float]
+    memory_total: int
+    memory_available: int
+    swap_total: int
+    swap_used: int
+    load: tuple[float, float, float]
+    boot_time: float
+    ncpus: int
+
+
 @dataclass(slots=True)
 class HostSnapshot:
-    """Everything a collector may look at during one scrape."""
+    """Everything a collector may look at during one scrape.
+
+    ``host`` is None when the kstats come from a replayed bundle: the host figures of
+    the machine doing the replay would be misleading.
+    """
 
     kstats: KstatSnapshot
     commands: CommandSource
     time: float
     illumos: bool = True
+    host: HostStats | None = None

@@ -26,5 +26,5 @@ def available() -> dict[str, type[Collector]]:
     for mod in pkgutil.iter_modules(__path__):
         if mod.name != "base":
             importlib.import_module(f"{__name__}.{mod.name}")
-    classes = {c.name: c for c in _subclasses(Collector)}
+    classes = {c.name: c for c in _subclasses(Collector)}  # type: ignore[type-abstract]
     return dict(sorted(classes.items()))

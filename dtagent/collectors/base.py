@@ -49,7 +49,7 @@ class Collector(ABC):
 class Families:
     """A collector's families for one scrape, created lazily from its specs."""
 
-    __slots__ = ("_specs", "_fams")
+    __slots__ = ("_fams", "_specs")
 
     def __init__(self, specs: Iterable[MetricSpec]) -> None:
         self._specs = {s.name: s for s in specs}

@@ -81,7 +81,12 @@ def contribute(host: SimHost, frame: Frame, rng: random.Random) -> None:
             total += rate
             frame.kstats.append(
                 link_kstat(
-                    zone.acc, f"z{zone.zoneid}_{nic}", f"link_{nic}_", zone.uuid, host, rate,
+                    zone.acc,
+                    f"z{zone.zoneid}_{nic}",
+                    f"link_{nic}_",
+                    zone.uuid,
+                    host,
+                    rate,
                     10_000_000_000,
                 )
             )

@@ -12,26 +12,93 @@ from dtagent.bundle import Frame
 from dtagent.simulate.model import GiB, SimHost
 from dtagent.snapshot import KSTAT_TYPE_IO, Kstat
 
-ARC_COUNTERS = (
-    "hits misses demand_data_hits demand_data_misses demand_metadata_hits "
-    "demand_metadata_misses prefetch_data_hits prefetch_data_misses prefetch_metadata_hits "
-    "prefetch_metadata_misses mru_hits mru_ghost_hits mfu_hits mfu_ghost_hits deleted "
-    "mutex_miss access_skip evict_skip evict_not_enough evict_l2_cached evict_l2_eligible "
-    "evict_l2_ineligible evict_l2_skip hash_collisions l2_hits l2_misses l2_feeds l2_rw_clash "
-    "l2_read_bytes l2_write_bytes l2_writes_sent l2_writes_done l2_writes_error "
-    "l2_writes_lock_retry l2_evict_lock_retry l2_evict_reading l2_evict_l1cached "
-    "l2_free_on_write l2_abort_lowmem l2_cksum_bad l2_io_error memory_throttle_count "
-    "async_upgrade_sync demand_hit_predictive_prefetch demand_hit_prescient_prefetch"
-).split()
-ARC_GAUGES = (
-    "hash_elements hash_elements_max hash_chains hash_chain_max p c c_min c_max size "
-    "compressed_size uncompressed_size overhead_size hdr_size data_size metadata_size "
-    "other_size anon_size anon_evictable_data anon_evictable_metadata mru_size "
-    "mru_evictable_data mru_evictable_metadata mru_ghost_size mru_ghost_evictable_data "
-    "mru_ghost_evictable_metadata mfu_size mfu_evictable_data mfu_evictable_metadata "
-    "mfu_ghost_size mfu_ghost_evictable_data mfu_ghost_evictable_metadata l2_size l2_asize "
-    "l2_hdr_size arc_meta_used arc_meta_limit arc_meta_max arc_meta_min"
-).split()
+ARC_COUNTERS = [
+    "hits",
+    "misses",
+    "demand_data_hits",
+    "demand_data_misses",
+    "demand_metadata_hits",
+    "demand_metadata_misses",
+    "prefetch_data_hits",
+    "prefetch_data_misses",
+    "prefetch_metadata_hits",
+    "prefetch_metadata_misses",
+    "mru_hits",
+    "mru_ghost_hits",
+    "mfu_hits",
+    "mfu_ghost_hits",
+    "deleted",
+    "mutex_miss",
+    "access_skip",
+    "evict_skip",
+    "evict_not_enough",
+    "evict_l2_cached",
+    "evict_l2_eligible",
+    "evict_l2_ineligible",
+    "evict_l2_skip",
+    "hash_collisions",
+    "l2_hits",
+    "l2_misses",
+    "l2_feeds",
+    "l2_rw_clash",
+    "l2_read_bytes",
+    "l2_write_bytes",
+    "l2_writes_sent",
+    "l2_writes_done",
+    "l2_writes_error",
+    "l2_writes_lock_retry",
+    "l2_evict_lock_retry",
+    "l2_evict_reading",
+    "l2_evict_l1cached",
+    "l2_free_on_write",
+    "l2_abort_lowmem",
+    "l2_cksum_bad",
+    "l2_io_error",
+    "memory_throttle_count",
+    "async_upgrade_sync",
+    "demand_hit_predictive_prefetch",
+    "demand_hit_prescient_prefetch",
+]
+ARC_GAUGES = [
+    "hash_elements",
+    "hash_elements_max",
+    "hash_chains",
+    "hash_chain_max",
+    "p",
+    "c",
+    "c_min",
+    "c_max",
+    "size",
+    "compressed_size",
+    "uncompressed_size",
+    "overhead_size",
+    "hdr_size",
+    "data_size",
+    "metadata_size",
+    "other_size",
+    "anon_size",
+    "anon_evictable_data",
+    "anon_evictable_metadata",
+    "mru_size",
+    "mru_evictable_data",
+    "mru_evictable_metadata",
+    "mru_ghost_size",
+    "mru_ghost_evictable_data",
+    "mru_ghost_evictable_metadata",
+    "mfu_size",
+    "mfu_evictable_data",
+    "mfu_evictable_metadata",
+    "mfu_ghost_size",
+    "mfu_ghost_evictable_data",
+    "mfu_ghost_evictable_metadata",
+    "l2_size",
+    "l2_asize",
+    "l2_hdr_size",
+    "arc_meta_used",
+    "arc_meta_limit",
+    "arc_meta_max",
+    "arc_meta_min",
+]
 
 
 def _grow(host: SimHost, key: str, amount: float) -> int:

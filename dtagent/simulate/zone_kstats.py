@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 
 from dtagent.bundle import Frame
-from dtagent.simulate.model import GiB, MiB, PHYSCAP_UNLIMITED, UINT64_MAX, SimHost, SimZone
-from dtagent.snapshot import Kstat
+from dtagent.simulate.model import PHYSCAP_UNLIMITED, UINT64_MAX, GiB, MiB, SimHost, SimZone
+from dtagent.snapshot import Kstat, StatValue
 
 FSCALE = 256  # avenrun fixed point (sys/param.h FSHIFT 8)
 
@@ -54,7 +54,7 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     cpu = _cpu_percent(zone, rng)
     cpu_ns = cpu / 100 * dt * 1e9
     throttled = "cpu_throttled" in zone.profile and zone.cpu_cap is not None
-    misc = {
+    misc: dict[str, StatValue] = {
         "zonename": name,
         "nsec_user": _grow(zone, "nsec_user", cpu_ns * 0.7),
         "nsec_sys": _grow(zone, "nsec_sys", cpu_ns * 0.3),
@@ -95,7 +95,7 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     over = mem_cap is not None and rss > mem_cap
     pagedout = _grow(zone, "pagedout", (rss - mem_cap) * 0.1 if over and mem_cap else 0)
     # Zone ids 0 is the global zone: its rss reads 0 on SmartOS (illumos-joyent #51).
-    memcap = {
+    memcap: dict[str, StatValue] = {
         "zonename": name,
         "rss": 0 if zoneid == 0 else rss,
         "physcap": mem_cap if mem_cap else PHYSCAP_UNLIMITED,
@@ -174,7 +174,7 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     reads = rng.uniform(50, 400) * busy * dt
     writes = rng.uniform(20, 200) * busy * dt
     ops = reads + writes
-    vfs = {
+    vfs: dict[str, StatValue] = {
         "zonename": name,
         "nread": _grow(zone, "vfs_nread", reads * rng.uniform(4096, 65536)),
         "reads": _grow(zone, "vfs_reads", reads),
@@ -196,7 +196,7 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     add(Kstat("zone_vfs", zoneid, kname, "zone_vfs", snaptime=snaptime, data=vfs))
 
     # zone_zfs (joyent): physical ZFS I/O attributed to the zone.
-    zfs = {
+    zfs: dict[str, StatValue] = {
         "zonename": name,
         "nread": _grow(zone, "zfs_nread", reads * 0.3 * 131072),
         "reads": _grow(zone, "zfs_reads", reads * 0.3),

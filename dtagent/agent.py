@@ -1,0 +1,166 @@
+"""The agent: sources in, metric families out, one collection at a time.
+
+A scrape takes a kstat snapshot (libkstat or a replayed bundle), runs every enabled
+collector on it, adds the DTrace families and the agent's own health, and returns the
+families. Collections are serialised (libkstat handles are not thread-safe and
+collectors remember what they already logged); scrapes that arrive while one runs wait
+for it and share its result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from dtagent.collectors.base import Collector
+from dtagent.metrics import MetricFamily
+from dtagent.selfmon import SelfMonitor
+from dtagent.snapshot import CommandSource, HostSnapshot, HostStats, KstatSnapshot
+
+log = structlog.get_logger("dtagent.agent")
+
+
+class KstatProvider(Protocol):
+    """Where kstat snapshots come from: libkstat, a replayed bundle, or nothing."""
+
+    def kstats(self) -> KstatSnapshot: ...
+
+
+class DTraceProvider(Protocol):
+    """The DTrace side of a scrape: cumulative histograms and counters."""
+
+    def families(self) -> list[MetricFamily]: ...
+
+
+class NoKstats:
+    """The kstat provider on a host without libkstat (Linux): always empty."""
+
+    def kstats(self) -> KstatSnapshot:
+        return KstatSnapshot()
+
+
+class Agent:
+    """Runs collectors over one snapshot per scrape and reports on itself."""
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        kstats: KstatProvider,
+        commands: CommandSource,
+        *,
+        illumos: bool,
+        host_stats: Callable[[], HostStats] | None = None,
+        dtrace: DTraceProvider | None = None,
+        unavailable: dict[str, str] | None = None,
+        reuse_within: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.collectors = list(collectors)
+        self.kstat_provider = kstats
+        self.commands = commands
+        self.illumos = illumos
+        self.host_stats = host_stats
+        self.dtrace = dtrace
+        self.unavailable = dict(unavailable or {})
+        self.reuse_within = reuse_within
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[float, list[MetricFamily]] | None = None
+        self._failing: dict[str, str] = {}
+        self.selfmon = SelfMonitor()
+        self.collections = 0
+
+    def collect(self) -> list[MetricFamily]:
+        """All families for one scrape (shared by scrapes less than a second apart)."""
+        with self._lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._last[0] < self.reuse_within:
+                return self._last[1]
+            families = self._collect()
+            self._last = (time.monotonic(), families)
+            return families
+
+    def _collect(self) -> list[MetricFamily]:
+        started = time.perf_counter()
+        self.collections += 1
+        try:
+            kstats = self.kstat_provider.kstats()
+        except Exception as exc:  # a broken kstat chain must not take /metrics down
+            log.error("reading kstats failed", error=str(exc))
+            kstats = KstatSnapshot()
+        host: HostStats | None = None
+        if self.host_stats is not None:
+            try:
+                host = self.host_stats()
+            except Exception as exc:
+                log.error("reading host figures failed", error=str(exc))
+        snap = HostSnapshot(
+            kstats=kstats,
+            commands=self.commands,
+            time=kstats.time or self._clock(),
+            illumos=self.illumos,
+            host=host,
+        )
+        families: list[MetricFamily] = []
+        results: dict[str, tuple[bool, float]] = {}
+        for collector in self.collectors:
+            t0 = time.perf_counter()
+            ok = True
+            try:
+                out = list(collector.collect(snap))
+            except Exception as exc:
+                ok = False
+                out = []
+                self._report_failure(collector.name, exc)
+            else:
+                if collector.name in self._failing:
+                    del self._failing[collector.name]
+                    log.info("collector recovered", collector=collector.name)
+            results[collector.name] = (ok, time.perf_counter() - t0)
+            families.extend(out)
+        if self.dtrace is not None:
+            t0 = time.perf_counter()
+            try:
+                families.extend(self.dtrace.families())
+                results["dtrace"] = (True, time.perf_counter() - t0)
+            except Exception as exc:
+                self._report_failure("dtrace", exc)
+                results["dtrace"] = (False, time.perf_counter() - t0)
+        available = {c.name: True for c in self.collectors}
+        available.update({name: False for name in self.unavailable})
+        families.extend(self.selfmon.families(results, available, time.perf_counter() - started))
+        return _merge(families)
+
+    def _report_failure(self, name: str, exc: Exception) -> None:
+        """Log a failing collector when it starts failing or fails differently."""
+        message = f"{type(exc).__name__}: {exc}"
+        if self._failing.get(name) != message:
+            self._failing[name] = message
+            log.error("collector failed", collector=name, error=message, exc_info=exc)
+
+
+def _merge(families: list[MetricFamily]) -> list[MetricFamily]:
+    """One family per name: two collectors may fill the same family (e.g. ratios)."""
+    seen: dict[str, MetricFamily] = {}
+    out: list[MetricFamily] = []
+    for fam in families:
+        prev = seen.get(fam.name)
+        if prev is None:
+            seen[fam.name] = fam
+            out.append(fam)
+        elif prev.spec != fam.spec:
+            log.error("two different metrics share a name; keeping the first", metric=fam.name)
+        else:
+            prev.samples.extend(fam.samples)
+            prev.hist_samples.extend(fam.hist_samples)
+    return out
+
+
+def describe_unavailable(unavailable: dict[str, str]) -> Any:
+    """Log, once at start, which collectors cannot run here and why."""
+    for name, reason in sorted(unavailable.items()):
+        log.warning("collector unavailable", collector=name, reason=reason)

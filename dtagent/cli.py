@@ -1,0 +1,308 @@
+"""The ``dtagent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from dtagent import __version__
+from dtagent import log as logsetup
+from dtagent.bundle import BundleError, Frame, write_bundle
+from dtagent.config import Config, ConfigError, load
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+EPILOG = """\
+commands (each with an example):
+  serve          dtagent serve --config /opt/custom/dtagent/dtagent.toml --listen 10.0.0.5:9718
+  scrape         dtagent scrape --replay host.bundle
+  simulate       dtagent simulate --zones 50 --out sim.bundle --seed 7
+  demo           dtagent demo --zones 12 --listen 127.0.0.1:9718
+  import-kstat   dtagent import-kstat kstat-p.txt --out myhost.bundle
+  dtrace list    dtagent dtrace list
+
+'dtagent COMMAND --help' tells more. Exit status: 0 ok, 1 runtime error, 2 bad usage or config.
+"""
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config (see examples/dtagent.toml)")
+
+
+def _add_replay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replay", metavar="BUNDLE", help="serve a recorded or simulated host")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dtagent",
+        description="SmartOS/illumos telemetry for Prometheus: per-zone DTrace latency "
+        "histograms, zone caps and usage, ZFS and Crossbow statistics.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dtagent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "serve",
+        help="serve /metrics (the SMF service runs this)",
+        description="Serve /metrics and /healthz. Example: dtagent serve --config dtagent.toml",
+    )
+    _add_config(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    _add_replay(p)
+    p.add_argument(
+        "--replay-speed",
+        type=float,
+        metavar="X",
+        help="bundle seconds per second of wall time (default 1)",
+    )
+
+    p = sub.add_parser(
+        "scrape",
+        help="collect once and print the exposition",
+        description="Collect once and print the metrics to stdout. "
+        "Example: dtagent scrape --replay host.bundle --frame 0",
+    )
+    _add_config(p)
+    _add_replay(p)
+    p.add_argument(
+        "--frame",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="with --replay: the frame to show (default: the last)",
+    )
+
+    p = sub.add_parser(
+        "simulate",
+        help="write a synthetic SmartOS host as a bundle",
+        description="Write a bundle of a simulated SmartOS host. "
+        "Example: dtagent simulate --zones 50 --out sim.bundle --seed 7",
+    )
+    p.add_argument("--zones", type=int, required=True, metavar="N")
+    p.add_argument("--out", required=True, metavar="BUNDLE")
+    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="simulated time (default 3600)",
+    )
+    p.add_argument(
+        "--step", type=float, default=5.0, metavar="SECONDS", help="time between frames (default 5)"
+    )
+
+    p = sub.add_parser(
+        "demo",
+        help="simulate a host and serve it",
+        description="Simulate a SmartOS host and serve it on /metrics. "
+        "Example: dtagent demo --zones 12",
+    )
+    p.add_argument("--zones", type=int, default=12, metavar="N")
+    p.add_argument("--listen", default="127.0.0.1:9718", metavar="HOST:PORT")
+    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--out", metavar="BUNDLE", help="keep the simulated bundle here")
+
+    p = sub.add_parser(
+        "import-kstat",
+        help="turn kstat -p dumps into a bundle",
+        description="Turn one or more 'kstat -p' text dumps into a bundle, one frame per file "
+        "in the order given. Example: dtagent import-kstat before.txt after.txt --out h.bundle",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="BUNDLE")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time between frames when the dumps carry no snaptime (default 10)",
+    )
+
+    try:
+        from dtagent.dtrace.cli import register
+    except ImportError:  # pragma: no cover - the engine ships with the package
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    config = load(getattr(args, "config", None))
+    if getattr(args, "listen", None) and args.command == "serve":
+        config.set("agent", "listen", args.listen, "--listen")
+    if getattr(args, "replay", None):
+        config.set("sources", "replay", args.replay, "--replay")
+    if getattr(args, "replay_speed", None) is not None:
+        config.set("sources", "replay_speed", args.replay_speed, "--replay-speed")
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    logsetup.setup(config.get("agent", "log_level"), config.get("agent", "log_format"))
+    return _serve(config)
+
+
+def _serve(config: Config, announce: bool = False) -> int:
+    from dtagent.runtime import build
+    from dtagent.server import MetricsServer
+
+    log = structlog.get_logger("dtagent")
+    runtime = build(config)
+    try:
+        server = MetricsServer(
+            config.get("agent", "listen"),
+            runtime.agent.collect,
+            max_connections=config.get("agent", "max_connections"),
+            request_timeout=config.get("agent", "request_timeout"),
+        )
+    except OSError as exc:
+        runtime.close()
+        log.error("cannot listen", listen=config.get("agent", "listen"), error=exc.strerror)
+        return EXIT_ERROR
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    log.info("serving", url=server.url, mode=runtime.mode)
+    if announce:
+        print(f"dtagent demo: open {server.url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        runtime.close()
+    return EXIT_OK
+
+
+def cmd_scrape(args: argparse.Namespace) -> int:
+    from dtagent.exposition import render
+    from dtagent.runtime import build
+
+    config = _load_config(args)
+    logsetup.setup(
+        config.get("agent", "log_level"),
+        "json"
+        if config.get("agent", "log_format") == "auto"
+        else config.get("agent", "log_format"),
+    )
+    frame = args.frame if config.get("sources", "replay") else None
+    runtime = build(config, replay_frame=frame)
+    try:
+        sys.stdout.buffer.write(render(runtime.agent.collect()))
+        sys.stdout.flush()
+    finally:
+        runtime.close()
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dtagent.simulate import simulate
+
+    logsetup.setup("info", "auto")
+    try:
+        n = simulate(args.out, args.zones, seed=args.seed, duration=args.duration, step=args.step)
+    except ValueError as exc:
+        print(f"dtagent simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    structlog.get_logger("dtagent").info(
+        "bundle written", out=args.out, zones=args.zones, frames=n, seed=args.seed
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dtagent.simulate import simulate
+
+    logsetup.setup("info", "auto")
+    if args.zones < 1:
+        print("dtagent demo: --zones must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.out or os.path.join(tempfile.mkdtemp(prefix="dtagent-demo-"), "demo.bundle")
+    frames = simulate(out, args.zones, seed=args.seed)
+    structlog.get_logger("dtagent").info("simulated host written", bundle=out, frames=frames)
+    config = load(None)
+    config.set("agent", "listen", args.listen, "--listen")
+    config.set("sources", "replay", out, "demo")
+    return _serve(config, announce=True)
+
+
+def cmd_import_kstat(args: argparse.Namespace) -> int:
+    from dtagent.kstat_text import parse
+
+    frames: list[Frame] = []
+    for i, name in enumerate(args.files):
+        try:
+            with open(name, encoding="utf-8", errors="replace") as fh:
+                result = parse(fh)
+        except OSError as exc:
+            print(f"dtagent import-kstat: {name}: {exc.strerror}", file=sys.stderr)
+            return EXIT_ERROR
+        if not result.kstats:
+            print(f"dtagent import-kstat: {name}: no kstat data found", file=sys.stderr)
+            return EXIT_ERROR
+        snaptimes = [k.snaptime for k in result.kstats if k.snaptime]
+        t = max(snaptimes) / 1e9 if snaptimes else i * args.interval
+        if frames and t <= frames[-1].time:
+            t = frames[-1].time + args.interval
+        frames.append(Frame(time=t, kstats=result.kstats))
+        print(
+            f"{name}: {len(result.kstats)} kstats, "
+            f"{sum(len(k.data) for k in result.kstats)} statistics, "
+            f"{len(result.skipped)} other lines skipped",
+            file=sys.stderr,
+        )
+    write_bundle(args.out, frames, source="import-kstat", files=[Path(f).name for f in args.files])
+    print(f"wrote {args.out} ({len(frames)} frames)", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "scrape": cmd_scrape,
+    "simulate": cmd_simulate,
+    "demo": cmd_demo,
+    "import-kstat": cmd_import_kstat,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result: int = handler(args)
+        return result
+    except ConfigError as exc:
+        print(f"dtagent: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BundleError as exc:
+        print(f"dtagent: bundle error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,114 @@
+"""The agent's own health: build info, per-collector success and duration, CPU and RSS.
+
+These are read by the agent about itself (not about the platform), so they live here
+rather than in a collector.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import psutil
+
+from dtagent import __version__
+from dtagent.metrics import MetricFamily, MetricSpec
+
+SRC = "the agent itself"
+
+BUILD_INFO = MetricSpec(
+    "dtagent_build_info",
+    "gauge",
+    "Version of the running agent; always 1.",
+    ("version", "python"),
+    "",
+    SRC,
+)
+SUCCESS = MetricSpec(
+    "dtagent_collector_success",
+    "gauge",
+    "1 if the collector's last run succeeded, 0 if it failed (see the log).",
+    ("collector",),
+    "",
+    SRC,
+)
+DURATION = MetricSpec(
+    "dtagent_collector_duration_seconds",
+    "gauge",
+    "How long the collector's last run took.",
+    ("collector",),
+    "seconds",
+    SRC,
+)
+AVAILABLE = MetricSpec(
+    "dtagent_collector_available",
+    "gauge",
+    "1 if the collector can run on this host, 0 if not (the reason is logged at start).",
+    ("collector",),
+    "",
+    SRC,
+)
+CPU = MetricSpec(
+    "dtagent_process_cpu_seconds_total",
+    "counter",
+    "CPU time used by the agent process (user + system).",
+    (),
+    "seconds",
+    SRC,
+)
+RSS = MetricSpec(
+    "dtagent_process_resident_memory_bytes",
+    "gauge",
+    "Resident memory of the agent process.",
+    (),
+    "bytes",
+    SRC,
+)
+START = MetricSpec(
+    "dtagent_process_start_time_seconds",
+    "gauge",
+    "When the agent process started, Unix time.",
+    (),
+    "seconds",
+    SRC,
+)
+SCRAPE = MetricSpec(
+    "dtagent_scrape_duration_seconds",
+    "gauge",
+    "How long the last collection of all collectors took.",
+    (),
+    "seconds",
+    SRC,
+)
+
+SPECS = (BUILD_INFO, SUCCESS, DURATION, AVAILABLE, CPU, RSS, START, SCRAPE)
+
+
+class SelfMonitor:
+    """Builds the agent's own families from the last collection's outcome."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._start = self._proc.create_time()
+
+    def families(
+        self,
+        results: dict[str, tuple[bool, float]],
+        available: dict[str, bool],
+        scrape_seconds: float,
+    ) -> list[MetricFamily]:
+        build = BUILD_INFO.family()
+        build.add((__version__, platform.python_version()), 1)
+        success, duration, avail = SUCCESS.family(), DURATION.family(), AVAILABLE.family()
+        for name, (ok, secs) in sorted(results.items()):
+            success.add((name,), 1 if ok else 0)
+            duration.add((name,), secs)
+        for name, is_available in sorted(available.items()):
+            avail.add((name,), 1 if is_available else 0)
+        cpu, rss, start, scrape = CPU.family(), RSS.family(), START.family(), SCRAPE.family()
+        with self._proc.oneshot():
+            times = self._proc.cpu_times()
+            cpu.add((), float(times.user + times.system))
+            rss.add((), int(self._proc.memory_info().rss))
+        start.add((), self._start)
+        scrape.add((), scrape_seconds)
+        return [build, success, duration, avail, cpu, rss, start, scrape]

@@ -1,0 +1,1 @@
+"""Platform sources: the only code that touches the OS, and their replay twins."""

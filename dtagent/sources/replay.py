@@ -1,0 +1,129 @@
+"""Replay: serve a bundle as if it were the live host, advancing as time passes.
+
+The replay maps the agent's clock onto the bundle's: at ``start`` it serves the first
+frame, and ``speed`` seconds of bundle time pass per second of wall time. After the
+last frame it keeps serving the last one (and says so once in the log), so counters
+never go backwards. Commands are answered with the latest output recorded at or
+before the current frame; DTrace deltas are handed out once each, in order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from dtagent.bundle import Bundle, BundleError, Frame, read_bundle
+from dtagent.snapshot import CommandResult, KstatSnapshot
+
+log = structlog.get_logger("dtagent.replay")
+
+
+class ReplaySource:
+    """Frames of a bundle, selected by the (scaled) time since the replay started."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "",
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("replay speed must be positive")
+        self.bundle = bundle
+        self.name = name
+        self.speed = speed
+        self._clock = clock
+        self._start = clock()
+        self._times = [f.time for f in bundle.frames]
+        self._index = -1
+        self._snapshot: KstatSnapshot | None = None
+        self._dtrace_sent = -1
+        self._lock = threading.Lock()
+        self._ended_logged = False
+        # Command history: argv → list of (frame time, result), in time order.
+        self._commands: dict[tuple[str, ...], list[tuple[float, CommandResult]]] = {}
+        for frame in bundle.frames:
+            for res in frame.commands:
+                self._commands.setdefault(res.argv, []).append((frame.time, res))
+
+    @classmethod
+    def open(cls, path: str, speed: float = 1.0, frame: int | None = None) -> ReplaySource:
+        """Open a bundle; ``frame`` pins the replay to that frame (negative: from the end)."""
+        bundle = read_bundle(path)
+        if frame is None:
+            return cls(bundle, speed=speed, name=str(path))
+        times = [f.time for f in bundle.frames]
+        index = frame if frame >= 0 else len(times) + frame
+        if not 0 <= index < len(times):
+            raise BundleError(f"{path}: no frame {frame} (it has {len(times)})")
+        offset = times[index] - times[0]
+        return cls(bundle, speed=1.0, clock=lambda: offset, name=str(path))
+
+    @property
+    def frames(self) -> list[Frame]:
+        return self.bundle.frames
+
+    def _current(self) -> int:
+        elapsed = (self._clock() - self._start) * self.speed
+        target = self._times[0] + elapsed
+        index = max(0, bisect.bisect_right(self._times, target) - 1)
+        if index == len(self._times) - 1 and not self._ended_logged and len(self._times) > 1:
+            self._ended_logged = True
+            log.info("replay reached its last frame; serving it from now on", bundle=self.name)
+        return index
+
+    def frame(self) -> Frame:
+        with self._lock:
+            return self.frames[self._current()]
+
+    def kstats(self) -> KstatSnapshot:
+        """The kstat snapshot of the current frame (built once per frame)."""
+        with self._lock:
+            index = self._current()
+            if index != self._index or self._snapshot is None:
+                self._index = index
+                self._snapshot = self.frames[index].snapshot()
+            return self._snapshot
+
+    def time(self) -> float:
+        """The bundle time of the current frame."""
+        with self._lock:
+            return self._times[self._current()]
+
+    def dtrace_deltas(self) -> list[dict[str, Any]]:
+        """DTrace delta records of every frame reached since the last call."""
+        with self._lock:
+            index = self._current()
+            out: list[dict[str, Any]] = []
+            for i in range(self._dtrace_sent + 1, index + 1):
+                out.extend(self.frames[i].dtrace)
+            self._dtrace_sent = max(self._dtrace_sent, index)
+            return out
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        max_age: float = 0.0,
+        timeout: float = 10.0,
+        generation: object = None,
+    ) -> CommandResult:
+        """The latest recorded output of ``argv`` at or before the current frame."""
+        key = tuple(argv)
+        now = self.time()
+        history = self._commands.get(key)
+        if not history:
+            return CommandResult(key, 127, error="not recorded in the bundle")
+        pos = bisect.bisect_right([t for t, _ in history], now) - 1
+        if pos < 0:
+            return CommandResult(key, 127, error="not recorded yet at this point of the bundle")
+        recorded_at, res = history[pos]
+        return CommandResult(
+            key, res.returncode, res.stdout, res.stderr, res.error, age=now - recorded_at
+        )
