@@ -41,6 +41,11 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
+def format_le(bound: float) -> str:
+    """A bucket bound as client_python writes it ("0.001", "1.0", "1e-06")."""
+    return repr(float(bound)) if math.isfinite(bound) else "+Inf"
+
+
 def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     if not names:
         return ""
@@ -67,7 +72,7 @@ def render(families: Iterable[MetricFamily]) -> bytes:
         append(f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n")
         labels = spec.labels
         if spec.type == "histogram":
-            bounds = [format_value(float(b)) for b in spec.buckets]
+            bounds = [format_le(b) for b in spec.buckets]
             for values, cumulative, total, count in fam.hist_samples:
                 block = _label_block(labels, values)
                 prefix = block[:-1] + "," if block else "{"

@@ -16,6 +16,7 @@ skipped and counted, never guessed at.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -102,7 +103,7 @@ class _Builder:
         if stat == "class":
             ks.ks_class = raw
         elif stat in ("crtime", "snaptime") and _FLOAT.match(raw):
-            ns = round(float(raw) * 1e9)
+            ns = int(Decimal(raw) * 1_000_000_000)  # exact: hrtime printed as %.9f
             if stat == "crtime":
                 ks.crtime = ns
             else:

@@ -32,6 +32,7 @@ class ReplaySource:
         speed: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
+        pin: int | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("replay speed must be positive")
@@ -46,6 +47,7 @@ class ReplaySource:
         self._dtrace_sent = -1
         self._lock = threading.Lock()
         self._ended_logged = False
+        self._pin = pin
         # Command history: argv → list of (frame time, result), in time order.
         self._commands: dict[tuple[str, ...], list[tuple[float, CommandResult]]] = {}
         for frame in bundle.frames:
@@ -62,14 +64,15 @@ class ReplaySource:
         index = frame if frame >= 0 else len(times) + frame
         if not 0 <= index < len(times):
             raise BundleError(f"{path}: no frame {frame} (it has {len(times)})")
-        offset = times[index] - times[0]
-        return cls(bundle, speed=1.0, clock=lambda: offset, name=str(path))
+        return cls(bundle, name=str(path), pin=index)
 
     @property
     def frames(self) -> list[Frame]:
         return self.bundle.frames
 
     def _current(self) -> int:
+        if self._pin is not None:
+            return self._pin
         elapsed = (self._clock() - self._start) * self.speed
         target = self._times[0] + elapsed
         index = max(0, bisect.bisect_right(self._times, target) - 1)

@@ -1,0 +1,92 @@
+"""Generate docs/metrics.md from the metric specs the code declares.
+
+``python -m dtagent.docgen`` rewrites the file; a test fails when the committed file
+differs from what this produces, so the reference cannot go stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from dtagent import selfmon
+from dtagent.collectors import available
+from dtagent.metrics import MetricSpec
+
+HEADER = """# Metrics reference
+
+Generated from the code by `python -m dtagent.docgen`; do not edit by hand (a test
+fails when this file is out of date). Every platform metric starts with `illumos_`,
+the agent's own with `dtagent_`. Zone metadata (alias, brand, zone id, image) is only
+on `illumos_zone_info`: join it in queries, e.g.
+`illumos_zone_memory_rss_bytes * on (zonename) group_left (alias) illumos_zone_info`.
+"""
+
+
+def _row(spec: MetricSpec) -> str:
+    labels = ", ".join(f"`{label}`" for label in spec.labels) or "–"
+    if spec.type == "histogram":
+        labels += " (+ `le`)"
+    unit = spec.unit or "–"
+    source = spec.source.replace("|", "\\|") or "–"
+    text = spec.help.replace("|", "\\|")
+    return f"| `{spec.name}` | {spec.type} | {unit} | {labels} | {source} | {text} |"
+
+
+def _table(specs: Iterable[MetricSpec]) -> list[str]:
+    lines = [
+        "| name | type | unit | labels | source | help |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines.extend(_row(s) for s in sorted(specs, key=lambda s: s.name))
+    return lines
+
+
+def dtrace_sections() -> list[tuple[str, str, list[MetricSpec]]]:
+    """(title, description, specs) for the DTrace engine and each shipped D script."""
+    try:
+        from dtagent.dtrace.docs import metric_sections
+    except ImportError:
+        return []
+    return metric_sections()
+
+
+def render() -> str:
+    out = [HEADER]
+    for name, cls in available().items():
+        if not cls.specs:
+            continue
+        out.append(f"\n## Collector `{name}`\n")
+        if cls.description:
+            out.append(cls.description.rstrip(".") + ".\n")
+        out.extend(_table(cls.specs))
+    for title, description, specs in dtrace_sections():
+        out.append(f"\n## {title}\n")
+        if description:
+            out.append(description.rstrip(".") + ".\n")
+        out.extend(_table(specs))
+    out.append("\n## The agent itself\n")
+    out.extend(_table(selfmon.SPECS))
+    return "\n".join(out) + "\n"
+
+
+def all_metric_names() -> set[str]:
+    """Every metric name the agent can export (histograms as their base name)."""
+    names = {s.name for cls in available().values() for s in cls.specs}
+    names |= {s.name for s in selfmon.SPECS}
+    for _, _, specs in dtrace_sections():
+        names |= {s.name for s in specs}
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    target = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "docs/metrics.md"
+    target.write_text(render(), encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

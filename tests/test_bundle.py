@@ -1,0 +1,118 @@
+"""Bundles: write, read back exactly, refuse bad files clearly; replay advances with time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from dtagent.bundle import BundleError, Frame, read_bundle, write_bundle
+from dtagent.snapshot import KSTAT_TYPE_IO, CommandResult, Kstat
+from dtagent.sources.replay import ReplaySource
+
+
+def frames() -> list[Frame]:
+    return [
+        Frame(
+            time=100.0 + 10 * i,
+            kstats=[
+                Kstat("zones", 3, "web", "zone_misc", data={"zonename": "web", "nsec_user": 10 * i,
+                                                            "avg": 0.5}),
+                Kstat("zfs", 0, "zones", "disk", KSTAT_TYPE_IO, data={"reads": i}),
+            ],
+            commands=[CommandResult(("vmadm", "list"), 0, f"out{i}\n")] if i != 1 else [],
+            dtrace=[{"script": "s", "agg": "a", "value": i}],
+        )
+        for i in range(3)
+    ]
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    assert write_bundle(path, frames(), source="test") == 3
+    bundle = read_bundle(path)
+    assert bundle.header["source"] == "test"
+    assert bundle.frames == frames()
+    ks = bundle.frames[2].kstats[0]
+    assert isinstance(ks.data["avg"], float) and isinstance(ks.data["nsec_user"], int)
+
+
+def _raw(path: Path, lines: list[str]) -> Path:
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+HEADER = json.dumps({"format": "dtagent-bundle", "version": 1})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["{}"], ":1: not a dtagent-bundle file"),
+        ([json.dumps({"format": "dtagent-bundle", "version": 9})], "bundle version 9"),
+        ([HEADER], "bundle has no frames"),
+        ([HEADER, "{oops"], ":2: not JSON"),
+        ([HEADER, '{"kstats": []}'], ":2: frame without a numeric 't'"),
+        ([HEADER, '{"t": 1, "kstats": [{"m": "a"}]}'], ":2: kstat without 'i'"),
+        ([HEADER, '{"t": 1, "kstats": [{"m": "a", "i": 0, "n": "x", "d": {"v": [1]}}]}'],
+         "a:0:x:v has a list value"),
+        ([HEADER, '{"t": 2}', '{"t": 1}'], ":3: frame time goes backwards"),
+        ([HEADER, '{"t": 1, "commands": [{"argv": []}]}'], "'argv' must be a non-empty list"),
+    ],
+)
+def test_bad_bundles_are_refused_clearly(tmp_path: Path, lines: list[str], message: str) -> None:
+    path = _raw(tmp_path / "bad.bundle", lines)
+    with pytest.raises(BundleError) as err:
+        read_bundle(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_not_gzip_and_missing(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.bundle"
+    plain.write_text("hello")
+    with pytest.raises(BundleError, match="not a readable bundle"):
+        read_bundle(plain)
+    with pytest.raises(BundleError, match="no such bundle"):
+        read_bundle(tmp_path / "missing.bundle")
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    def bad() -> list[Frame]:
+        return [Frame(time=2.0), Frame(time=1.0)]
+
+    with pytest.raises(ValueError):
+        write_bundle(tmp_path / "x.bundle", bad())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replay_advances_with_the_clock(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    write_bundle(path, frames())
+    now = [0.0]
+    replay = ReplaySource(read_bundle(path), speed=2.0, clock=lambda: now[0])
+    assert replay.kstats().get("zones", 3, "web").data["nsec_user"] == 0  # type: ignore[union-attr]
+    assert replay.run(["vmadm", "list"]).stdout == "out0\n"
+    assert [d["value"] for d in replay.dtrace_deltas()] == [0]
+    now[0] = 5.0  # ×2 speed: 10 bundle seconds later, frame 1 (which has no command record)
+    assert replay.time() == 110.0
+    res = replay.run(["vmadm", "list"])
+    assert (res.stdout, res.age) == ("out0\n", 10.0)
+    now[0] = 100.0  # past the end: the last frame stays
+    assert replay.time() == 120.0
+    assert replay.run(["vmadm", "list"]).stdout == "out2\n"
+    assert [d["value"] for d in replay.dtrace_deltas()] == [1, 2]
+    assert replay.dtrace_deltas() == []
+    missing = replay.run(["zfs", "list"])
+    assert not missing.ok and missing.error == "not recorded in the bundle"
+
+
+def test_replay_pinned_to_a_frame(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    write_bundle(path, frames())
+    assert ReplaySource.open(str(path), frame=1).time() == 110.0
+    assert ReplaySource.open(str(path), frame=-1).time() == 120.0
+    with pytest.raises(BundleError, match="no frame 3"):
+        ReplaySource.open(str(path), frame=3)

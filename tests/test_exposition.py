@@ -1,0 +1,89 @@
+"""The renderer's output is what Prometheus's own parser reads back, sample for sample."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from dtagent.exposition import format_value, render
+from dtagent.metrics import MetricSpec
+
+GAUGE = MetricSpec("t_gauge", "gauge", "A gauge.", ("zonename", "mode"))
+COUNTER = MetricSpec("t_ops_total", "counter", "Ops.\nSecond line \\ here.", ("zonename",))
+HIST = MetricSpec(
+    "t_latency_seconds", "histogram", "Latency.", ("zonename",), buckets=(0.001, 0.01, 1.0)
+)
+
+
+def parse(text: bytes) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+    out: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        out[fam.name] = [(s.name, s.labels, s.value) for s in fam.samples]
+    return out
+
+
+def test_gauge_counter_and_histogram_round_trip() -> None:
+    g, c, h = GAUGE.family(), COUNTER.family(), HIST.family()
+    g.add(("z1", "user"), 1.5)
+    g.add(('we"ird\\zone\nname', "sys"), 2)
+    c.add(("z1",), 42)
+    h.add_histogram(("z1",), [1, 3, 7], 2.5, 9)
+    text = render([g, c, h])
+    assert b"# HELP t_ops_total Ops.\\nSecond line \\\\ here.\n" in text
+    parsed = parse(text)
+    assert parsed["t_gauge"] == [
+        ("t_gauge", {"zonename": "z1", "mode": "user"}, 1.5),
+        ("t_gauge", {"zonename": 'we"ird\\zone\nname', "mode": "sys"}, 2.0),
+    ]
+    assert parsed["t_ops"] == [("t_ops_total", {"zonename": "z1"}, 42.0)]
+    assert parsed["t_latency_seconds"] == [
+        ("t_latency_seconds_bucket", {"zonename": "z1", "le": "0.001"}, 1.0),
+        ("t_latency_seconds_bucket", {"zonename": "z1", "le": "0.01"}, 3.0),
+        ("t_latency_seconds_bucket", {"zonename": "z1", "le": "1.0"}, 7.0),
+        ("t_latency_seconds_bucket", {"zonename": "z1", "le": "+Inf"}, 9.0),
+        ("t_latency_seconds_sum", {"zonename": "z1"}, 2.5),
+        ("t_latency_seconds_count", {"zonename": "z1"}, 9.0),
+    ]
+
+
+def test_empty_families_are_left_out() -> None:
+    assert render([GAUGE.family(), HIST.family()]) == b""
+
+
+def test_special_values() -> None:
+    assert format_value(float("inf")) == "+Inf"
+    assert format_value(float("-inf")) == "-Inf"
+    assert format_value(float("nan")) == "NaN"
+    assert format_value(18446744073709551615) == "18446744073709551615"
+    assert format_value(3.0) == "3"
+    assert format_value(0.1) == "0.1"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=20),
+            st.one_of(
+                st.integers(min_value=-(2**63), max_value=2**64),
+                st.floats(allow_nan=False, allow_infinity=True),
+            ),
+        ),
+        max_size=20,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_any_label_value_and_number_survives_parsing(samples: list[tuple[str, float]]) -> None:
+    fam = MetricSpec("t_any", "gauge", "Any.", ("v",)).family()
+    for label, value in samples:
+        fam.add((label,), value)
+    parsed = parse(render([fam])).get("t_any", [])
+    assert len(parsed) == len(samples)
+    for (label, value), (_, labels, got) in zip(samples, parsed, strict=True):
+        assert labels == {"v": label}
+        if math.isinf(value):
+            assert got == value
+        else:
+            assert math.isclose(got, float(value), rel_tol=1e-15)

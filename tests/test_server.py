@@ -1,0 +1,117 @@
+"""The HTTP endpoint: /metrics with gzip, /healthz, 404, concurrency, idle clients."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.server import MetricsServer, parse_listen
+
+SPEC = MetricSpec("t_up", "gauge", "Up.", ("zonename",))
+
+
+def families() -> list[MetricFamily]:
+    fam = SPEC.family()
+    for i in range(2000):
+        fam.add((f"zone-{i}",), i)
+    return [fam]
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    srv = MetricsServer("127.0.0.1:0", families, max_connections=4, request_timeout=0.5)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def get(srv: MetricsServer, path: str, headers: dict[str, str] | None = None
+        ) -> tuple[int, dict[str, str], bytes]:
+    host, port = srv.address
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_metrics_plain_and_gzip(server: MetricsServer) -> None:
+    status, headers, body = get(server, "/metrics")
+    assert status == 200
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b't_up{zonename="zone-1999"} 1999\n' in body
+    status, headers, zipped = get(server, "/metrics", {"Accept-Encoding": "gzip, deflate"})
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert gzip.decompress(zipped) == body
+    assert len(zipped) < len(body) / 3
+
+
+def test_health_and_unknown_paths(server: MetricsServer) -> None:
+    assert get(server, "/healthz")[0] == 200
+    assert get(server, "/nope")[0] == 404
+    assert get(server, "/metrics/extra")[0] == 404
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    conn.request("POST", "/metrics", body=b"x")
+    assert conn.getresponse().status == 405
+
+
+def test_concurrent_scrapes_all_complete() -> None:
+    server = MetricsServer("127.0.0.1:0", families, max_connections=16, request_timeout=2)
+    server.start()
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def scrape() -> None:
+        for _ in range(5):
+            status, _, body = get(server, "/metrics")
+            with lock:
+                results.append(status if body.endswith(b"1999\n") else -1)
+
+    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.stop()
+    assert results == [200] * 40
+
+
+def test_idle_client_is_dropped_after_timeout(server: MetricsServer) -> None:
+    host, port = server.address
+    sock = socket.create_connection((host, port))
+    sock.settimeout(5)
+    started = time.monotonic()
+    assert sock.recv(1024) == b""  # the server closed the connection
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert 0.3 < elapsed < 4
+    assert get(server, "/healthz")[0] == 200
+
+
+def test_connections_beyond_the_limit_get_503(server: MetricsServer) -> None:
+    host, port = server.address
+    idle = [socket.create_connection((host, port)) for _ in range(4)]
+    time.sleep(0.1)
+    status = get(server, "/metrics")[0]
+    for s in idle:
+        s.close()
+    assert status == 503
+    time.sleep(0.6)
+    assert get(server, "/metrics")[0] == 200
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("0.0.0.0:9718") == ("0.0.0.0", 9718)
+    assert parse_listen("[::1]:80") == ("::1", 80)
+    for bad in ("9718", ":80", "host:port", "::1:80", "h:70000"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
