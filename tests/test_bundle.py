@@ -18,8 +18,13 @@ def frames() -> list[Frame]:
         Frame(
             time=100.0 + 10 * i,
             kstats=[
-                Kstat("zones", 3, "web", "zone_misc", data={"zonename": "web", "nsec_user": 10 * i,
-                                                            "avg": 0.5}),
+                Kstat(
+                    "zones",
+                    3,
+                    "web",
+                    "zone_misc",
+                    data={"zonename": "web", "nsec_user": 10 * i, "avg": 0.5},
+                ),
                 Kstat("zfs", 0, "zones", "disk", KSTAT_TYPE_IO, data={"reads": i}),
             ],
             commands=[CommandResult(("vmadm", "list"), 0, f"out{i}\n")] if i != 1 else [],
@@ -57,8 +62,10 @@ HEADER = json.dumps({"format": "dtagent-bundle", "version": 1})
         ([HEADER, "{oops"], ":2: not JSON"),
         ([HEADER, '{"kstats": []}'], ":2: frame without a numeric 't'"),
         ([HEADER, '{"t": 1, "kstats": [{"m": "a"}]}'], ":2: kstat without 'i'"),
-        ([HEADER, '{"t": 1, "kstats": [{"m": "a", "i": 0, "n": "x", "d": {"v": [1]}}]}'],
-         "a:0:x:v has a list value"),
+        (
+            [HEADER, '{"t": 1, "kstats": [{"m": "a", "i": 0, "n": "x", "d": {"v": [1]}}]}'],
+            "a:0:x:v has a list value",
+        ),
         ([HEADER, '{"t": 2}', '{"t": 1}'], ":3: frame time goes backwards"),
         ([HEADER, '{"t": 1, "commands": [{"argv": []}]}'], "'argv' must be a non-empty list"),
     ],

@@ -26,8 +26,9 @@ def test_version_and_help() -> None:
 
 def test_simulate_then_scrape_replay(tmp_path: Path) -> None:
     bundle = tmp_path / "sim.bundle"
-    res = dtagent("simulate", "--zones", "6", "--out", str(bundle), "--seed", "3",
-                  "--duration", "60")
+    res = dtagent(
+        "simulate", "--zones", "6", "--out", str(bundle), "--seed", "3", "--duration", "60"
+    )
     assert res.returncode == 0, res.stderr
     out = dtagent("scrape", "--replay", str(bundle))
     assert out.returncode == 0, out.stderr
@@ -54,8 +55,12 @@ def test_import_every_real_kstat_sample(samples_dir: Path, tmp_path: Path) -> No
 
 
 def test_import_refuses_a_file_without_kstats(samples_dir: Path, tmp_path: Path) -> None:
-    res = dtagent("import-kstat", str(samples_dir / "zonememstat_smartos.txt"),
-                  "--out", str(tmp_path / "x.bundle"))
+    res = dtagent(
+        "import-kstat",
+        str(samples_dir / "zonememstat_smartos.txt"),
+        "--out",
+        str(tmp_path / "x.bundle"),
+    )
     assert res.returncode == 1 and "no kstat data found" in res.stderr
     assert not (tmp_path / "x.bundle").exists()
 
@@ -70,12 +75,19 @@ def test_scrape_of_a_bad_bundle_fails_clearly(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
 def test_promtool_check_metrics_is_silent(tmp_path: Path) -> None:
     bundle = tmp_path / "sim.bundle"
-    assert dtagent("simulate", "--zones", "8", "--out", str(bundle), "--duration", "300"
-                   ).returncode == 0
+    assert (
+        dtagent("simulate", "--zones", "8", "--out", str(bundle), "--duration", "300").returncode
+        == 0
+    )
     for frame in ("0", "-1"):
         text = dtagent("scrape", "--replay", str(bundle), "--frame", frame).stdout
-        check = subprocess.run(["promtool", "check", "metrics"], input=text,
-                               capture_output=True, text=True, check=False)
+        check = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert check.returncode == 0 and check.stdout.strip() == "", check.stdout + check.stderr
 
 
@@ -92,22 +104,31 @@ def test_serve_off_illumos_runs_host_and_self_and_says_why(tmp_path: Path) -> No
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    unavailable = {e["collector"]: e["reason"] for e in events
-                   if e["event"] == "collector unavailable"}
+    unavailable = {
+        e["collector"]: e["reason"] for e in events if e["event"] == "collector unavailable"
+    }
     assert "dtrace" in unavailable and "illumos" in unavailable["dtrace"]
     assert any(e["event"] == "stopping" and e["signal"] == "SIGTERM" for e in events)
 
 
 def test_demo_serves_a_simulated_host(tmp_path: Path) -> None:
     port = free_port()
-    proc = start_dtagent("demo", "--zones", "4", "--listen", f"127.0.0.1:{port}",
-                         "--out", str(tmp_path / "demo.bundle"))
+    proc = start_dtagent(
+        "demo",
+        "--zones",
+        "4",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--out",
+        str(tmp_path / "demo.bundle"),
+    )
     try:
         body = wait_http(f"http://127.0.0.1:{port}/metrics", timeout=60).decode()
         assert "dtagent_build_info" in body
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == (
-            f"dtagent demo: open http://127.0.0.1:{port}/metrics")
+            f"dtagent demo: open http://127.0.0.1:{port}/metrics"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)

@@ -61,12 +61,12 @@ def test_flags_override_and_are_checked(tmp_path: Path) -> None:
     config = load(write(tmp_path, '[agent]\nlisten = "127.0.0.1:1"\n'))
     config.set("agent", "listen", "127.0.0.1:2", "--listen")
     assert config.get("agent", "listen") == "127.0.0.1:2"
-    with pytest.raises(ConfigError, match="--listen: key 'agent.listen'"):
+    with pytest.raises(ConfigError, match=r"--listen: key 'agent\.listen'"):
         config.set("agent", "listen", "bogus", "--listen")
 
 
 def test_cli_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, "[agent]\nrequest_timeout = \"soon\"\n")
+    path = write(tmp_path, '[agent]\nrequest_timeout = "soon"\n')
     assert main(["scrape", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "agent.request_timeout" in err and "expected a number" in err

@@ -73,9 +73,8 @@ def test_human_format_block(samples_dir: Path) -> None:
 
 
 def test_io_kstat_detected_from_fields() -> None:
-    lines = [f"zfs:0:zones:{f}\t{i}" for i, f in enumerate(
-        "nread nwritten reads writes wtime wlentime wlastupdate rtime rlentime rlastupdate "
-        "wcnt rcnt".split())]
+    fields = "nread nwritten reads writes wtime wlentime wlastupdate rtime rlentime rlastupdate"
+    lines = [f"zfs:0:zones:{f}\t{i}" for i, f in enumerate([*fields.split(), "wcnt", "rcnt"])]
     (ks,) = parse(lines).kstats
     assert ks.ks_type == KSTAT_TYPE_IO and ks.data["rlentime"] == 8
 
@@ -92,16 +91,21 @@ names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
 @given(
     st.dictionaries(
         names,
-        st.one_of(st.integers(min_value=0, max_value=2**64 - 1), st.from_regex(
-            r"[a-z][a-z0-9-]{0,35}", fullmatch=True)),
+        st.one_of(
+            st.integers(min_value=0, max_value=2**64 - 1),
+            st.from_regex(r"[a-z][a-z0-9-]{0,35}", fullmatch=True),
+        ),
         min_size=1,
     ),
     names,
     st.integers(min_value=0, max_value=9999),
 )
 def test_p_format_round_trip(stats: dict[str, object], module: str, instance: int) -> None:
-    lines = [f"{module}:{instance}:ks_{module}:{k}\t{v}" for k, v in sorted(stats.items())
-             if k not in ("class", "crtime", "snaptime")]
+    lines = [
+        f"{module}:{instance}:ks_{module}:{k}\t{v}"
+        for k, v in sorted(stats.items())
+        if k not in ("class", "crtime", "snaptime")
+    ]
     res = parse(lines)
     expected = {k: v for k, v in stats.items() if k not in ("class", "crtime", "snaptime")}
     if not expected:

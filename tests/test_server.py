@@ -32,8 +32,9 @@ def server() -> Iterator[MetricsServer]:
     srv.stop()
 
 
-def get(srv: MetricsServer, path: str, headers: dict[str, str] | None = None
-        ) -> tuple[int, dict[str, str], bytes]:
+def get(
+    srv: MetricsServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     host, port = srv.address
     conn = http.client.HTTPConnection(host, port, timeout=5)
     conn.request("GET", path, headers=headers or {})
