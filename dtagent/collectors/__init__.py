@@ -26,5 +26,10 @@ def available() -> dict[str, type[Collector]]:
     for mod in pkgutil.iter_modules(__path__):
         if mod.name != "base":
             importlib.import_module(f"{__name__}.{mod.name}")
-    classes = {c.name: c for c in _subclasses(Collector)}  # type: ignore[type-abstract]
+    # Only this package's collectors: subclasses defined elsewhere (tests) are not shipped.
+    classes = {
+        c.name: c
+        for c in _subclasses(Collector)  # type: ignore[type-abstract]
+        if c.__module__.startswith(__name__ + ".")
+    }
     return dict(sorted(classes.items()))

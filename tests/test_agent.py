@@ -1,0 +1,91 @@
+"""The agent: a failing collector is reported and logged, the others still serve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from dtagent.agent import Agent
+from dtagent.collectors.base import Collector
+from dtagent.exposition import render
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
+from dtagent.sources.commands import NoCommands
+
+ZONES = MetricSpec("t_zones", "gauge", "Zones seen.", ())
+
+
+class Counting(Collector):
+    name = "t_counting"
+    specs = (ZONES,)
+
+    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
+        fam = ZONES.family()
+        fam.add((), len(snap.kstats.module("zones")))
+        return [fam]
+
+
+class Broken(Collector):
+    name = "t_broken"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
+        if self.fail:
+            raise KeyError("nsec_user")
+        return []
+
+
+class StaticKstats:
+    def kstats(self) -> KstatSnapshot:
+        return KstatSnapshot([Kstat("zones", 1, "a"), Kstat("zones", 2, "b")])
+
+
+def samples(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = render(agent.collect()).decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_failing_collector_is_reported_and_logged_once() -> None:
+    broken = Broken()
+    agent = Agent([broken, Counting()], StaticKstats(), NoCommands(), illumos=True,
+                  reuse_within=0)
+    with structlog.testing.capture_logs() as logs:
+        first = samples(agent)
+        samples(agent)
+    assert first[("t_zones", ())] == 2
+    assert first[("dtagent_collector_success", (("collector", "t_broken"),))] == 0
+    assert first[("dtagent_collector_success", (("collector", "t_counting"),))] == 1
+    failures = [e for e in logs if e["event"] == "collector failed"]
+    assert len(failures) == 1 and "KeyError" in failures[0]["error"]
+    broken.fail = False
+    with structlog.testing.capture_logs() as logs:
+        again = samples(agent)
+    assert again[("dtagent_collector_success", (("collector", "t_broken"),))] == 1
+    assert [e["event"] for e in logs] == ["collector recovered"]
+
+
+def test_kstat_source_failure_does_not_take_metrics_down() -> None:
+    class Exploding:
+        def kstats(self) -> KstatSnapshot:
+            raise OSError("kstat chain gone")
+
+    agent = Agent([Counting()], Exploding(), NoCommands(), illumos=True, reuse_within=0)
+    with structlog.testing.capture_logs() as logs:
+        got = samples(agent)
+    assert got[("t_zones", ())] == 0
+    assert any(e["event"] == "reading kstats failed" for e in logs)
+
+
+def test_scrapes_close_together_share_one_collection() -> None:
+    agent = Agent([Counting()], StaticKstats(), NoCommands(), illumos=True, reuse_within=60)
+    assert agent.collect() is agent.collect()
+    assert agent.collections == 1
