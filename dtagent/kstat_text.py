@@ -16,9 +16,9 @@ skipped and counted, never guessed at.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from dtagent.snapshot import (
     KSTAT_TYPE_IO,
