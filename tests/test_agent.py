@@ -56,8 +56,7 @@ def samples(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 def test_failing_collector_is_reported_and_logged_once() -> None:
     broken = Broken()
-    agent = Agent([broken, Counting()], StaticKstats(), NoCommands(), illumos=True,
-                  reuse_within=0)
+    agent = Agent([broken, Counting()], StaticKstats(), NoCommands(), illumos=True, reuse_within=0)
     with structlog.testing.capture_logs() as logs:
         first = samples(agent)
         samples(agent)
