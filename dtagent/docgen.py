@@ -71,6 +71,52 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
+def render_configuration() -> str:
+    """docs/configuration.md: every setting, from the schema and the collectors' own."""
+    import inspect
+
+    from dtagent.config import SCHEMA
+
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the code by `python -m dtagent.docgen`; an annotated example is in",
+        "[examples/dtagent.toml](../examples/dtagent.toml). Command-line flags override the",
+        "file (`--listen`, `--replay`, `--replay-speed`). Any unknown key, wrong type or bad",
+        "value stops the agent with a message naming the file and the key (exit status 2).",
+    ]
+    for section, settings in SCHEMA.items():
+        out += ["", f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for key, setting in settings.items():
+            out.append(f"| `{key}` | `{setting.default!r}` | {setting.doc} |")
+    out += [
+        "",
+        "## Per-collector settings",
+        "",
+        "Each collector may take settings in a `[collectors.NAME]` table, for example:",
+        "",
+        "```toml",
+        "[collectors.zone_disk]",
+        "max_age = 600.0",
+        "```",
+    ]
+    for name, cls in available().items():
+        params = [
+            p for p in inspect.signature(cls).parameters.values()
+            if p.default is not inspect.Parameter.empty
+        ]
+        if not params:
+            continue
+        helps: dict[str, str] = getattr(cls, "settings_help", {})
+        out += ["", f"### [collectors.{name}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for p in params:
+            out.append(f"| `{p.name}` | `{p.default!r}` | {helps.get(p.name, '')} |")
+    return "\n".join(out) + "\n"
+
+
+DOCS = {"metrics.md": render, "configuration.md": render_configuration}
+
+
 def all_metric_names() -> set[str]:
     """Every metric name the agent can export (histograms as their base name)."""
     names = {s.name for cls in available().values() for s in cls.specs}
@@ -81,10 +127,12 @@ def all_metric_names() -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write docs/metrics.md and docs/configuration.md (into the directory given, if any)."""
     args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "docs/metrics.md"
-    target.write_text(render(), encoding="utf-8")
-    print(f"wrote {target}")
+    docs = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "docs"
+    for name, make in DOCS.items():
+        (docs / name).write_text(make(), encoding="utf-8")
+        print(f"wrote {docs / name}")
     return 0
 
 
