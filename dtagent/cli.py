@@ -28,6 +28,7 @@ commands (each with an example):
   simulate       dtagent simulate --zones 50 --out sim.bundle --seed 7
   demo           dtagent demo --zones 12 --listen 127.0.0.1:9718
   import-kstat   dtagent import-kstat kstat-p.txt --out myhost.bundle
+  capture        dtagent capture --out myhost.bundle --interval 10 --count 30
   dtrace list    dtagent dtrace list
 
 'dtagent COMMAND --help' tells more. Exit status: 0 ok, 1 runtime error, 2 bad usage or config.
@@ -114,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:9718", metavar="HOST:PORT")
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--out", metavar="BUNDLE", help="keep the simulated bundle here")
+
+    p = sub.add_parser(
+        "capture", help="record this host's sources into a bundle",
+        description="Record the live host's kstats and command outputs, frame by frame, "
+        "into a bundle that replays anywhere. "
+        "Example: dtagent capture --out myhost.bundle --interval 10 --count 30",
+    )
+    _add_config(p)
+    p.add_argument("--out", required=True, metavar="BUNDLE")
+    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                   help="time between frames (default 10)")
+    p.add_argument("--count", type=int, default=30, metavar="N",
+                   help="frames to record (default 30)")
 
     p = sub.add_parser(
         "import-kstat",
@@ -246,6 +260,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(config, announce=True)
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from dtagent.capture import capture
+    from dtagent.runtime import build
+
+    config = _load_config(args)
+    logsetup.setup(config.get("agent", "log_level"), config.get("agent", "log_format"))
+    if args.interval <= 0 or args.count < 1:
+        print("dtagent capture: --interval must be positive and --count at least 1",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if config.get("sources", "replay"):
+        print("dtagent capture: records a live host; drop sources.replay", file=sys.stderr)
+        return EXIT_USAGE
+    runtime = build(config)
+    if runtime.mode != "live":
+        runtime.close()
+        print(f"dtagent capture: needs a live illumos host; this is {runtime.mode}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        frames = capture(runtime, args.out, interval=args.interval, count=args.count, stop=stop)
+    finally:
+        runtime.close()
+    print(f"wrote {args.out} ({frames} frames)", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_import_kstat(args: argparse.Namespace) -> int:
     from dtagent.kstat_text import parse
 
@@ -282,6 +326,7 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "demo": cmd_demo,
     "import-kstat": cmd_import_kstat,
+    "capture": cmd_capture,
 }
 
 
