@@ -1,0 +1,799 @@
+"""libkstat through ctypes: the live kstat source on illumos.
+
+No Python kstat binding exists and forking ``kstat -p`` per scrape is too slow for a
+host with hundreds of zones (DESIGN.md rule 5), so this module binds libkstat.so.1
+directly. The global zone has no compiler, hence ctypes rather than an extension.
+
+Layouts and behaviour come from ../shared/reference/illumos-interfaces.md §1, which
+cites illumos-gate ``usr/src/uts/common/sys/kstat.h`` (kstat_t and the data records),
+``usr/src/lib/libkstat/kstat.h`` (kstat_ctl_t and the prototypes) and
+``usr/src/lib/libkstat/common/kstat.c`` (what the functions do). Everything here is
+LP64 (amd64): the agent runs as a 64-bit process in the global zone.
+
+Two layers:
+
+* :class:`Libkstat` — the six libkstat functions, typed, with errno.
+* :class:`KstatReader` — keeps one ``kstat_ctl_t`` open and turns the kstats of the
+  modules the collectors need into a :class:`~dtagent.snapshot.KstatSnapshot` per
+  scrape. Data records are decoded from one copy of ``ks_data`` with precompiled
+  ``struct`` formats (one per distinct named-record type signature), because reading
+  500 zones × ~10 kstats field by field through ctypes would cost most of a scrape.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import operator
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, cast
+
+import structlog
+
+from dtagent.snapshot import (
+    KSTAT_TYPE_INTR,
+    KSTAT_TYPE_IO,
+    KSTAT_TYPE_NAMED,
+    KSTAT_TYPE_RAW,
+    KSTAT_TYPE_TIMER,
+    Kstat,
+    KstatSnapshot,
+    StatValue,
+)
+
+log = structlog.get_logger("dtagent.kstat")
+
+DEFAULT_LIBRARY = "libkstat.so.1"
+LIBRARY_ENV = "DTAGENT_LIBKSTAT"
+
+# usr/src/uts/common/sys/kstat.h: "30 chars + NULL; must be 16 * n - 1".
+KSTAT_STRLEN = 31
+
+# Named-statistic data types (usr/src/uts/common/sys/kstat.h). A 64-bit reader only
+# sees these: the kernel rewrites KSTAT_DATA_LONG/ULONG (7/8) to INT64/UINT64 before
+# copyout (usr/src/uts/common/io/kstat.c; reference §1.2).
+KSTAT_DATA_CHAR = 0
+KSTAT_DATA_INT32 = 1
+KSTAT_DATA_UINT32 = 2
+KSTAT_DATA_INT64 = 3
+KSTAT_DATA_UINT64 = 4
+KSTAT_DATA_FLOAT = 5
+KSTAT_DATA_DOUBLE = 6
+KSTAT_DATA_STRING = 9
+
+# Types whose data the reader decodes; RAW needs a per-kstat struct layout and INTR
+# is per-interrupt-source hardware detail: no collector uses either.
+DECODED_TYPES = frozenset({KSTAT_TYPE_NAMED, KSTAT_TYPE_IO, KSTAT_TYPE_TIMER})
+SKIPPED_TYPES = frozenset({KSTAT_TYPE_RAW, KSTAT_TYPE_INTR})
+
+c_hrtime_t = ctypes.c_longlong  # sys/time.h: typedef longlong_t hrtime_t
+c_kid_t = ctypes.c_int  # sys/kstat.h: typedef int kid_t
+
+
+# ---- struct layouts (LP64) ----------------------------------------------------------
+
+
+class kstat_t(ctypes.Structure):
+    """``kstat_t``: illumos-gate usr/src/uts/common/sys/kstat.h, ``struct kstat``.
+
+    184 bytes. The last four fields are "kernel only" but are part of the struct the
+    library hands out, so they are declared (as pointers) to keep the size right.
+    """
+
+
+_ks_update_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(kstat_t), ctypes.c_int)
+_ks_snapshot_fn = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(kstat_t), ctypes.c_void_p, ctypes.c_int
+)
+
+# illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat (offsets: reference §1.3)
+kstat_t._fields_ = [
+    ("ks_crtime", c_hrtime_t),  # @0
+    ("ks_next", ctypes.POINTER(kstat_t)),  # @8
+    ("ks_kid", c_kid_t),  # @16
+    ("ks_module", ctypes.c_char * KSTAT_STRLEN),  # @20
+    ("ks_resv", ctypes.c_ubyte),  # @51
+    ("ks_instance", ctypes.c_int),  # @52
+    ("ks_name", ctypes.c_char * KSTAT_STRLEN),  # @56
+    ("ks_type", ctypes.c_ubyte),  # @87
+    ("ks_class", ctypes.c_char * KSTAT_STRLEN),  # @88
+    ("ks_flags", ctypes.c_ubyte),  # @119
+    ("ks_data", ctypes.c_void_p),  # @120
+    ("ks_ndata", ctypes.c_uint),  # @128
+    ("ks_data_size", ctypes.c_size_t),  # @136
+    ("ks_snaptime", c_hrtime_t),  # @144
+    ("ks_update", _ks_update_fn),  # @152
+    ("ks_private", ctypes.c_void_p),  # @160
+    ("ks_snapshot", _ks_snapshot_fn),  # @168
+    ("ks_lock", ctypes.c_void_p),  # @176
+]
+
+
+class kstat_ctl_t(ctypes.Structure):
+    """``kstat_ctl_t``: illumos-gate usr/src/lib/libkstat/kstat.h. 24 bytes."""
+
+    # illumos-gate usr/src/lib/libkstat/kstat.h, struct kstat_ctl
+    _fields_ = [
+        ("kc_chain_id", c_kid_t),  # @0: KCID of the chain as this handle knows it
+        ("kc_chain", ctypes.POINTER(kstat_t)),  # @8
+        ("kc_kd", ctypes.c_int),  # @16: the /dev/kstat descriptor
+    ]
+
+
+class _kstat_named_str_addr(ctypes.Union):
+    # illumos-gate usr/src/uts/common/sys/kstat.h, kstat_named_t value.str.addr (LP64)
+    _fields_ = [("ptr", ctypes.c_void_p), ("__pad", ctypes.c_char * 8)]
+
+
+class _kstat_named_str(ctypes.Structure):
+    # illumos-gate usr/src/uts/common/sys/kstat.h, kstat_named_t value.str
+    _fields_ = [("addr", _kstat_named_str_addr), ("len", ctypes.c_uint32)]  # @0, @8
+
+
+class _kstat_named_value(ctypes.Union):
+    # illumos-gate usr/src/uts/common/sys/kstat.h, kstat_named_t value (16 bytes)
+    _fields_ = [
+        ("c", ctypes.c_char * 16),
+        ("i32", ctypes.c_int32),
+        ("ui32", ctypes.c_uint32),
+        ("str", _kstat_named_str),
+        ("i64", ctypes.c_int64),
+        ("ui64", ctypes.c_uint64),
+        ("l", ctypes.c_long),
+        ("ul", ctypes.c_ulong),
+        ("ll", ctypes.c_longlong),
+        ("ull", ctypes.c_ulonglong),
+        ("f", ctypes.c_float),
+        ("d", ctypes.c_double),
+    ]
+
+
+class kstat_named_t(ctypes.Structure):
+    """``kstat_named_t``: illumos-gate usr/src/uts/common/sys/kstat.h. 48 bytes.
+
+    For KSTAT_DATA_STRING, ``value.str.addr.ptr`` points at ``value.str.len`` bytes
+    (strlen + 1) that the kernel packs into the same ``ks_data`` buffer after the
+    named records (uts/common/os/kstat_fr.c default_kstat_snapshot).
+    """
+
+    # illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat_named
+    _fields_ = [
+        ("name", ctypes.c_char * KSTAT_STRLEN),  # @0
+        ("data_type", ctypes.c_ubyte),  # @31
+        ("value", _kstat_named_value),  # @32
+    ]
+
+
+class kstat_io_t(ctypes.Structure):
+    """``kstat_io_t``: illumos-gate usr/src/uts/common/sys/kstat.h. 80 bytes.
+
+    The default snapshot scales the times to ns and folds in the in-progress interval
+    (uts/common/os/kstat_fr.c), so they are directly usable.
+    """
+
+    # illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat_io
+    _fields_ = [
+        ("nread", ctypes.c_ulonglong),  # @0
+        ("nwritten", ctypes.c_ulonglong),  # @8
+        ("reads", ctypes.c_uint),  # @16
+        ("writes", ctypes.c_uint),  # @20
+        ("wtime", c_hrtime_t),  # @24
+        ("wlentime", c_hrtime_t),  # @32
+        ("wlastupdate", c_hrtime_t),  # @40
+        ("rtime", c_hrtime_t),  # @48
+        ("rlentime", c_hrtime_t),  # @56
+        ("rlastupdate", c_hrtime_t),  # @64
+        ("wcnt", ctypes.c_uint),  # @72
+        ("rcnt", ctypes.c_uint),  # @76
+    ]
+
+
+class kstat_timer_t(ctypes.Structure):
+    """``kstat_timer_t``: illumos-gate usr/src/uts/common/sys/kstat.h. 80 bytes."""
+
+    # illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat_timer
+    _fields_ = [
+        ("name", ctypes.c_char * KSTAT_STRLEN),  # @0
+        ("resv", ctypes.c_ubyte),  # @31
+        ("num_events", ctypes.c_ulonglong),  # @32
+        ("elapsed_time", c_hrtime_t),  # @40
+        ("min_time", c_hrtime_t),  # @48
+        ("max_time", c_hrtime_t),  # @56
+        ("start_time", c_hrtime_t),  # @64
+        ("stop_time", c_hrtime_t),  # @72
+    ]
+
+
+kstat_ctl_p = ctypes.POINTER(kstat_ctl_t)
+kstat_p = ctypes.POINTER(kstat_t)
+
+# ---- decoding ks_data ---------------------------------------------------------------
+#
+# ks_data is copied out once per read (ctypes.string_at) and decoded with struct
+# formats built from the ctypes layouts above, so the two cannot drift apart: the
+# import fails if they disagree.
+
+_NAMED_SIZE = ctypes.sizeof(kstat_named_t)
+_NAMED_TYPE_OFF = kstat_named_t.data_type.offset
+_NAMED_VALUE_OFF = kstat_named_t.value.offset
+_NAMED_PAD = _NAMED_VALUE_OFF - KSTAT_STRLEN - 1  # 0 on LP64
+
+# One value format per data type, each exactly 16 bytes (the union).
+_VALUE_FORMATS: dict[int, str] = {
+    KSTAT_DATA_CHAR: "16s",
+    KSTAT_DATA_INT32: "i12x",
+    KSTAT_DATA_UINT32: "I12x",
+    KSTAT_DATA_INT64: "q8x",
+    KSTAT_DATA_UINT64: "Q8x",
+    KSTAT_DATA_FLOAT: "f12x",
+    KSTAT_DATA_DOUBLE: "d8x",
+    KSTAT_DATA_STRING: "QI4x",  # value.str.addr.ptr, value.str.len, padding
+}
+_UNKNOWN_VALUE = "16x"
+
+_IO_FIELDS = tuple(name for name, *_ in kstat_io_t._fields_)
+_IO = struct.Struct("<QQIIqqqqqqII")
+_TIMER_FIELDS = tuple(name for name, *_ in kstat_timer_t._fields_ if name != "resv")
+_TIMER = struct.Struct(f"<{KSTAT_STRLEN}sxQqqqqq")
+
+
+def _check_layouts() -> None:
+    """The struct formats must describe exactly the ctypes layouts."""
+    value_size = ctypes.sizeof(_kstat_named_value)
+    for fmt in (*_VALUE_FORMATS.values(), _UNKNOWN_VALUE):
+        if struct.calcsize("<" + fmt) != value_size:
+            raise ImportError(f"kstat value format {fmt!r} is not {value_size} bytes")
+    if KSTAT_STRLEN + 1 + _NAMED_PAD + value_size != _NAMED_SIZE:
+        raise ImportError("kstat_named_t layout does not add up")
+    if _IO.size != ctypes.sizeof(kstat_io_t) or _TIMER.size != ctypes.sizeof(kstat_timer_t):
+        raise ImportError("kstat_io_t/kstat_timer_t formats do not match the ctypes layout")
+
+
+_check_layouts()
+
+# Record kinds in a compiled named-record plan.
+_PLAIN, _CHAR, _STRING, _UNKNOWN = 0, 1, 2, 3
+
+
+def _picker(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """itemgetter that always returns a tuple (itemgetter(i) alone returns the item)."""
+    if len(positions) == 1:
+        pos = positions[0]
+        return lambda values: (values[pos],)
+    return operator.itemgetter(*positions)
+
+
+class _NamedDecoder:
+    """A struct format for one sequence of named-record data types.
+
+    kstats of one kind (every zone's ``memory_cap``, every link) share a type
+    signature, so a handful of these serve a whole host; the cache is keyed by the
+    bytes of the ``data_type`` column, which one slice of the buffer yields. Names
+    and first values are picked out of the unpacked tuple in C (itemgetter); only
+    CHAR, STRING and unknown records need Python-level fix-ups.
+    """
+
+    __slots__ = ("fixups", "names", "struct", "values")
+
+    def __init__(self, types: bytes) -> None:
+        parts = ["<"]
+        name_pos: list[int] = []
+        value_pos: list[int] = []
+        fixups: list[tuple[int, int, int]] = []  # (record, kind, position in unpacked)
+        pos = 0
+        for record, t in enumerate(types):
+            parts.append(f"{KSTAT_STRLEN}s{1 + _NAMED_PAD}x")
+            name_pos.append(pos)
+            fmt = _VALUE_FORMATS.get(t)
+            if fmt is None:
+                parts.append(_UNKNOWN_VALUE)
+                value_pos.append(pos)  # a placeholder, replaced by None
+                fixups.append((record, _UNKNOWN, pos))
+                pos += 1
+                continue
+            parts.append(fmt)
+            value_pos.append(pos + 1)
+            if t == KSTAT_DATA_CHAR:
+                fixups.append((record, _CHAR, pos + 1))
+            elif t == KSTAT_DATA_STRING:
+                fixups.append((record, _STRING, pos + 1))
+            pos += 3 if t == KSTAT_DATA_STRING else 2
+        self.struct = struct.Struct("".join(parts))
+        self.names = _picker(name_pos)
+        self.values = _picker(value_pos)
+        self.fixups = tuple(fixups)
+
+
+_decoders: dict[bytes, _NamedDecoder] = {}
+_names: dict[bytes, str] = {}
+_MAX_CACHED = 65536  # bounds both caches if a kstat carried ever-changing names
+
+
+def _cstr(raw: bytes) -> str:
+    """A fixed-size C char array as text: up to the first NUL (it may have none)."""
+    end = raw.find(b"\0")
+    if end >= 0:
+        raw = raw[:end]
+    return raw.decode("utf-8", "replace")
+
+
+def _stat_name(raw: bytes) -> str:
+    name = _names.get(raw)
+    if name is None:
+        if len(_names) >= _MAX_CACHED:
+            _names.clear()
+        name = _names[raw] = _cstr(raw)
+    return name
+
+
+def _string_value(buf: bytes, base: int, ptr: int, length: int) -> str | None:
+    """A KSTAT_DATA_STRING value: bytes inside ks_data that ``ptr`` points at.
+
+    NULL is an unset string (""). A pointer outside the buffer is not followed —
+    reading it could crash the agent — and gives None (the statistic is dropped).
+    """
+    if ptr == 0:
+        return ""
+    off = ptr - base
+    if off < 0 or off >= len(buf):
+        return None
+    end = min(off + length, len(buf)) if length else len(buf)
+    nul = buf.find(b"\0", off, end)
+    return buf[off : nul if nul >= 0 else end].decode("utf-8", "replace")
+
+
+class NameMemo:
+    """The decoded statistic names of one kstat, reused while its raw names repeat.
+
+    A kstat's names are fixed when it is created, so after the first read the names
+    are one tuple comparison instead of one dict lookup per statistic.
+    """
+
+    __slots__ = ("names", "raw")
+
+    def __init__(self) -> None:
+        self.raw: tuple[bytes, ...] = ()
+        self.names: tuple[str, ...] = ()
+
+
+def decode_named(
+    buf: bytes, ndata: int, base: int, memo: NameMemo | None = None
+) -> dict[str, StatValue]:
+    """Decode ``ndata`` kstat_named_t records from a copy of ks_data.
+
+    ``base`` is the address ks_data had, so string pointers can be turned into
+    offsets in ``buf``. Blank records (name "") are skipped, as kstat(1M) does: some
+    drivers leave uninitialised records at the end.
+    """
+    ndata = min(ndata, len(buf) // _NAMED_SIZE)
+    if ndata <= 0:
+        return {}
+    types = buf[_NAMED_TYPE_OFF : ndata * _NAMED_SIZE : _NAMED_SIZE]
+    dec = _decoders.get(types)
+    if dec is None:
+        if len(_decoders) >= _MAX_CACHED:
+            _decoders.clear()
+        dec = _decoders[types] = _NamedDecoder(types)
+    unpacked = dec.struct.unpack_from(buf)
+    raw = dec.names(unpacked)
+    if memo is not None and memo.raw == raw:
+        names = memo.names
+    else:
+        names = tuple(map(_stat_name, raw))
+        if memo is not None:
+            memo.raw, memo.names = raw, names
+    if not dec.fixups:
+        data: dict[str, Any] = dict(zip(names, dec.values(unpacked), strict=True))
+    else:
+        values = list(dec.values(unpacked))
+        dropped = False
+        for record, kind, pos in dec.fixups:
+            if kind == _CHAR:
+                values[record] = _cstr(unpacked[pos])
+            elif kind == _STRING:
+                value = _string_value(buf, base, unpacked[pos], unpacked[pos + 1])
+                values[record] = value
+                dropped = dropped or value is None
+            else:
+                values[record] = None
+                dropped = True
+        data = dict(zip(names, values, strict=True))
+        if dropped:
+            data = {k: v for k, v in data.items() if v is not None}
+    data.pop("", None)
+    return data
+
+
+def decode_named_record(kn: kstat_named_t, buf: bytes, base: int) -> StatValue | None:
+    """One kstat_named_t (as kstat_data_lookup finds it), through the ctypes layout.
+
+    ``buf``/``base`` are the kstat's ks_data copy and address, where strings live.
+    """
+    t = kn.data_type
+    v = kn.value
+    if t == KSTAT_DATA_CHAR:
+        return _cstr(bytes(v.c))
+    if t == KSTAT_DATA_STRING:
+        return _string_value(buf, base, v.str.addr.ptr or 0, v.str.len)
+    attr = _RECORD_FIELDS.get(t)
+    return cast(StatValue, getattr(v, attr)) if attr is not None else None
+
+
+_RECORD_FIELDS = {
+    KSTAT_DATA_INT32: "i32",
+    KSTAT_DATA_UINT32: "ui32",
+    KSTAT_DATA_INT64: "i64",
+    KSTAT_DATA_UINT64: "ui64",
+    KSTAT_DATA_FLOAT: "f",
+    KSTAT_DATA_DOUBLE: "d",
+}
+
+
+def decode_io(buf: bytes) -> dict[str, StatValue]:
+    """A kstat_io_t as a dict of its twelve fields (named as in the header)."""
+    if len(buf) < _IO.size:
+        return {}
+    return dict(zip(_IO_FIELDS, _IO.unpack_from(buf), strict=True))
+
+
+def decode_timer(buf: bytes) -> dict[str, StatValue]:
+    """The first kstat_timer_t: ``name`` and its counters.
+
+    kstat(1M) (usr/src/cmd/stat/kstat/kstat.c save_timer) reports only the first
+    timer record, and bundles imported from ``kstat -p`` carry the same keys, so the
+    live source matches it.
+    """
+    if len(buf) < _TIMER.size:
+        return {}
+    raw_name, *rest = _TIMER.unpack_from(buf)
+    return dict(zip(_TIMER_FIELDS, (_cstr(raw_name), *rest), strict=True))
+
+
+def decode_data(
+    ks_type: int, buf: bytes, ndata: int, base: int, memo: NameMemo | None = None
+) -> dict[str, StatValue] | None:
+    """ks_data of a kstat of this type as statistics; None for types not decoded."""
+    if ks_type == KSTAT_TYPE_NAMED:
+        return decode_named(buf, ndata, base, memo)
+    if ks_type == KSTAT_TYPE_IO:
+        return decode_io(buf)
+    if ks_type == KSTAT_TYPE_TIMER:
+        return decode_timer(buf)
+    return None
+
+
+# ---- the library --------------------------------------------------------------------
+
+
+class KstatError(OSError):
+    """libkstat could not be loaded, opened or walked (errno set where there is one)."""
+
+
+def resolve_library(library: str | None = None) -> str:
+    """Which libkstat to load: the argument, else $DTAGENT_LIBKSTAT, else libkstat.so.1."""
+    return library or os.environ.get(LIBRARY_ENV) or DEFAULT_LIBRARY
+
+
+def _errno_error(call: str) -> KstatError:
+    err = ctypes.get_errno()
+    return KstatError(err, f"{call} failed: {os.strerror(err) if err else 'unknown error'}")
+
+
+class Libkstat:
+    """The libkstat.so.1 functions dtagent calls, with their C prototypes.
+
+    Prototypes: illumos-gate usr/src/lib/libkstat/kstat.h. Loaded with
+    ``use_errno=True``: every failure is reported through errno, which ctypes keeps
+    per thread and :func:`ctypes.get_errno` reads right after the call.
+    """
+
+    SYMBOLS = (
+        "kstat_open",
+        "kstat_close",
+        "kstat_chain_update",
+        "kstat_lookup",
+        "kstat_read",
+        "kstat_data_lookup",
+    )
+
+    def __init__(self, library: str | None = None) -> None:
+        self.path = resolve_library(library)
+        try:
+            lib = ctypes.CDLL(self.path, use_errno=True)
+        except OSError as exc:
+            raise KstatError(f"cannot load {self.path}: {exc}") from exc
+        missing = [s for s in self.SYMBOLS if not hasattr(lib, s)]
+        if missing:
+            raise KstatError(f"{self.path} does not export {', '.join(missing)}")
+        # kstat_ctl_t *kstat_open(void);
+        lib.kstat_open.argtypes = []
+        lib.kstat_open.restype = kstat_ctl_p
+        # int kstat_close(kstat_ctl_t *);
+        lib.kstat_close.argtypes = [kstat_ctl_p]
+        lib.kstat_close.restype = ctypes.c_int
+        # kid_t kstat_chain_update(kstat_ctl_t *);
+        lib.kstat_chain_update.argtypes = [kstat_ctl_p]
+        lib.kstat_chain_update.restype = c_kid_t
+        # kstat_t *kstat_lookup(kstat_ctl_t *, char *ks_module, int ks_instance, char *ks_name);
+        lib.kstat_lookup.argtypes = [kstat_ctl_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+        lib.kstat_lookup.restype = kstat_p
+        # kid_t kstat_read(kstat_ctl_t *, kstat_t *, void *);
+        lib.kstat_read.argtypes = [kstat_ctl_p, kstat_p, ctypes.c_void_p]
+        lib.kstat_read.restype = c_kid_t
+        # void *kstat_data_lookup(kstat_t *, char *);
+        lib.kstat_data_lookup.argtypes = [kstat_p, ctypes.c_char_p]
+        lib.kstat_data_lookup.restype = ctypes.c_void_p
+        self._lib = lib
+        # The raw function, for the per-kstat hot loop (no wrapper frame).
+        self.kstat_read: Callable[[Any, Any, Any], int] = lib.kstat_read
+
+    def open(self) -> Any:
+        """kstat_open(): a ``POINTER(kstat_ctl_t)``; KstatError when NULL."""
+        kc = self._lib.kstat_open()
+        if not kc:
+            raise _errno_error("kstat_open")
+        return kc
+
+    def close(self, kc: Any) -> None:
+        """kstat_close(): frees the chain; every kstat_t of it becomes invalid."""
+        self._lib.kstat_close(kc)
+
+    def chain_update(self, kc: Any) -> int:
+        """kstat_chain_update(): 0 if unchanged, else the new KCID; KstatError on -1.
+
+        errno is only meaningful on -1 (go-kstat notes that libkstat does not clear
+        it on success), so only the return value is tested.
+        """
+        kcid = cast(int, self._lib.kstat_chain_update(kc))
+        if kcid == -1:
+            raise _errno_error("kstat_chain_update")
+        return kcid
+
+    def lookup(self, kc: Any, module: str | None, instance: int, name: str | None) -> Any:
+        """kstat_lookup(): a ``POINTER(kstat_t)``, NULL (falsy) when there is none.
+
+        None module/name and instance -1 are wildcards.
+        """
+        return self._lib.kstat_lookup(
+            kc,
+            module.encode() if module is not None else None,
+            instance,
+            name.encode() if name is not None else None,
+        )
+
+    def read(self, kc: Any, ksp: Any) -> int:
+        """kstat_read() into ks_data: the KCID, or -1 with errno (ctypes.get_errno())."""
+        return self.kstat_read(kc, ksp, None)
+
+    def data_lookup(self, ksp: Any, name: str) -> int | None:
+        """kstat_data_lookup(): the record's address inside ks_data, or None."""
+        return cast(int | None, self._lib.kstat_data_lookup(ksp, name.encode()))
+
+
+def kstat_source_available(library: str | None = None) -> tuple[bool, str]:
+    """Whether libkstat can be loaded here, and if not, why (for platform detection)."""
+    try:
+        lib = Libkstat(library)
+    except KstatError as exc:
+        return False, str(exc)
+    return True, f"{lib.path} loaded"
+
+
+# ---- the reader ---------------------------------------------------------------------
+
+
+class _Entry:
+    """One kstat on the chain that the reader reads: pointer, header view, identity."""
+
+    __slots__ = ("crtime", "header", "instance", "key", "ks_class", "ks_type", "memo",
+                 "module", "name", "ptr")
+
+    def __init__(self, ptr: Any) -> None:
+        header: kstat_t = ptr.contents  # a view of the library's memory, not a copy
+        self.ptr = ptr
+        self.header = header
+        self.module = _cstr(header.ks_module)
+        self.instance: int = header.ks_instance
+        self.name = _cstr(header.ks_name)
+        self.ks_class = _cstr(header.ks_class)
+        self.ks_type: int = header.ks_type
+        self.crtime: int = header.ks_crtime
+        self.key = (self.module, self.instance, self.name)
+        self.memo = NameMemo()
+
+
+class KstatReader:
+    """One open kstat_ctl_t, read into a KstatSnapshot per call.
+
+    Each call first runs kstat_chain_update; when it reports a new KCID the reader
+    walks the chain again, since libkstat has freed the headers of deleted kstats
+    (a halted zone's) and appended new ones. Between chain changes the walk is kept:
+    per module, the kstats of a type the reader decodes.
+
+    A kstat_read failing with ENXIO means the kstat vanished after the chain update
+    (a zone halted mid-scrape): it is skipped, logged at debug, and the chain is
+    walked again on the next call. Other read failures skip that kstat only (EAGAIN
+    and ENOMEM are retried inside libkstat, so they rarely get here); the rest of the
+    snapshot is still returned. Only a failed chain update fails the snapshot.
+
+    Not thread-safe by libkstat's design; calls are serialised with a lock.
+    """
+
+    def __init__(self, library: str | None = None, modules: Iterable[str] | None = None) -> None:
+        self._lib = Libkstat(library)
+        self.library_path = self._lib.path
+        self.modules: frozenset[str] | None = frozenset(modules) if modules is not None else None
+        self._kc: Any = self._lib.open()
+        self._by_module: dict[str, list[_Entry]] = {}
+        self._all: list[_Entry] = []
+        self._stale = True
+        self._lock = threading.Lock()
+        self._warned: set[tuple[str, int, str]] = set()
+        # Counters for self-monitoring and tests.
+        self.chain_walks = 0
+        self.vanished = 0
+        self.read_errors = 0
+        self.chain_id: int = self._kc.contents.kc_chain_id
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        """kstat_close(); idempotent. Every header view is dropped first."""
+        with self._lock:
+            kc, self._kc = self._kc, None
+            self._by_module = {}
+            self._all = []
+            if kc is not None:
+                self._lib.close(kc)
+
+    def __enter__(self) -> KstatReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._kc is None
+
+    # -- reading --
+
+    def kstats(self) -> KstatSnapshot:
+        """A snapshot of the modules given at construction (the agent's KstatProvider)."""
+        return self.snapshot(self.modules)
+
+    def snapshot(self, modules: Iterable[str] | None = None) -> KstatSnapshot:
+        """The kstats whose module is in ``modules`` (None: every module), read now."""
+        with self._lock:
+            kc = self._require_open()
+            self._update_chain(kc)
+            if modules is None:
+                entries: Iterable[_Entry] = self._all
+            else:
+                entries = [e for m in set(modules) for e in self._by_module.get(m, ())]
+            snap = KstatSnapshot(time=time.time())
+            read = self._lib.kstat_read
+            for entry in entries:
+                if read(kc, entry.ptr, None) == -1:
+                    self._read_failed(entry, ctypes.get_errno())
+                    continue
+                snap.add(self._decode(entry))
+            return snap
+
+    def read_one(self, module: str, instance: int, name: str) -> Kstat | None:
+        """One kstat by kstat_lookup (None when absent, vanished or not decodable)."""
+        with self._lock:
+            kc = self._require_open()
+            self._update_chain(kc)
+            ptr = self._lib.lookup(kc, module, instance, name)
+            if not ptr:
+                return None
+            entry = _Entry(ptr)
+            if entry.ks_type not in DECODED_TYPES:
+                return None
+            if self._lib.read(kc, ptr) == -1:
+                self._read_failed(entry, ctypes.get_errno())
+                return None
+            return self._decode(entry)
+
+    def read_stat(self, module: str, instance: int, name: str, stat: str) -> StatValue | None:
+        """One named statistic, found with kstat_lookup and kstat_data_lookup."""
+        with self._lock:
+            kc = self._require_open()
+            self._update_chain(kc)
+            ptr = self._lib.lookup(kc, module, instance, name)
+            if not ptr or ptr.contents.ks_type != KSTAT_TYPE_NAMED:
+                return None
+            if self._lib.read(kc, ptr) == -1:
+                self._read_failed(_Entry(ptr), ctypes.get_errno())
+                return None
+            addr = self._lib.data_lookup(ptr, stat)
+            if addr is None:
+                return None
+            header = ptr.contents
+            buf = ctypes.string_at(header.ks_data, header.ks_data_size)
+            return decode_named_record(kstat_named_t.from_address(addr), buf, header.ks_data)
+
+    # -- internals --
+
+    def _require_open(self) -> Any:
+        if self._kc is None:
+            raise KstatError("the kstat reader is closed")
+        return self._kc
+
+    def _update_chain(self, kc: Any) -> None:
+        kcid = self._lib.chain_update(kc)
+        if kcid != 0 or self._stale:
+            self._walk(kc)
+            self.chain_id = kc.contents.kc_chain_id
+
+    def _walk(self, kc: Any) -> None:
+        by_module: dict[str, list[_Entry]] = {}
+        every: list[_Entry] = []
+        skipped = 0
+        ptr = kc.contents.kc_chain
+        while ptr:
+            header = ptr.contents
+            if header.ks_type in DECODED_TYPES:
+                entry = _Entry(ptr)
+                by_module.setdefault(entry.module, []).append(entry)
+                every.append(entry)
+            else:
+                skipped += 1
+            ptr = header.ks_next
+        self._by_module = by_module
+        self._all = every
+        self._stale = False
+        self.chain_walks += 1
+        log.debug("kstat chain walked", kstats=len(every), skipped_raw_intr=skipped)
+
+    def _decode(self, entry: _Entry) -> Kstat:
+        header = entry.header
+        base = header.ks_data
+        size = header.ks_data_size
+        data: dict[str, StatValue] | None = None
+        if base and size:
+            buf = ctypes.string_at(base, size)
+            data = decode_data(entry.ks_type, buf, header.ks_ndata, base, entry.memo)
+        return Kstat(
+            entry.module,
+            entry.instance,
+            entry.name,
+            entry.ks_class,
+            entry.ks_type,
+            header.ks_snaptime,
+            entry.crtime,
+            data or {},
+        )
+
+    def _read_failed(self, entry: _Entry, err: int) -> None:
+        if err == errno.ENXIO:
+            # Gone since the chain update (a zone halted): not an error. Walk the
+            # chain again next time so the freed header is never touched.
+            self.vanished += 1
+            self._stale = True
+            log.debug("kstat vanished", kstat=":".join(map(str, entry.key)))
+            return
+        self.read_errors += 1
+        if entry.key not in self._warned:
+            self._warned.add(entry.key)
+            log.warning(
+                "kstat_read failed; skipping this kstat",
+                kstat=":".join(map(str, entry.key)),
+                errno=errno.errorcode.get(err, str(err)),
+                error=os.strerror(err) if err else "unknown error",
+            )
+
+
+# The name the agent's runtime uses for the live source: LiveKstats(library, modules).
+LiveKstats = KstatReader

@@ -1,0 +1,1019 @@
+/*
+ * A stand-in for illumos libkstat.so.1, for testing dtagent's ctypes binding on a
+ * host without illumos.
+ *
+ * It exports the libkstat ABI that dtagent calls (kstat_open, kstat_close,
+ * kstat_chain_update, kstat_lookup, kstat_read, kstat_data_lookup) with the illumos
+ * LP64 struct layouts, and serves kstats from an in-memory "kernel" that tests fill
+ * and change through the stub_* control functions (zones booting and halting between
+ * reads).
+ *
+ * Layouts: illumos-gate usr/src/uts/common/sys/kstat.h (kstat_t, kstat_named_t,
+ * kstat_io_t, kstat_timer_t, kstat_intr_t) and usr/src/lib/libkstat/kstat.h
+ * (kstat_ctl_t); see ../shared/reference/illumos-interfaces.md section 1.3. The sizes and
+ * offsets below are checked at compile time against the numbers in that reference, and
+ * exported (stub_layout_*) so the Python tests can compare them with ctypes.
+ *
+ * Behaviour mirrored (reference section 1.1; illumos-gate
+ * usr/src/lib/libkstat/common/kstat.c, usr/src/uts/common/io/kstat.c):
+ *  - kstat_chain_update returns 0 when the chain is unchanged, the new KCID when it
+ *    changed, -1 on error; unchanged kstat_t headers keep their addresses, deleted
+ *    ones are freed with their ks_data, new ones are appended.
+ *  - kstat_read with a NULL buf fills ks_data (allocated by the library, grown when
+ *    the data grew), packs KSTAT_DATA_STRING bytes after the named records with
+ *    pointers into ks_data, updates ks_ndata/ks_data_size/ks_snaptime and returns
+ *    the KCID; a kstat that no longer exists gives -1 with errno ENXIO; EAGAIN is
+ *    retried inside the library (real libkstat polls 100 ms and retries).
+ *
+ * Misuse is fatal: reading a kstat_t that is not on the caller's chain (for example
+ * one freed by kstat_chain_update) aborts the process, so a binding that keeps stale
+ * pointers fails its tests loudly instead of reading freed memory.
+ */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* usr/src/uts/common/sys/types.h, sys/int_types.h, sys/time.h */
+typedef int kid_t;
+typedef long long hrtime_t;
+typedef unsigned char uchar_t;
+typedef unsigned int uint_t;
+typedef unsigned long ulong_t;
+typedef long long longlong_t;
+typedef unsigned long long u_longlong_t;
+
+/* usr/src/uts/common/sys/kstat.h */
+#define KSTAT_STRLEN 31
+
+#define KSTAT_TYPE_RAW 0
+#define KSTAT_TYPE_NAMED 1
+#define KSTAT_TYPE_INTR 2
+#define KSTAT_TYPE_IO 3
+#define KSTAT_TYPE_TIMER 4
+
+#define KSTAT_DATA_CHAR 0
+#define KSTAT_DATA_INT32 1
+#define KSTAT_DATA_UINT32 2
+#define KSTAT_DATA_INT64 3
+#define KSTAT_DATA_UINT64 4
+#define KSTAT_DATA_FLOAT 5
+#define KSTAT_DATA_DOUBLE 6
+#define KSTAT_DATA_STRING 9
+
+#define KSTAT_FLAG_VAR_SIZE 0x02
+#define KSTAT_FLAG_LONGSTRINGS 0x40
+
+#define KSTAT_NUM_INTRS 5
+
+/* usr/src/uts/common/sys/kstat.h: struct kstat (the user view; the last four fields
+ * are "kernel only" but present). */
+typedef struct kstat {
+	hrtime_t ks_crtime;
+	struct kstat *ks_next;
+	kid_t ks_kid;
+	char ks_module[KSTAT_STRLEN];
+	uchar_t ks_resv;
+	int ks_instance;
+	char ks_name[KSTAT_STRLEN];
+	uchar_t ks_type;
+	char ks_class[KSTAT_STRLEN];
+	uchar_t ks_flags;
+	void *ks_data;
+	uint_t ks_ndata;
+	size_t ks_data_size;
+	hrtime_t ks_snaptime;
+	int (*ks_update)(struct kstat *, int);
+	void *ks_private;
+	int (*ks_snapshot)(struct kstat *, void *, int);
+	void *ks_lock;
+} kstat_t;
+
+/* usr/src/lib/libkstat/kstat.h: kstat_ctl_t */
+typedef struct kstat_ctl {
+	kid_t kc_chain_id;
+	kstat_t *kc_chain;
+	int kc_kd;
+} kstat_ctl_t;
+
+/* usr/src/uts/common/sys/kstat.h: kstat_named_t (LP64 user view of value.str.addr) */
+typedef struct kstat_named {
+	char name[KSTAT_STRLEN];
+	uchar_t data_type;
+	union {
+		char c[16];
+		int32_t i32;
+		uint32_t ui32;
+		struct {
+			union {
+				char *ptr;
+				char __pad[8];
+			} addr;
+			uint32_t len;
+		} str;
+		int64_t i64;
+		uint64_t ui64;
+		long l;
+		ulong_t ul;
+		longlong_t ll;
+		u_longlong_t ull;
+		float f;
+		double d;
+	} value;
+} kstat_named_t;
+
+/* usr/src/uts/common/sys/kstat.h: kstat_intr_t */
+typedef struct kstat_intr {
+	uint_t intrs[KSTAT_NUM_INTRS];
+} kstat_intr_t;
+
+/* usr/src/uts/common/sys/kstat.h: kstat_io_t */
+typedef struct kstat_io {
+	u_longlong_t nread;
+	u_longlong_t nwritten;
+	uint_t reads;
+	uint_t writes;
+	hrtime_t wtime;
+	hrtime_t wlentime;
+	hrtime_t wlastupdate;
+	hrtime_t rtime;
+	hrtime_t rlentime;
+	hrtime_t rlastupdate;
+	uint_t wcnt;
+	uint_t rcnt;
+} kstat_io_t;
+
+/* usr/src/uts/common/sys/kstat.h: kstat_timer_t */
+typedef struct kstat_timer {
+	char name[KSTAT_STRLEN];
+	uchar_t resv;
+	u_longlong_t num_events;
+	hrtime_t elapsed_time;
+	hrtime_t min_time;
+	hrtime_t max_time;
+	hrtime_t start_time;
+	hrtime_t stop_time;
+} kstat_timer_t;
+
+/* The reference numbers (illumos-interfaces.md section 1.3). */
+#define CHECK(type, field, off) \
+	_Static_assert(offsetof(type, field) == (off), #type "." #field " offset")
+
+_Static_assert(sizeof (kstat_ctl_t) == 24, "kstat_ctl_t size");
+CHECK(kstat_ctl_t, kc_chain_id, 0);
+CHECK(kstat_ctl_t, kc_chain, 8);
+CHECK(kstat_ctl_t, kc_kd, 16);
+
+_Static_assert(sizeof (kstat_t) == 184, "kstat_t size");
+CHECK(kstat_t, ks_crtime, 0);
+CHECK(kstat_t, ks_next, 8);
+CHECK(kstat_t, ks_kid, 16);
+CHECK(kstat_t, ks_module, 20);
+CHECK(kstat_t, ks_resv, 51);
+CHECK(kstat_t, ks_instance, 52);
+CHECK(kstat_t, ks_name, 56);
+CHECK(kstat_t, ks_type, 87);
+CHECK(kstat_t, ks_class, 88);
+CHECK(kstat_t, ks_flags, 119);
+CHECK(kstat_t, ks_data, 120);
+CHECK(kstat_t, ks_ndata, 128);
+CHECK(kstat_t, ks_data_size, 136);
+CHECK(kstat_t, ks_snaptime, 144);
+CHECK(kstat_t, ks_update, 152);
+CHECK(kstat_t, ks_private, 160);
+CHECK(kstat_t, ks_snapshot, 168);
+CHECK(kstat_t, ks_lock, 176);
+
+_Static_assert(sizeof (kstat_named_t) == 48, "kstat_named_t size");
+_Static_assert(_Alignof (kstat_named_t) == 8, "kstat_named_t alignment");
+CHECK(kstat_named_t, name, 0);
+CHECK(kstat_named_t, data_type, 31);
+CHECK(kstat_named_t, value, 32);
+CHECK(kstat_named_t, value.c, 32);
+CHECK(kstat_named_t, value.i32, 32);
+CHECK(kstat_named_t, value.ui32, 32);
+CHECK(kstat_named_t, value.str, 32);
+CHECK(kstat_named_t, value.str.addr, 32);
+CHECK(kstat_named_t, value.str.addr.ptr, 32);
+CHECK(kstat_named_t, value.str.addr.__pad, 32);
+CHECK(kstat_named_t, value.str.len, 40);
+CHECK(kstat_named_t, value.i64, 32);
+CHECK(kstat_named_t, value.ui64, 32);
+CHECK(kstat_named_t, value.l, 32);
+CHECK(kstat_named_t, value.ul, 32);
+CHECK(kstat_named_t, value.ll, 32);
+CHECK(kstat_named_t, value.ull, 32);
+CHECK(kstat_named_t, value.f, 32);
+CHECK(kstat_named_t, value.d, 32);
+_Static_assert(sizeof (((kstat_named_t *)0)->value) == 16, "kstat_named_t value size");
+
+_Static_assert(sizeof (kstat_io_t) == 80, "kstat_io_t size");
+CHECK(kstat_io_t, nread, 0);
+CHECK(kstat_io_t, nwritten, 8);
+CHECK(kstat_io_t, reads, 16);
+CHECK(kstat_io_t, writes, 20);
+CHECK(kstat_io_t, wtime, 24);
+CHECK(kstat_io_t, wlentime, 32);
+CHECK(kstat_io_t, wlastupdate, 40);
+CHECK(kstat_io_t, rtime, 48);
+CHECK(kstat_io_t, rlentime, 56);
+CHECK(kstat_io_t, rlastupdate, 64);
+CHECK(kstat_io_t, wcnt, 72);
+CHECK(kstat_io_t, rcnt, 76);
+
+_Static_assert(sizeof (kstat_timer_t) == 80, "kstat_timer_t size");
+CHECK(kstat_timer_t, name, 0);
+CHECK(kstat_timer_t, resv, 31);
+CHECK(kstat_timer_t, num_events, 32);
+CHECK(kstat_timer_t, elapsed_time, 40);
+CHECK(kstat_timer_t, min_time, 48);
+CHECK(kstat_timer_t, max_time, 56);
+CHECK(kstat_timer_t, start_time, 64);
+CHECK(kstat_timer_t, stop_time, 72);
+
+_Static_assert(sizeof (kstat_intr_t) == 20, "kstat_intr_t size");
+CHECK(kstat_intr_t, intrs, 0);
+
+/* ---- layout export: what the C compiler made of the structs, for the tests ---- */
+
+struct layout_entry {
+	const char *type;
+	const char *field;	/* NULL: the row gives the struct's size */
+	size_t offset;		/* or the size */
+	size_t size;
+};
+
+#define FIELD(type, f) { #type, #f, offsetof(type, f), sizeof (((type *)0)->f) }
+#define SIZE(type) { #type, NULL, sizeof (type), sizeof (type) }
+
+static const struct layout_entry layout[] = {
+	SIZE(kstat_ctl_t),
+	FIELD(kstat_ctl_t, kc_chain_id),
+	FIELD(kstat_ctl_t, kc_chain),
+	FIELD(kstat_ctl_t, kc_kd),
+	SIZE(kstat_t),
+	FIELD(kstat_t, ks_crtime),
+	FIELD(kstat_t, ks_next),
+	FIELD(kstat_t, ks_kid),
+	FIELD(kstat_t, ks_module),
+	FIELD(kstat_t, ks_resv),
+	FIELD(kstat_t, ks_instance),
+	FIELD(kstat_t, ks_name),
+	FIELD(kstat_t, ks_type),
+	FIELD(kstat_t, ks_class),
+	FIELD(kstat_t, ks_flags),
+	FIELD(kstat_t, ks_data),
+	FIELD(kstat_t, ks_ndata),
+	FIELD(kstat_t, ks_data_size),
+	FIELD(kstat_t, ks_snaptime),
+	FIELD(kstat_t, ks_update),
+	FIELD(kstat_t, ks_private),
+	FIELD(kstat_t, ks_snapshot),
+	FIELD(kstat_t, ks_lock),
+	SIZE(kstat_named_t),
+	FIELD(kstat_named_t, name),
+	FIELD(kstat_named_t, data_type),
+	FIELD(kstat_named_t, value),
+	FIELD(kstat_named_t, value.c),
+	FIELD(kstat_named_t, value.i32),
+	FIELD(kstat_named_t, value.ui32),
+	FIELD(kstat_named_t, value.str),
+	FIELD(kstat_named_t, value.str.addr),
+	FIELD(kstat_named_t, value.str.addr.ptr),
+	FIELD(kstat_named_t, value.str.addr.__pad),
+	FIELD(kstat_named_t, value.str.len),
+	FIELD(kstat_named_t, value.i64),
+	FIELD(kstat_named_t, value.ui64),
+	FIELD(kstat_named_t, value.l),
+	FIELD(kstat_named_t, value.ul),
+	FIELD(kstat_named_t, value.ll),
+	FIELD(kstat_named_t, value.ull),
+	FIELD(kstat_named_t, value.f),
+	FIELD(kstat_named_t, value.d),
+	SIZE(kstat_io_t),
+	FIELD(kstat_io_t, nread),
+	FIELD(kstat_io_t, nwritten),
+	FIELD(kstat_io_t, reads),
+	FIELD(kstat_io_t, writes),
+	FIELD(kstat_io_t, wtime),
+	FIELD(kstat_io_t, wlentime),
+	FIELD(kstat_io_t, wlastupdate),
+	FIELD(kstat_io_t, rtime),
+	FIELD(kstat_io_t, rlentime),
+	FIELD(kstat_io_t, rlastupdate),
+	FIELD(kstat_io_t, wcnt),
+	FIELD(kstat_io_t, rcnt),
+	SIZE(kstat_timer_t),
+	FIELD(kstat_timer_t, name),
+	FIELD(kstat_timer_t, resv),
+	FIELD(kstat_timer_t, num_events),
+	FIELD(kstat_timer_t, elapsed_time),
+	FIELD(kstat_timer_t, min_time),
+	FIELD(kstat_timer_t, max_time),
+	FIELD(kstat_timer_t, start_time),
+	FIELD(kstat_timer_t, stop_time),
+	SIZE(kstat_intr_t),
+	FIELD(kstat_intr_t, intrs),
+};
+
+size_t
+stub_layout_count(void)
+{
+	return (sizeof (layout) / sizeof (layout[0]));
+}
+
+const char *
+stub_layout_type(size_t i)
+{
+	return (i < stub_layout_count() ? layout[i].type : NULL);
+}
+
+/* NULL for the row that carries the struct's size. */
+const char *
+stub_layout_field(size_t i)
+{
+	return (i < stub_layout_count() ? layout[i].field : NULL);
+}
+
+size_t
+stub_layout_offset(size_t i)
+{
+	return (i < stub_layout_count() ? layout[i].offset : 0);
+}
+
+size_t
+stub_layout_size(size_t i)
+{
+	return (i < stub_layout_count() ? layout[i].size : 0);
+}
+
+/* ---- the fixture "kernel" ---- */
+
+struct fstat {			/* one named statistic */
+	kstat_named_t kn;	/* name, type and value (value.str unused) */
+	char *str;		/* KSTAT_DATA_STRING value; NULL = unset pointer */
+};
+
+struct fks {			/* one kernel kstat */
+	int live;
+	kid_t kid;
+	char module[KSTAT_STRLEN];
+	int instance;
+	char name[KSTAT_STRLEN];
+	char class[KSTAT_STRLEN];
+	uchar_t type;
+	uchar_t flags;
+	hrtime_t crtime;
+	struct fstat *stats;	/* KSTAT_TYPE_NAMED */
+	uint_t nstats;
+	unsigned char *blob;	/* IO, TIMER, INTR, RAW: the records as copied out */
+	size_t blob_size;
+	uint_t blob_ndata;
+	int fail_errno;		/* one-shot error for the next read */
+	int remove_on_read;	/* vanish when next read (a zone halting mid-scrape) */
+	unsigned long reads;
+};
+
+static struct fks *fixture;
+static size_t nfixture, cfixture;
+static kid_t kernel_kcid = 1;	/* the kernel's kstat_chain_id */
+static kid_t next_kid = 1;
+static kid_t kid_base = 1;	/* fixture[i] has kid kid_base + i */
+static hrtime_t now_hrtime = 1000000000LL;
+static int fail_open_errno, fail_update_errno;
+static unsigned long eagain_retries, chain_updates_changed, freed_headers;
+
+static void
+copy_name(char *dst, const char *src)
+{
+	/* kstat_create copies at most KSTAT_STRLEN - 1 characters */
+	memset(dst, 0, KSTAT_STRLEN);
+	strncpy(dst, src, KSTAT_STRLEN - 1);
+}
+
+static struct fks *
+find_live(const char *module, int instance, const char *name)
+{
+	for (size_t i = 0; i < nfixture; i++) {
+		struct fks *f = &fixture[i];
+		if (f->live && f->instance == instance &&
+		    strncmp(f->module, module, KSTAT_STRLEN - 1) == 0 &&
+		    strncmp(f->name, name, KSTAT_STRLEN - 1) == 0)
+			return (f);
+	}
+	return (NULL);
+}
+
+static struct fks *
+find_kid(kid_t kid)
+{
+	if (kid < kid_base || (size_t)(kid - kid_base) >= nfixture)
+		return (NULL);
+	struct fks *f = &fixture[kid - kid_base];
+	return (f->live ? f : NULL);
+}
+
+static struct fks *
+handle(int h)
+{
+	if (h < 0 || (size_t)h >= nfixture || !fixture[h].live) {
+		fprintf(stderr, "libkstat_stub: bad handle %d\n", h);
+		abort();
+	}
+	return (&fixture[h]);
+}
+
+static void
+free_fks(struct fks *f)
+{
+	for (uint_t i = 0; i < f->nstats; i++)
+		free(f->stats[i].str);
+	free(f->stats);
+	free(f->blob);
+	f->stats = NULL;
+	f->blob = NULL;
+	f->nstats = 0;
+	f->blob_size = 0;
+}
+
+/* Forget every kstat (open kstat_ctl_t handles see them all deleted). */
+void
+stub_reset(void)
+{
+	for (size_t i = 0; i < nfixture; i++)
+		free_fks(&fixture[i]);
+	free(fixture);
+	fixture = NULL;
+	nfixture = cfixture = 0;
+	kid_base = next_kid;
+	kernel_kcid++;
+	now_hrtime = 1000000000LL;
+	fail_open_errno = fail_update_errno = 0;
+	eagain_retries = chain_updates_changed = freed_headers = 0;
+}
+
+/* Create a kstat; returns its handle for the stub_add_* and stub_set_* calls. */
+int
+stub_add_kstat(const char *module, int instance, const char *name, const char *class,
+    int type)
+{
+	if (find_live(module, instance, name) != NULL) {
+		fprintf(stderr, "libkstat_stub: %s:%d:%s exists\n", module, instance, name);
+		abort();
+	}
+	if (nfixture == cfixture) {
+		cfixture = cfixture ? cfixture * 2 : 64;
+		fixture = realloc(fixture, cfixture * sizeof (*fixture));
+		if (fixture == NULL)
+			abort();
+	}
+	struct fks *f = &fixture[nfixture];
+	memset(f, 0, sizeof (*f));
+	f->live = 1;
+	f->kid = next_kid++;
+	copy_name(f->module, module);
+	copy_name(f->name, name);
+	copy_name(f->class, class);
+	f->instance = instance;
+	f->type = (uchar_t)type;
+	f->crtime = now_hrtime;
+	kernel_kcid++;
+	return ((int)nfixture++);
+}
+
+int
+stub_add_named(const char *module, int instance, const char *name, const char *class)
+{
+	return (stub_add_kstat(module, instance, name, class, KSTAT_TYPE_NAMED));
+}
+
+/* Delete a kstat (a zone halting); returns 0, or -1 when there is none. */
+int
+stub_remove(const char *module, int instance, const char *name)
+{
+	struct fks *f = find_live(module, instance, name);
+	if (f == NULL)
+		return (-1);
+	f->live = 0;
+	free_fks(f);
+	kernel_kcid++;
+	return (0);
+}
+
+static struct fstat *
+add_stat(int h, const char *name, int type)
+{
+	struct fks *f = handle(h);
+	if (f->type != KSTAT_TYPE_NAMED)
+		abort();
+	f->stats = realloc(f->stats, (f->nstats + 1) * sizeof (*f->stats));
+	if (f->stats == NULL)
+		abort();
+	struct fstat *s = &f->stats[f->nstats++];
+	memset(s, 0, sizeof (*s));
+	copy_name(s->kn.name, name);
+	s->kn.data_type = (uchar_t)type;
+	return (s);
+}
+
+static struct fstat *
+get_stat(int h, const char *name)
+{
+	struct fks *f = handle(h);
+	for (uint_t i = 0; i < f->nstats; i++)
+		if (strncmp(f->stats[i].kn.name, name, KSTAT_STRLEN - 1) == 0)
+			return (&f->stats[i]);
+	fprintf(stderr, "libkstat_stub: no statistic %s\n", name);
+	abort();
+}
+
+/* KSTAT_DATA_CHAR: copies len (<= 16) bytes as they are; the rest is NUL. */
+void
+stub_add_stat_char(int h, const char *name, const char *bytes, size_t len)
+{
+	struct fstat *s = add_stat(h, name, KSTAT_DATA_CHAR);
+	memcpy(s->kn.value.c, bytes, len > 16 ? 16 : len);
+}
+
+void
+stub_add_stat_int32(int h, const char *name, int32_t v)
+{
+	add_stat(h, name, KSTAT_DATA_INT32)->kn.value.i32 = v;
+}
+
+void
+stub_add_stat_uint32(int h, const char *name, uint32_t v)
+{
+	add_stat(h, name, KSTAT_DATA_UINT32)->kn.value.ui32 = v;
+}
+
+void
+stub_add_stat_int64(int h, const char *name, int64_t v)
+{
+	add_stat(h, name, KSTAT_DATA_INT64)->kn.value.i64 = v;
+}
+
+void
+stub_add_stat_uint64(int h, const char *name, uint64_t v)
+{
+	add_stat(h, name, KSTAT_DATA_UINT64)->kn.value.ui64 = v;
+}
+
+void
+stub_add_stat_float(int h, const char *name, float v)
+{
+	add_stat(h, name, KSTAT_DATA_FLOAT)->kn.value.f = v;
+}
+
+void
+stub_add_stat_double(int h, const char *name, double v)
+{
+	add_stat(h, name, KSTAT_DATA_DOUBLE)->kn.value.d = v;
+}
+
+/* KSTAT_DATA_STRING; a NULL value leaves value.str.addr.ptr NULL (an unset string). */
+void
+stub_add_stat_string(int h, const char *name, const char *v)
+{
+	struct fstat *s = add_stat(h, name, KSTAT_DATA_STRING);
+	if (v != NULL) {
+		s->str = malloc(strlen(v) + 1);
+		if (s->str == NULL)
+			abort();
+		strcpy(s->str, v);
+	}
+}
+
+/* A blank record (name "", type 0), as some drivers leave at the end. */
+void
+stub_add_blank(int h)
+{
+	add_stat(h, "", KSTAT_DATA_CHAR);
+}
+
+/* Change an integer statistic's value (any integer type) between reads. */
+void
+stub_set_stat_uint64(int h, const char *name, uint64_t v)
+{
+	struct fstat *s = get_stat(h, name);
+	switch (s->kn.data_type) {
+	case KSTAT_DATA_INT32:
+		s->kn.value.i32 = (int32_t)v;
+		break;
+	case KSTAT_DATA_UINT32:
+		s->kn.value.ui32 = (uint32_t)v;
+		break;
+	default:
+		s->kn.value.ui64 = v;
+		break;
+	}
+}
+
+static void
+set_blob(int h, const void *data, size_t size, uint_t ndata)
+{
+	struct fks *f = handle(h);
+	free(f->blob);
+	f->blob = malloc(size ? size : 1);
+	if (f->blob == NULL)
+		abort();
+	memcpy(f->blob, data, size);
+	f->blob_size = size;
+	f->blob_ndata = ndata;
+}
+
+/* KSTAT_TYPE_IO: v holds the twelve kstat_io_t fields in declaration order. */
+void
+stub_set_io(int h, const uint64_t v[12])
+{
+	kstat_io_t io = {
+		.nread = v[0], .nwritten = v[1],
+		.reads = (uint_t)v[2], .writes = (uint_t)v[3],
+		.wtime = (hrtime_t)v[4], .wlentime = (hrtime_t)v[5],
+		.wlastupdate = (hrtime_t)v[6], .rtime = (hrtime_t)v[7],
+		.rlentime = (hrtime_t)v[8], .rlastupdate = (hrtime_t)v[9],
+		.wcnt = (uint_t)v[10], .rcnt = (uint_t)v[11],
+	};
+	set_blob(h, &io, sizeof (io), 1);
+}
+
+/* KSTAT_TYPE_TIMER: appends one timer (num_events and the five times in order). */
+void
+stub_add_timer(int h, const char *name, uint64_t num_events, const int64_t t[5])
+{
+	struct fks *f = handle(h);
+	kstat_timer_t kt;
+	memset(&kt, 0, sizeof (kt));
+	copy_name(kt.name, name);
+	kt.num_events = num_events;
+	kt.elapsed_time = t[0];
+	kt.min_time = t[1];
+	kt.max_time = t[2];
+	kt.start_time = t[3];
+	kt.stop_time = t[4];
+	size_t n = f->blob_size / sizeof (kt);
+	unsigned char *b = malloc((n + 1) * sizeof (kt));
+	if (b == NULL)
+		abort();
+	if (n)
+		memcpy(b, f->blob, n * sizeof (kt));
+	memcpy(b + n * sizeof (kt), &kt, sizeof (kt));
+	set_blob(h, b, (n + 1) * sizeof (kt), (uint_t)(n + 1));
+	free(b);
+}
+
+/* KSTAT_TYPE_RAW (or INTR): opaque bytes. */
+void
+stub_set_raw(int h, const void *data, size_t size)
+{
+	set_blob(h, data, size, 1);
+}
+
+void
+stub_set_flags(int h, int flags)
+{
+	handle(h)->flags = (uchar_t)flags;
+}
+
+/* The hrtime the next reads stamp as ks_snaptime. */
+void
+stub_set_hrtime(int64_t t)
+{
+	now_hrtime = t;
+}
+
+/* The next kstat_read of this kstat fails with err (EAGAIN is retried as libkstat
+ * does, so the caller never sees it). Returns -1 when there is no such kstat. */
+int
+stub_fail_next_read(const char *module, int instance, const char *name, int err)
+{
+	struct fks *f = find_live(module, instance, name);
+	if (f == NULL)
+		return (-1);
+	f->fail_errno = err;
+	return (0);
+}
+
+/* The kstat vanishes when it is next read, after the caller's chain update: the read
+ * fails with ENXIO, as when a zone halts in the middle of a scrape. */
+int
+stub_remove_on_read(const char *module, int instance, const char *name)
+{
+	struct fks *f = find_live(module, instance, name);
+	if (f == NULL)
+		return (-1);
+	f->remove_on_read = 1;
+	return (0);
+}
+
+void
+stub_fail_open(int err)
+{
+	fail_open_errno = err;
+}
+
+void
+stub_fail_chain_update(int err)
+{
+	fail_update_errno = err;
+}
+
+/* How often kstats of a module were read (all modules when module is NULL). */
+unsigned long
+stub_read_count(const char *module)
+{
+	unsigned long n = 0;
+	for (size_t i = 0; i < nfixture; i++)
+		if (module == NULL || strcmp(fixture[i].module, module) == 0)
+			n += fixture[i].reads;
+	return (n);
+}
+
+unsigned long
+stub_eagain_retries(void)
+{
+	return (eagain_retries);
+}
+
+unsigned long
+stub_freed_headers(void)
+{
+	return (freed_headers);
+}
+
+kid_t
+stub_kernel_kcid(void)
+{
+	return (kernel_kcid);
+}
+
+/* ---- the libkstat ABI ---- */
+
+static size_t
+data_size(const struct fks *f)
+{
+	if (f->type != KSTAT_TYPE_NAMED)
+		return (f->blob_size);
+	size_t size = f->nstats * sizeof (kstat_named_t);
+	for (uint_t i = 0; i < f->nstats; i++)
+		if (f->stats[i].kn.data_type == KSTAT_DATA_STRING && f->stats[i].str != NULL)
+			size += strlen(f->stats[i].str) + 1;
+	return (size);
+}
+
+/*
+ * The handle kstat_open returns: a kstat_ctl_t first (so the caller sees exactly the
+ * libkstat struct), then a sorted index of the chain's headers, which lets kstat_read
+ * check its argument in O(log n) on chains of thousands of kstats.
+ */
+struct handle {
+	kstat_ctl_t kc;
+	kstat_t **index;
+	size_t nindex;
+};
+
+static int
+cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(kstat_t *const *)a, y = (uintptr_t)*(kstat_t *const *)b;
+	return (x < y ? -1 : x > y);
+}
+
+static void
+free_header(kstat_t *ksp)
+{
+	free(ksp->ks_data);
+	/* poison, so a caller still holding this header reads garbage, not stale data */
+	memset(ksp, 0xa5, sizeof (*ksp));
+	free(ksp);
+	freed_headers++;
+}
+
+static int
+on_chain(kstat_ctl_t *kc, kstat_t *ksp)
+{
+	struct handle *h = (struct handle *)kc;
+	return (h->nindex > 0 &&
+	    bsearch(&ksp, h->index, h->nindex, sizeof (kstat_t *), cmp_ptr) != NULL);
+}
+
+static void
+index_chain(kstat_ctl_t *kc)
+{
+	struct handle *h = (struct handle *)kc;
+	size_t n = 0;
+	for (kstat_t *k = kc->kc_chain; k != NULL; k = k->ks_next)
+		n++;
+	free(h->index);
+	h->index = malloc((n ? n : 1) * sizeof (kstat_t *));
+	if (h->index == NULL)
+		abort();
+	n = 0;
+	for (kstat_t *k = kc->kc_chain; k != NULL; k = k->ks_next)
+		h->index[n++] = k;
+	qsort(h->index, n, sizeof (kstat_t *), cmp_ptr);
+	h->nindex = n;
+}
+
+/* Bring the caller's chain in line with the kernel: free deleted headers, append
+ * new ones, keep the others where they are. */
+static void
+sync_chain(kstat_ctl_t *kc)
+{
+	char *known = calloc(nfixture + 1, 1);
+	if (known == NULL)
+		abort();
+	kstat_t **pp = &kc->kc_chain;
+	while (*pp != NULL) {
+		kstat_t *k = *pp;
+		if (find_kid(k->ks_kid) == NULL) {
+			*pp = k->ks_next;
+			free_header(k);
+		} else {
+			known[k->ks_kid - kid_base] = 1;
+			pp = &k->ks_next;
+		}
+	}
+	for (size_t i = 0; i < nfixture; i++) {
+		struct fks *f = &fixture[i];
+		if (!f->live || known[i])
+			continue;
+		kstat_t *k = calloc(1, sizeof (*k));
+		if (k == NULL)
+			abort();
+		k->ks_crtime = f->crtime;
+		k->ks_kid = f->kid;
+		memcpy(k->ks_module, f->module, KSTAT_STRLEN);
+		k->ks_instance = f->instance;
+		memcpy(k->ks_name, f->name, KSTAT_STRLEN);
+		k->ks_type = f->type;
+		memcpy(k->ks_class, f->class, KSTAT_STRLEN);
+		k->ks_flags = f->flags;
+		k->ks_ndata = f->type == KSTAT_TYPE_NAMED ? f->nstats : f->blob_ndata;
+		k->ks_data_size = data_size(f);
+		*pp = k;
+		pp = &k->ks_next;
+	}
+	free(known);
+	index_chain(kc);
+	kc->kc_chain_id = kernel_kcid;
+}
+
+kstat_ctl_t *
+kstat_open(void)
+{
+	if (fail_open_errno) {
+		errno = fail_open_errno;
+		return (NULL);
+	}
+	struct handle *h = calloc(1, sizeof (*h));
+	if (h == NULL)
+		return (NULL);
+	kstat_ctl_t *kc = &h->kc;
+	kc->kc_kd = 1000;	/* stands for the /dev/kstat descriptor */
+	sync_chain(kc);
+	return (kc);
+}
+
+int
+kstat_close(kstat_ctl_t *kc)
+{
+	if (kc == NULL)
+		return (0);
+	kstat_t *k = kc->kc_chain;
+	while (k != NULL) {
+		kstat_t *next = k->ks_next;
+		free_header(k);
+		k = next;
+	}
+	free(((struct handle *)kc)->index);
+	free(kc);
+	return (0);
+}
+
+kid_t
+kstat_chain_update(kstat_ctl_t *kc)
+{
+	if (fail_update_errno) {
+		errno = fail_update_errno;
+		return (-1);
+	}
+	if (kc->kc_chain_id == kernel_kcid)
+		return (0);
+	sync_chain(kc);
+	chain_updates_changed++;
+	return (kernel_kcid);
+}
+
+kstat_t *
+kstat_lookup(kstat_ctl_t *kc, char *ks_module, int ks_instance, char *ks_name)
+{
+	for (kstat_t *k = kc->kc_chain; k != NULL; k = k->ks_next) {
+		if ((ks_instance == -1 || k->ks_instance == ks_instance) &&
+		    (ks_module == NULL || strcmp(k->ks_module, ks_module) == 0) &&
+		    (ks_name == NULL || strcmp(k->ks_name, ks_name) == 0))
+			return (k);
+	}
+	errno = ENOENT;
+	return (NULL);
+}
+
+kid_t
+kstat_read(kstat_ctl_t *kc, kstat_t *ksp, void *buf)
+{
+	if (!on_chain(kc, ksp)) {
+		fprintf(stderr, "libkstat_stub: kstat_read of a kstat_t not on the chain "
+		    "(freed by kstat_chain_update?)\n");
+		abort();
+	}
+	if (buf != NULL) {
+		/* dtagent always reads into ks_data; the copy-out variant is not modelled */
+		errno = EINVAL;
+		return (-1);
+	}
+	struct fks *f = find_kid(ksp->ks_kid);
+	if (f != NULL && f->remove_on_read) {
+		f->live = 0;
+		free_fks(f);
+		kernel_kcid++;
+		f = NULL;
+	}
+	if (f == NULL) {
+		errno = ENXIO;
+		return (-1);
+	}
+	f->reads++;
+	while (f->fail_errno == EAGAIN) {	/* libkstat: poll(100 ms) and retry */
+		eagain_retries++;
+		f->fail_errno = 0;
+	}
+	if (f->fail_errno) {
+		errno = f->fail_errno;
+		f->fail_errno = 0;
+		return (-1);
+	}
+
+	size_t need = data_size(f);
+	if (ksp->ks_data == NULL || ksp->ks_data_size < need) {
+		/* first read, or the ENOMEM "mating dance" for a kstat that grew */
+		void *p = realloc(ksp->ks_data, need ? need : 1);
+		if (p == NULL)
+			return (-1);
+		ksp->ks_data = p;
+	}
+	if (f->type == KSTAT_TYPE_NAMED) {
+		kstat_named_t *kn = ksp->ks_data;
+		char *strings = (char *)ksp->ks_data + f->nstats * sizeof (kstat_named_t);
+		for (uint_t i = 0; i < f->nstats; i++) {
+			kn[i] = f->stats[i].kn;
+			if (kn[i].data_type != KSTAT_DATA_STRING)
+				continue;
+			memset(&kn[i].value, 0, sizeof (kn[i].value));
+			if (f->stats[i].str == NULL)
+				continue;
+			size_t len = strlen(f->stats[i].str) + 1;
+			memcpy(strings, f->stats[i].str, len);
+			kn[i].value.str.addr.ptr = strings;
+			kn[i].value.str.len = (uint32_t)len;
+			strings += len;
+		}
+		ksp->ks_ndata = f->nstats;
+	} else {
+		if (f->blob_size)
+			memcpy(ksp->ks_data, f->blob, f->blob_size);
+		ksp->ks_ndata = f->blob_ndata;
+	}
+	ksp->ks_data_size = need;
+	ksp->ks_snaptime = now_hrtime;
+	ksp->ks_flags = f->flags;
+	return (kernel_kcid);
+}
+
+void *
+kstat_data_lookup(kstat_t *ksp, char *name)
+{
+	size_t size;
+	switch (ksp->ks_type) {
+	case KSTAT_TYPE_NAMED:
+		size = sizeof (kstat_named_t);
+		break;
+	case KSTAT_TYPE_TIMER:
+		size = sizeof (kstat_timer_t);
+		break;
+	default:
+		errno = EINVAL;
+		return (NULL);
+	}
+	char *p = ksp->ks_data;
+	/* both records begin with a char name[KSTAT_STRLEN] */
+	for (uint_t i = 0; p != NULL && i < ksp->ks_ndata; i++, p += size)
+		if (strcmp(p, name) == 0)
+			return (p);
+	errno = ENOENT;
+	return (NULL);
+}
