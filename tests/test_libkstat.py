@@ -350,9 +350,11 @@ def test_only_the_requested_modules_are_read(stub_path: Path, kernel: Kernel) ->
         snap = live.kstats()
         assert sorted(ks.module for ks in snap) == ["link", "memory_cap"]
         assert {ks.module for ks in live.snapshot(["zones"])} == {"zones"}
+        assert {ks.module for ks in live.snapshot("zones")} == {"zones"}  # not z, o, n…
         assert len(live.snapshot(None)) == 5
     assert kernel.reads("cpu") == 1  # only by the snapshot(None)
     assert kernel.reads("caps") == 1
+    assert kernel.reads("zones") == 3
 
 
 # ---- the chain changing -------------------------------------------------------------

@@ -215,8 +215,8 @@ kstat_p = ctypes.POINTER(kstat_t)
 # ---- decoding ks_data ---------------------------------------------------------------
 #
 # ks_data is copied out once per read (ctypes.string_at) and decoded with struct
-# formats built from the ctypes layouts above, so the two cannot drift apart: the
-# import fails if they disagree.
+# formats checked against the ctypes layouts above (the import fails if they
+# disagree). "=": native byte order, standard sizes, no implicit padding.
 
 _NAMED_SIZE = ctypes.sizeof(kstat_named_t)
 _NAMED_TYPE_OFF = kstat_named_t.data_type.offset
@@ -237,16 +237,16 @@ _VALUE_FORMATS: dict[int, str] = {
 _UNKNOWN_VALUE = "16x"
 
 _IO_FIELDS = tuple(name for name, *_ in kstat_io_t._fields_)
-_IO = struct.Struct("<QQIIqqqqqqII")
+_IO = struct.Struct("=QQIIqqqqqqII")
 _TIMER_FIELDS = tuple(name for name, *_ in kstat_timer_t._fields_ if name != "resv")
-_TIMER = struct.Struct(f"<{KSTAT_STRLEN}sxQqqqqq")
+_TIMER = struct.Struct(f"={KSTAT_STRLEN}sxQqqqqq")
 
 
 def _check_layouts() -> None:
     """The struct formats must describe exactly the ctypes layouts."""
     value_size = ctypes.sizeof(_kstat_named_value)
     for fmt in (*_VALUE_FORMATS.values(), _UNKNOWN_VALUE):
-        if struct.calcsize("<" + fmt) != value_size:
+        if struct.calcsize("=" + fmt) != value_size:
             raise ImportError(f"kstat value format {fmt!r} is not {value_size} bytes")
     if KSTAT_STRLEN + 1 + _NAMED_PAD + value_size != _NAMED_SIZE:
         raise ImportError("kstat_named_t layout does not add up")
@@ -281,7 +281,7 @@ class _NamedDecoder:
     __slots__ = ("fixups", "names", "struct", "values")
 
     def __init__(self, types: bytes) -> None:
-        parts = ["<"]
+        parts = ["="]
         name_pos: list[int] = []
         value_pos: list[int] = []
         fixups: list[tuple[int, int, int]] = []  # (record, kind, position in unpacked)
@@ -680,7 +680,8 @@ class KstatReader:
             if modules is None:
                 entries: Iterable[_Entry] = self._all
             else:
-                entries = [e for m in set(modules) for e in self._by_module.get(m, ())]
+                wanted = {modules} if isinstance(modules, str) else set(modules)
+                entries = [e for m in wanted for e in self._by_module.get(m, ())]
             snap = KstatSnapshot(time=time.time())
             read = self._lib.kstat_read
             for entry in entries:
@@ -786,6 +787,8 @@ class KstatReader:
             return
         self.read_errors += 1
         if entry.key not in self._warned:
+            if len(self._warned) >= 10000:  # zones come and go; keep the memory bounded
+                self._warned.clear()
             self._warned.add(entry.key)
             log.warning(
                 "kstat_read failed; skipping this kstat",
