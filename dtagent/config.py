@@ -82,6 +82,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "replay_speed": Setting(
             (int, float), 1.0, "bundle seconds per wall-clock second", _positive
         ),
+        "platform": Setting(
+            str,
+            "auto",
+            "auto (illumos sources when the host runs illumos) or illumos (use them anyway: "
+            "for stand-in libraries and commands)",
+            _choice("auto", "illumos"),
+        ),
         "libkstat": Setting(str, "libkstat.so.1", "libkstat to load"),
         "command_path": Setting(
             str,

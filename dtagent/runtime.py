@@ -101,7 +101,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         if any(c.name == "host" for c in collectors):
             unavailable["host"] = "replaying a bundle: it holds no host-wide psutil figures"
         dtrace = _replay_dtrace(config, replay)
-    elif is_illumos():
+    elif is_illumos() or config.get("sources", "platform") == "illumos":
         from dtagent.sources.libkstat import LiveKstats
 
         live = LiveKstats(config.get("sources", "libkstat"), KSTAT_MODULES)
