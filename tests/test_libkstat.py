@@ -32,6 +32,7 @@ from dtagent.sources.libkstat import (
     kstat_timer_t,
 )
 from tests.native import build_shared
+from tests.native.kstat_stub import prototypes
 
 KSTAT_TYPE_RAW = 0
 KSTAT_TYPE_INTR = 2
@@ -86,48 +87,6 @@ def stub_path() -> Path:
     return build_shared("libkstat_stub.c")
 
 
-def _prototypes(lib: ctypes.CDLL) -> ctypes.CDLL:
-    c_char_p, c_int, c_size_t = ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t
-    u64, i64 = ctypes.c_uint64, ctypes.c_int64
-    protos: dict[str, tuple[list[object], object]] = {
-        "stub_layout_count": ([], c_size_t),
-        "stub_layout_type": ([c_size_t], c_char_p),
-        "stub_layout_field": ([c_size_t], c_char_p),
-        "stub_layout_offset": ([c_size_t], c_size_t),
-        "stub_layout_size": ([c_size_t], c_size_t),
-        "stub_reset": ([], None),
-        "stub_add_kstat": ([c_char_p, c_int, c_char_p, c_char_p, c_int], c_int),
-        "stub_add_named": ([c_char_p, c_int, c_char_p, c_char_p], c_int),
-        "stub_remove": ([c_char_p, c_int, c_char_p], c_int),
-        "stub_add_stat_char": ([c_int, c_char_p, c_char_p, c_size_t], None),
-        "stub_add_stat_int32": ([c_int, c_char_p, ctypes.c_int32], None),
-        "stub_add_stat_uint32": ([c_int, c_char_p, ctypes.c_uint32], None),
-        "stub_add_stat_int64": ([c_int, c_char_p, i64], None),
-        "stub_add_stat_uint64": ([c_int, c_char_p, u64], None),
-        "stub_add_stat_float": ([c_int, c_char_p, ctypes.c_float], None),
-        "stub_add_stat_double": ([c_int, c_char_p, ctypes.c_double], None),
-        "stub_add_stat_string": ([c_int, c_char_p, c_char_p], None),
-        "stub_add_blank": ([c_int], None),
-        "stub_set_stat_uint64": ([c_int, c_char_p, u64], None),
-        "stub_set_io": ([c_int, ctypes.POINTER(u64)], None),
-        "stub_add_timer": ([c_int, c_char_p, u64, ctypes.POINTER(i64)], None),
-        "stub_set_raw": ([c_int, ctypes.c_void_p, c_size_t], None),
-        "stub_set_hrtime": ([i64], None),
-        "stub_fail_next_read": ([c_char_p, c_int, c_char_p, c_int], c_int),
-        "stub_remove_on_read": ([c_char_p, c_int, c_char_p], c_int),
-        "stub_fail_open": ([c_int], None),
-        "stub_fail_chain_update": ([c_int], None),
-        "stub_read_count": ([c_char_p], ctypes.c_ulong),
-        "stub_eagain_retries": ([], ctypes.c_ulong),
-        "stub_freed_headers": ([], ctypes.c_ulong),
-    }
-    for name, (argtypes, restype) in protos.items():
-        fn = getattr(lib, name)
-        fn.argtypes = argtypes
-        fn.restype = restype
-    return lib
-
-
 class Kernel:
     """The stand-in's fixture, in Python terms (strings in, handles out)."""
 
@@ -176,7 +135,7 @@ class Kernel:
 
 @pytest.fixture(scope="session")
 def stub_lib(stub_path: Path) -> ctypes.CDLL:
-    return _prototypes(ctypes.CDLL(str(stub_path)))
+    return prototypes(ctypes.CDLL(str(stub_path)))
 
 
 @pytest.fixture
