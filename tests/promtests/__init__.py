@@ -1,0 +1,1 @@
+"""promtool unit tests of the alert rules (*.yml) and helpers for the dashboard tests."""
