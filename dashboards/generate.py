@@ -223,8 +223,13 @@ def known_series() -> set[str]:
 OMITTED: list[str] = []
 
 
+FILTER = True  # False: every panel, exported or not (for checking the omitted ones)
+
+
 def _available(items: list[Item], known: set[str], dash: str) -> list[Item]:
     """Panels whose every query reads exported series; the others are listed in OMITTED."""
+    if not FILTER:
+        return items
     out: list[Item] = []
     for item in items:
         if isinstance(item, P):
@@ -392,6 +397,25 @@ def agent() -> dict[str, Any]:
           "measured it.", w=8),
         P("Samples per scrape", [Q(f"scrape_samples_scraped{{{HOST}}}", "samples")],
           "short", "Series the agent served per scrape.", w=8),
+        Row("DTrace"),
+        P("DTrace worker", [Q(f"dtagent_dtrace_worker_up{{{HOST}}}", "worker up")],
+          "none", "1 while the DTrace worker process runs and reports.", kind="stat", w=6,
+          thresholds=[(0, "red"), (1, "green")]),
+        P("Scripts enabled", [Q(f"dtagent_dtrace_script_enabled{{{HOST}}}", "{{script}}",
+                                instant=True)],
+          "none", "Each D script: 1 enabled, 0 disabled (`dtagent dtrace list` says why).",
+          kind="stat", w=6, thresholds=[(0, "orange"), (1, "green")],
+          options={"textMode": "value_and_name"}),
+        P("Worker restarts", [
+            Q(f"increase(dtagent_dtrace_worker_restarts_total{{{HOST}}}[{RI}])", "restarts")],
+          "short", "Restarts of the DTrace worker (it died or stopped reporting).", w=12),
+        P("DTrace drops", [
+            Q(f"rate(dtagent_dtrace_drops_total{{{HOST}}}[{RI}])", "{{kind}}")],
+          "short", "Data DTrace dropped per second, by kind of buffer; histograms undercount "
+          "while it drops."),
+        P("DTrace errors", [
+            Q(f"rate(dtagent_dtrace_errors_total{{{HOST}}}[{RI}])", "{{script}}")],
+          "short", "Runtime errors per second of each D script."),
         Row("Process"),
         P("CPU used", [Q(f"rate(dtagent_process_cpu_seconds_total{{{HOST}}}[{RI}])", "cpu")],
           "percentunit", "CPU time of the agent process, as a fraction of one CPU."),
