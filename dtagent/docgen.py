@@ -46,10 +46,11 @@ def _table(specs: Iterable[MetricSpec]) -> list[str]:
 def dtrace_sections() -> list[tuple[str, str, list[MetricSpec]]]:
     """(title, description, specs) for the DTrace engine and each shipped D script."""
     try:
-        from dtagent.dtrace.docs import metric_sections
+        from dtagent.dtrace.docs import metric_sections  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return []
-    return metric_sections()
+    sections: list[tuple[str, str, list[MetricSpec]]] = metric_sections()
+    return sections
 
 
 def render() -> str:
