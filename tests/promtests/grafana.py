@@ -7,8 +7,10 @@ line by line rather than adding a YAML dependency.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,22 +99,22 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     return expr
 
 
-_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-             "unless", "offset", "bool", "inf", "nan", "Inf", "NaN"}
+def load_generator() -> Any:
+    """dashboards/generate.py as a module (it is a script, not part of the package)."""
+    name = "dtagent_dashboards_generate"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, DASHBOARDS / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric (and recording rule) names an expression selects; no parser needed."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = _GROUPING.sub(" ", text)
-    names = set()
-    for m in re.finditer(r"(?<![\w.$])([A-Za-z_:][\w:]*)(\s*\()?", text):
-        if m.group(2) or m.group(1) in _KEYWORDS:
-            continue
-        names.add(m.group(1))
+    """Metric (and recording rule) names an expression selects: the generator's reading."""
+    names: set[str] = load_generator().metric_names(expr)
     return names
 
 
