@@ -1,0 +1,1 @@
+"""Parsers of platform command output (pure functions of text; no OS access)."""
