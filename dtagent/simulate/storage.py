@@ -1,6 +1,7 @@
 """ZFS kstats: zfs:0:arcstats (named) and zfs:0:<pool> (KSTAT_TYPE_IO, class disk).
 
-Field names are the illumos-joyent 2019 arc.c arc_stats set (reference
+Field names are the illumos-joyent 2019 arc.c arc_stats set plus what illumos-gate 2022
+adds (persistent L2ARC and per-type L2 accounting), 106 fields in all (reference
 illumos-interfaces.md §3.1); pool I/O kstats follow spa_misc.c spa_iokstat (§3.2).
 """
 
@@ -58,6 +59,17 @@ ARC_COUNTERS = [
     "async_upgrade_sync",
     "demand_hit_predictive_prefetch",
     "demand_hit_prescient_prefetch",
+    # illumos-gate 2022 additions
+    "evict_l2_eligible_mfu",
+    "evict_l2_eligible_mru",
+    "l2_log_blk_writes",
+    "l2_rebuild_success",
+    "l2_rebuild_unsupported",
+    "l2_rebuild_io_errors",
+    "l2_rebuild_dh_errors",
+    "l2_rebuild_cksum_lb_errors",
+    "l2_rebuild_lowmem",
+    "l2_rebuild_log_blks",
 ]
 ARC_GAUGES = [
     "hash_elements",
@@ -98,6 +110,20 @@ ARC_GAUGES = [
     "arc_meta_limit",
     "arc_meta_max",
     "arc_meta_min",
+    # illumos-gate 2022 additions
+    "l2_prefetch_asize",
+    "l2_mru_asize",
+    "l2_mfu_asize",
+    "l2_bufc_data_asize",
+    "l2_bufc_metadata_asize",
+    "l2_log_blk_avg_asize",
+    "l2_log_blk_asize",
+    "l2_log_blk_count",
+    "l2_data_to_meta_ratio",
+    "l2_rebuild_size",
+    "l2_rebuild_asize",
+    "l2_rebuild_bufs",
+    "l2_rebuild_bufs_precached",
 ]
 
 
@@ -128,6 +154,9 @@ def arcstats(host: SimHost, rng: random.Random) -> Kstat:
         "l2_feeds": dt,
         "l2_read_bytes": ops * miss * 0.5 * 16384,
         "l2_write_bytes": rng.uniform(1e6, 8e6) * dt,
+        "l2_log_blk_writes": dt * 0.5,
+        "evict_l2_eligible_mfu": ops * 0.004 * 16384,
+        "evict_l2_eligible_mru": ops * 0.006 * 16384,
         "l2_writes_sent": dt * 2,
         "l2_writes_done": dt * 2,
         "deleted": ops * 0.01,
@@ -166,6 +195,15 @@ def arcstats(host: SimHost, rng: random.Random) -> Kstat:
         "l2_size": 400 * GiB,
         "l2_asize": 250 * GiB,
         "l2_hdr_size": 300 * (1 << 20),
+        "l2_prefetch_asize": 10 * GiB,
+        "l2_mru_asize": 90 * GiB,
+        "l2_mfu_asize": 150 * GiB,
+        "l2_bufc_data_asize": 220 * GiB,
+        "l2_bufc_metadata_asize": 30 * GiB,
+        "l2_log_blk_avg_asize": 14_000,
+        "l2_log_blk_asize": 1 << 30,
+        "l2_log_blk_count": 75_000,
+        "l2_data_to_meta_ratio": 1700,
         "arc_meta_used": meta,
         "arc_meta_limit": c_max // 4,
         "arc_meta_max": meta + GiB,
