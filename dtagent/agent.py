@@ -31,9 +31,12 @@ class KstatProvider(Protocol):
 
 
 class DTraceProvider(Protocol):
-    """The DTrace side of a scrape: cumulative histograms and counters."""
+    """The DTrace side of a scrape: cumulative histograms and counters.
 
-    def families(self) -> list[MetricFamily]: ...
+    It gets the scrape's snapshot so zone ids map to the zone names of that moment.
+    """
+
+    def families(self, snap: HostSnapshot) -> list[MetricFamily]: ...
 
 
 class NoKstats:
@@ -125,7 +128,7 @@ class Agent:
         if self.dtrace is not None:
             t0 = time.perf_counter()
             try:
-                families.extend(self.dtrace.families())
+                families.extend(self.dtrace.families(snap))
                 results["dtrace"] = (True, time.perf_counter() - t0)
             except Exception as exc:
                 self._report_failure("dtrace", exc)

@@ -107,6 +107,18 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         ),
         "scripts": Setting(dict, {}, "per-script on/off, e.g. { syscall = false }"),
         "libdtrace": Setting(str, "libdtrace.so.1", "libdtrace to load"),
+        "series_cap": Setting(
+            int, 10000, "most series per DTrace metric; more are refused and counted", _positive
+        ),
+        "hang_timeout": Setting(
+            (int, float),
+            15.0,
+            "seconds without a heartbeat before the DTrace worker is killed and restarted",
+            _positive,
+        ),
+        "max_backoff": Setting(
+            (int, float), 60.0, "longest wait before restarting a failed DTrace worker", _positive
+        ),
     },
 }
 

@@ -46,7 +46,7 @@ def _table(specs: Iterable[MetricSpec]) -> list[str]:
 def dtrace_sections() -> list[tuple[str, str, list[MetricSpec]]]:
     """(title, description, specs) for the DTrace engine and each shipped D script."""
     try:
-        from dtagent.dtrace.docs import metric_sections  # type: ignore[import-not-found,unused-ignore]
+        from dtagent.dtrace.docs import metric_sections
     except ImportError:
         return []
     sections: list[tuple[str, str, list[MetricSpec]]] = metric_sections()

@@ -150,8 +150,12 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
 
 
 def _replay_dtrace(config: Config, replay: object) -> DTraceProvider | None:
-    """DTrace families from the bundle's recorded deltas (wired by the DTrace engine)."""
-    return None
+    """DTrace families from the bundle's recorded deltas."""
+    if not config.get("dtrace", "enabled"):
+        return None
+    from dtagent.dtrace.provider import replay_provider
+
+    return replay_provider(config, replay)
 
 
 def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTraceProvider | None:

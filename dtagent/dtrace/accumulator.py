@@ -1,0 +1,454 @@
+"""Deltas in, cumulative Prometheus families out.
+
+The worker walks every aggregation with REMOVE semantics, so each record is what
+accumulated since the previous walk (docs/bundle-dtrace.md). The accumulator adds the
+deltas up per series: counters and histograms only grow, whatever happens to the
+worker. Zone ids become zonenames when a delta is applied, with the zone map of that
+moment; series of zones that are gone are removed, so a zone id reused by another
+zone after a reboot starts new series and never mixes with the old zone's.
+
+Nothing a record contains can raise: invalid records are counted
+(``dtagent_dtrace_records_rejected_total``) and logged once per script and aggregation.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+import structlog
+
+from dtagent.dtrace.buckets import Buckets, slot_of
+from dtagent.dtrace.spec import AggregationSpec, ScriptSpec
+from dtagent.metrics import MetricFamily, MetricSpec
+
+log = structlog.get_logger("dtagent.dtrace")
+
+DEFAULT_SERIES_CAP = 10000
+OTHER = "other"
+SRC = "the DTrace engine"
+
+DROP_KINDS = (
+    "principal",
+    "aggregation",
+    "dynamic",
+    "dynamic_rinse",
+    "dynamic_dirty",
+    "speculative",
+    "speculative_busy",
+    "speculative_unavailable",
+    "stack_string_overflow",
+    "error_in_error_probe",
+)
+
+DROPS = MetricSpec(
+    "dtagent_dtrace_drops_total",
+    "counter",
+    "DTrace drops by kind (aggregation buffer full, dynamic variables exhausted, ...); "
+    "data was lost, tracing went on.",
+    ("kind",),
+    "",
+    SRC,
+)
+ERRORS = MetricSpec(
+    "dtagent_dtrace_errors_total",
+    "counter",
+    "D runtime errors (bad address, division by zero, ...) by script.",
+    ("script",),
+    "",
+    SRC,
+)
+SCRIPT_ENABLED = MetricSpec(
+    "dtagent_dtrace_script_enabled",
+    "gauge",
+    "1 if the D script is running, 0 if it is disabled or failed to compile/enable "
+    "(the reason is in the log and in `dtagent dtrace list`).",
+    ("script",),
+    "",
+    SRC,
+)
+SERIES_DROPPED = MetricSpec(
+    "dtagent_dtrace_series_dropped_total",
+    "counter",
+    "Delta records refused because their metric reached dtrace.series_cap series.",
+    ("metric",),
+    "",
+    SRC,
+)
+REJECTED = MetricSpec(
+    "dtagent_dtrace_records_rejected_total",
+    "counter",
+    "Delta records not applied: invalid (see the log) or for a zone id that is not "
+    "running.",
+    ("reason",),
+    "",
+    SRC,
+)
+SELF_SPECS = (DROPS, ERRORS, SCRIPT_ENABLED, SERIES_DROPPED, REJECTED)
+
+_UNITS = {"_seconds": "seconds", "_bytes": "bytes", "_ratio": "ratio"}
+
+
+def unit_of(metric: str) -> str:
+    base = metric.removesuffix("_total")
+    for suffix, unit in _UNITS.items():
+        if base.endswith(suffix):
+            return unit
+    return ""
+
+
+def metric_spec(script: ScriptSpec, agg: AggregationSpec) -> MetricSpec:
+    """The MetricSpec an aggregation is exported as."""
+    params = ", ".join(str(p) for p in agg.params)
+    return MetricSpec(
+        agg.metric,
+        "histogram" if agg.type == "histogram" else agg.type,  # type: ignore[arg-type]
+        agg.help,
+        agg.labels,
+        unit_of(agg.metric),
+        f"D script {script.name}.d: @{agg.name} = {agg.function}({params})",
+        agg.le,
+    )
+
+
+@dataclass
+class _Series:
+    counts: list[int] = field(default_factory=list)  # histogram slots (+Inf last)
+    sum: int = 0  # histogram _sum / counter total, recorded units
+    value: float = 0.0  # gauge
+    avg: tuple[int, int] = (0, 0)
+    batch: int = -1  # last batch that set the gauge
+    zone: str | None = None
+
+
+class _Agg:
+    """One aggregation's state and series."""
+
+    def __init__(self, script: ScriptSpec, spec: AggregationSpec) -> None:
+        self.script = script
+        self.spec = spec
+        self.metric = metric_spec(script, spec)
+        self.series: dict[tuple[str, ...], _Series] = {}
+        self.buckets = spec.buckets() if spec.type == "histogram" else None
+        self.le_idx = spec.le_buckets
+        self.zone_pos = next((i for i, k in enumerate(spec.keys) if k.kind == "zoneid"), None)
+        self.seen: list[set[str]] = [set() for _ in spec.keys]
+
+    def new_series(self) -> _Series:
+        if self.spec.type == "histogram":
+            return _Series(counts=[0] * (len(self.spec.le) + 1))
+        return _Series()
+
+
+class _Invalid(Exception):
+    pass
+
+
+_KIND_RE = re.compile(r"^[a-z_]{1,40}$")
+
+
+class Accumulator:
+    """Cumulative DTrace metrics from delta records."""
+
+    def __init__(
+        self,
+        specs: Sequence[ScriptSpec],
+        series_cap: int = DEFAULT_SERIES_CAP,
+        *,
+        overrides: Mapping[str, bool] | None = None,
+        running: Collection[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``running``: scripts to count as running until a status record says
+        otherwise (default: enabled by their spec and ``overrides``)."""
+        self.series_cap = series_cap
+        self._clock = clock
+        self.scripts = {s.name: s for s in specs}
+        overrides = overrides or {}
+        if running is None:
+            running = [s.name for s in specs if overrides.get(s.name, s.enabled)]
+        self.status: dict[str, tuple[str, str]] = {
+            s.name: ("running", "") if s.name in running else ("disabled", "")
+            for s in specs
+        }
+        self._aggs: dict[tuple[str, str], _Agg] = {}
+        self._sums: dict[tuple[str, str], _Agg] = {}
+        for s in specs:
+            for a in s.aggregations:
+                agg = _Agg(s, a)
+                self._aggs[(s.name, a.name)] = agg
+                if a.sum:
+                    self._sums[(s.name, a.sum)] = agg
+        self.drops: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.series_dropped: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.last_delta: float | None = None
+        self._batch = 0
+        self._logged: set[tuple[str, str, str]] = set()
+        self._last_error: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- applying
+
+    def apply(self, records: Iterable[Mapping[str, Any]], zones: Mapping[int, str]) -> None:
+        """Add one batch of delta records, mapping zone ids with ``zones``."""
+        self._batch += 1
+        any_record = False
+        for rec in records:
+            any_record = True
+            try:
+                self._apply_one(rec, zones)
+            except _Invalid as exc:
+                self._reject("invalid", rec, str(exc))
+            except Exception as exc:  # belt and braces: a record never raises
+                self._reject("invalid", rec, f"{type(exc).__name__}: {exc}")
+        if zones:
+            self._forget_gone_zones(set(zones.values()))
+        if any_record:
+            self.last_delta = self._clock()
+
+    def _reject(self, reason: str, rec: Any, why: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if isinstance(rec, Mapping):
+            ident = (str(rec.get("script")), str(rec.get("agg")), why if reason != "invalid"
+                     else why.split(":")[0])
+        else:
+            ident = ("?", "?", why)
+        if reason == "invalid" and ident not in self._logged and len(self._logged) < 1000:
+            self._logged.add(ident)
+            log.warning("invalid DTrace delta record ignored", record=_short(rec), problem=why)
+
+    def _apply_one(self, rec: Mapping[str, Any], zones: Mapping[int, str]) -> None:
+        if not isinstance(rec, Mapping):
+            raise _Invalid("not an object")
+        if "tick" in rec:
+            return
+        if "drop" in rec:
+            kind: Any = rec.get("drop")
+            count: Any = rec.get("count")
+            if not isinstance(kind, str) or not _KIND_RE.match(kind):
+                raise _Invalid(f"drop kind {kind!r}")
+            if not _is_int(count) or count < 0:
+                raise _Invalid(f"drop count {count!r}")
+            self.drops[kind] = self.drops.get(kind, 0) + count
+            return
+        if "error" in rec:
+            script = rec.get("script")
+            count = rec.get("count", 1)
+            if not isinstance(script, str) or not _is_int(count) or count < 0:
+                raise _Invalid("error record needs a script and a count")
+            if script not in self.scripts:
+                script = "unknown"
+            self.errors[script] = self.errors.get(script, 0) + count
+            message = str(rec.get("message", ""))
+            if message and self._last_error.get(script) != message:
+                self._last_error[script] = message
+                log.warning("D runtime error", script=script, count=count, message=message)
+            return
+        if "status" in rec:
+            script, status = rec.get("script"), rec.get("status")
+            if script not in self.scripts or status not in ("running", "failed", "disabled"):
+                raise _Invalid(f"status {status!r} of script {script!r}")
+            message = str(rec.get("message", ""))
+            if self.status.get(str(script)) != (status, message) and status == "failed":
+                log.warning("D script failed", script=script, message=message)
+            self.status[str(script)] = (str(status), message)
+            return
+        script, name = rec.get("script"), rec.get("agg")
+        if not isinstance(script, str) or not isinstance(name, str):
+            raise _Invalid("needs script and agg")
+        if script not in self.scripts:
+            raise _Invalid(f"unknown script {script!r}")
+        key = (script, name)
+        agg = self._aggs.get(key)
+        is_sum = False
+        if agg is None:
+            agg = self._sums.get(key)
+            is_sum = True
+            if agg is None:
+                raise _Invalid(f"unknown aggregation {name!r}")
+        raw_key = rec.get("key", [])
+        if not isinstance(raw_key, list) or len(raw_key) != len(agg.spec.keys):
+            raise _Invalid(f"key must be a list of {len(agg.spec.keys)}")
+        labels: list[str] = []
+        zone: str | None = None
+        for pos, (k, v) in enumerate(zip(agg.spec.keys, raw_key, strict=True)):
+            if k.kind == "string":
+                if not isinstance(v, str):
+                    raise _Invalid(f"key {pos} must be a string")
+                labels.append(self._bounded(agg, pos, v))
+            elif not _is_int(v):
+                raise _Invalid(f"key {pos} must be an integer")
+            elif k.kind == "integer":
+                labels.append(self._bounded(agg, pos, v))
+            else:
+                zone = zones.get(v)
+                if zone is None:
+                    self._reject("unknown_zone", rec, f"zone id {v} is not running")
+                    return
+                labels.append(zone)
+        if is_sum:
+            value: Any = rec.get("value")
+            if not _is_int(value):
+                raise _Invalid("sum value must be an integer")
+            series = self._series(agg, tuple(labels), zone)
+            if series is not None:
+                series.sum += value
+            return
+        self._apply_value(agg, rec, tuple(labels), zone)
+
+    def _bounded(self, agg: _Agg, pos: int, value: str | int) -> str:
+        k = agg.spec.keys[pos]
+        text = str(value)
+        if k.allow is not None and value not in k.allow:
+            return OTHER
+        if k.max_values is not None:
+            seen = agg.seen[pos]
+            if text not in seen:
+                if len(seen) >= k.max_values:
+                    return OTHER
+                seen.add(text)
+        return text
+
+    def _series(self, agg: _Agg, labels: tuple[str, ...], zone: str | None) -> _Series | None:
+        series = agg.series.get(labels)
+        if series is None:
+            if len(agg.series) >= self.series_cap:
+                m = agg.spec.metric
+                self.series_dropped[m] = self.series_dropped.get(m, 0) + 1
+                return None
+            series = agg.new_series()
+            series.zone = zone
+            agg.series[labels] = series
+        return series
+
+    def _apply_value(
+        self, agg: _Agg, rec: Mapping[str, Any], labels: tuple[str, ...], zone: str | None
+    ) -> None:
+        fn = agg.spec.function
+        if agg.buckets is not None:
+            raw = rec.get("buckets")
+            if not isinstance(raw, list):
+                raise _Invalid("a histogram record needs buckets")
+            slots: list[tuple[int, int]] = []
+            for pair in raw:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise _Invalid("buckets must be [lo, n] pairs")
+                lo, n = pair
+                if not (lo is None or _is_int(lo)) or not _is_int(n) or n < 0:
+                    raise _Invalid("bucket lo must be an integer or null, n a count")
+                index = _index_of_lower(agg.buckets, lo)
+                if index is None:
+                    raise _Invalid(f"lo {lo} is not a bucket boundary of {fn}{agg.spec.params}")
+                slots.append((slot_of(agg.le_idx, index), n))
+            series = self._series(agg, labels, zone)
+            if series is None:
+                return
+            for slot, n in slots:
+                series.counts[slot] += n
+            return
+        value: Any = rec.get("value")
+        if fn == "avg":
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not all(_is_int(v) for v in value)
+                or value[0] < 0
+            ):
+                raise _Invalid("avg value must be [count, total]")
+        elif not _is_int(value):
+            raise _Invalid(f"{fn} value must be an integer")
+        elif fn in ("count", "sum") and value < 0:
+            raise _Invalid(f"{fn} delta {value} is negative: counters only grow")
+        series = self._series(agg, labels, zone)
+        if series is None:
+            return
+        if fn in ("count", "sum"):
+            series.sum += value
+            return
+        fresh = series.batch != self._batch
+        series.batch = self._batch
+        if fn == "avg":
+            c, t = (0, 0) if fresh else series.avg
+            series.avg = (c + value[0], t + value[1])
+        elif fn == "min":
+            series.value = value if fresh else min(series.value, value)
+        else:
+            series.value = value if fresh else max(series.value, value)
+
+    def _forget_gone_zones(self, running: set[str]) -> None:
+        for agg in self._aggs.values():
+            if agg.zone_pos is None:
+                continue
+            gone = [k for k, s in agg.series.items() if s.zone not in running]
+            for k in gone:
+                del agg.series[k]
+
+    # ---------------------------------------------------------------- exporting
+
+    def running_scripts(self) -> list[str]:
+        return [name for name, (st, _) in self.status.items() if st == "running"]
+
+    def families(self) -> list[MetricFamily]:
+        """The aggregations' families and the engine's own counters."""
+        out: list[MetricFamily] = []
+        for agg in self._aggs.values():
+            if not agg.series and self.status[agg.script.name][0] != "running":
+                continue
+            fam = agg.metric.family()
+            spec = agg.spec
+            scale, offset = spec.scale, spec.offset
+            for labels, s in agg.series.items():
+                if spec.type == "histogram":
+                    cumulative: list[float] = []
+                    running = 0
+                    for n in s.counts[:-1]:
+                        running += n
+                        cumulative.append(running)
+                    fam.add_histogram(labels, cumulative, s.sum * scale, running + s.counts[-1])
+                elif spec.function in ("count", "sum"):
+                    fam.add(labels, s.sum * scale)
+                elif spec.function == "avg":
+                    c, t = s.avg
+                    if c:
+                        fam.add(labels, (t / c + offset) * scale)
+                else:
+                    fam.add(labels, (s.value + offset) * scale)
+            out.append(fam)
+        out.extend(self.self_families())
+        return out
+
+    def self_families(self) -> list[MetricFamily]:
+        drops = DROPS.family()
+        for kind in sorted(set(DROP_KINDS) | set(self.drops)):
+            drops.add((kind,), self.drops.get(kind, 0))
+        errors = ERRORS.family()
+        for script in sorted(set(self.status) | set(self.errors)):
+            errors.add((script,), self.errors.get(script, 0))
+        enabled = SCRIPT_ENABLED.family()
+        for script, (status, _) in sorted(self.status.items()):
+            enabled.add((script,), 1 if status == "running" else 0)
+        dropped = SERIES_DROPPED.family()
+        for agg in self._aggs.values():
+            m = agg.spec.metric
+            dropped.add((m,), self.series_dropped.get(m, 0))
+        rejected = REJECTED.family()
+        for reason in sorted({"invalid", "unknown_zone"} | set(self.rejected)):
+            rejected.add((reason,), self.rejected.get(reason, 0))
+        return [drops, errors, enabled, dropped, rejected]
+
+
+def _is_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _index_of_lower(b: Buckets, lo: int | None) -> int | None:
+    return b.index_of_lower(lo)
+
+
+def _short(rec: Any) -> str:
+    text = repr(rec)
+    return text if len(text) <= 300 else text[:300] + "…"

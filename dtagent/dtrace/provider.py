@@ -1,0 +1,159 @@
+"""What the agent calls at each scrape: queued deltas applied, families returned.
+
+The deltas come from a :class:`DeltaSource`: the supervised worker on a live host, or
+a replayed bundle. They are applied with the zone map of the scrape's own kstat
+snapshot (``zones:<id>`` kstats), so zone names are those of the moment the scrape
+sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from dtagent.config import Config
+from dtagent.dtrace.accumulator import SRC, Accumulator
+from dtagent.dtrace.spec import ScriptSpec, SpecError, load_scripts, script_dirs
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.snapshot import HostSnapshot
+from dtagent.zonemap import running_zones
+
+log = structlog.get_logger("dtagent.dtrace")
+
+WORKER_UP = MetricSpec(
+    "dtagent_dtrace_worker_up",
+    "gauge",
+    "1 while the DTrace worker process runs and reports every second (1 when replaying).",
+    (),
+    "",
+    SRC,
+)
+RESTARTS = MetricSpec(
+    "dtagent_dtrace_worker_restarts_total",
+    "counter",
+    "Times the DTrace worker was restarted after it exited or stopped reporting.",
+    (),
+    "",
+    SRC,
+)
+DELTA_AGE = MetricSpec(
+    "dtagent_dtrace_last_delta_age_seconds",
+    "gauge",
+    "Seconds since the last batch of DTrace deltas arrived (absent before the first).",
+    (),
+    "seconds",
+    SRC,
+)
+PROVIDER_SPECS = (WORKER_UP, RESTARTS, DELTA_AGE)
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    up: bool
+    restarts: int
+    last_batch: float | None  # wall-clock time of the last batch (or heartbeat)
+
+
+class DeltaSource(Protocol):
+    def take(self) -> list[dict[str, Any]]:
+        """Every record that arrived since the last call, in order."""
+        ...
+
+    def health(self) -> WorkerHealth: ...
+
+
+class ReplayDeltas:
+    """Deltas of a replayed bundle, frame by frame as the replay advances."""
+
+    def __init__(self, replay: Any, clock: Callable[[], float] = time.time) -> None:
+        self._replay = replay
+        self._clock = clock
+        self._last: float | None = None
+
+    def take(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self._replay.dtrace_deltas()
+        if records:
+            self._last = self._clock()
+        return records
+
+    def health(self) -> WorkerHealth:
+        return WorkerHealth(True, 0, self._last)
+
+
+class DTraceMetrics:
+    """The agent's DTrace provider: a delta source feeding an accumulator."""
+
+    def __init__(
+        self,
+        accumulator: Accumulator,
+        source: DeltaSource,
+        *,
+        held_cap: int = 200_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.accumulator = accumulator
+        self.source = source
+        self.held_cap = held_cap
+        self._clock = clock
+        self._held: list[dict[str, Any]] = []
+
+    def families(self, snap: HostSnapshot) -> list[MetricFamily]:
+        zones = running_zones(snap.kstats)
+        records = self._held + self.source.take()
+        self._held = []
+        if zones:
+            self.accumulator.apply(records, zones)
+        elif records:
+            # No zone map (a failed kstat read): keep the deltas for the next scrape
+            # rather than dropping every zone's data and series.
+            if len(records) > self.held_cap:
+                lost = len(records) - self.held_cap
+                self.accumulator.rejected["backlog"] = (
+                    self.accumulator.rejected.get("backlog", 0) + lost
+                )
+                records = records[lost:]
+            self._held = records
+        out = self.accumulator.families()
+        health = self.source.health()
+        up = WORKER_UP.family()
+        up.add((), 1 if health.up else 0)
+        restarts = RESTARTS.family()
+        restarts.add((), health.restarts)
+        out += [up, restarts]
+        last = health.last_batch
+        if last is not None:
+            age = DELTA_AGE.family()
+            age.add((), max(0.0, self._clock() - last))
+            out.append(age)
+        return out
+
+
+def load_config_scripts(config: Config) -> tuple[list[ScriptSpec], list[SpecError]]:
+    """Shipped scripts plus config ``dtrace.script_dirs``; problems logged, not fatal."""
+    errors: list[SpecError] = []
+    specs = load_scripts(script_dirs(config.get("dtrace", "script_dirs")), errors)
+    for err in errors:
+        log.error("D script not loaded", problem=str(err))
+    known = {s.name for s in specs}
+    for name in config.get("dtrace", "scripts"):
+        if name not in known:
+            log.warning("dtrace.scripts names an unknown script", script=name)
+    return specs, errors
+
+
+def replay_provider(config: Config, replay: Any) -> DTraceMetrics:
+    specs, _ = load_config_scripts(config)
+    acc = Accumulator(
+        specs, config.get("dtrace", "series_cap"), overrides=config.get("dtrace", "scripts")
+    )
+    return DTraceMetrics(acc, ReplayDeltas(replay))
+
+
+def metric_specs(specs: Sequence[ScriptSpec]) -> list[MetricSpec]:
+    from dtagent.dtrace.accumulator import metric_spec
+
+    return [metric_spec(s, a) for s in specs for a in s.aggregations]

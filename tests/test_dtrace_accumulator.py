@@ -1,0 +1,332 @@
+"""Accumulator: deltas → cumulative families; zones, caps, invalid records; replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dtagent.agent import Agent
+from dtagent.bundle import Frame, write_bundle
+from dtagent.config import load
+from dtagent.dtrace import buckets as bk
+from dtagent.dtrace.accumulator import Accumulator
+from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas
+from dtagent.dtrace.spec import ScriptSpec, load_script
+from dtagent.exposition import render
+from dtagent.metrics import MetricFamily
+from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
+from dtagent.sources.commands import NoCommands
+from dtagent.sources.replay import ReplaySource
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
+EVERY = load_script(FIXTURES / "every.d")
+
+
+def fams(acc: Accumulator) -> dict[str, MetricFamily]:
+    return {f.name: f for f in acc.families()}
+
+
+def samples(fam: MetricFamily) -> dict[tuple[str, ...], float]:
+    return dict(fam.samples)
+
+
+def hists(fam: MetricFamily) -> dict[tuple[str, ...], tuple[list[float], float, float]]:
+    return {k: (list(c), s, n) for k, c, s, n in fam.hist_samples}
+
+
+def lat_record(zone: int, values: list[int], script: ScriptSpec = EVERY) -> list[dict[str, Any]]:
+    """Records the worker would send for @lat/@lat_sum after these true values (ns)."""
+    agg = script.aggregation("lat")
+    assert agg is not None
+    b = agg.buckets()
+    counts: dict[int, int] = {}
+    for v in values:
+        i = b.index(v - agg.offset)
+        counts[i] = counts.get(i, 0) + 1
+    return [
+        {"script": "every", "agg": "lat", "key": [zone],
+         "buckets": [[b.lower(i), n] for i, n in sorted(counts.items())]},
+        {"script": "every", "agg": "lat_sum", "key": [zone], "value": sum(values)},
+    ]
+
+
+def test_every_aggregating_action() -> None:
+    acc = Accumulator([EVERY])
+    zones = {0: "global", 3: "web"}
+    acc.apply(
+        [
+            {"script": "every", "agg": "calls", "key": [3, "read"], "value": 5},
+            {"script": "every", "agg": "calls", "key": [3, "ioctl"], "value": 2},
+            {"script": "every", "agg": "calls", "key": [3, "getpid"], "value": 1},
+            {"script": "every", "agg": "bytes", "key": [3, 0], "value": 2**40},
+            {"script": "every", "agg": "bytes", "key": [0, 7], "value": 1},
+            {"script": "every", "agg": "minlat", "key": ["read"], "value": 100},
+            {"script": "every", "agg": "maxlat", "key": ["read"], "value": 9000},
+            {"script": "every", "agg": "avglat", "key": ["read"], "value": [4, 1000]},
+            {"script": "every", "agg": "qlat", "key": [0], "buckets": [[0, 1], [512, 3],
+                                                                      [2**62, 1]]},
+            {"script": "every", "agg": "qlat_sum", "key": [0], "value": 3000},
+            {"script": "every", "agg": "pct", "key": ["read"],
+             "buckets": [[None, 1], [0, 2], [40, 1], [100, 1]]},
+            {"script": "every", "agg": "pct_sum", "key": ["read"], "value": 150},
+            *lat_record(3, [999, 1000, 1001, 2000, 2001, 10**9]),
+        ],
+        zones,
+    )
+    f = fams(acc)
+    assert samples(f["test_syscalls_total"]) == {
+        ("web", "read"): 5, ("web", "other"): 3
+    }
+    assert samples(f["test_bytes_total"]) == {("web", "0"): 2**40, ("global", "other"): 1}
+    assert samples(f["test_syscall_min_seconds"]) == {("read",): pytest.approx(100e-9)}
+    assert samples(f["test_syscall_max_seconds"]) == {("read",): pytest.approx(9000e-9)}
+    assert samples(f["test_syscall_avg_seconds"]) == {("read",): pytest.approx(250e-9)}
+    # le = [0, 1023 ns, 1048575 ns]
+    assert hists(f["test_syscall_latency_log2_seconds"]) == {
+        ("global",): ([1, 4, 4], pytest.approx(3000e-9), 5)
+    }
+    # le = [-0.01, 0.09, 0.49, 0.99] on 10 ms steps: -1, 9, 49, 99 recorded
+    assert hists(f["test_syscall_latency_linear_seconds"]) == {
+        ("read",): ([1, 3, 4, 4], pytest.approx(1.5), 5)
+    }
+    # le = 1, 2, 5, 10, 100, 1000 us; values 999, 1000, 1001, 2000, 2001 ns, 1 s
+    cum, s, n = hists(f["test_syscall_latency_seconds"])[("web",)]
+    assert cum == [2, 4, 5, 5, 5, 5] and n == 6
+    assert abs(s - (999 + 1000 + 1001 + 2000 + 2001 + 10**9) * 1e-9) < 1e-12
+    assert samples(f["dtagent_dtrace_script_enabled"]) == {("every",): 1}
+    assert acc.rejected == {}
+
+
+def test_counters_accumulate_and_gauges_show_the_last_interval() -> None:
+    acc = Accumulator([EVERY])
+    zones = {3: "web"}
+    for i in range(3):
+        acc.apply(
+            [
+                {"script": "every", "agg": "calls", "key": [3, "read"], "value": 2},
+                {"script": "every", "agg": "maxlat", "key": ["read"], "value": 10 - i},
+                *lat_record(3, [1500]),
+            ],
+            zones,
+        )
+    f = fams(acc)
+    assert samples(f["test_syscalls_total"]) == {("web", "read"): 6}
+    assert samples(f["test_syscall_max_seconds"]) == {("read",): pytest.approx(8e-9)}
+    assert hists(f["test_syscall_latency_seconds"])[("web",)][2] == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_histograms_are_exact(data: st.DataObject) -> None:
+    """Every value is in exactly the buckets whose le >= it; _count and _sum agree."""
+    agg_name = data.draw(st.sampled_from(["lat", "qlat", "pct"]))
+    agg = EVERY.aggregation(agg_name)
+    assert agg is not None and agg.sum
+    b = agg.buckets()
+    limit = 2**31 - 1 if agg.function == "lquantize" else 2**50
+    # true values, with the le boundaries and their neighbours favoured
+    edges = [round(le / agg.scale) + d for le in agg.le for d in (-1, 0, 1)]
+    values = data.draw(st.lists(
+        st.one_of(st.integers(-1000, limit), st.sampled_from(edges)), min_size=1, max_size=40
+    ))
+    acc = Accumulator([EVERY])
+    key: list[Any] = [3] if agg.keys[0].kind == "zoneid" else ["read"]
+    # split into several walks, as the worker would
+    cut = data.draw(st.integers(0, len(values)))
+    for part in (values[:cut], values[cut:]):
+        counts: dict[int, int] = {}
+        for v in part:
+            i = b.index(v - agg.offset)
+            counts[i] = counts.get(i, 0) + 1
+        acc.apply([
+            {"script": "every", "agg": agg_name, "key": key,
+             "buckets": [[b.lower(i), n] for i, n in counts.items()]},
+            {"script": "every", "agg": agg.sum, "key": key, "value": sum(part)},
+        ], {3: "web"})
+    fam = fams(acc)[agg.metric]
+    ((_, cum, total, count),) = fam.hist_samples
+    assert count == len(values)
+    # le / scale is the integer upper bound (in true recorded units) of the le bucket
+    bounds = [round(le / agg.scale) for le in agg.le]
+    assert list(cum) == [sum(1 for v in values if v <= hi) for hi in bounds]
+    assert abs(total - sum(values) * agg.scale) <= 1e-9 * max(1.0, abs(sum(values) * agg.scale))
+
+
+def test_zone_gone_and_zone_id_reused_never_mix() -> None:
+    acc = Accumulator([EVERY])
+    acc.apply([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 7},
+               *lat_record(5, [1500, 1500])], {0: "global", 5: "old-zone"})
+    f = fams(acc)
+    assert samples(f["test_syscalls_total"]) == {("old-zone", "read"): 7}
+    # old-zone halts; new-zone boots and gets the same id
+    acc.apply([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 1},
+               *lat_record(5, [1500])], {0: "global", 5: "new-zone"})
+    f = fams(acc)
+    assert samples(f["test_syscalls_total"]) == {("new-zone", "read"): 1}
+    assert list(hists(f["test_syscall_latency_seconds"])) == [("new-zone",)]
+    assert hists(f["test_syscall_latency_seconds"])[("new-zone",)][2] == 1
+    # old-zone comes back with another id: a fresh series, nothing of new-zone's
+    acc.apply([{"script": "every", "agg": "calls", "key": [9, "read"], "value": 4}],
+              {0: "global", 5: "new-zone", 9: "old-zone"})
+    assert samples(fams(acc)["test_syscalls_total"]) == {
+        ("new-zone", "read"): 1, ("old-zone", "read"): 4
+    }
+    # a record for a zone id that is not running is refused, not guessed
+    acc.apply([{"script": "every", "agg": "calls", "key": [11, "read"], "value": 4}],
+              {0: "global", 5: "new-zone", 9: "old-zone"})
+    assert acc.rejected == {"unknown_zone": 1}
+    # an empty zone map (failed kstat read) does not wipe the series
+    acc.apply([], {})
+    assert len(fams(acc)["test_syscalls_total"].samples) == 2
+
+
+def test_series_cap() -> None:
+    acc = Accumulator([EVERY], series_cap=2)
+    zones = {i: f"z{i}" for i in range(5)}
+    acc.apply([{"script": "every", "agg": "bytes", "key": [i, 0], "value": 1} for i in range(5)],
+              zones)
+    f = fams(acc)
+    assert len(f["test_bytes_total"].samples) == 2
+    assert samples(f["dtagent_dtrace_series_dropped_total"])[("test_bytes_total",)] == 3
+    # existing series keep counting
+    acc.apply([{"script": "every", "agg": "bytes", "key": [0, 0], "value": 1}], zones)
+    assert samples(fams(acc)["test_bytes_total"])[("z0", "0")] == 2
+
+
+INVALID: list[Any] = [
+    "not a dict",
+    {"script": "nope", "agg": "calls", "key": [3, "read"], "value": 1},
+    {"script": "every", "agg": "nope", "key": [3, "read"], "value": 1},
+    {"script": "every", "agg": "calls", "key": [3], "value": 1},
+    {"script": "every", "agg": "calls", "key": ["3", "read"], "value": 1},
+    {"script": "every", "agg": "calls", "key": [3, 4], "value": 1},
+    {"script": "every", "agg": "calls", "key": [3, "read"], "value": "1"},
+    {"script": "every", "agg": "calls", "key": [3, "read"], "value": -1},
+    {"script": "every", "agg": "calls", "key": [3, "read"], "value": True},
+    {"script": "every", "agg": "avglat", "key": ["read"], "value": 3},
+    {"script": "every", "agg": "lat", "key": [3], "value": 3},
+    {"script": "every", "agg": "lat", "key": [3], "buckets": [[1500, 1]]},
+    {"script": "every", "agg": "lat", "key": [3], "buckets": [[1000, -1]]},
+    {"script": "every", "agg": "lat", "key": [3], "buckets": [[1000]]},
+    {"script": "every", "agg": "qlat", "key": [3], "buckets": [[None, 1]]},
+    {"script": "every", "agg": "pct", "key": ["read"], "buckets": [[5, 1]]},
+    {"script": "every", "agg": "lat_sum", "key": [3], "value": 1.5},
+    {"drop": "aggregation", "count": -2},
+    {"drop": "Bad Kind", "count": 2},
+    {"error": "runtime", "count": 1},
+    {"script": "every", "status": "sleeping"},
+]
+
+
+def test_invalid_records_are_counted_never_raised() -> None:
+    acc = Accumulator([EVERY])
+    acc.apply(INVALID, {3: "web"})
+    assert acc.rejected == {"invalid": len(INVALID)}
+    f = fams(acc)
+    assert f["test_syscalls_total"].samples == []
+    assert f["test_syscall_latency_seconds"].hist_samples == []
+    assert samples(f["dtagent_dtrace_records_rejected_total"])[("invalid",)] == len(INVALID)
+
+
+def test_drops_errors_and_status() -> None:
+    acc = Accumulator([EVERY], overrides={"every": False})
+    f = fams(acc)
+    assert samples(f["dtagent_dtrace_script_enabled"]) == {("every",): 0}
+    assert "test_syscalls_total" not in f
+    acc.apply([
+        {"drop": "aggregation", "count": 5},
+        {"drop": "dynamic", "count": 1},
+        {"drop": "aggregation", "count": 2},
+        {"error": "runtime", "script": "every", "count": 2, "message": "invalid address"},
+        {"error": "runtime", "script": "ghost", "count": 1, "message": "?"},
+        {"script": "every", "status": "running"},
+        {"tick": 4, "time": 1.0},
+    ], {0: "global"})
+    f = fams(acc)
+    drops = samples(f["dtagent_dtrace_drops_total"])
+    assert drops[("aggregation",)] == 7 and drops[("dynamic",)] == 1
+    assert drops[("principal",)] == 0
+    assert samples(f["dtagent_dtrace_errors_total"]) == {("every",): 2, ("unknown",): 1}
+    assert samples(f["dtagent_dtrace_script_enabled"]) == {("every",): 1}
+    acc.apply([{"script": "every", "status": "failed", "message": "no probes"}], {0: "global"})
+    assert samples(fams(acc)["dtagent_dtrace_script_enabled"]) == {("every",): 0}
+
+
+def _zones_kstats(zones: dict[int, str]) -> list[Kstat]:
+    return [Kstat("zones", zid, name[:30], "zone_misc", data={"zonename": name})
+            for zid, name in zones.items()]
+
+
+def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
+    class Source:
+        def __init__(self) -> None:
+            self.batches = [lat_record(3, [1500]), [], []]
+
+        def take(self) -> list[dict[str, Any]]:
+            return self.batches.pop(0)
+
+        def health(self) -> Any:
+            from dtagent.dtrace.provider import WorkerHealth
+
+            return WorkerHealth(True, 2, 100.0)
+
+    prov = DTraceMetrics(Accumulator([EVERY]), Source(), clock=lambda: 103.0)
+
+    def snap(zones: dict[int, str]) -> HostSnapshot:
+        return HostSnapshot(kstats=KstatSnapshot(_zones_kstats(zones)), commands=NoCommands(),
+                            time=0.0, illumos=True)
+
+    f = {x.name: x for x in prov.families(snap({}))}
+    assert f["test_syscall_latency_seconds"].hist_samples == []
+    assert samples(f["dtagent_dtrace_worker_restarts_total"]) == {(): 2}
+    assert samples(f["dtagent_dtrace_last_delta_age_seconds"]) == {(): 3.0}
+    f = {x.name: x for x in prov.families(snap({3: "web"}))}
+    assert list(hists(f["test_syscall_latency_seconds"])) == [("web",)]
+
+
+def test_replay_shows_histograms(tmp_path: Path) -> None:
+    """A bundle's deltas, replayed through the agent, render as exact histograms."""
+    zones = {0: "global", 3: "web-0123456789-abcdef-0123456789-abc"}
+    frames = [
+        Frame(time=100.0 + 10 * i, kstats=_zones_kstats(zones),
+              dtrace=[*lat_record(3, [1500] * (i + 1)),
+                      {"script": "every", "agg": "calls", "key": [3, "read"], "value": 1}])
+        for i in range(3)
+    ]
+    path = tmp_path / "b.bundle"
+    write_bundle(path, frames, source="test")
+    config = load(None)
+    replay = ReplaySource.open(str(path), frame=-1)
+    acc = Accumulator([EVERY])
+    agent = Agent([], replay, replay, illumos=True, dtrace=DTraceMetrics(acc, ReplayDeltas(replay)))
+    text = render(agent.collect()).decode()
+    name = zones[3]
+    assert f'test_syscall_latency_seconds_bucket{{zonename="{name}",le="2e-06"}} 6' in text
+    assert f'test_syscall_latency_seconds_count{{zonename="{name}"}} 6' in text
+    assert f'test_syscalls_total{{zonename="{name}",syscall="read"}} 3' in text
+    assert "dtagent_dtrace_worker_up 1" in text
+    assert config.get("dtrace", "series_cap") == 10000
+
+
+def test_runtime_replay_wiring(tmp_path: Path) -> None:
+    from dtagent import runtime
+
+    frames = [Frame(time=1.0, kstats=_zones_kstats({0: "global"}),
+                    dtrace=[{"drop": "aggregation", "count": 3}])]
+    path = tmp_path / "b.bundle"
+    write_bundle(path, frames, source="test")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[sources]\nreplay = {json.dumps(str(path))}\n'
+                   f'[dtrace]\nscript_dirs = [{json.dumps(str(FIXTURES))}]\n')
+    rt = runtime.build(load(cfg), replay_frame=-1)
+    text = render(rt.agent.collect()).decode()
+    assert 'dtagent_dtrace_drops_total{kind="aggregation"} 3' in text
+    assert 'dtagent_dtrace_script_enabled{script="every"} 1' in text
+    cfg.write_text(f'[sources]\nreplay = {json.dumps(str(path))}\n[dtrace]\nenabled = false\n')
+    assert runtime.build(load(cfg), replay_frame=-1).agent.dtrace is None
+    assert bk.INT64_MAX > 0
