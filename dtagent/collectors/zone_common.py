@@ -1,0 +1,115 @@
+"""What every per-zone collector shares: which zone a kstat belongs to, checked
+statistics, and the platform's "no limit" values.
+
+Zone kstats are keyed on their own ``zonename`` statistic, never on the kstat name (cut
+to 30 characters; SmartOS zone names are 36-character UUIDs), falling back to the zone
+id (the instance) through the ``zones:<id>`` kstat (reference illumos-interfaces.md §1.4,
+§2). No collector class lives here.
+"""
+
+from __future__ import annotations
+
+from dtagent.collectors.base import Collector
+from dtagent.snapshot import Kstat, KstatSnapshot
+from dtagent.zonemap import running_zones
+
+UINT64_MAX = (1 << 64) - 1
+INT_MAX = (1 << 31) - 1
+# memory_cap physcap without a cap is ptob(UINT32_MAX) with 4 KiB pages (reference
+# illumos-interfaces.md §2.2; seen in ../shared/samples/omnios_kstat_memory_cap_decoded.txt).
+PHYSCAP_UNLIMITED = 17592186040320
+# x86 page size (illumos usr/src/uts/i86pc/sys/machparam.h MMU_PAGESHIFT 12); the
+# memory_cap page-in counters count pages (uts/common/vm/vm_pvn.c adds btopr(len)).
+PAGESIZE = 4096
+# sys/zone.h GLOBAL_ZONEID.
+GLOBAL_ZONEID = 0
+GLOBAL_ZONENAME = "global"
+
+
+def limit(value: int | None, *, int_max_unlimited: bool = False) -> int | None:
+    """A cap as a number, or None for "no limit".
+
+    0, UINT64_MAX and anything at or above ptob(UINT32_MAX) (17592186040320) mean no
+    limit. ``int_max_unlimited``: INT_MAX too, which is what zone.max-processes reads
+    when it is not set (uts/common/os/zone.c initialises zone_nprocs_ctl to INT_MAX).
+    """
+    if value is None or value <= 0 or value >= PHYSCAP_UNLIMITED:
+        return None
+    if int_max_unlimited and value >= INT_MAX:
+        return None
+    return value
+
+
+def ratio(usage: float | None, cap: int | None) -> float | None:
+    """usage / cap, or None when either is missing (uncapped: no ratio)."""
+    if usage is None or cap is None or cap <= 0:
+        return None
+    return usage / cap
+
+
+class ZoneNames:
+    """Maps a zone kstat to its full zone name for one snapshot."""
+
+    __slots__ = ("by_id",)
+
+    def __init__(self, kstats: KstatSnapshot) -> None:
+        self.by_id = running_zones(kstats)
+
+    def of(self, ks: Kstat) -> str | None:
+        name = ks.str_stat("zonename")
+        if name:
+            return name
+        name = self.by_id.get(ks.instance)
+        if name:
+            return name
+        if ks.instance == GLOBAL_ZONEID:
+            return GLOBAL_ZONENAME
+        return None
+
+
+def uint(coll: Collector, ks: Kstat, stat: str, *, required: bool = True) -> int | None:
+    """An unsigned integer statistic, or None (logged once) when it is missing, of
+    another type, or out of the uint64 range. Optional statistics (fields only some
+    platform builds have) are not logged when absent."""
+    value = ks.data.get(stat)
+    if value is None:
+        if required:
+            coll.warn_once(
+                f"missing:{ks.module}:{stat}",
+                "kstat statistic missing; its series is left out",
+                module=ks.module,
+                kstat=f"{ks.module}:{ks.instance}:{ks.name}",
+                statistic=stat,
+            )
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        coll.warn_once(
+            f"type:{ks.module}:{stat}",
+            "kstat statistic is not an integer; its series is left out",
+            kstat=f"{ks.module}:{ks.instance}:{ks.name}",
+            statistic=stat,
+            value=repr(value)[:80],
+        )
+        return None
+    if value < 0 or value > UINT64_MAX:
+        coll.warn_once(
+            f"range:{ks.module}:{stat}",
+            "kstat statistic out of range for an unsigned counter; its series is left out",
+            kstat=f"{ks.module}:{ks.instance}:{ks.name}",
+            statistic=stat,
+            value=value,
+        )
+        return None
+    return value
+
+
+def zone_of(coll: Collector, names: ZoneNames, ks: Kstat) -> str | None:
+    """The zone name of a kstat, logged once per module when it cannot be told."""
+    name = names.of(ks)
+    if name is None:
+        coll.warn_once(
+            f"nozone:{ks.module}",
+            "zone kstat without a zonename statistic or a matching zones kstat; skipped",
+            kstat=f"{ks.module}:{ks.instance}:{ks.name}",
+        )
+    return name

@@ -1,0 +1,195 @@
+"""Zone inventory: one ``illumos_zone_info`` series per zone with its metadata, the
+number of zones by state, and each running zone's boot time.
+
+Running zones and their ids come from the ``zones:<zoneid>:*`` kstats (class
+``zone_misc``), keyed on the ``zonename`` statistic (illumos uts/common/os/zone.c;
+reference illumos-interfaces.md §2.3). Metadata (alias, brand, image, and the zones that
+are not running) comes from one inventory command, cached: ``vmadm list -p`` on SmartOS,
+``zoneadm list -cp`` where vmadm does not exist (formats in dtagent.parsers.zones). The
+command runs again when the set of running zone ids changes (a boot, halt or reboot) or
+after ``metadata_refresh`` seconds, never per zone. When it fails or hangs, the last
+good inventory is used for the zones still present and the problem is logged once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from dtagent.collectors.base import Collector, Families
+from dtagent.collectors.zone_common import uint
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers.zones import (
+    VMADM_ARGV,
+    ZONEADM_ARGV,
+    Parsed,
+    ZoneEntry,
+    parse_vmadm_list,
+    parse_zoneadm_list,
+)
+from dtagent.snapshot import CommandResult, HostSnapshot
+
+MISC = "zones:<zoneid>:<zonename> (zone_misc)"
+INVENTORY = "vmadm list -p -o uuid,zonename,zoneid,state,brand,image_uuid,alias | zoneadm list -cp"
+# States in which a zone has no kernel instance (vmadm "stopped"; zoneadm/zonecfg
+# states below "ready": usr/src/lib/libzonecfg zone_state_str).
+DOWN_STATES = frozenset({"stopped", "installed", "configured", "incomplete", "down"})
+
+INFO = MetricSpec(
+    "illumos_zone_info",
+    "gauge",
+    "Zone metadata, always 1: zone id (empty when not running), alias, brand, state "
+    "and image. Join it on zonename to label other zone series.",
+    ("zonename", "zoneid", "alias", "brand", "state", "image_uuid"),
+    "",
+    f"{MISC} zonename; {INVENTORY}",
+)
+BY_STATE = MetricSpec(
+    "illumos_zones",
+    "gauge",
+    "Zones on the host by state (running, stopped, installed, configured, …), the "
+    "global zone included.",
+    ("state",),
+    "",
+    f"{MISC}; {INVENTORY}",
+)
+BOOT = MetricSpec(
+    "illumos_zone_boot_time_seconds",
+    "gauge",
+    "When the zone booted, Unix time.",
+    ("zonename",),
+    "seconds",
+    MISC + " boot_time",
+)
+AGE = MetricSpec(
+    "illumos_zone_metadata_age_seconds",
+    "gauge",
+    "How old the zone inventory (vmadm or zoneadm output) in use is.",
+    (),
+    "seconds",
+    INVENTORY,
+)
+
+_PARSERS: dict[tuple[str, ...], Callable[[str], Parsed[ZoneEntry]]] = {
+    VMADM_ARGV: parse_vmadm_list,
+    ZONEADM_ARGV: parse_zoneadm_list,
+}
+
+
+def _not_there(res: CommandResult) -> bool:
+    """The command does not exist here (or was not recorded in a bundle)."""
+    return res.error is not None and res.returncode == 127
+
+
+class ZoneInfoCollector(Collector):
+    name = "zone_info"
+    description = (
+        "Zone inventory: metadata of every zone, zones by state, boot times "
+        "(zone_misc kstats and vmadm or zoneadm)"
+    )
+    specs = (INFO, BY_STATE, BOOT, AGE)
+    settings_help = {
+        "metadata_refresh": "seconds before vmadm/zoneadm is run again when no zone "
+        "booted or halted (a change of running zones always refreshes it)",
+        "command_timeout": "seconds vmadm/zoneadm may take before it is killed",
+    }
+
+    def __init__(self, metadata_refresh: float = 300.0, command_timeout: float = 10.0) -> None:
+        super().__init__()
+        if metadata_refresh < 0 or command_timeout <= 0:
+            raise ValueError("metadata_refresh must be >= 0 and command_timeout > 0")
+        self.metadata_refresh = float(metadata_refresh)
+        self.command_timeout = float(command_timeout)
+        # The last inventory that parsed: (argv, rows, time it was produced).
+        self._good: tuple[tuple[str, ...], list[ZoneEntry], float] | None = None
+
+    def _inventory(
+        self, snap: HostSnapshot, running: dict[int, str]
+    ) -> tuple[tuple[str, ...], list[ZoneEntry], float] | None:
+        generation = tuple(sorted(running))
+        for argv in (VMADM_ARGV, ZONEADM_ARGV):
+            res = snap.commands.run(
+                argv,
+                max_age=self.metadata_refresh,
+                timeout=self.command_timeout,
+                generation=generation,
+            )
+            if _not_there(res):
+                continue
+            if not res.ok:
+                self.warn_once(
+                    f"cmd:{argv[0]}",
+                    "zone inventory command failed; using the last good inventory",
+                    argv=list(argv),
+                    rc=res.returncode,
+                    error=res.error,
+                    stderr=res.stderr.strip()[:300],
+                )
+                break
+            parsed = _PARSERS[argv](res.stdout)
+            if parsed.bad:
+                lineno, line, reason = parsed.bad[0]
+                self.warn_once(
+                    f"parse:{argv[0]}",
+                    "zone inventory lines not understood; they are left out",
+                    argv=list(argv),
+                    count=len(parsed.bad),
+                    first_line=lineno,
+                    text=line[:200],
+                    reason=reason,
+                )
+            if parsed.rows or not parsed.bad:
+                self._good = (argv, parsed.rows, snap.time - res.age)
+            break
+        else:
+            self.warn_once(
+                "cmd:none",
+                "neither vmadm nor zoneadm is available; zone metadata comes from kstats only",
+            )
+        return self._good
+
+    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
+        fams = Families(self.specs)
+        running: dict[int, str] = {}
+        boot: dict[str, int] = {}
+        for ks in snap.kstats.module("zones"):
+            name = ks.str_stat("zonename")
+            if not name or name in boot or ks.instance in running:
+                continue
+            running[ks.instance] = name
+            bt = uint(self, ks, "boot_time", required=False)
+            boot[name] = bt if bt is not None else -1
+        inventory = self._inventory(snap, running)
+        entries: dict[str, ZoneEntry] = {}
+        down_state = "installed"
+        if inventory is not None:
+            argv, rows, produced = inventory
+            down_state = "stopped" if argv == VMADM_ARGV else "installed"
+            for row in rows:
+                entries.setdefault(row.zonename, row)
+            fams[AGE.name].add((), max(0.0, snap.time - produced))
+        names_running = {name: zid for zid, name in running.items()}
+        for name, entry in list(entries.items()):
+            zid = names_running.get(name)
+            if zid is not None:
+                state = "running" if entry.state in DOWN_STATES else entry.state
+                entries[name] = replace(entry, zoneid=zid, state=state)
+            else:
+                state = down_state if entry.state == "running" else entry.state
+                entries[name] = replace(entry, zoneid=None, state=state)
+        for zid, name in running.items():
+            if name not in entries:
+                entries[name] = ZoneEntry(name, zid, "running")
+        states: Counter[str] = Counter()
+        for name in sorted(entries):
+            e = entries[name]
+            states[e.state] += 1
+            zoneid = "" if e.zoneid is None else str(e.zoneid)
+            fams[INFO.name].add((name, zoneid, e.alias, e.brand, e.state, e.image_uuid), 1)
+        for state, count in sorted(states.items()):
+            fams[BY_STATE.name].add((state,), count)
+        for name, bt in sorted(boot.items()):
+            if bt > 0:
+                fams[BOOT.name].add((name,), bt)
+        return fams.all()
