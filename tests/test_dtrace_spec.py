@@ -159,6 +159,14 @@ def test_load_scripts_override_and_errors(tmp_path: Path) -> None:
     assert len(errors) == 1 and "also in every" in str(errors[0])
     with pytest.raises(sp.SpecError):
         sp.load_scripts([a, b])
+    # the same aggregation names in two scripts would share one aggregation in the handle
+    (a / "other.toml").write_text(EVERY_TOML.replace("test_", "other_"))
+    errors = []
+    specs = sp.load_scripts([a, b], errors)
+    assert [s.name for s in specs] == ["every"]
+    assert "share one DTrace handle" in str(errors[0]) and "@calls" in str(errors[0])
+    (a / "other.d").unlink()
+    (a / "other.toml").unlink()
     write(a, name="broken", toml="description = 1")
     errors = []
     sp.load_scripts([a], errors)

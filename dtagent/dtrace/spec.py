@@ -620,21 +620,37 @@ def load_scripts(
             found[spec.name] = spec
     out: list[ScriptSpec] = []
     owner: dict[str, str] = {}
+    agg_owner: dict[str, str] = {}
     for name in sorted(found):
         spec = found[name]
         clash = [a.metric for a in spec.aggregations if a.metric in owner]
+        # All scripts run in one libdtrace handle, where aggregation names are shared.
+        agg_names = [a.name for a in spec.aggregations] + [
+            a.sum for a in spec.aggregations if a.sum
+        ]
+        agg_clash = [n for n in agg_names if n in agg_owner]
+        err: SpecError | None = None
         if clash:
             err = SpecError(
                 f"{spec.path.with_suffix('.toml')}: key 'aggregation.metric': expected a "
                 f"metric no other script declares, got {clash[0]!r} (also in "
                 f"{owner[clash[0]]})"
             )
+        elif agg_clash:
+            err = SpecError(
+                f"{spec.path.with_suffix('.toml')}: key 'aggregation.name': expected an "
+                f"aggregation name no other script uses (all scripts share one DTrace "
+                f"handle), got @{agg_clash[0]} (also in {agg_owner[agg_clash[0]]})"
+            )
+        if err is not None:
             if errors is None:
                 raise err
             errors.append(err)
             continue
         for a in spec.aggregations:
             owner[a.metric] = spec.name
+        for n in agg_names:
+            agg_owner[n] = spec.name
         out.append(spec)
     return out
 
