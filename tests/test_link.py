@@ -1,0 +1,278 @@
+"""Links and VNICs: real link kstats, zone reboots, maxbw through a stand-in dladm."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+import structlog
+
+from dtagent.agent import Agent
+from dtagent.collectors.link import LinkCollector, identify
+from dtagent.collectors.zfs_arc import ZfsArcCollector
+from dtagent.exposition import render
+from dtagent.kstat_text import parse
+from dtagent.snapshot import CommandResult, CommandSource, HostSnapshot, Kstat, KstatSnapshot
+from dtagent.sources.commands import CommandRunner, NoCommands
+from tests.conftest import FAKEBIN
+
+Samples = dict[tuple[str, tuple[str, ...]], float]
+ZONE_A = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
+ZONE_B = "8a1e7c2f-3b4d-4e5f-9a0b-1c2d3e4f5a6b"
+
+
+def snapshot(
+    kstats: Iterable[Kstat], commands: CommandSource | None = None, t: float = 0.0
+) -> HostSnapshot:
+    return HostSnapshot(KstatSnapshot(list(kstats), time=t), commands or NoCommands(), time=t)
+
+
+def samples(collector: LinkCollector, snap: HostSnapshot) -> Samples:
+    out: Samples = {}
+    for fam in collector.collect(snap):
+        for labels, value in fam.samples:
+            key = (fam.name, tuple(labels))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = value
+    return out
+
+
+def zone_kstat(zoneid: int, zonename: str) -> Kstat:
+    return Kstat("zones", zoneid, zonename[:30], "zone_misc", data={"zonename": zonename})
+
+
+def vnic(
+    name: str, zonename: str | None, rbytes: int = 1000, obytes: int = 2000, t_ns: int = 0
+) -> Kstat:
+    data: dict[str, int | float | str] = {
+        "ifspeed": 10_000_000_000,
+        "rbytes64": rbytes,
+        "obytes64": obytes,
+        "ipackets64": 10,
+        "opackets64": 20,
+        "ierrors": 1,
+        "oerrors": 2,
+        "link_state": 1,
+    }
+    if zonename is not None:
+        data["zonename"] = zonename
+    return Kstat("link", 0, name, "net", snaptime=t_ns, data=data)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the stand-in dladm reads its answers from (and logs calls to)."""
+    monkeypatch.setenv("DTAGENT_FAKE_DIR", str(tmp_path))
+    monkeypatch.delenv("DTAGENT_FAKE_DLADM_MODE", raising=False)
+    (tmp_path / "calls.log").write_text("")
+    return tmp_path
+
+
+def calls(fake: Path) -> list[str]:
+    return (fake / "calls.log").read_text().splitlines()
+
+
+def runner() -> CommandRunner:
+    return CommandRunner(path=str(FAKEBIN))
+
+
+def test_omnios_vnic_sample(samples_dir: Path) -> None:
+    kstats = parse((samples_dir / "omnios_kstat_link_vnic_decoded.txt").read_text().splitlines())
+    for ks in kstats.kstats:
+        ks.ks_class = "net"  # the decoded fixture has values only; link kstats are class net
+    got = samples(LinkCollector(), snapshot(kstats.kstats))
+    lab = ("dns_net0", "")  # illumos-gate: the VNIC's own name, no zonename statistic
+    assert got[("illumos_link_received_bytes_total", lab)] == 1518773044
+    assert got[("illumos_link_transmitted_bytes_total", lab)] == 69053870
+    assert got[("illumos_link_received_packets_total", lab)] == 1637072
+    assert got[("illumos_link_transmitted_packets_total", lab)] == 687231
+    assert got[("illumos_link_received_broadcast_packets_total", lab)] == 470586
+    assert got[("illumos_link_received_multicast_packets_total", lab)] == 3576
+    assert got[("illumos_link_received_unknown_protocol_packets_total", lab)] == 1207
+    assert got[("illumos_link_receive_errors_total", lab)] == 0
+    assert got[("illumos_link_speed_bytes_per_second", lab)] == 125_000_000
+    assert got[("illumos_link_up", lab)] == 1
+
+
+def test_smartos_zone_sample_truncated(samples_dir: Path) -> None:
+    # Human `kstat link:0:net0` inside a SmartOS zone, cut off at rbytes64.
+    text = (samples_dir / "kstat_link_net0_smartos_ngz_partial.txt").read_text()
+    kstats = parse(text.splitlines()).kstats
+    got = samples(LinkCollector(), snapshot(kstats))
+    lab = ("net0", "")
+    assert got[("illumos_link_transmitted_bytes_total", lab)] == 25407245
+    assert got[("illumos_link_received_packets_total", lab)] == 185022
+    assert got[("illumos_link_transmitted_broadcast_packets_total", lab)] == 350
+    # rbytes64 is missing from the capture: only that series is absent; ifspeed 0 is
+    # "unknown", not a speed.
+    assert ("illumos_link_received_bytes_total", lab) not in got
+    assert ("illumos_link_speed_bytes_per_second", lab) not in got
+
+
+def test_zone_vnic_labels_survive_a_reboot() -> None:
+    collector = LinkCollector()
+    before = samples(
+        collector, snapshot([zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)])
+    )
+    # the zone reboots: new zone id, the VNIC is re-created under a new kstat name
+    after = samples(
+        collector, snapshot([zone_kstat(9, ZONE_A), vnic("z9_net0", ZONE_A), vnic("ixgbe0", None)])
+    )
+    assert set(before) == set(after)
+    assert ("illumos_link_received_bytes_total", ("net0", ZONE_A)) in after
+    assert ("illumos_link_received_bytes_total", ("ixgbe0", "")) in after
+    assert identify(vnic("z12_net1", ZONE_A)).link == "net1"
+    assert identify(vnic("z12_net1", "global")).link == "z12_net1"  # a global zone link
+
+
+def test_two_kstats_for_one_zone_link_give_one_series() -> None:
+    # Halting and booting quickly, the old VNIC kstat may still be there: keep the
+    # current zone id's, and say so once.
+    collector = LinkCollector()
+    kstats = [zone_kstat(9, ZONE_A), vnic("z5_net0", ZONE_A, 7), vnic("z9_net0", ZONE_A, 3)]
+    with structlog.testing.capture_logs() as logs:
+        got = samples(collector, snapshot(kstats))
+        samples(collector, snapshot(list(reversed(kstats))))
+    assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 3
+    assert [e["event"] for e in logs].count(
+        "two link kstats for one zone link; using the current zone id's"
+    ) == 1
+
+
+def test_maxbw_from_dladm_global_and_per_zone(fake: Path) -> None:
+    # The global zone's view names every zone's VNIC net0; those rows are ambiguous.
+    (fake / "dladm-maxbw.txt").write_text("ixgbe0:\nvnic7:  200\nnet0:  100\nnet0:\n")
+    (fake / f"dladm-maxbw-{ZONE_A}.txt").write_text("net0:  100\nnet1:\n")
+    (fake / f"dladm-maxbw-{ZONE_B}.txt").write_text("net0:    1.500\n")
+    kstats = [
+        zone_kstat(5, ZONE_A),
+        zone_kstat(6, ZONE_B),
+        vnic("z5_net0", ZONE_A),
+        vnic("z5_net1", ZONE_A),
+        vnic("z6_net0", ZONE_B),
+        vnic("ixgbe0", None),
+        vnic("vnic7", None),
+    ]
+    cmds = runner()
+    collector = LinkCollector()
+    got = samples(collector, snapshot(kstats, cmds, 100.0))
+    maxbw = {k[1]: v for k, v in got.items() if k[0] == "illumos_link_maxbw_bytes_per_second"}
+    assert maxbw == {
+        ("net0", ZONE_A): 12_500_000,
+        ("net0", ZONE_B): 187_500,
+        ("vnic7", ""): 25_000_000,
+    }
+    assert sorted(calls(fake)) == sorted(
+        [
+            "dladm show-linkprop -c -o link,value -p maxbw",
+            f"dladm show-linkprop -z {ZONE_A} -c -o link,value -p maxbw",
+            f"dladm show-linkprop -z {ZONE_B} -c -o link,value -p maxbw",
+        ]
+    )
+    # Cached: the next scrapes fork nothing ...
+    samples(collector, snapshot(kstats, cmds, 110.0))
+    assert len(calls(fake)) == 3
+    # ... until a zone reboots (new zone id, new VNIC): only that zone is asked again.
+    kstats2 = [zone_kstat(8, ZONE_A) if k.key == ("zones", 5, ZONE_A[:30]) else k for k in kstats]
+    kstats2 = [
+        vnic(k.name.replace("z5_", "z8_"), ZONE_A) if k.name.startswith("z5_") else k
+        for k in kstats2
+    ]
+    got = samples(collector, snapshot(kstats2, cmds, 120.0))
+    assert got[("illumos_link_maxbw_bytes_per_second", ("net0", ZONE_A))] == 12_500_000
+    assert calls(fake)[3:] == [f"dladm show-linkprop -z {ZONE_A} -c -o link,value -p maxbw"]
+
+
+def test_maxbw_zones_refreshed_a_few_per_scrape(fake: Path) -> None:
+    zones = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
+    kstats: list[Kstat] = []
+    for i, z in enumerate(zones):
+        (fake / f"dladm-maxbw-{z}.txt").write_text("net0:  100\n")
+        kstats += [zone_kstat(i + 1, z), vnic(f"z{i + 1}_net0", z)]
+    collector = LinkCollector(maxbw_zones_per_scrape=2)
+    cmds = runner()
+    counts = []
+    for t in (0.0, 10.0, 20.0, 30.0):
+        got = samples(collector, snapshot(kstats, cmds, t))
+        counts.append(sum(1 for k in got if k[0] == "illumos_link_maxbw_bytes_per_second"))
+    assert counts == [2, 4, 5, 5]
+    assert len([c for c in calls(fake) if "-z" in c]) == 5
+
+
+def test_maxbw_usage_ratio_between_collections() -> None:
+    class Answers:
+        def run(
+            self,
+            argv: Sequence[str],
+            *,
+            max_age: float = 0.0,
+            timeout: float = 10.0,
+            generation: object = None,
+        ) -> CommandResult:
+            out = "net0:  100\n" if "-z" in argv else ""
+            return CommandResult(tuple(argv), 0, out)
+
+    collector = LinkCollector()
+    z = zone_kstat(5, ZONE_A)
+    first = samples(
+        collector, snapshot([z, vnic("z5_net0", ZONE_A, 0, 0, 10 * 10**9)], Answers(), 10.0)
+    )
+    assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in first)
+    # 10 s later: 62.5 MB in (50 Mbit/s of 100), 125 MB out (100 Mbit/s)
+    second = samples(
+        collector,
+        snapshot(
+            [z, vnic("z5_net0", ZONE_A, 62_500_000, 125_000_000, 20 * 10**9)], Answers(), 20.0
+        ),
+    )
+    assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "in"))] == 0.5
+    assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "out"))] == 1.0
+    # counters that went back (a re-created VNIC) give no ratio rather than a bogus one
+    third = samples(
+        collector, snapshot([z, vnic("z5_net0", ZONE_A, 5, 5, 30 * 10**9)], Answers(), 30.0)
+    )
+    assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in third)
+
+
+@pytest.mark.parametrize("mode", ["fail", "hang", "garbage"])
+def test_dladm_trouble_is_logged_and_links_still_reported(
+    fake: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("DTAGENT_FAKE_DLADM_MODE", mode)
+    kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
+    arcstats = Kstat("zfs", 0, "arcstats", "misc", data={"hits": 5, "size": 7})
+    agent = Agent(
+        [LinkCollector(command_timeout=0.5), ZfsArcCollector()],
+        _Static([*kstats, arcstats]),
+        runner(),
+        illumos=True,
+        reuse_within=0,
+    )
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        text = render(agent.collect()).decode()
+    assert time.monotonic() - started < 5
+    assert 'illumos_link_received_bytes_total{link="net0",zonename="' + ZONE_A in text
+    assert 'illumos_link_received_bytes_total{link="ixgbe0",zonename=""} 1000' in text
+    assert "illumos_zfs_arc_hits_total 5" in text
+    assert "illumos_link_maxbw_bytes_per_second" not in text
+    assert 'dtagent_collector_success{collector="link"} 1' in text
+    warnings = [e for e in logs if e["log_level"] == "warning" and e.get("collector") == "link"]
+    assert warnings, logs
+    w = warnings[0]
+    assert "dladm" in w["event"] and "dladm show-linkprop" in w["command"]
+    if mode == "garbage":
+        assert "could not be read" in w["event"] and w["problems"]
+    else:
+        assert "failed" in w["event"]
+        assert ("timed out" in w["reason"]) == (mode == "hang")
+
+
+class _Static:
+    def __init__(self, kstats: list[Kstat]) -> None:
+        self._kstats = kstats
+
+    def kstats(self) -> KstatSnapshot:
+        return KstatSnapshot(self._kstats, time=1.0)
