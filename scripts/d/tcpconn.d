@@ -1,0 +1,65 @@
+/*
+ * tcpconn.d -- TCP connect latency per zone: from the SYN a zone sends to the
+ * connection being established (the SYN-ACK arriving).
+ *
+ * Probes and arguments (verified in the sources):
+ *   tcp:::connect-request, tcp:::connect-established, tcp:::connect-refused
+ *       DTRACE_TCP5(..., mblk_t *, NULL, ip_xmit_attr_t *, connp->conn_ixa,
+ *       void_ip_t *, iphdr, tcp_t *, tcp, tcph_t *, tcpha); established and refused
+ *       fire in tcp_input.c while the SYN-ACK / RST is processed (squeue or
+ *       interrupt context, so curthread says nothing about the zone)
+ *       (illumos-gate usr/src/uts/common/inet/tcp/tcp_input.c).
+ *   tcp:::state-change  args[3] the connection, args[5]->tcps_state the previous
+ *       state.
+ *   args[3] tcpsinfo_t: tcps_addr = (uintptr_t) the tcp_t, tcps_state
+ *       (illumos-gate usr/src/lib/libdtrace/common/tcp.d.in).
+ *   args[1] csinfo_t from the ip_xmit_attr_t: cs_zoneid.  For exclusive-IP-stack
+ *       zones (every SmartOS zone) TCP sets the connection's zone id to the global
+ *       zone (0), so cs_zoneid is 0 there (reference dtrace-consumer.md §3.6).
+ *   Zone attribution: the connection's IP stack.  tcp_t->tcp_connp->conn_netstack
+ *       (illumos-gate usr/src/uts/common/inet/ipclassifier.h) ->netstack_stackid is
+ *       the owning zone's id for an exclusive stack and 0 for the shared (global)
+ *       stack (netstack.c: ns->netstack_stackid = zoneid); ip.d.in's ifinfo_t
+ *       if_ipstack reads the same field.  So: stack id when non-zero, else
+ *       cs_zoneid (right for shared-stack zones on other illumos distributions).
+ *       This walks kernel structures through CTF: if a platform image renames
+ *       them the script fails to compile and is reported disabled.
+ *
+ * State: one global entry per connection in SYN-SENT, keyed by the tcp_t
+ * address, deleted when it is established or refused or leaves SYN-SENT any
+ * other way (timeout, close).  A retransmitted SYN keeps the first start time.
+ * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
+ */
+
+tcp:::connect-request
+/tcpconn_start[args[3]->tcps_addr] == 0/
+{
+	tcpconn_start[args[3]->tcps_addr] = timestamp;
+}
+
+tcp:::connect-established
+/tcpconn_start[args[3]->tcps_addr] != 0/
+{
+	this->tcpconn_ns = (int64_t)(timestamp - tcpconn_start[args[3]->tcps_addr]);
+	tcpconn_start[args[3]->tcps_addr] = 0;
+	this->tcpconn_stack =
+	    (int)((tcp_t *)arg3)->tcp_connp->conn_netstack->netstack_stackid;
+	this->tcpconn_zone = this->tcpconn_stack != 0 ?
+	    this->tcpconn_stack : (int)args[1]->cs_zoneid;
+	@tcpconn[this->tcpconn_zone] = llquantize(this->tcpconn_ns - 1, 10, 3, 9, 10);
+	@tcpconn_sum[this->tcpconn_zone] = sum(this->tcpconn_ns);
+}
+
+tcp:::connect-refused
+/tcpconn_start[args[3]->tcps_addr] != 0/
+{
+	tcpconn_start[args[3]->tcps_addr] = 0;
+}
+
+tcp:::state-change
+/args[5]->tcps_state == TCP_STATE_SYN_SENT &&
+    args[3]->tcps_state != TCP_STATE_ESTABLISHED &&
+    tcpconn_start[args[3]->tcps_addr] != 0/
+{
+	tcpconn_start[args[3]->tcps_addr] = 0;
+}
