@@ -3,6 +3,8 @@ on simulated hosts, scraped through the agent."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,18 @@ def test_no_zone_series_carries_a_sentinel_or_a_bad_label(
             assert v >= 0 and v not in (float(PHYSCAP_UNLIMITED), float((1 << 64) - 1))
             if name.endswith("_ratio"):
                 assert v < 1.5, (name, labels, v)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
+def test_promtool_is_silent_on_zone_output(
+    samples_bundle: Path, simulated: tuple[SimHost, Path, int]
+) -> None:
+    _host, sim_bundle, last = simulated
+    scrapes = [(samples_bundle, i) for i in range(len(SAMPLES))]
+    scrapes += [(sim_bundle, 0), (sim_bundle, last)]
+    for bundle, frame in scrapes:
+        out = dtagent("scrape", "--replay", str(bundle), "--frame", str(frame))
+        assert out.returncode == 0, out.stderr
+        check = subprocess.run(["promtool", "check", "metrics"], input=out.stdout,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert check.returncode == 0 and not check.stdout.strip(), (bundle, frame, check.stdout)
