@@ -182,7 +182,7 @@ def test_in_kernel_state_is_released(name: str) -> None:
         assert re.search(rf"\b{var}\[[^\]]+\]\s*=\s*0\s*;", text), f"{name}: {var}[] leaks"
     # dynamic state means dynvarsize is sized explicitly
     if re.search(r"self->|(?<!@)\b\w+\[[^\]]+\]\s*=(?!=)", text):
-        assert sp.size_bytes(s.options["dynvarsize"]) >= 4 << 20
+        assert sp.size_bytes(s.options["dynvarsize"]) >= 2 << 20
 
 
 def test_identifiers_are_unique_across_scripts() -> None:
@@ -230,8 +230,8 @@ def test_merged_options_stay_modest() -> None:
     merged = sp.merge_options([s for s in specs() if s.enabled])
     # per CPU: principal + aggregation buffers of every enabled script
     per_cpu = sp.size_bytes(merged["bufsize"]) + sp.size_bytes(merged["aggsize"])
-    assert per_cpu <= 16 << 20
-    assert sp.size_bytes(merged["dynvarsize"]) <= 64 << 20
+    assert per_cpu <= 3 << 20
+    assert sp.size_bytes(merged["dynvarsize"]) <= 32 << 20
 
 
 # ---------------------------------------------------------------- simulation
@@ -387,3 +387,35 @@ def test_simulation_is_deterministic_and_leaves_other_parts_alone(
     monkeypatch.setattr(dtrace_part, "contribute", lambda host, frame, rng: None)
     without = [f.kstats for _h, f in _sim_frames(8, seed=9, count=10)]
     assert with_dtrace == without
+
+
+# --------------------------------------------------------------------- the docs
+
+
+def test_docs_describe_every_script_and_metric() -> None:
+    text = (ROOT / "docs" / "dtrace.md").read_text(encoding="utf-8")
+    for s in specs():
+        assert f"## {s.name}:" in text
+        for agg in s.aggregations:
+            assert f"`{agg.metric}`" in text
+    assert "scripts = { syscall_by_name = true" in text
+    assert "script_dirs" in text
+
+
+def test_docs_worked_example_loads(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "dtrace.md").read_text(encoding="utf-8")
+    example = text[text.index("## Adding your own script") :]
+    d_src = re.search(r"```d\n(.*?)```", example, re.DOTALL)
+    toml_src = re.search(r"```toml\n(description.*?)```", example, re.DOTALL)
+    assert d_src and toml_src
+    (tmp_path / "execs.d").write_text(d_src.group(1))
+    (tmp_path / "execs.toml").write_text(toml_src.group(1))
+    loaded = sp.load_scripts([D_DIR, tmp_path])
+    execs = next(s for s in loaded if s.name == "execs")
+    assert [a.metric for a in execs.aggregations] == [
+        "site_zone_exec_latency_seconds", "site_zone_execs_total",
+    ]  # fmt: skip
+    # it follows the rules the shipped scripts are held to
+    text_d = code(execs)
+    for var in _assigned(text_d, r"self->(\w+)\s*=(?!=)"):
+        assert re.search(rf"self->{var}\s*=\s*0\s*;", text_d)
