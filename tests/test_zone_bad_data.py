@@ -273,3 +273,26 @@ class _Static:
 
     def kstats(self) -> KstatSnapshot:
         return KstatSnapshot(self._kstats, time=time.time())
+
+
+def test_collector_settings_come_from_the_config(tmp_path: Path) -> None:
+    from dtagent.config import ConfigError, load
+    from dtagent.runtime import select_collectors
+
+    good = tmp_path / "good.toml"
+    good.write_text(
+        "[collectors.zone_info]\nmetadata_refresh = 60\ncommand_timeout = 2.5\n"
+        '[collectors.zone_dataset]\nzfs_list_interval = 900.0\nroot = "rpool/zones"\n'
+    )
+    cols = {c.name: c for c in select_collectors(load(good))}
+    info, ds = cols["zone_info"], cols["zone_dataset"]
+    assert isinstance(info, ZoneInfoCollector) and isinstance(ds, ZoneDatasetCollector)
+    assert (info.metadata_refresh, info.command_timeout) == (60.0, 2.5)
+    assert ds.zfs_list_interval == 900.0 and ds.argv[-2:] == ("-r", "rpool/zones")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[collectors.zone_dataset]\nzfs_list_interval = "5m"\n')
+    with pytest.raises(ConfigError, match="zfs_list_interval"):
+        load(bad)
+    bad.write_text("[collectors.zone_info]\nrefresh = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load(bad)

@@ -253,3 +253,28 @@ def test_promtool_is_silent_on_zone_output(
         check = subprocess.run(["promtool", "check", "metrics"], input=out.stdout,
                                capture_output=True, text=True, check=False)  # fmt: skip
         assert check.returncode == 0 and not check.stdout.strip(), (bundle, frame, check.stdout)
+
+
+def test_simulator_records_commands_on_change_and_when_the_cache_expires() -> None:
+    from dtagent.parsers.zones import VMADM_ARGV, parse_vmadm_list, zfs_list_argv
+
+    host = make_host(12, seed=5, start=1_790_000_000.0, step=5.0, duration=900.0)
+    seen = list(frames(host, 181))
+    vmadm_at = [i for i, f in enumerate(seen) for c in f.commands if c.argv == VMADM_ARGV]
+    zfs_at = [i for i, f in enumerate(seen) for c in f.commands if c.argv == zfs_list_argv("zones")]
+    assert zfs_at == [0, 60, 120, 180]  # every 300 s of 5 s frames
+    assert vmadm_at[0] == 0 and len(vmadm_at) < 20  # not every frame
+    # every recorded vmadm output matches the zones running in its frame
+    for i in vmadm_at:
+        out = next(c.stdout for c in seen[i].commands if c.argv == VMADM_ARGV)
+        parsed = parse_vmadm_list(out)
+        assert not parsed.bad and len(parsed.rows) == 12
+        running = {k.data["zonename"]: k.instance for k in seen[i].kstats if k.module == "zones"}
+        for row in parsed.rows:
+            assert row.zoneid == running.get(row.zonename)
+            assert row.state == ("running" if row.zoneid is not None else "stopped")
+    # and between two records nothing changed: a zone boot or halt always records one
+    for a, b in zip(vmadm_at, [*vmadm_at[1:], len(seen)], strict=True):
+        ids = [sorted(k.instance for k in seen[j].kstats if k.module == "zones")
+               for j in range(a, b)]  # fmt: skip
+        assert all(x == ids[0] for x in ids)
