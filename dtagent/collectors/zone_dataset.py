@@ -83,12 +83,13 @@ class ZoneDatasetCollector(Collector):
     specs = (USED, AVAIL, REFER, QUOTA, QUOTA_RATIO, AGE)
     settings_help = {
         "zfs_list_interval": "seconds a zfs list output is reused before zfs runs again",
-        "command_timeout": "seconds zfs list may take before it is killed",
+        "command_timeout": "seconds zfs list may take before it is killed (a hang costs one "
+        "scrape this long, then the failure is cached for zfs_list_interval)",
         "root": "dataset under which the zones' datasets live (SmartOS: zones)",
     }
 
     def __init__(
-        self, zfs_list_interval: float = 300.0, command_timeout: float = 30.0, root: str = "zones"
+        self, zfs_list_interval: float = 300.0, command_timeout: float = 5.0, root: str = "zones"
     ) -> None:
         super().__init__()
         if zfs_list_interval < 0 or command_timeout <= 0 or not root or root.startswith("-"):
