@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dtagent.agent import Agent
+from dtagent.collectors.flow import FlowCollector
 from dtagent.collectors.link import LinkCollector, identify
 from dtagent.collectors.zfs_arc import ZfsArcCollector
 from dtagent.exposition import render
@@ -276,3 +279,52 @@ class _Static:
 
     def kstats(self) -> KstatSnapshot:
         return KstatSnapshot(self._kstats, time=1.0)
+
+
+class _Text:
+    """A command source whose every command prints the same text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        max_age: float = 0.0,
+        timeout: float = 10.0,
+        generation: object = None,
+    ) -> CommandResult:
+        return CommandResult(tuple(argv), 0, self.text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text())
+def test_any_dladm_output_leaves_the_link_counters_alone(text: str) -> None:
+    kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
+    got = samples(LinkCollector(), snapshot(kstats, _Text(text), 1.0))
+    assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 1000
+    assert got[("illumos_link_received_bytes_total", ("ixgbe0", ""))] == 1000
+    for (name, _), value in got.items():
+        if name == "illumos_link_maxbw_bytes_per_second":
+            assert value > 0
+
+
+def test_collector_settings_from_the_config(tmp_path: Path) -> None:
+    from dtagent.config import ConfigError, load
+    from dtagent.runtime import select_collectors
+
+    path = tmp_path / "dtagent.toml"
+    path.write_text(
+        "[collectors.link]\nmaxbw_max_age = 60\nmaxbw_zones_per_scrape = 4\n"
+        "[collectors.flow]\nmax_age = 30.0\ncommand_timeout = 2\n"
+    )
+    by_name = {c.name: c for c in select_collectors(load(path))}
+    link, flow = by_name["link"], by_name["flow"]
+    assert isinstance(link, LinkCollector)
+    assert (link.maxbw_max_age, link.maxbw_zones_per_scrape) == (60, 4)
+    assert isinstance(flow, FlowCollector)
+    assert (flow.max_age, flow.command_timeout) == (30.0, 2)
+    path.write_text('[collectors.link]\nmaxbw_zones_per_scrape = "many"\n')
+    with pytest.raises(ConfigError, match="maxbw_zones_per_scrape"):
+        load(path)
