@@ -20,6 +20,8 @@
  * parallel sum(), as in runq.d (docs/dtrace.md, "Exact buckets").
  */
 
+uint64_t cpucaps_start[uintptr_t];
+
 sched:::cpucaps-sleep
 {
 	cpucaps_start[args[0]->pr_addr] = timestamp;

@@ -24,6 +24,9 @@
  * 10 s) exactly on a bucket's upper bound: see docs/dtrace.md, "Exact buckets".
  */
 
+/* Declared up front: the first clause reads the array before any assignment. */
+uint64_t runq_start[uintptr_t];
+
 sched:::enqueue
 /args[1]->pr_pid != 0 && runq_start[args[0]->pr_addr] == 0/
 {

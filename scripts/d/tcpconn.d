@@ -31,6 +31,9 @@
  * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
  */
 
+/* Declared up front: the first clause reads the array before any assignment. */
+uint64_t tcpconn_start[uintptr_t];
+
 tcp:::connect-request
 /tcpconn_start[args[3]->tcps_addr] == 0/
 {

@@ -23,6 +23,10 @@
  * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
  */
 
+/* Declared up front: the first clause reads self->zil_ts before assigning it. */
+self uint64_t zil_ts;
+self zilog_t *zil_log;
+
 fbt::zil_commit:entry
 /self->zil_ts == 0/
 {
