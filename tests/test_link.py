@@ -245,6 +245,7 @@ def test_dladm_trouble_is_logged_and_links_still_reported(
 ) -> None:
     monkeypatch.setenv("DTAGENT_FAKE_DLADM_MODE", mode)
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
+    kstats += [zone_kstat(6, ZONE_B), vnic("z6_net0", ZONE_B)]
     arcstats = Kstat("zfs", 0, "arcstats", "misc", data={"hits": 5, "size": 7})
     agent = Agent(
         [LinkCollector(command_timeout=0.5), ZfsArcCollector()],
@@ -256,7 +257,10 @@ def test_dladm_trouble_is_logged_and_links_still_reported(
     started = time.monotonic()
     with structlog.testing.capture_logs() as logs:
         text = render(agent.collect()).decode()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 3
+    if mode != "garbage":
+        # one failure, no pile of per-zone timeouts behind it
+        assert calls(fake) == ["dladm show-linkprop -c -o link,value -p maxbw"]
     assert 'illumos_link_received_bytes_total{link="net0",zonename="' + ZONE_A in text
     assert 'illumos_link_received_bytes_total{link="ixgbe0",zonename=""} 1000' in text
     assert "illumos_zfs_arc_hits_total 5" in text

@@ -89,7 +89,7 @@ class FlowCollector(Collector):
         "command_timeout": "seconds before a hung flowadm is killed",
     }
 
-    def __init__(self, max_age: float = 60.0, command_timeout: float = 10.0) -> None:
+    def __init__(self, max_age: float = 60.0, command_timeout: float = 5.0) -> None:
         super().__init__()
         self.max_age = max_age
         self.command_timeout = command_timeout

@@ -166,7 +166,7 @@ class LinkCollector(Collector):
         self,
         maxbw_max_age: float = 300.0,
         maxbw_zones_per_scrape: int = 16,
-        command_timeout: float = 10.0,
+        command_timeout: float = 5.0,
     ) -> None:
         super().__init__()
         self.maxbw_max_age = maxbw_max_age
@@ -239,11 +239,13 @@ class LinkCollector(Collector):
         """maxbw in bit/s of every link that has a cap."""
         caps: dict[LinkId, int] = {}
         plain = [lid for lid in links if not lid.zone_owned]
+        dladm_ok = True
         if plain:
             res = snap.commands.run(
                 MAXBW_ARGV, max_age=self.maxbw_max_age, timeout=self.command_timeout
             )
             table = self._parse(res)
+            dladm_ok = table is not None
             if table is not None:
                 for lid in plain:
                     bw = table.bw.get(lid.link)
@@ -256,7 +258,8 @@ class LinkCollector(Collector):
             (z for z, zid in zones.items() if self._due(z, zid, snap.time)),
             key=lambda z: self._zone_caps[z].checked if z in self._zone_caps else -1.0,
         )
-        for zonename in due[: self.maxbw_zones_per_scrape]:
+        # when dladm just failed (or hung), the zones wait for a later scrape
+        for zonename in due[: self.maxbw_zones_per_scrape if dladm_ok else 0]:
             zoneid = zones[zonename]
             assert zoneid is not None
             res = snap.commands.run(
@@ -267,8 +270,10 @@ class LinkCollector(Collector):
             )
             table = self._parse(res)
             if table is None:
+                # dladm that fails (or hangs) for one zone does for the next: leave the
+                # rest to later scrapes rather than stack timeouts in this one
                 self._zone_caps.pop(zonename, None)
-                continue
+                break
             self._zone_caps[zonename] = _ZoneCaps(zoneid, snap.time, dict(table.bw))
         for lid in links:
             zc = self._zone_caps.get(lid.zonename) if lid.zone_owned else None
