@@ -15,9 +15,9 @@
  *       Called by the committing thread (zil_commit_writer() and the
  *       commit-waiter timeout), so curpsinfo names the zone whose commit wrote
  *       it.
- *       The lwb is read through a cast of arg1 so that the script still compiles
- *       (and the latency still works) on an image where this static function has
- *       no fbt probe; the bytes counter then stays empty.
+ *       The lwb is read through a cast of arg1, not args[1], so that compiled with
+ *       zdefs the script still works on an image where this static function has
+ *       no fbt probe (latency only; the bytes counter then stays empty).
  *
  * State: two thread-locals per committing thread, zeroed at return.
  * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
