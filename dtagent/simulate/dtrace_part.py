@@ -129,7 +129,7 @@ def _probabilities(lat: Latency) -> tuple[tuple[int, float], ...]:
         cur = 1.0 if math.isinf(hi) else lat.cdf(hi)
         p = max(0.0, cur - prev)
         prev = cur
-        if p > 1e-7:
+        if p > 1e-6:
             out.append((k, p))
     return tuple(out)
 
@@ -184,83 +184,129 @@ class _Out:
             self.records.append({"script": script, "agg": agg, "key": key, "value": value})
 
 
-def _zone_traits(zone: SimZone) -> random.Random:
-    """A generator fixed per zone (its steady character: rates, medians)."""
-    return random.Random(f"traits/{zone.uuid}")
+@dataclass(frozen=True)
+class _Series:
+    """One histogram a zone reports: its aggregation, key tail, rate and latency."""
+
+    script: str
+    agg: str
+    tail: tuple[str, ...]  # key after the zone id ("read", ...); () for zone-only keys
+    rate: float  # events per second
+    lat: Latency
+    unit: float = NS_UNIT
 
 
-def _zone(out: _Out, host: SimHost, zone: SimZone, zid: int, by_name: bool) -> None:
-    traits = _zone_traits(zone)
-    scale = traits.uniform(0.5, 1.5) * (3.0 if "busy" in zone.profile else 1.0)
-    slow_disk = "slow_disk" in zone.profile
-    throttled = "cpu_throttled" in zone.profile and zone.cpu_cap is not None
-    key = [zid]
+@dataclass(frozen=True)
+class _Model:
+    """A zone's steady character, fixed by its uuid and profile."""
 
-    # runq: every runnable thread's wait for a CPU.
+    series: tuple[_Series, ...]
+    by_name: tuple[_Series, ...]  # syscall_by_name, for the first few zones only
+    cpucaps_rate: float
+    connect: _Series
+    commit: _Series
+    zil_record_bytes: int
+    slow_disk: bool
+
+
+@functools.lru_cache(maxsize=4096)
+def _model(uuid: str, profile: frozenset[str], capped: bool) -> _Model:
+    traits = random.Random(f"traits/{uuid}")
+    scale = traits.uniform(0.5, 1.5) * (3.0 if "busy" in profile else 1.0)
+    slow_disk = "slow_disk" in profile
+    throttled = "cpu_throttled" in profile and capped
+
+    # runq: every runnable thread's wait for a CPU (longer when the cap bites).
+    runq_median = traits.uniform(5e-6, 15e-6)
     if throttled:
         runq = Latency(1.5e-3, 1.3)
     else:
-        runq = Latency(traits.uniform(5e-6, 15e-6), 1.0, tail=0.01, tail_median=2e-3)
-    out.histogram("runq", "runq", key, out.events(RATES["runq"] * scale), runq)
-
-    # cpucaps: only capped zones at their cap are parked.
-    if zone.cpu_cap is not None:
-        rate = RATES["cpucaps"] * scale if throttled else 0.0
-        if "busy" in zone.profile and not throttled:
-            rate = RATES["cpucaps"] / 200
-        parked = out.histogram("cpucaps", "cpucaps_wait", key, out.events(rate), Latency(8e-3, 0.7))
-        out.value("cpucaps", "cpucaps_throttles", key, parked)
-
+        runq = Latency(runq_median, 1.0, tail=0.01, tail_median=2e-3)
     # syscall: all calls except those that wait for events by design.
     syscall = Latency(
         traits.uniform(1.5e-6, 4e-6), 1.4,
         tail=0.02 if slow_disk else 0.002, tail_median=20e-3 if slow_disk else 1e-3,
     )  # fmt: skip
-    out.histogram("syscall", "syscall", key, out.events(RATES["syscall"] * scale), syscall)
-    if by_name:
-        for name in SYSCALLS:
-            out.histogram(
-                "syscall_by_name", "syscall_by_name", [zid, name],
-                out.events(RATES["syscall"] / 8 * scale), syscall,
-            )  # fmt: skip
-
-    # fs: application-visible ZFS operations.
+    # fs: application-visible ZFS operations (ARC hits, then a slow mode).
     tail = 0.15 if slow_disk else 0.02
     slow = 40e-3 if slow_disk else 3e-3
-    fs_ops = (
-        ("read", 1.0, Latency(12e-6, 1.2, tail=tail, tail_median=slow)),
-        ("write", 0.4, Latency(25e-6, 1.0, tail=tail / 2, tail_median=slow)),
-        ("fsync", 0.01, Latency(60e-3 if slow_disk else 1e-3, 0.8)),
-        ("open", 0.05, Latency(20e-6, 0.9)),
-        ("readdir", 0.005, Latency(40e-6, 1.0, tail=tail, tail_median=slow)),
-    )
-    for op, share, lat in fs_ops:
-        out.histogram("fs", "fs", [zid, op], out.events(RATES["fs"] * share * scale), lat)
-
-    # disk: physical ZFS I/O in microseconds; the throttle's delays for heavy zones.
-    reads = Latency(35e-3 if slow_disk else 2e-3, 0.9 if slow_disk else 0.7)
-    writes = Latency(60e-3 if slow_disk else 1e-3, 0.8)
-    disk = RATES["disk"] * scale
-    out.histogram("disk", "disk", [zid, "read"], out.events(disk), reads, US_UNIT)
-    out.histogram("disk", "disk", [zid, "write"], out.events(disk / 5), writes, US_UNIT)
-    if slow_disk:
-        _throttle(out, zone, zid)
-
-    # tcpconn: outgoing TCP connects.
-    if "slow_connect" in zone.profile:
-        connect = Latency(40e-3, 0.8, tail=0.05, tail_median=1.05, tail_sigma=0.3)
-        connects = RATES["tcpconn"] * 4
+    fs_rate = RATES["fs"] * scale
+    # disk: physical ZFS I/O, recorded in microseconds.
+    disk_rate = RATES["disk"] * scale
+    series = (
+        _Series("runq", "runq", (), RATES["runq"] * scale, runq),
+        _Series("syscall", "syscall", (), RATES["syscall"] * scale, syscall),
+        _Series("fs", "fs", ("read",), fs_rate, Latency(12e-6, 1.2, tail, slow)),
+        _Series("fs", "fs", ("write",), fs_rate * 0.4, Latency(25e-6, 1.0, tail / 2, slow)),
+        _Series("fs", "fs", ("fsync",), fs_rate * 0.01, Latency(60e-3 if slow_disk else 1e-3, 0.8)),
+        _Series("fs", "fs", ("open",), fs_rate * 0.05, Latency(20e-6, 0.9)),
+        _Series("fs", "fs", ("readdir",), fs_rate * 0.005, Latency(40e-6, 1.0, tail, slow)),
+        _Series(
+            "disk", "disk", ("read",), disk_rate,
+            Latency(35e-3 if slow_disk else 2e-3, 0.9 if slow_disk else 0.7), US_UNIT,
+        ),
+        _Series(
+            "disk", "disk", ("write",), disk_rate / 5,
+            Latency(60e-3 if slow_disk else 1e-3, 0.8), US_UNIT,
+        ),
+    )  # fmt: skip
+    by_name = tuple(
+        _Series("syscall_by_name", "syscall_by_name", (name,), RATES["syscall"] / 8 * scale,
+                syscall)
+        for name in SYSCALLS
+    )  # fmt: skip
+    # cpucaps: only capped zones at their cap are parked (busy ones now and then).
+    cpucaps_rate = 0.0
+    if throttled:
+        cpucaps_rate = RATES["cpucaps"] * scale
+    elif capped and "busy" in profile:
+        cpucaps_rate = RATES["cpucaps"] / 200
+    # tcpconn: outgoing TCP connects; the slow_connect zone loses SYNs now and then.
+    if "slow_connect" in profile:
+        connect = _Series(
+            "tcpconn", "tcpconn", (), RATES["tcpconn"] * 4 * scale,
+            Latency(40e-3, 0.8, tail=0.05, tail_median=1.05, tail_sigma=0.3),
+        )  # fmt: skip
     else:
-        connect = Latency(traits.uniform(2e-4, 6e-4), 0.9)
-        connects = RATES["tcpconn"]
-    out.histogram("tcpconn", "tcpconn", key, out.events(connects * scale), connect)
+        connect = _Series(
+            "tcpconn", "tcpconn", (), RATES["tcpconn"] * scale,
+            Latency(traits.uniform(2e-4, 6e-4), 0.9),
+        )  # fmt: skip
+    # zil: commits of fsync/O_DSYNC callers.
+    commit = _Series(
+        "zil", "zil_commit", (), RATES["zil"] * (10 if slow_disk else 1) * scale,
+        Latency(50e-3 if slow_disk else 6e-4, 0.8),
+    )  # fmt: skip
+    return _Model(
+        series=series,
+        by_name=by_name,
+        cpucaps_rate=cpucaps_rate,
+        connect=connect,
+        commit=commit,
+        zil_record_bytes=traits.randrange(4096, 65536, 512),
+        slow_disk=slow_disk,
+    )
 
-    # zil: commits of fsync/O_DSYNC callers on the host's first pool.
+
+CPUCAPS_WAIT = Latency(8e-3, 0.7)
+
+
+def _zone(out: _Out, host: SimHost, zone: SimZone, zid: int, by_name: bool) -> None:
+    model = _model(zone.uuid, zone.profile, zone.cpu_cap is not None)
+    for s in (*model.series, *(model.by_name if by_name else ()), model.connect):
+        out.histogram(s.script, s.agg, [zid, *s.tail], out.events(s.rate), s.lat, s.unit)
+    if zone.cpu_cap is not None:
+        parked = out.histogram(
+            "cpucaps", "cpucaps_wait", [zid], out.events(model.cpucaps_rate), CPUCAPS_WAIT
+        )
+        out.value("cpucaps", "cpucaps_throttles", [zid], parked)
+    if model.slow_disk:
+        _throttle(out, zone, zid)
+    # zil: keyed by the host's first pool, then the zone.
     pool = host.pools[0]
-    syncs = RATES["zil"] * (10 if slow_disk else 1) * scale
-    commit = Latency(50e-3 if slow_disk else 6e-4, 0.8)
-    commits = out.histogram("zil", "zil_commit", [pool, zid], out.events(syncs), commit)
-    out.value("zil", "zil_bytes", [pool, zid], commits * traits.randrange(4096, 65536, 512))
+    c = model.commit
+    commits = out.histogram("zil", "zil_commit", [pool, zid], out.events(c.rate), c.lat)
+    out.value("zil", "zil_bytes", [pool, zid], commits * model.zil_record_bytes)
 
 
 def _throttle(out: _Out, zone: SimZone, zid: int) -> None:
