@@ -97,8 +97,8 @@ def render_configuration() -> str:
         "Each collector may take settings in a `[collectors.NAME]` table, for example:",
         "",
         "```toml",
-        "[collectors.zone_disk]",
-        "max_age = 600.0",
+        "[collectors.zone_dataset]",
+        "zfs_list_interval = 600.0",
         "```",
     ]
     for name, cls in available().items():
