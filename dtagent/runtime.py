@@ -159,5 +159,11 @@ def _replay_dtrace(config: Config, replay: object) -> DTraceProvider | None:
 
 
 def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTraceProvider | None:
-    """The supervised DTrace worker (wired by the DTrace engine)."""
-    return None
+    """The supervised DTrace worker, stopped (tracing ended cleanly) when the agent stops."""
+    if not config.get("dtrace", "enabled"):
+        return None
+    from dtagent.dtrace.provider import live_provider
+
+    provider = live_provider(config)
+    closers.append(provider.supervisor.stop)
+    return provider

@@ -27,7 +27,8 @@ log = structlog.get_logger("dtagent.dtrace")
 WORKER_UP = MetricSpec(
     "dtagent_dtrace_worker_up",
     "gauge",
-    "1 while the DTrace worker process runs and reports every second (1 when replaying).",
+    "1 while the DTrace worker process runs and reports every second (also 1 when "
+    "replaying, or when no script is enabled and no worker is needed).",
     (),
     "",
     SRC,
@@ -56,6 +57,7 @@ class WorkerHealth:
     up: bool
     restarts: int
     last_batch: float | None  # wall-clock time of the last batch (or heartbeat)
+    lost: int = 0  # records dropped because nobody took them (queue cap)
 
 
 class DeltaSource(Protocol):
@@ -84,6 +86,16 @@ class ReplayDeltas:
         return WorkerHealth(True, 0, self._last)
 
 
+class IdleSource:
+    """No script enabled: no worker is needed, so none is down."""
+
+    def take(self) -> list[dict[str, Any]]:
+        return []
+
+    def health(self) -> WorkerHealth:
+        return WorkerHealth(True, 0, None)
+
+
 class DTraceMetrics:
     """The agent's DTrace provider: a delta source feeding an accumulator."""
 
@@ -100,6 +112,8 @@ class DTraceMetrics:
         self.held_cap = held_cap
         self._clock = clock
         self._held: list[dict[str, Any]] = []
+        self._lost_seen = 0
+        self.supervisor: Any = None  # set by live_provider
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = running_zones(snap.kstats)
@@ -117,8 +131,12 @@ class DTraceMetrics:
                 )
                 records = records[lost:]
             self._held = records
-        out = self.accumulator.families()
         health = self.source.health()
+        if health.lost > self._lost_seen:
+            rejected = self.accumulator.rejected
+            rejected["backlog"] = rejected.get("backlog", 0) + health.lost - self._lost_seen
+            self._lost_seen = health.lost
+        out = self.accumulator.families()
         up = WORKER_UP.family()
         up.add((), 1 if health.up else 0)
         restarts = RESTARTS.family()
@@ -151,6 +169,39 @@ def replay_provider(config: Config, replay: Any) -> DTraceMetrics:
         specs, config.get("dtrace", "series_cap"), overrides=config.get("dtrace", "scripts")
     )
     return DTraceMetrics(acc, ReplayDeltas(replay))
+
+
+def live_provider(config: Config) -> DTraceMetrics:
+    """The supervised worker running the enabled scripts, feeding an accumulator."""
+    import sys
+
+    from dtagent.dtrace.spec import enabled_scripts
+    from dtagent.dtrace.supervisor import Supervisor
+
+    specs, _ = load_config_scripts(config)
+    overrides = config.get("dtrace", "scripts")
+    running = enabled_scripts(specs, overrides)
+    for s in specs:
+        if s not in running:
+            log.info("D script disabled", script=s.name,
+                     reason="off in the config" if s.name in overrides else "off by default")
+    argv = [sys.executable, "-m", "dtagent.dtrace.worker",
+            "--libdtrace", config.get("dtrace", "libdtrace")]
+    for s in running:
+        argv += ["--script", str(s.path)]
+    supervisor = Supervisor(
+        argv,
+        hang_timeout=config.get("dtrace", "hang_timeout"),
+        max_backoff=config.get("dtrace", "max_backoff"),
+    )
+    acc = Accumulator(specs, config.get("dtrace", "series_cap"), overrides=overrides)
+    if not running:
+        provider = DTraceMetrics(acc, IdleSource())
+    else:
+        provider = DTraceMetrics(acc, supervisor)
+        supervisor.start()
+    provider.supervisor = supervisor
+    return provider
 
 
 def metric_specs(specs: Sequence[ScriptSpec]) -> list[MetricSpec]:

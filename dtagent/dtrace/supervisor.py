@@ -1,0 +1,208 @@
+"""Runs the DTrace worker process, restarts it when it dies or hangs, queues its deltas.
+
+The worker writes JSON lines (docs/bundle-dtrace.md) and a ``{"tick": N}`` line after
+each walk. The supervisor's reader thread turns them into batches; a worker that
+exits is restarted after an exponential backoff (reset once a worker has run well
+for a while); one that writes no tick for ``hang_timeout`` seconds is killed
+(SIGTERM, then SIGKILL) and restarted. Deltas are only ever added by the accumulator,
+so counters stay monotonic across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+import structlog
+
+from dtagent.dtrace.provider import WorkerHealth
+
+log = structlog.get_logger("dtagent.dtrace")
+
+
+class Supervisor:
+    """The worker's lifecycle; a :class:`~dtagent.dtrace.provider.DeltaSource`."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        hang_timeout: float = 15.0,
+        min_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        healthy_after: float = 60.0,
+        kill_grace: float = 2.0,
+        pending_cap: int = 200_000,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.argv = list(argv)
+        self.hang_timeout = hang_timeout
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.healthy_after = healthy_after
+        self.kill_grace = kill_grace
+        self.pending_cap = pending_cap
+        self.env = env
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._batch: list[dict[str, Any]] = []
+        self._last_beat = 0.0
+        self._last_batch_wall: float | None = None
+        self.restarts = 0
+        self.lost = 0
+        self.starts = 0
+        self._bad_lines = 0
+
+    # ------------------------------------------------------------ DeltaSource
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out, self._pending = self._pending, []
+            return out
+
+    def health(self) -> WorkerHealth:
+        with self._lock:
+            proc = self._proc
+            alive = proc is not None and proc.poll() is None
+            fresh = self._clock() - self._last_beat <= self.hang_timeout
+            return WorkerHealth(alive and fresh, self.restarts, self._last_batch_wall, self.lost)
+
+    # --------------------------------------------------------------- control
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="dtrace-supervisor",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker (SIGTERM: it stops tracing cleanly) and the supervisor."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            started = self._clock()
+            reason = self._run_once()
+            if self._stopping.is_set():
+                break
+            ran = self._clock() - started
+            if ran >= self.healthy_after:
+                failures = 0
+            delay = min(self.max_backoff, self.min_backoff * (2**failures))
+            failures += 1
+            with self._lock:
+                self.restarts += 1
+            log.warning("DTrace worker restarting", reason=reason, ran_seconds=round(ran, 1),
+                        backoff_seconds=delay, restarts=self.restarts)
+            if self._stopping.wait(delay):
+                break
+
+    def _run_once(self) -> str:
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return f"cannot start the worker: {exc}"
+        with self._lock:
+            self._proc = proc
+            self._last_beat = self._clock()
+            self.starts += 1
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        reason = ""
+        with self._wake:
+            while not self._stopping.is_set():
+                if proc.poll() is not None:
+                    reason = f"the worker exited with status {proc.returncode}"
+                    break
+                if self._clock() - self._last_beat > self.hang_timeout:
+                    reason = f"no report from the worker for {self.hang_timeout:g} s (hung)"
+                    break
+                self._wake.wait(0.2)
+        self._terminate(proc, graceful=self._stopping.is_set())
+        for t in readers:
+            t.join(5)
+        with self._lock:
+            # deltas of an unfinished walk are still deltas: keep them
+            self._queue(self._batch)
+            self._batch = []
+        return reason
+
+    def _terminate(self, proc: subprocess.Popen[bytes], graceful: bool) -> None:
+        if proc.poll() is not None:
+            return
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(self.kill_grace * (5 if graceful else 1))
+        except subprocess.TimeoutExpired:
+            log.warning("DTrace worker did not stop on SIGTERM; killing it", pid=proc.pid)
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def _queue(self, records: list[dict[str, Any]]) -> None:
+        self._pending.extend(records)
+        over = len(self._pending) - self.pending_cap
+        if over > 0:
+            del self._pending[:over]
+            self.lost += over
+
+    def _read_stdout(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                self._bad_lines += 1
+                if self._bad_lines <= 5:
+                    log.warning("DTrace worker wrote a line that is not JSON",
+                                line=raw[:200].decode("utf-8", "replace"))
+                continue
+            if not isinstance(rec, dict):
+                continue
+            with self._wake:
+                if "tick" in rec:
+                    self._queue(self._batch)
+                    self._batch = []
+                    self._last_beat = self._clock()
+                    self._last_batch_wall = time.time()
+                    self._wake.notify_all()
+                else:
+                    self._batch.append(rec)
+
+    def _read_stderr(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                log.warning("DTrace worker", message=line)

@@ -1,0 +1,335 @@
+"""The DTrace worker: one process, one libdtrace handle, deltas out on stdout.
+
+    python -m dtagent.dtrace.worker --libdtrace libdtrace.so.1 --script scripts/d/runq.d ...
+
+It compiles each script separately (a script that fails to compile or enable is
+reported with libdtrace's message and left out; the rest run), starts tracing, then
+every ``--interval`` seconds calls ``dtrace_work`` (status, drops, errors: the kernel's
+deadman kills an enabling nobody polls), snapshots the aggregations and walks them
+with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout in
+the format of docs/bundle-dtrace.md, each walk closed by a ``{"tick": N}`` line.
+SIGTERM (or SIGINT) stops tracing cleanly: a last walk, ``dtrace_stop``,
+``dtrace_close``.
+
+Exit status: 0 stopped on request, 3 libdtrace failed while tracing (the supervisor
+restarts the worker), 4 libdtrace could not be loaded or opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from dtagent.dtrace import libdtrace as ld
+from dtagent.dtrace.buckets import Buckets
+from dtagent.dtrace.spec import AggregationSpec, ScriptSpec, SpecError, load_script, merge_options
+
+EXIT_STOPPED, EXIT_FAILED, EXIT_NO_LIBRARY = 0, 3, 4
+
+
+@dataclass(frozen=True)
+class _Target:
+    script: ScriptSpec
+    agg: AggregationSpec
+    is_sum: bool
+    buckets: Buckets | None
+
+
+class Worker:
+    """The consumer loop (one instance per process)."""
+
+    def __init__(
+        self,
+        lib_path: str,
+        specs: Sequence[ScriptSpec],
+        out: IO[str],
+        err: IO[str],
+        interval: float = 1.0,
+        failed: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.lib_path = lib_path
+        self.specs = list(specs)
+        self.out = out
+        self.err = err
+        self.interval = interval
+        self.stopping = False
+        self.ticks = 0
+        self._pending: list[dict[str, Any]] = []
+        self._drops: dict[str, int] = {}
+        self._errors: dict[str, tuple[int, str]] = {}
+        self._programs: list[ld.Program] = []
+        self._logged: set[str] = set()
+        self._failed = list(failed)
+        self._targets: dict[str, _Target] = {}
+        for s in self.specs:
+            for a in s.aggregations:
+                b = a.buckets() if a.type == "histogram" else None
+                self._targets[a.name] = _Target(s, a, False, b)
+                if a.sum:
+                    self._targets[a.sum] = _Target(s, a, True, None)
+
+    # ------------------------------------------------------------------ output
+
+    def log(self, message: str) -> None:
+        print(message, file=self.err, flush=True)
+
+    def log_once(self, key: str, message: str) -> None:
+        if key not in self._logged and len(self._logged) < 1000:
+            self._logged.add(key)
+            self.log(message)
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self._pending.append(record)
+
+    def flush(self, tick: bool = True) -> None:
+        for kind, count in self._drops.items():
+            if count:
+                self._pending.append({"drop": kind, "count": count})
+        self._drops.clear()
+        for script, (count, message) in self._errors.items():
+            self._pending.append(
+                {"error": "runtime", "script": script, "count": count, "message": message}
+            )
+        self._errors.clear()
+        if tick:
+            self._pending.append({"tick": self.ticks, "time": time.time()})
+        lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self._pending)
+        self._pending.clear()
+        self.out.write(lines)
+        self.out.flush()
+
+    # ---------------------------------------------------------------- handlers
+
+    def _on_drop(self, drop: ld.Drop) -> None:
+        self._drops[drop.kind] = self._drops.get(drop.kind, 0) + drop.drops
+
+    def _script_of_epid(self, epid: int) -> str:
+        for p in self._programs:
+            if p.first_epid <= epid < p.first_epid + p.matches:
+                return p.name
+        return "unknown"
+
+    def _on_error(self, info: ld.RuntimeErrorInfo) -> None:
+        script = self._script_of_epid(info.epid)
+        count, _ = self._errors.get(script, (0, ""))
+        self._errors[script] = (count + 1, info.message)
+
+    def _on_output(self, text: str) -> None:
+        self.log_once("output", f"D script output ignored (the agent reads aggregations): "
+                      f"{text.strip()[:200]}")
+
+    def _on_entry(self, entry: ld.AggEntry) -> None:
+        target = self._targets.get(entry.name)
+        if target is None:
+            return  # not declared in any spec (a helper aggregation): removed, ignored
+        spec, agg = target.script, target.agg
+        where = f"{spec.name}: @{entry.name}"
+        if len(entry.keys) != len(agg.keys):
+            self.log_once(where, f"{where} has {len(entry.keys)} keys, the spec declares "
+                          f"{len(agg.keys)}; ignored")
+            return
+        key: list[Any] = []
+        for field, k in zip(entry.keys, agg.keys, strict=True):
+            key.append(field.as_str() if k.kind == "string" else field.as_int())
+        record: dict[str, Any] = {"script": spec.name, "agg": entry.name, "key": key}
+        expected = "sum" if target.is_sum else agg.function
+        if entry.function != expected:
+            self.log_once(where, f"{where} is {entry.function}(), the spec says "
+                          f"{expected}(); ignored")
+            return
+        if target.buckets is None:
+            value = entry.value
+            record["value"] = list(value) if isinstance(value, tuple) else value
+        else:
+            buckets = self._buckets(target, entry, where)
+            if buckets is None:
+                return
+            record["buckets"] = buckets
+        self.emit(record)
+
+    def _buckets(
+        self, target: _Target, entry: ld.AggEntry, where: str
+    ) -> list[list[int | None]] | None:
+        b = target.buckets
+        assert b is not None
+        agg = target.agg
+        if agg.function == "lquantize":
+            base, levels, step = ld.lquantize_params(entry.arg)
+            p = agg.params
+            want = (p[0], (p[1] - p[0]) // (p[2] if len(p) > 2 else 1), p[2] if len(p) > 2 else 1)
+            if (base, levels, step) != want:
+                self.log_once(where, f"{where}: lquantize parameters {base, levels, step} "
+                              f"differ from the spec's {want}; ignored")
+                return None
+        elif agg.function == "llquantize":
+            got = ld.llquantize_params(entry.arg)
+            if got != tuple(agg.params):
+                self.log_once(where, f"{where}: llquantize parameters {got} differ from the "
+                              f"spec's {tuple(agg.params)}; ignored")
+                return None
+        counts = entry.value
+        if not isinstance(counts, tuple) or len(counts) != b.count:
+            size = len(counts) if isinstance(counts, tuple) else 1
+            self.log_once(where, f"{where}: {size} buckets, expected {b.count}; ignored")
+            return None
+        return [[b.lower(i), n] for i, n in enumerate(counts) if n]
+
+    # ------------------------------------------------------------------- run
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for name, message in self._failed:
+            self.emit({"script": name, "status": "failed", "message": message})
+        try:
+            handle = ld.Handle(ld.load_library(self.lib_path))
+        except (OSError, ld.DTraceError) as exc:
+            self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
+            for s in self.specs:
+                self.emit({"script": s.name, "status": "failed", "message": str(exc)})
+            self.flush(tick=False)
+            return EXIT_NO_LIBRARY
+        try:
+            return self._trace(handle)
+        finally:
+            handle.close()
+
+    def _trace(self, handle: ld.Handle) -> int:
+        for name, value in merge_options(self.specs).items():
+            try:
+                handle.setopt(name, value)
+            except ld.DTraceError as exc:
+                self.log(f"DTrace option not set: {exc}")
+        handle.handle_drop(self._on_drop)
+        handle.handle_err(self._on_error)  # before go: dtrace_go enables the ERROR probe
+        handle.handle_buffered(self._on_output)
+        next_epid = 1
+        for spec in self.specs:
+            try:
+                program = handle.exec(handle.compile(spec.name, spec.source))
+            except ld.DTraceError as exc:
+                self.log(f"script {spec.name} not enabled: {exc}")
+                self.emit({"script": spec.name, "status": "failed", "message": str(exc)})
+                continue
+            # The kernel gives the program's enabled probes consecutive ids
+            # (dtrace_ecb_add: epid = state->dts_epid++), one per matched probe.
+            program.first_epid = next_epid
+            next_epid += program.matches
+            self._programs.append(program)
+            self.emit({"script": spec.name, "status": "running"})
+        if not self._programs:
+            self.log("no D script could be enabled; idling")
+            self.flush()
+            while not self.stopping:
+                time.sleep(min(self.interval, 0.2))
+            return EXIT_STOPPED
+        try:
+            handle.go()
+        except ld.DTraceError as exc:
+            self.log(f"dtrace_go failed: {exc}")
+            self._pending.clear()
+            for p in self._programs:
+                self.emit({"script": p.name, "status": "failed", "message": f"dtrace_go: {exc}"})
+            self.flush(tick=False)
+            return EXIT_FAILED
+        self.flush(tick=False)
+        deadline = time.monotonic()
+        while not self.stopping:
+            deadline += self.interval
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.1))
+            if self.stopping:
+                break
+            deadline = max(deadline, time.monotonic() - self.interval)
+            code = self._tick(handle)
+            if code is not None:
+                return code
+        # A last walk so the final second is not lost, then stop tracing.
+        try:
+            handle.stop()
+            handle.snapshot()
+            handle.walk(self._on_entry)
+        except ld.DTraceError as exc:
+            self.log(f"stopping: {exc}")
+        self.ticks += 1
+        self.flush()
+        return EXIT_STOPPED
+
+    def _tick(self, handle: ld.Handle) -> int | None:
+        self.ticks += 1
+        status = handle.work()
+        if status == ld.DTRACE_WORKSTATUS_ERROR:
+            exc = handle.error()
+            self.log(f"dtrace_work failed: {exc}")
+            self.flush()
+            return EXIT_FAILED
+        try:
+            handle.snapshot()
+            failures = handle.walk(self._on_entry)
+        except ld.DTraceError as exc:
+            self.log(f"aggregation snapshot failed: {exc}")
+            self.flush()
+            return EXIT_FAILED
+        if failures:
+            self.log_once("decode", f"{failures} aggregation entries could not be decoded")
+        self.flush()
+        if status == ld.DTRACE_WORKSTATUS_DONE:
+            self.log("tracing stopped by itself (exit() or a full buffer)")
+            return EXIT_FAILED
+        return None
+
+
+def check_scripts(lib_path: str, specs: Sequence[ScriptSpec]) -> list[tuple[str, str | None]]:
+    """Compile each script without enabling it: (name, None if it compiles, else the
+    compiler's message). Raises OSError/DTraceError when libdtrace is unusable."""
+    handle = ld.Handle(ld.load_library(lib_path))
+    try:
+        for name, value in merge_options(specs).items():
+            with contextlib.suppress(ld.DTraceError):
+                handle.setopt(name, value)
+        out: list[tuple[str, str | None]] = []
+        for spec in specs:
+            try:
+                handle.compile(spec.name, spec.source)
+                out.append((spec.name, None))
+            except ld.DTraceError as exc:
+                out.append((spec.name, str(exc)))
+        return out
+    finally:
+        handle.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dtagent.dtrace.worker")
+    parser.add_argument("--libdtrace", default="libdtrace.so.1")
+    parser.add_argument("--script", action="append", default=[], metavar="NAME.d")
+    parser.add_argument("--interval", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    specs: list[ScriptSpec] = []
+    failed: list[tuple[str, str]] = []
+    for path in args.script:
+        try:
+            specs.append(load_script(Path(path)))
+        except SpecError as exc:
+            failed.append((Path(path).stem, str(exc)))
+    worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed)
+    try:
+        return worker.run()
+    except BrokenPipeError:  # the agent is gone
+        return EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

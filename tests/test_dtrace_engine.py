@@ -1,0 +1,405 @@
+"""The DTrace engine end to end through the libdtrace stand-in (tests/native).
+
+The ctypes binding, the worker process, the supervisor and the accumulator run for
+real; only libdtrace is replaced, by a C library built from the illumos LP64 layouts
+that replays a scenario (aggregation records of every aggregating action, drops of
+each kind, runtime errors, a compile failure, a worker that crashes, one that hangs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtagent.dtrace import libdtrace as ld
+from dtagent.dtrace.accumulator import Accumulator
+from dtagent.dtrace.provider import DTraceMetrics
+from dtagent.dtrace.spec import load_script
+from dtagent.dtrace.supervisor import Supervisor
+from dtagent.metrics import MetricFamily
+from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
+from dtagent.sources.commands import NoCommands
+from tests.helpers import REPO
+from tests.native.dtrace_stub import Scenario, layouts, library
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
+SCRIPTS = [FIXTURES / "every.d", FIXTURES / "broken.d", FIXTURES / "other.d"]
+SPECS = [load_script(p) for p in SCRIPTS]
+EVERY = SPECS[0]
+
+SETUP = """\
+matches stub:every 5
+matches stub:other 2
+compile_fail stub:broken probe description fbt::no_such_function:entry does not match any probes
+"""
+
+
+@pytest.fixture(scope="module")
+def lib_path() -> str:
+    return str(library())
+
+
+def test_ctypes_layouts_match_the_illumos_structs() -> None:
+    table = layouts()
+    assert table  # every struct the stand-in knows is checked
+    for ctype, cls in ld.STRUCTURES.items():
+        assert ctypes.sizeof(cls) == table[(ctype, "")][1], ctype
+        for name, *_ in cls._fields_:
+            field = getattr(cls, name)
+            if name in ("dtagd_rec", "dtepd_rec"):  # C: recdesc[1]
+                assert field.offset == table[(ctype, name)][0], (ctype, name)
+                continue
+            assert (field.offset, field.size) == table[(ctype, name)], (ctype, name)
+    # the numbers of reference/dtrace-consumer.md §1.9
+    assert ctypes.sizeof(ld.DTraceRecDesc) == 32
+    assert ld.DTraceAggDesc.dtagd_rec.offset == 40
+    assert ld.DTraceAggData.dtada_flags.offset == 92
+    assert ctypes.sizeof(ld.DTraceErrData) == 56 and ctypes.sizeof(ld.DTraceDropData) == 40
+
+
+def _scenario(tmp_path: Path, text: str) -> Scenario:
+    return Scenario(tmp_path).write(text)
+
+
+def test_binding_decodes_every_action_and_walks_are_deltas(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0
+rec stub:every bytes sum | z:-2 i:-9 | 4294967296 4294967296
+rec stub:every minlat min | s:read | 7 -3 9
+rec stub:every maxlat max | s:read | 7 -3 9
+rec stub:every avglat avg | s:read | 10 20 33
+rec stub:every qlat quantize | z:3 | 0 1 1000 -3
+rec stub:every pct lquantize 0 100 10 | s:read | -5 3 55 200 4294967299
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 999 1000 1999 2000 99999999999
+""")
+    sc.apply(monkeypatch)
+    lib = ld.load_library(lib_path)
+    h = ld.Handle(lib)
+    try:
+        h.setopt("strsize", "64")
+        with pytest.raises(ld.DTraceError, match="Invalid option name"):
+            h.setopt("no_such_option", "1")
+        with pytest.raises(ld.DTraceError, match="does not match any probes"):
+            h.compile("broken", SPECS[1].source)
+        prog = h.exec(h.compile("every", EVERY.source))
+        assert prog.matches == 5
+        h.go()
+        assert h.work() == ld.DTRACE_WORKSTATUS_OKAY
+        h.snapshot()
+        seen: dict[str, ld.AggEntry] = {}
+        h.walk(lambda e: seen.__setitem__(e.name, e))
+        assert h.status() == ld.DTRACE_STATUS_OKAY
+    finally:
+        h.close()
+    assert seen["calls"].function == "count" and seen["calls"].value == 3
+    assert [k.as_int() for k in seen["calls"].keys[:1]] == [3]
+    assert seen["calls"].keys[1].as_str() == "read" and len(seen["calls"].keys[1].raw) == 64
+    assert seen["bytes"].value == 2**33  # 64-bit values, not truncated
+    assert [k.as_int() for k in seen["bytes"].keys] == [-2, -9]
+    assert seen["minlat"].value == -3 and seen["maxlat"].value == 9
+    assert seen["avglat"].value == (3, 63)
+    q = seen["qlat"]
+    assert q.function == "quantize" and len(q.value) == 127
+    assert isinstance(q.value, tuple)
+    assert {i: n for i, n in enumerate(q.value) if n} == {61: 1, 63: 1, 64: 1, 73: 1}
+    lq = seen["pct"]
+    assert ld.lquantize_params(lq.arg) == (0, 10, 10)
+    # the kernel truncates to int32: 2^32 + 3 lands with 3
+    assert isinstance(lq.value, tuple)
+    assert {i: n for i, n in enumerate(lq.value) if n} == {0: 1, 1: 2, 6: 1, 11: 1}
+    ll = seen["lat"]
+    assert ld.llquantize_params(ll.arg) == (10, 3, 9, 10) and len(ll.value) == 65
+    assert isinstance(ll.value, tuple)
+    assert {i: n for i, n in enumerate(ll.value) if n} == {0: 1, 1: 2, 2: 1, 64: 1}
+
+
+def test_walk_remove_gives_deltas_next_keeps_totals(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0
+tick 2
+rec stub:every calls count | z:3 s:read | 0
+""")
+    sc.apply(monkeypatch)
+    lib = ld.load_library(lib_path)
+    lib.stub_entries.argtypes = [ctypes.c_void_p]
+    values: list[int] = []
+    for remove in (True, False):
+        h = ld.Handle(lib)
+        h.handle_drop(lambda d: None)
+        h.exec(h.compile("every", EVERY.source))
+        h.go()
+        for _ in range(3):
+            h.work()
+            h.snapshot()
+            h.walk(lambda e: values.append(int(e.value)), remove=remove)  # type: ignore[arg-type]
+        assert lib.stub_entries(h.handle) == (0 if remove else 1)
+        h.close()
+    assert values == [2, 1, 2, 3, 3]  # REMOVE: deltas 2, 1, none; NEXT: totals 2, 3, 3
+
+
+def test_drop_without_a_handler_aborts_like_libdtrace(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = _scenario(tmp_path, SETUP + "tick 1\ndrop 2 5\n")
+    sc.apply(monkeypatch)
+    h = ld.Handle(ld.load_library(lib_path))
+    h.exec(h.compile("every", EVERY.source))
+    h.go()
+    assert h.work() == ld.DTRACE_WORKSTATUS_ERROR
+    assert str(h.error()) == "Abort due to drop"
+    h.close()
+
+
+def test_open_failure_is_reported(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _scenario(tmp_path, "open_fail 1\n").apply(monkeypatch)
+    with pytest.raises(ld.DTraceError, match="dtrace_open failed: Operation not permitted"):
+        ld.Handle(ld.load_library(lib_path))
+
+
+def worker_argv(lib_path: str, scripts: list[Path], interval: float = 0.05) -> list[str]:
+    argv = [sys.executable, "-m", "dtagent.dtrace.worker", "--libdtrace", lib_path,
+            "--interval", str(interval)]
+    for s in scripts:
+        argv += ["--script", str(s)]
+    return argv
+
+
+def env_for(sc: Scenario) -> dict[str, str]:
+    return dict(sc.env(), PYTHONPATH=str(REPO))
+
+
+def read_until_tick(proc: subprocess.Popen[str], tick: int, timeout: float = 20) -> list[Any]:
+    assert proc.stdout is not None
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        rec = json.loads(line)
+        out.append(rec)
+        if rec.get("tick") == tick:
+            return out
+    raise AssertionError(f"no tick {tick}: {out}")
+
+
+ALL_DROPS = "".join(f"drop {k} {k + 1}\n" for k in range(10))
+
+
+def test_worker_streams_deltas_and_stops_cleanly(tmp_path: Path, lib_path: str) -> None:
+    sc = _scenario(tmp_path, SETUP + f"""\
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 999 1499 2999
+rec stub:every lat_sum sum | z:3 | 1000 1500 3000
+rec stub:every avglat avg | s:read | 10 20
+rec stub:other samples count | z:0 | 0 0
+{ALL_DROPS}
+error stub:other 1 1 invalid address (0x0) in action #1
+error stub:every 4 4 divide-by-zero in action #3
+tick 2
+rec stub:every calls count | z:3 s:read | 0
+error stub:other 0 1 invalid address (0x8) in action #1
+""")
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
+    try:
+        records = read_until_tick(proc, 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    statuses = {r["script"]: r["status"] for r in records if "status" in r}
+    assert statuses == {"every": "running", "broken": "failed", "other": "running"}
+    failed = next(r for r in records if r.get("status") == "failed")
+    assert "fbt::no_such_function:entry does not match any probes" in failed["message"]
+    data = [r for r in records if "agg" in r]
+    assert {"script": "every", "agg": "calls", "key": [3, "read"], "value": 3} in data
+    assert {"script": "every", "agg": "calls", "key": [3, "read"], "value": 1} in data
+    assert {"script": "every", "agg": "lat", "key": [3],
+            "buckets": [[None, 1], [1000, 1], [2000, 1]]} in data
+    assert {"script": "every", "agg": "avglat", "key": ["read"], "value": [2, 30]} in data
+    assert {"script": "other", "agg": "samples", "key": [0], "value": 2} in data
+    drops = {r["drop"]: r["count"] for r in records if "drop" in r}
+    assert drops == {kind: k + 1 for k, kind in enumerate(ld.DROP_KINDS)}
+    errors = [(r["script"], r["count"]) for r in records if "error" in r]
+    # epids 1-5 are every's, 6-7 other's (exec order): attributed per script
+    assert sorted(errors) == [("every", 1), ("other", 1), ("other", 1)]
+    calls = sc.calls()
+    assert calls.index("handle_err") < calls.index("go handlers=drop,err,buffered")
+    assert calls[-1] == "close"
+    assert "stop" in calls and calls.index("stop") < calls.index("close")
+    assert "script broken not enabled" in err
+
+
+def _zones_snapshot(zones: dict[int, str]) -> HostSnapshot:
+    kstats = [Kstat("zones", zid, name[:30], "zone_misc", data={"zonename": name})
+              for zid, name in zones.items()]
+    return HostSnapshot(kstats=KstatSnapshot(kstats), commands=NoCommands(), time=0.0,
+                        illumos=True)
+
+
+def _by_name(fams: list[MetricFamily]) -> dict[str, MetricFamily]:
+    return {f.name: f for f in fams}
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_supervisor_restarts_crashed_and_hung_workers_counters_stay_monotonic(
+    tmp_path: Path, lib_path: str
+) -> None:
+    # run 1 crashes at its 3rd poll, run 2 hangs at its 3rd, run 3 keeps going
+    sc = _scenario(tmp_path, SETUP + """\
+run 1
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0 0 0
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 1499 1499
+rec stub:every lat_sum sum | z:3 | 1500 1500
+drop 1 2
+tick 3
+crash
+run 2
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 999
+rec stub:every lat_sum sum | z:3 | 1000
+drop 1 1
+error stub:every 0 1 invalid address (0x0) in action #2
+tick 3
+hang
+run 3
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 99999
+rec stub:every lat_sum sum | z:3 | 100000
+tick 4
+rec stub:every calls count | z:5 s:write | 0
+""")
+    sup = Supervisor(worker_argv(lib_path, SCRIPTS), hang_timeout=1.5, min_backoff=0.05,
+                     max_backoff=0.2, kill_grace=0.5, env=env_for(sc))
+    provider = DTraceMetrics(Accumulator(SPECS), sup)
+    zones = {0: "global", 3: "web"}
+    totals: list[float] = []
+    restarts_seen: list[float] = []
+
+    def poll() -> dict[str, MetricFamily]:
+        fams = _by_name(provider.families(_zones_snapshot(zones)))
+        calls = dict(fams["test_syscalls_total"].samples)
+        totals.append(calls.get(("web", "read"), 0))
+        restarts_seen.append(dict(fams["dtagent_dtrace_worker_restarts_total"].samples)[()])
+        return fams
+
+    sup.start()
+    try:
+        _wait(lambda: poll() and sup.restarts >= 2 and totals[-1] == 10, what="three runs")
+        fams = poll()
+        # counters only grow, across a crash and a hang
+        assert totals == sorted(totals) and totals[-1] == 10
+        assert restarts_seen == sorted(restarts_seen) and restarts_seen[-1] == 2
+        hist = {k: (list(c), s, n) for k, c, s, n in
+                fams["test_syscall_latency_seconds"].hist_samples}
+        cum, total, count = hist[("web",)]
+        assert count == 4 and cum[0] == 1 and cum[1] == 3  # le 1 us, 2 us
+        assert total == pytest.approx((1500 * 2 + 1000 + 100000) * 1e-9)
+        drops = dict(fams["dtagent_dtrace_drops_total"].samples)
+        assert drops[("aggregation",)] == 3
+        assert dict(fams["dtagent_dtrace_errors_total"].samples)[("every",)] == 1
+        enabled = dict(fams["dtagent_dtrace_script_enabled"].samples)
+        assert enabled == {("every",): 1, ("broken",): 0, ("other",): 1}
+        _wait(lambda: dict(_by_name(provider.families(_zones_snapshot(zones)))[
+            "dtagent_dtrace_worker_up"].samples)[()] == 1, what="worker up")
+        # zone 5 is not running here: its record is refused, not guessed
+        _wait(lambda: bool(provider.families(_zones_snapshot(zones)))
+              and provider.accumulator.rejected.get("unknown_zone", 0) >= 1,
+              what="zone 5 record")
+        # zone id 3 now belongs to another zone: new series, the old zone's are gone
+        zones = {0: "global", 3: "db"}
+        fams = _by_name(provider.families(_zones_snapshot(zones)))
+        assert ("web", "read") not in dict(fams["test_syscalls_total"].samples)
+        assert fams["test_syscall_latency_seconds"].hist_samples == []
+    finally:
+        sup.stop()
+    calls = sc.calls()
+    assert calls.count("crash") == 1 and calls.count("hang") == 1
+    assert calls.count("open version=3 flags=0") == 3
+    assert calls[-1] == "close" and "stop" in calls[-5:]  # the last worker stopped cleanly
+    assert sup.health().up is False
+
+
+def test_worker_without_libdtrace_exits_4(tmp_path: Path) -> None:
+    res = subprocess.run(
+        worker_argv(str(tmp_path / "nope.so"), SCRIPTS[:1]), capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=30, check=False,
+    )
+    assert res.returncode == 4
+    assert "cannot use libdtrace" in res.stderr
+    assert json.loads(res.stdout.splitlines()[0])["status"] == "failed"
+
+
+def test_histograms_exact_through_the_whole_pipe(tmp_path: Path, lib_path: str) -> None:
+    """Values recorded by the stand-in's kernel bucket functions come out as exact
+    cumulative le counts, _count and _sum."""
+    rng = random.Random(4)
+    lat = EVERY.aggregation("lat")
+    qlat = EVERY.aggregation("qlat")
+    pct = EVERY.aggregation("pct")
+    assert lat and qlat and pct
+    edges = [round(le / lat.scale) + d for le in lat.le for d in (-1, 0, 1)]
+    lat_values = edges + [rng.randint(0, 10**7) for _ in range(300)]
+    q_values = [round(le / qlat.scale) + d for le in qlat.le for d in (-1, 0, 1)] + [
+        rng.randint(-10, 2**21) for _ in range(300)]
+    p_values = [rng.randint(-20, 120) for _ in range(300)]
+
+    def rec(agg: str, func: str, params: str, key: str, values: list[int]) -> str:
+        return f"rec stub:every {agg} {func} {params} | {key} | " + " ".join(map(str, values))
+
+    sc = _scenario(tmp_path, SETUP + "tick 1\n" + "\n".join([
+        rec("lat", "llquantize", "10 3 9 10", "z:3", [v - lat.offset for v in lat_values]),
+        rec("lat_sum", "sum", "", "z:3", lat_values),
+        rec("qlat", "quantize", "", "z:3", q_values),
+        rec("qlat_sum", "sum", "", "z:3", q_values),
+        rec("pct", "lquantize", "0 100 10", "s:read", p_values),
+        rec("pct_sum", "sum", "", "s:read", p_values),
+    ]) + "\n")
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
+    try:
+        records = read_until_tick(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    acc = Accumulator([EVERY])
+    acc.apply(records, {3: "web"})
+    fams = _by_name(acc.families())
+    for agg, values in ((lat, lat_values), (qlat, q_values), (pct, p_values)):
+        ((_, cum, total, count),) = fams[agg.metric].hist_samples
+        bounds = [round(le / agg.scale) for le in agg.le]
+        assert list(cum) == [sum(1 for v in values if v <= b) for b in bounds], agg.name
+        assert count == len(values)
+        assert total == pytest.approx(sum(values) * agg.scale)
