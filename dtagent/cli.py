@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     try:
-        from dtagent.dtrace.cli import register  # type: ignore[import-not-found,unused-ignore]
+        from dtagent.dtrace.cli import register
     except ImportError:  # pragma: no cover - the engine ships with the package
         pass
     else:
