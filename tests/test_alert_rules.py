@@ -17,8 +17,7 @@ import pytest
 from tests.promtests import grafana
 
 PROMTESTS = Path(grafana.__file__).parent
-RULES = grafana.all_rules()  # loaded by Prometheus
-EVERY_RULE = grafana.all_rules(pending=True)
+RULES = EVERY_RULE = grafana.all_rules()  # what Prometheus loads
 ALERTS = [r for r in EVERY_RULE if r.kind == "alert"]
 RUNBOOKS = "https://runbooks.example.org/dtagent/alerts.md#"
 ALERTS_MD = grafana.REPO / "docs" / "alerts.md"
@@ -37,7 +36,7 @@ def _promtool(*args: str, cwd: Path | None = None) -> str:
 
 @needs_promtool
 def test_promtool_checks_the_rule_files() -> None:
-    files = grafana.rule_files() + grafana.pending_rule_files()
+    files = grafana.rule_files()
     out = _promtool("check", "rules", "--lint=all", "--lint-fatal", *map(str, files))
     # our reader of the rule files sees what promtool sees
     counts = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", out)]
@@ -104,19 +103,10 @@ def test_rules_use_only_exported_metrics() -> None:
         assert not unknown, f"{r.name}: {sorted(unknown)} not in docs/metrics.md"
 
 
-def test_pending_rules_still_wait_for_a_metric() -> None:
-    """A pending rule file whose metrics are all exported belongs in dashboards/alerts/."""
-    known = grafana.series_names(grafana.exported_metrics()) | grafana.PROMETHEUS_SERIES
-    known |= {r.name for r in EVERY_RULE if r.kind == "record"}
-    for path in grafana.pending_rule_files():
-        needed = set().union(*(grafana.metric_names(r.expr) for r in grafana.parse_rules(path)))
-        assert needed - known, f"{path.name}: every metric it needs is exported; move it up"
-
-
 @needs_promtool
 def test_shortened_copy_keeps_the_rules(tmp_path: Path) -> None:
     """The copy the integration test loads differs only in its for: durations."""
-    for path in grafana.rule_files() + grafana.pending_rule_files():
+    for path in grafana.rule_files():
         text = path.read_text(encoding="utf-8")
         copy = tmp_path / path.name
         copy.write_text(grafana.shorten_for(text, "3s"), encoding="utf-8")

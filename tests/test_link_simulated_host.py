@@ -22,7 +22,7 @@ from dtagent.simulate import simulate
 from dtagent.snapshot import HostSnapshot
 from dtagent.sources.replay import ReplaySource
 
-# The names the dashboards and alert rules use (dashboards/generate.py, alerts/pending).
+# The names the dashboards and alert rules use (dashboards/generate.py, dashboards/alerts).
 EXPECTED = [
     "illumos_zfs_arc_size_bytes",
     "illumos_zfs_arc_target_size_bytes",

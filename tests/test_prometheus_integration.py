@@ -41,6 +41,8 @@ if PROMETHEUS is None or ALERTMANAGER is None:
 SEEDS = (11, 12, 13)
 ZONES = 10
 SHORT_FOR = "3s"
+# and windows that fit the minute of data the test has (see grafana.shorten_ranges)
+SHORT_RANGE = "30s"
 # A test-only rule that always fires on every host, so delivery through Alertmanager is
 # checked whichever rules the simulated hosts trigger.
 PIPELINE = "DtagentTestPipeline"
@@ -195,6 +197,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "rules").mkdir()
         for path in grafana.rule_files():
             text = grafana.shorten_for(path.read_text(encoding="utf-8"), SHORT_FOR)
+            text = grafana.shorten_ranges(text, SHORT_RANGE)
             (tmp / "rules" / path.name).write_text(text, encoding="utf-8")
         (tmp / "rules" / "dtagent-test-pipeline.yml").write_text(PIPELINE_RULE, encoding="utf-8")
         conf = (REPO / "examples" / "prometheus.yml").read_text(encoding="utf-8")
@@ -267,8 +270,6 @@ def test_every_dashboard_query_is_valid_promql_and_returns_data(stack: Stack) ->
     import re
 
     _wait_for_data(stack)
-    if not stack.query('dtagent_collector_success{job="dtagent"}'):
-        pytest.xfail("no collector runs on a replayed host yet (only the agent's own metrics)")
     checked, failures = 0, []
     for path in grafana.dashboard_files():
         dash = grafana.load(path)
@@ -295,8 +296,16 @@ def test_every_dashboard_query_is_valid_promql_and_returns_data(stack: Stack) ->
                 expr = grafana.substitute(q.expr, values)
                 checked += 1
                 try:
-                    if not stack.query(expr):
-                        failures.append(f"{q.dashboard} / {q.panel} on {instance}: no data: {expr}")
+                    if stack.query(expr):
+                        continue
+                    # A zone panel may be empty for a healthy zone (nothing throttled,
+                    # no cap): it must show data for at least one zone of the host.
+                    if "zonename" in values and any(
+                        stack.query(grafana.substitute(q.expr, {**values, "zonename": z}))
+                        for z in zones.values()
+                    ):
+                        continue
+                    failures.append(f"{q.dashboard} / {q.panel} on {instance}: no data: {expr}")
                 except AssertionError as exc:
                     failures.append(f"{q.dashboard} / {q.panel}: invalid: {expr}: {exc}")
     print(f"dashboard queries checked: {checked}")
@@ -362,7 +371,11 @@ def test_near_exhaustion_zones_alert_and_healthy_zones_do_not(stack: Stack) -> N
         for instance, zones in stack.hosts.items() for i in indices
     }
     if must:
-        _wait("the near-exhaustion zones' alerts", lambda: must <= _fired(stack), 60)
+        try:
+            _wait("the near-exhaustion zones' alerts", lambda: must <= _fired(stack), 60)
+        except AssertionError as exc:
+            missing = sorted(must - _fired(stack))
+            raise AssertionError(f"{exc}; not fired: {missing}") from None
     else:
         time.sleep(max(0.0, stack.started + 15 - time.monotonic()))
     fired = {f for f in _fired(stack) if f[0] != PIPELINE}

@@ -154,7 +154,7 @@ def tcp_kstat(host: SimHost, zone: SimZone, rng: random.Random) -> Kstat:
         "retransBytes": _grow(acc, "tcp_retransbytes", segs * 0.002 * slow * 1200) % U32,
         "outRsts": _grow(acc, "tcp_outrsts", conns * 0.03) % U32,
         "inDupAck": _grow(acc, "tcp_dupack", segs * 0.003) % U32,
-        "listenDrop": _grow(acc, "tcp_listendrop", dt * 2 if busy > 1 else 0) % U32,
+        "listenDrop": _grow(acc, "tcp_listendrop", dt * 0.2 if busy > 1 else 0) % U32,
         "listenDropQ0": 0,
         "halfOpenDrop": 0,
         "timRetrans": _grow(acc, "tcp_timretrans", segs * 0.0005 * slow) % U32,

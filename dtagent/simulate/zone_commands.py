@@ -51,7 +51,7 @@ def _datasets(host: SimHost, zone: SimZone, hours: float) -> list[tuple[str, int
     quota = zone.quota
     if quota:
         if "near_quota" in zone.profile:
-            frac = min(0.985, rng.uniform(0.9, 0.95) + 0.004 * hours)
+            frac = min(0.99, rng.uniform(0.955, 0.975) + 0.004 * hours)
         else:
             frac = min(0.8, rng.uniform(0.1, 0.5) + 0.002 * hours)
         used = int(quota * frac)

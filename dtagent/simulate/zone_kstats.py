@@ -79,7 +79,7 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     mem_cap = zone.mem_cap
     if mem_cap:
         if "over_mem_cap" in zone.profile:
-            frac = _walk(zone, "rss_frac", rng, 0.99, 1.02)
+            frac = _walk(zone, "rss_frac", rng, 1.005, 1.04)
         elif "near_mem_cap" in zone.profile:
             frac = _walk(zone, "rss_frac", rng, 0.92, 0.97)
         else:

@@ -158,11 +158,6 @@ def rule_files() -> list[Path]:
     return sorted(ALERTS.glob("*.yml"))
 
 
-def pending_rule_files() -> list[Path]:
-    """Rules waiting for metrics the agent does not export yet: unit-tested, not loaded."""
-    return sorted((ALERTS / "pending").glob("*.yml"))
-
-
 def _unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -218,9 +213,17 @@ def parse_rules(path: Path) -> list[Rule]:
     return rules
 
 
-def all_rules(pending: bool = False) -> list[Rule]:
-    files = rule_files() + (pending_rule_files() if pending else [])
-    return [r for f in files for r in parse_rules(f)]
+def all_rules() -> list[Rule]:
+    return [r for f in rule_files() for r in parse_rules(f)]
+
+
+def shorten_ranges(text: str, duration: str) -> str:
+    """The rule file text with every range selector (``[5m]``, ``[6h]``) set to ``duration``.
+
+    A test that runs for a minute must also look back less than ten minutes: over a
+    window longer than the data, ``rate()`` divides a minute's increase by the window.
+    """
+    return re.sub(r"\[\d+[smhd]\]", f"[{duration}]", text)
 
 
 def shorten_for(text: str, duration: str) -> str:
