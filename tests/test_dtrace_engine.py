@@ -403,3 +403,43 @@ def test_histograms_exact_through_the_whole_pipe(tmp_path: Path, lib_path: str) 
         assert list(cum) == [sum(1 for v in values if v <= b) for b in bounds], agg.name
         assert count == len(values)
         assert total == pytest.approx(sum(values) * agg.scale)
+
+
+def test_live_agent_runs_the_supervised_worker(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runtime.build on an 'illumos' host (stand-ins for libkstat and libdtrace): the
+    agent starts the worker, serves its deltas with zone names, and stops it cleanly."""
+    from dtagent.config import load
+    from dtagent.exposition import render
+    from dtagent.runtime import build
+    from tests.native import build_shared
+    from tests.native.kstat_stub import load_kstats, open_stub
+
+    sc = _scenario(tmp_path, SETUP + "tick 1\nrec stub:every calls count | z:3 s:read | 0 0 0 0\n")
+    sc.apply(monkeypatch)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    klib = open_stub()
+    klib.stub_reset()
+    load_kstats(klib, [Kstat("zones", zid, name, "zone_misc", data={"zonename": name})
+                       for zid, name in {0: "global", 3: "web"}.items()])
+    cfg = tmp_path / "live.toml"
+    cfg.write_text(
+        '[sources]\nplatform = "illumos"\n'
+        f"libkstat = {str(build_shared('libkstat_stub.c'))!r}\n"
+        f"[dtrace]\nlibdtrace = {lib_path!r}\nscript_dirs = [{str(FIXTURES)!r}]\n"
+        "hang_timeout = 5.0\n"
+    )
+    rt = build(load(cfg))
+    try:
+        assert rt.agent.dtrace is not None
+        rt.agent.reuse_within = 0.0
+        want = 'test_syscalls_total{zonename="web",syscall="read"} 4'
+        _wait(lambda: want in render(rt.agent.collect()).decode(), what="live deltas")
+        text = render(rt.agent.collect()).decode()
+        assert "dtagent_dtrace_worker_up 1" in text
+        assert 'dtagent_dtrace_script_enabled{script="broken"} 0' in text
+    finally:
+        rt.close()
+        klib.stub_reset()
+    assert sc.calls()[-1] == "close"
