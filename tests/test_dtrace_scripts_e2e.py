@@ -4,7 +4,13 @@ sums and labels; and a simulated bundle scraped with --replay shows every script
 
 from __future__ import annotations
 
+import json
+import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +311,110 @@ def test_simulated_bundle_replays_every_script(tmp_path: Path) -> None:
     }
     assert zones and zones <= running | {"global"}
     assert 'dtagent_dtrace_records_rejected_total{reason="invalid"} 0' in text
+
+
+# ------------------------------------------- the shipped scripts through the worker
+
+# A string each shipped script's text contains, for the stand-in's program selector.
+SELECTORS = {
+    "cpucaps": "cpucaps_start",
+    "disk": "zfs-zone-latency",
+    "fs": "self->fs_ts",
+    "runq": "runq_start",
+    "syscall": "self->syscall_ts",
+    "syscall_by_name": "self->syscall_by_name_ts",
+    "tcpconn": "tcpconn_start",
+    "zil": "zil_lwb_write_issue",
+}
+
+
+def _read_until_tick(proc: subprocess.Popen[str], tick: int) -> list[dict[str, Any]]:
+    assert proc.stdout is not None
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(json.loads(line))
+        if out[-1].get("tick") == tick:
+            return out
+    raise AssertionError(f"no tick {tick}: {out}")
+
+
+def test_shipped_scripts_through_the_worker_and_the_libdtrace_stand_in(
+    tmp_path: Path,
+) -> None:
+    """Each shipped script's aggregations, recorded the way the D text records them
+    (value - 1 into llquantize, the value into sum) by the stand-in's re-implementation
+    of the kernel's bucket function, walked by the real worker and ctypes binding,
+    accumulated and rendered: every le counts exactly the values <= le."""
+    from tests.native.dtrace_stub import Scenario, library
+
+    specs = load_scripts([D_DIR])
+    rng = random.Random(5)
+    lines = ["tick 1"]
+    expected: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for s in specs:
+        sel = SELECTORS[s.name]
+        assert sel in s.source
+        lines.insert(0, f"matches {sel} 2")
+        for agg in s.aggregations:
+            if agg.type != "histogram":
+                continue
+            unit = 1e-6 if agg.scale == 1e-6 else 1e-9
+            edges = [round(le / unit) + d for le in agg.le for d in (-1, 0, 1)]
+            values = edges + [int(10 ** rng.uniform(0, 10.5) * 1e-9 / unit) for _ in range(200)]
+            keys, labels = [], []
+            for k in agg.keys:
+                if k.kind == "zoneid":
+                    keys.append("z:3")
+                    labels.append(WEB)
+                elif k.allow is not None:
+                    keys.append(f"s:{k.allow[0]}")
+                    labels.append(str(k.allow[0]))
+                else:
+                    keys.append("s:zones")
+                    labels.append("zones")
+            key = " ".join(keys)
+            recorded = " ".join(str(v - agg.offset) for v in values)
+            params = " ".join(map(str, agg.params))
+            lines.append(f"rec {sel} {agg.name} {agg.function} {params} | {key} | {recorded}")
+            lines.append(f"rec {sel} {agg.sum} sum | {key} | " + " ".join(map(str, values)))
+            expected[(agg.metric, tuple(labels))] = values
+    lines.append(f"rec {SELECTORS['cpucaps']} cpucaps_throttles count | z:3 | 0 0 0")
+    lines.append(f"rec {SELECTORS['zil']} zil_bytes sum | s:zones z:3 | 8192 4096")
+    sc = Scenario(tmp_path).write("\n".join(lines) + "\n")
+    argv = [sys.executable, "-m", "dtagent.dtrace.worker", "--libdtrace", str(library()),
+            "--interval", "0.05"]  # fmt: skip
+    for s in specs:
+        argv += ["--script", str(s.path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(sc.env(), PYTHONPATH=str(ROOT)))  # fmt: skip
+    try:
+        records = _read_until_tick(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    statuses = {r["script"]: r["status"] for r in records if "status" in r}
+    assert statuses == {s.name: "running" for s in specs}
+
+    acc = Accumulator(specs, overrides={"syscall_by_name": True})
+    acc.apply(records, ZONES)
+    fams = {f.spec.name: f for f in acc.families()}
+    assert acc.rejected.get("invalid", 0) == 0
+    for (metric, labels), values in expected.items():
+        agg = next(a for s in specs for a in s.aggregations if a.metric == metric)
+        series = {lab: (cum, total, count) for lab, cum, total, count in
+                  fams[metric].hist_samples}  # fmt: skip
+        cum, total, count = series[labels]
+        bounds = [round(le / agg.scale) for le in agg.le]
+        assert list(cum) == [sum(1 for v in values if v <= b) for b in bounds], metric
+        assert count == len(values)
+        assert total == pytest.approx(sum(values) * agg.scale)
+    text = render(acc.families()).decode()
+    got = samples(text)
+    assert got[("illumos_zone_cpucaps_throttles_total", frozenset({("zonename", WEB)}))] == 3
+    bytes_key = frozenset({("pool", "zones"), ("zonename", WEB)})
+    assert got[("illumos_zfs_zil_committed_bytes_total", bytes_key)] == 12288
