@@ -443,3 +443,33 @@ def test_live_agent_runs_the_supervised_worker(
         rt.close()
         klib.stub_reset()
     assert sc.calls()[-1] == "close"
+
+
+def test_worker_with_nothing_to_trace_keeps_reporting(tmp_path: Path, lib_path: str) -> None:
+    sc = _scenario(tmp_path, "compile_fail stub:every syntax error near line 3\n")
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
+    try:
+        records = read_until_tick(proc, 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert records[0] == {"script": "every", "status": "failed",
+                          "message": "syntax error near line 3"}
+    assert "go handlers=drop,err,buffered" not in sc.calls()
+
+
+def test_supervisor_backs_off_exponentially(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    sup = Supervisor(argv, min_backoff=0.1, max_backoff=0.4, hang_timeout=5)
+    started = time.monotonic()
+    sup.start()
+    try:
+        _wait(lambda: sup.restarts >= 5, what="five restarts")
+        elapsed = time.monotonic() - started
+    finally:
+        sup.stop()
+    # waits 0.1, 0.2, 0.4, 0.4 (capped) before the 5th restart is counted
+    assert elapsed >= 1.1
+    assert sup.health().up is False and sup.health().restarts >= 5

@@ -138,8 +138,13 @@ class Worker:
                           f"{len(agg.keys)}; ignored")
             return
         key: list[Any] = []
-        for field, k in zip(entry.keys, agg.keys, strict=True):
-            key.append(field.as_str() if k.kind == "string" else field.as_int())
+        for pos, (field, k) in enumerate(zip(entry.keys, agg.keys, strict=True)):
+            try:
+                key.append(field.as_str() if k.kind == "string" else field.as_int())
+            except ValueError as exc:
+                self.log_once(where, f"{where}: key {pos} is declared {k.kind} but the "
+                              f"script records {len(field.raw)} bytes ({exc}); ignored")
+                return
         record: dict[str, Any] = {"script": spec.name, "agg": entry.name, "key": key}
         expected = "sum" if target.is_sum else agg.function
         if entry.function != expected:
@@ -231,9 +236,11 @@ class Worker:
             self.emit({"script": spec.name, "status": "running"})
         if not self._programs:
             self.log("no D script could be enabled; idling")
-            self.flush()
-            while not self.stopping:
-                time.sleep(min(self.interval, 0.2))
+            self.flush(tick=False)
+            while not self.stopping:  # heartbeats only, so the supervisor sees it alive
+                time.sleep(self.interval)
+                self.ticks += 1
+                self.flush()
             return EXIT_STOPPED
         try:
             handle.go()
