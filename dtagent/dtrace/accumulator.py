@@ -21,7 +21,7 @@ from typing import Any, TypeGuard
 
 import structlog
 
-from dtagent.dtrace.buckets import Buckets, slot_of
+from dtagent.dtrace.buckets import slot_of
 from dtagent.dtrace.spec import AggregationSpec, ScriptSpec
 from dtagent.metrics import MetricFamily, MetricSpec
 
@@ -136,6 +136,20 @@ class _Agg:
         self.le_idx = spec.le_buckets
         self.zone_pos = next((i for i, k in enumerate(spec.keys) if k.kind == "zoneid"), None)
         self.seen: list[set[str]] = [set() for _ in spec.keys]
+        # bucket lower bound → le slot (None: not a boundary), filled as records come
+        self.slots: dict[int | None, int | None] = {}
+
+    def slot_of_lower(self, lo: int | None) -> int | None:
+        try:
+            return self.slots[lo]
+        except KeyError:
+            pass
+        assert self.buckets is not None
+        index = self.buckets.index_of_lower(lo)
+        slot = None if index is None else slot_of(self.le_idx, index)
+        if len(self.slots) < 100_000:
+            self.slots[lo] = slot
+        return slot
 
     def new_series(self) -> _Series:
         if self.spec.type == "histogram":
@@ -340,10 +354,10 @@ class Accumulator:
                 lo, n = pair
                 if not (lo is None or _is_int(lo)) or not _is_int(n) or n < 0:
                     raise _Invalid("bucket lo must be an integer or null, n a count")
-                index = _index_of_lower(agg.buckets, lo)
-                if index is None:
+                slot = agg.slot_of_lower(lo)
+                if slot is None:
                     raise _Invalid(f"lo {lo} is not a bucket boundary of {fn}{agg.spec.params}")
-                slots.append((slot_of(agg.le_idx, index), n))
+                slots.append((slot, n))
             series = self._series(agg, labels, zone)
             if series is None:
                 return
@@ -443,10 +457,6 @@ class Accumulator:
 
 def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _index_of_lower(b: Buckets, lo: int | None) -> int | None:
-    return b.index_of_lower(lo)
 
 
 def _short(rec: Any) -> str:
