@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from dtagent.config import load
 from dtagent.dtrace import buckets as bk
 from dtagent.dtrace.accumulator import Accumulator
 from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas
-from dtagent.dtrace.spec import ScriptSpec, load_script
+from dtagent.dtrace.spec import AggregationSpec, KeySpec, ScriptSpec, load_script
 from dtagent.exposition import render
 from dtagent.metrics import MetricFamily
 from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import NoCommands
 from dtagent.sources.replay import ReplaySource
+from tests.test_dtrace_buckets import schemes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
 EVERY = load_script(FIXTURES / "every.d")
@@ -330,3 +332,49 @@ def test_runtime_replay_wiring(tmp_path: Path) -> None:
     cfg.write_text(f'[sources]\nreplay = {json.dumps(str(path))}\n[dtrace]\nenabled = false\n')
     assert runtime.build(load(cfg), replay_frame=-1).agent.dtrace is None
     assert bk.INT64_MAX > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_random_schemes_are_exact_through_the_accumulator(data: st.DataObject) -> None:
+    """Random quantize/lquantize/llquantize parameters, scale, offset and le: every
+    value is counted in exactly the buckets whose le >= it; _count and _sum agree."""
+    b = data.draw(schemes())
+    scale = data.draw(st.sampled_from([1.0, 1e-9, 1e-6, 1e-3, 0.25]))
+    offset = data.draw(st.integers(-3, 3))
+    picked = sorted(set(data.draw(st.lists(st.integers(0, b.count - 2), min_size=1,
+                                           max_size=6))))
+    picked = [i for i in picked if abs(b.bounds(i)[1]) < 2**50]
+    if not picked:
+        return
+    le = tuple((b.bounds(i)[1] + offset) * scale for i in picked)
+    if any(x >= y for x, y in itertools.pairwise(le)):
+        return
+    agg = AggregationSpec(
+        name="h", function=b.function, params=b.params, metric="t_seconds",
+        type="histogram", help="h", scale=scale, offset=offset, sum="h_sum", le=le,
+        keys=(KeySpec("zoneid", "zonename"),), le_buckets=bk.le_indexes(b, le, scale, offset),
+    )
+    script = ScriptSpec(name="s", path=Path("s.d"), source="", description="s", providers=(),
+                        fbt=False, probes=(), enabled=True, overhead="", caveats="",
+                        options={}, aggregations=(agg,))
+    lo_v = bk.INT32_MIN + 3 if b.function == "lquantize" else -(2**50)
+    hi_v = bk.INT32_MAX - 3 if b.function == "lquantize" else 2**50
+    edges = [b.bounds(i)[1] + offset + d for i in picked for d in (-1, 0, 1)]
+    values = data.draw(st.lists(st.one_of(st.integers(lo_v, hi_v), st.sampled_from(edges)),
+                                min_size=1, max_size=30))
+    acc = Accumulator([script])
+    counts: dict[int, int] = {}
+    for v in values:
+        i = b.index(v - offset)
+        counts[i] = counts.get(i, 0) + 1
+    acc.apply([
+        {"script": "s", "agg": "h", "key": [1], "buckets": [[b.lower(i), n] for i, n in
+                                                             counts.items()]},
+        {"script": "s", "agg": "h_sum", "key": [1], "value": sum(values)},
+    ], {1: "z"})
+    ((_, cum, total, count),) = fams(acc)["t_seconds"].hist_samples
+    assert list(cum) == [sum(1 for v in values if v <= b.bounds(i)[1] + offset)
+                         for i in picked]
+    assert count == len(values)
+    assert total == pytest.approx(sum(values) * scale, rel=1e-9, abs=1e-12)
