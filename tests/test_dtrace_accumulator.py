@@ -289,6 +289,10 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
     assert samples(f["dtagent_dtrace_last_delta_age_seconds"]) == {(): 3.0}
     f = {x.name: x for x in prov.families(snap({3: "web"}))}
     assert list(hists(f["test_syscall_latency_seconds"])) == [("web",)]
+    # zone 0 is the global zone even when no zones:0 kstat is seen
+    prov.source.batches = [lat_record(0, [1500])]  # type: ignore[attr-defined]
+    f = {x.name: x for x in prov.families(snap({3: "web"}))}
+    assert sorted(hists(f["test_syscall_latency_seconds"])) == [("global",), ("web",)]
 
 
 def test_replay_shows_histograms(tmp_path: Path) -> None:

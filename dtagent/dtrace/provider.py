@@ -24,6 +24,8 @@ from dtagent.zonemap import running_zones
 
 log = structlog.get_logger("dtagent.dtrace")
 
+GLOBAL_ZONEID = 0  # illumos usr/src/uts/common/sys/zone.h
+
 WORKER_UP = MetricSpec(
     "dtagent_dtrace_worker_up",
     "gauge",
@@ -117,6 +119,9 @@ class DTraceMetrics:
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = running_zones(snap.kstats)
+        if zones and GLOBAL_ZONEID not in zones:
+            # the global zone always runs, with a fixed id (sys/zone.h GLOBAL_ZONEID)
+            zones[GLOBAL_ZONEID] = "global"
         records = self._held + self.source.take()
         self._held = []
         if zones:
