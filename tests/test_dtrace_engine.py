@@ -473,3 +473,24 @@ def test_supervisor_backs_off_exponentially(tmp_path: Path) -> None:
     # waits 0.1, 0.2, 0.4, 0.4 (capped) before the 5th restart is counted
     assert elapsed >= 1.1
     assert sup.health().up is False and sup.health().restarts >= 5
+
+
+def test_a_worker_that_polls_too_rarely_is_bricked_and_exits(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """The kernel deadman kills an enabling nobody polls; the worker reports it and
+    exits 3 so the supervisor restarts it (polling every second keeps it alive)."""
+    sc = _scenario(tmp_path, SETUP)
+    env = dict(env_for(sc), DTRACE_STUB_DEADMAN="0.2")
+    res = subprocess.run(worker_argv(lib_path, SCRIPTS[:1], interval=0.5), capture_output=True,
+                         text=True, env=env, timeout=30, check=False)
+    assert res.returncode == 3
+    assert "dtrace_work failed: Abort due to systemic unresponsiveness" in res.stderr
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1], interval=0.05),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        read_until_tick(proc, 10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0

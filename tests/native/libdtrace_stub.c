@@ -58,7 +58,9 @@
  *   hang                          block forever in dtrace_work
  *   done                          dtrace_work returns DTRACE_WORKSTATUS_DONE
  *
- * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each.
+ * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each. With
+ * $DTRACE_STUB_DEADMAN set (seconds), a status request later than that after the
+ * previous one fails with EDT_BRICKED, as the kernel's deadman would make it.
  */
 
 #define _POSIX_C_SOURCE 200809L
@@ -473,6 +475,7 @@ llquantize_bucket(uint16_t factor, uint16_t low, uint16_t high, uint16_t nsteps,
 #define EDT_ERRABORT (EDT_BASE + 54)
 #define EDT_VERSION (EDT_BASE + 0)
 #define EDT_NOTACTIVE (EDT_BASE + 70)
+#define EDT_BRICKED (EDT_BASE + 60)
 
 #define MAXKEYS 8
 
@@ -545,7 +548,34 @@ struct dtrace_hdl {
 	int err_before_go;
 	dtrace_handle_buffered_f *buf_f;
 	uint64_t drop_totals[16];
+	double last_poll; /* CLOCK_MONOTONIC seconds of the last status request */
 };
+
+#include <time.h>
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	(void) clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+}
+
+/*
+ * The kernel's deadman (dtrace.c dtrace_state_deadman): an enabling whose consumer
+ * has not asked for status for too long is killed, and libdtrace then reports
+ * EDT_BRICKED. $DTRACE_STUB_DEADMAN (seconds) stands in for dtrace_deadman_user.
+ */
+static int
+bricked(dtrace_hdl_t *dtp)
+{
+	const char *limit = getenv("DTRACE_STUB_DEADMAN");
+	double now = now_seconds(), gap = now - dtp->last_poll;
+
+	dtp->last_poll = now;
+	return (limit != NULL && dtp->active && gap > atof(limit));
+}
 
 static void
 stub_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -769,6 +799,7 @@ dtrace_errmsg(dtrace_hdl_t *dtp, int error)
 	case EDT_DROPABORT: return ("Abort due to drop");
 	case EDT_ERRABORT: return ("Abort due to error");
 	case EDT_NOTACTIVE: return ("Tracing is not yet active");
+	case EDT_BRICKED: return ("Abort due to systemic unresponsiveness");
 	default: break;
 	}
 	if (error < EDT_BASE)
@@ -895,6 +926,7 @@ dtrace_go(dtrace_hdl_t *dtp)
 	stub_log("go handlers=%s%s%s", dtp->drop_f ? "drop," : "", dtp->err_f ? "err," : "",
 	    dtp->buf_f ? "buffered" : "");
 	dtp->active = 1;
+	dtp->last_poll = now_seconds();
 	return (0);
 }
 
@@ -944,6 +976,8 @@ dtrace_status(dtrace_hdl_t *dtp)
 	stub_log("status");
 	if (!dtp->active)
 		return (DTRACE_STATUS_NONE);
+	if (bricked(dtp))
+		return (set_err(dtp, EDT_BRICKED));
 	return (dtp->stopped ? DTRACE_STATUS_STOPPED : DTRACE_STATUS_OKAY);
 }
 
@@ -1278,6 +1312,11 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 	stub_log("work %d", dtp->ticks);
 	if (!dtp->active) {
 		set_err(dtp, EDT_NOTACTIVE);
+		return (DTRACE_WORKSTATUS_ERROR);
+	}
+	if (bricked(dtp)) {
+		stub_log("bricked");
+		set_err(dtp, EDT_BRICKED);
 		return (DTRACE_WORKSTATUS_ERROR);
 	}
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
