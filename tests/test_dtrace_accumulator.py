@@ -278,6 +278,7 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
             return WorkerHealth(True, 2, 100.0)
 
     prov = DTraceMetrics(Accumulator([EVERY]), Source(), clock=lambda: 103.0)
+    prov.recording = []
 
     def snap(zones: dict[int, str]) -> HostSnapshot:
         return HostSnapshot(kstats=KstatSnapshot(_zones_kstats(zones)), commands=NoCommands(),
@@ -289,6 +290,7 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
     assert samples(f["dtagent_dtrace_last_delta_age_seconds"]) == {(): 3.0}
     f = {x.name: x for x in prov.families(snap({3: "web"}))}
     assert list(hists(f["test_syscall_latency_seconds"])) == [("web",)]
+    assert prov.recording == lat_record(3, [1500])  # what dtagent capture records
     # zone 0 is the global zone even when no zones:0 kstat is seen
     prov.source.batches = [lat_record(0, [1500])]  # type: ignore[attr-defined]
     f = {x.name: x for x in prov.families(snap({3: "web"}))}

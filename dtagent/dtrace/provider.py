@@ -116,13 +116,18 @@ class DTraceMetrics:
         self._held: list[dict[str, Any]] = []
         self._lost_seen = 0
         self.supervisor: Any = None  # set by live_provider
+        # when a list: every record taken from the source is appended (dtagent capture)
+        self.recording: list[dict[str, Any]] | None = None
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = running_zones(snap.kstats)
         if zones and GLOBAL_ZONEID not in zones:
             # the global zone always runs, with a fixed id (sys/zone.h GLOBAL_ZONEID)
             zones[GLOBAL_ZONEID] = "global"
-        records = self._held + self.source.take()
+        taken = self.source.take()
+        if self.recording is not None:
+            self.recording.extend(r for r in taken if "tick" not in r)
+        records = self._held + taken
         self._held = []
         if zones:
             self.accumulator.apply(records, zones)
