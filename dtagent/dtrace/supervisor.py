@@ -3,8 +3,9 @@
 The worker writes JSON lines (docs/bundle-dtrace.md) and a ``{"tick": N}`` line after
 each walk. The supervisor's reader thread turns them into batches; a worker that
 exits is restarted after an exponential backoff (reset once a worker has run well
-for a while); one that writes no tick for ``hang_timeout`` seconds is killed
-(SIGTERM, then SIGKILL) and restarted. Deltas are only ever added by the accumulator,
+for a while); one that writes no tick for ``hang_timeout`` seconds (``start_timeout``
+before its first tick: compiling takes a while) is killed (SIGTERM, then SIGKILL) and
+restarted. Deltas are only ever added by the accumulator,
 so counters stay monotonic across restarts.
 """
 
@@ -34,6 +35,7 @@ class Supervisor:
         argv: Sequence[str],
         *,
         hang_timeout: float = 15.0,
+        start_timeout: float = 120.0,
         min_backoff: float = 1.0,
         max_backoff: float = 60.0,
         healthy_after: float = 60.0,
@@ -44,6 +46,9 @@ class Supervisor:
     ) -> None:
         self.argv = list(argv)
         self.hang_timeout = hang_timeout
+        # compiling many scripts (CTF, D libraries) can take a while before the first tick
+        self.start_timeout = max(start_timeout, hang_timeout)
+        self._beats_this_run = 0
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.healthy_after = healthy_after
@@ -76,7 +81,8 @@ class Supervisor:
         with self._lock:
             proc = self._proc
             alive = proc is not None and proc.poll() is None
-            fresh = self._clock() - self._last_beat <= self.hang_timeout
+            limit = self.hang_timeout if self._beats_this_run else self.start_timeout
+            fresh = self._clock() - self._last_beat <= limit
             return WorkerHealth(alive and fresh, self.restarts, self._last_batch_wall, self.lost)
 
     # --------------------------------------------------------------- control
@@ -132,6 +138,7 @@ class Supervisor:
         with self._lock:
             self._proc = proc
             self._last_beat = self._clock()
+            self._beats_this_run = 0
             self.starts += 1
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
@@ -146,8 +153,9 @@ class Supervisor:
                 if proc.poll() is not None:
                     reason = f"the worker exited with status {proc.returncode}"
                     break
-                if self._clock() - self._last_beat > self.hang_timeout:
-                    reason = f"no report from the worker for {self.hang_timeout:g} s (hung)"
+                limit = self.hang_timeout if self._beats_this_run else self.start_timeout
+                if self._clock() - self._last_beat > limit:
+                    reason = f"no report from the worker for {limit:g} s (hung)"
                     break
                 self._wake.wait(0.2)
         self._terminate(proc, graceful=self._stopping.is_set())
@@ -196,6 +204,7 @@ class Supervisor:
                     self._queue(self._batch)
                     self._batch = []
                     self._last_beat = self._clock()
+                    self._beats_this_run += 1
                     self._last_batch_wall = time.time()
                     self._wake.notify_all()
                 else:
