@@ -494,3 +494,15 @@ def test_a_worker_that_polls_too_rarely_is_bricked_and_exits(
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_supervisor_waits_longest_when_libdtrace_is_unusable(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys; sys.exit(4)"]
+    sup = Supervisor(argv, min_backoff=0.05, max_backoff=0.6, hang_timeout=5)
+    sup.start()
+    try:
+        time.sleep(1.0)
+        restarts = sup.restarts
+    finally:
+        sup.stop()
+    assert 1 <= restarts <= 2  # 0.6 s between attempts, not 0.05, 0.1, 0.2 ...

@@ -26,6 +26,8 @@ from dtagent.dtrace.provider import WorkerHealth
 
 log = structlog.get_logger("dtagent.dtrace")
 
+EXIT_NO_LIBRARY = 4  # dtagent.dtrace.worker: libdtrace cannot be loaded or opened
+
 
 class Supervisor:
     """The worker's lifecycle; a :class:`~dtagent.dtrace.provider.DeltaSource`."""
@@ -69,6 +71,7 @@ class Supervisor:
         self.lost = 0
         self.starts = 0
         self._bad_lines = 0
+        self._last_exit: int | None = None
 
     # ------------------------------------------------------------ DeltaSource
 
@@ -116,6 +119,8 @@ class Supervisor:
                 failures = 0
             delay = min(self.max_backoff, self.min_backoff * (2**failures))
             failures += 1
+            if self._last_exit == EXIT_NO_LIBRARY:
+                delay = self.max_backoff  # no libdtrace or no privileges: not transient
             with self._lock:
                 self.restarts += 1
             log.warning("DTrace worker restarting", reason=reason, ran_seconds=round(ran, 1),
@@ -148,10 +153,12 @@ class Supervisor:
         for t in readers:
             t.start()
         reason = ""
+        self._last_exit = None
         with self._wake:
             while not self._stopping.is_set():
                 if proc.poll() is not None:
                     reason = f"the worker exited with status {proc.returncode}"
+                    self._last_exit = proc.returncode
                     break
                 limit = self.hang_timeout if self._beats_this_run else self.start_timeout
                 if self._clock() - self._last_beat > limit:
