@@ -1,15 +1,15 @@
 """What the agent calls at each scrape: queued deltas applied, families returned.
 
 The deltas come from a :class:`DeltaSource`: the supervised worker on a live host, or
-a replayed bundle. They are applied with the zone map of the scrape's own kstat
+a replayed bundle. Live deltas are applied with the zone map of the scrape's own kstat
 snapshot (``zones:<id>`` kstats), so zone names are those of the moment the scrape
-sees.
+sees; a replayed frame's deltas with the zone map of that frame.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,10 +19,18 @@ from dtagent.config import Config
 from dtagent.dtrace.accumulator import SRC, Accumulator
 from dtagent.dtrace.spec import ScriptSpec, SpecError, load_scripts, script_dirs
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import HostSnapshot, KstatSnapshot
 from dtagent.zonemap import running_zones
 
 log = structlog.get_logger("dtagent.dtrace")
+
+
+def zone_map(kstats: KstatSnapshot) -> dict[int, str]:
+    """Running zones by id, with the global zone (its id is fixed) whenever any runs."""
+    zones = running_zones(kstats)
+    if zones and GLOBAL_ZONEID not in zones:
+        zones[GLOBAL_ZONEID] = "global"
+    return zones
 
 GLOBAL_ZONEID = 0  # illumos usr/src/uts/common/sys/zone.h
 
@@ -71,18 +79,40 @@ class DeltaSource(Protocol):
 
 
 class ReplayDeltas:
-    """Deltas of a replayed bundle, frame by frame as the replay advances."""
+    """Deltas of a replayed bundle, frame by frame as the replay advances.
 
-    def __init__(self, replay: Any, clock: Callable[[], float] = time.time) -> None:
+    Each frame's records come with that frame's zone map (see :meth:`batches`), and
+    records of scripts that are not enabled are left out, as a live worker would
+    not run them.
+    """
+
+    def __init__(
+        self,
+        replay: Any,
+        clock: Callable[[], float] = time.time,
+        scripts: Collection[str] | None = None,
+    ) -> None:
         self._replay = replay
         self._clock = clock
         self._last: float | None = None
+        self._scripts = None if scripts is None else frozenset(scripts)
+
+    def _wanted(self, rec: dict[str, Any]) -> bool:
+        # Aggregation records of a script that is off; drops and errors always count.
+        return self._scripts is None or "agg" not in rec or rec.get("script") in self._scripts
+
+    def batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
+        """(records, zone map of their frame) for every frame reached since the last call."""
+        out = []
+        for frame in self._replay.dtrace_frames():
+            zones = zone_map(KstatSnapshot(ks for ks in frame.kstats if ks.module == "zones"))
+            out.append(([r for r in frame.dtrace if self._wanted(r)], zones))
+        if out:
+            self._last = self._clock()
+        return out
 
     def take(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = self._replay.dtrace_deltas()
-        if records:
-            self._last = self._clock()
-        return records
+        return [rec for records, _ in self.batches() for rec in records]
 
     def health(self) -> WorkerHealth:
         return WorkerHealth(True, 0, self._last)
@@ -120,13 +150,19 @@ class DTraceMetrics:
         self.recording: list[dict[str, Any]] | None = None
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
-        zones = running_zones(snap.kstats)
-        if zones and GLOBAL_ZONEID not in zones:
-            # the global zone always runs, with a fixed id (sys/zone.h GLOBAL_ZONEID)
-            zones[GLOBAL_ZONEID] = "global"
-        taken = self.source.take()
-        if self.recording is not None:
-            self.recording.extend(r for r in taken if "tick" not in r)
+        zones = zone_map(snap.kstats)
+        batches: list[tuple[list[dict[str, Any]], dict[int, str]]] = []
+        if isinstance(self.source, ReplayDeltas):
+            batches = self.source.batches()
+        # live deltas (and a scrape with none) go with the scrape's own zones
+        batches = batches or [(self.source.take(), {})]
+        for taken, batch_zones in batches:
+            if self.recording is not None:
+                self.recording.extend(r for r in taken if "tick" not in r)
+            self._apply(taken, batch_zones or zones)
+        return self._report()
+
+    def _apply(self, taken: list[dict[str, Any]], zones: dict[int, str]) -> None:
         records = self._held + taken
         self._held = []
         if zones:
@@ -141,6 +177,8 @@ class DTraceMetrics:
                 )
                 records = records[lost:]
             self._held = records
+
+    def _report(self) -> list[MetricFamily]:
         health = self.source.health()
         if health.lost > self._lost_seen:
             rejected = self.accumulator.rejected
@@ -174,11 +212,13 @@ def load_config_scripts(config: Config) -> tuple[list[ScriptSpec], list[SpecErro
 
 
 def replay_provider(config: Config, replay: Any) -> DTraceMetrics:
+    from dtagent.dtrace.spec import enabled_scripts
+
     specs, _ = load_config_scripts(config)
-    acc = Accumulator(
-        specs, config.get("dtrace", "series_cap"), overrides=config.get("dtrace", "scripts")
-    )
-    return DTraceMetrics(acc, ReplayDeltas(replay))
+    overrides = config.get("dtrace", "scripts")
+    acc = Accumulator(specs, config.get("dtrace", "series_cap"), overrides=overrides)
+    running = [s.name for s in enabled_scripts(specs, overrides)]
+    return DTraceMetrics(acc, ReplayDeltas(replay, scripts=running))
 
 
 def live_provider(config: Config) -> DTraceMetrics:

@@ -99,15 +99,25 @@ class ReplaySource:
         with self._lock:
             return self._times[self._current()]
 
-    def dtrace_deltas(self) -> list[dict[str, Any]]:
-        """DTrace delta records of every frame reached since the last call."""
+    def dtrace_frames(self) -> list[Frame]:
+        """Every frame with DTrace deltas reached since the last call, in order.
+
+        Each frame's deltas belong with that frame's zones: a zone that halted since
+        has no name in a later frame, and its id may belong to another zone by then.
+        """
         with self._lock:
             index = self._current()
-            out: list[dict[str, Any]] = []
-            for i in range(self._dtrace_sent + 1, index + 1):
-                out.extend(self.frames[i].dtrace)
+            out = [
+                self.frames[i]
+                for i in range(self._dtrace_sent + 1, index + 1)
+                if self.frames[i].dtrace
+            ]
             self._dtrace_sent = max(self._dtrace_sent, index)
             return out
+
+    def dtrace_deltas(self) -> list[dict[str, Any]]:
+        """DTrace delta records of every frame reached since the last call."""
+        return [rec for frame in self.dtrace_frames() for rec in frame.dtrace]
 
     def run(
         self,

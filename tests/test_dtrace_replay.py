@@ -1,0 +1,71 @@
+"""Replaying a bundle's DTrace deltas: each frame's deltas go with that frame's zones,
+and scripts that are off contribute nothing, as they would not run on a live host."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dtagent.bundle import read_bundle
+from dtagent.snapshot import Kstat
+from tests.helpers import dtagent
+
+
+@pytest.fixture(scope="module")
+def churned_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated host over ten minutes, long enough for zones to halt and reboot."""
+    path = tmp_path_factory.mktemp("replay") / "churn.bundle"
+    res = dtagent("simulate", "--zones", "12", "--seed", "3", "--duration", "600",
+                  "--out", str(path))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return path
+
+
+def _zone_ids(frame_kstats: list[Kstat]) -> set[int]:
+    return {ks.instance for ks in frame_kstats if ks.module == "zones"}
+
+
+def _value(text: str, series: str) -> float:
+    m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert m, f"{series} not in the scrape"
+    return float(m.group(1))
+
+
+def test_deltas_of_zones_that_left_are_applied_with_their_own_frame(
+    churned_bundle: Path,
+) -> None:
+    frames = read_bundle(churned_bundle).frames
+    gone = _zone_ids(frames[0].kstats) - _zone_ids(frames[-1].kstats)
+    assert gone, "the bundle should have zones that halted or rebooted"
+    # deltas recorded for a zone id that no longer runs at the last frame
+    assert any(
+        rec.get("key", [None])[0] in gone for f in frames[:10] for rec in f.dtrace
+    )
+    out = dtagent("scrape", "--replay", str(churned_bundle))
+    assert out.returncode == 0, out.stderr
+    assert _value(out.stdout, 'dtagent_dtrace_records_rejected_total{reason="unknown_zone"}') == 0
+    assert _value(out.stdout, 'dtagent_dtrace_records_rejected_total{reason="invalid"}') == 0
+    # and nothing is exported for a zone that is gone
+    running = set(re.findall(r'^illumos_zone_info\{[^}]*zonename="([^"]+)"[^}]*state="running"',
+                             out.stdout, re.M))
+    latency_zones = set(re.findall(r'^illumos_zone_runq_latency_seconds_count\{zonename="([^"]+)"',
+                                   out.stdout, re.M))
+    assert latency_zones and latency_zones <= running | {"global"}
+
+
+def test_a_script_that_is_off_contributes_nothing(churned_bundle: Path, tmp_path: Path) -> None:
+    frames = read_bundle(churned_bundle).frames
+    assert any(rec.get("script") == "syscall_by_name" for f in frames for rec in f.dtrace)
+    off = dtagent("scrape", "--replay", str(churned_bundle))
+    assert off.returncode == 0, off.stderr
+    assert 'dtagent_dtrace_script_enabled{script="syscall_by_name"} 0' in off.stdout
+    assert "illumos_zone_syscall_latency_by_name_seconds_count{" not in off.stdout
+
+    config = tmp_path / "on.toml"
+    config.write_text("[dtrace]\nscripts = { syscall_by_name = true }\n", encoding="utf-8")
+    on = dtagent("scrape", "--config", str(config), "--replay", str(churned_bundle))
+    assert on.returncode == 0, on.stderr
+    assert 'dtagent_dtrace_script_enabled{script="syscall_by_name"} 1' in on.stdout
+    assert "illumos_zone_syscall_latency_by_name_seconds_count{" in on.stdout
