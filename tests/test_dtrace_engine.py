@@ -506,3 +506,35 @@ def test_supervisor_waits_longest_when_libdtrace_is_unusable(tmp_path: Path) -> 
     finally:
         sup.stop()
     assert 1 <= restarts <= 2  # 0.6 s between attempts, not 0.05, 0.1, 0.2 ...
+
+
+def _statuses(tmp_path: Path, lib_path: str, scenario: str) -> dict[str, Any]:
+    tmp_path.mkdir()
+    sc = _scenario(tmp_path, scenario + "tick 1\n")
+    proc = subprocess.Popen(worker_argv(lib_path, [FIXTURES / "optional.d", *SCRIPTS[1:]]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(sc))
+    try:
+        records = read_until_tick(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    return {r["script"]: r for r in records if "status" in r}
+
+
+def test_required_probes_decide_and_optional_ones_may_be_missing(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """A script's listed probes must exist; its other clauses compile with zdefs."""
+    missing_optional = _statuses(tmp_path / "a", lib_path,
+                                 SETUP + "no_probe fbt::optional_fn:entry\n")
+    assert missing_optional["optional"]["status"] == "running"
+    # a script that lists no required probes needs every probe it names
+    assert missing_optional["broken"]["status"] == "failed"
+
+    missing_required = _statuses(tmp_path / "b", lib_path,
+                                 SETUP + "no_probe fbt::required_fn:entry\n")
+    assert missing_required["optional"]["status"] == "failed"
+    assert ("probe description fbt::required_fn:entry does not match any probes"
+            in missing_required["optional"]["message"])
+    assert missing_required["other"]["status"] == "running"

@@ -223,7 +223,7 @@ class Worker:
         next_epid = 1
         for spec in self.specs:
             try:
-                program = handle.exec(handle.compile(spec.name, spec.source))
+                program = handle.exec(handle.compile(spec.name, spec.source, _cflags(handle, spec)))
             except ld.DTraceError as exc:
                 self.log(f"script {spec.name} not enabled: {exc}")
                 self.emit({"script": spec.name, "status": "failed", "message": str(exc)})
@@ -317,6 +317,20 @@ def check_scripts(lib_path: str, specs: Sequence[ScriptSpec]) -> list[tuple[str,
     finally:
         handle.close()
 
+def _cflags(handle: ld.Handle, spec: ScriptSpec) -> int:
+    """Compiler flags for ``spec``, after checking that its required probes exist.
+
+    A script that lists its required ``probes`` is compiled with DTRACE_C_ZDEFS, so
+    its optional clauses (an fbt function some platform images lack) match nothing
+    instead of failing the whole script; the required ones are checked first, with
+    a program of just those probe descriptions compiled without it. A script that
+    lists none needs every probe it names.
+    """
+    if not spec.probes:
+        return 0
+    handle.compile(f"{spec.name} (required probes)", ",\n".join(spec.probes) + "\n{}\n")
+    return ld.DTRACE_C_ZDEFS
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dtagent.dtrace.worker")
@@ -340,3 +354,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -44,6 +44,10 @@
  *   open_fail ERRNO               dtrace_open fails with this errno
  *   matches SEL N                 the program whose text contains SEL matches N probes
  *   compile_fail SEL MESSAGE...   compiling a program containing SEL fails
+ *   no_probe PROBE                PROBE does not exist on this "platform image": a
+ *                                 program naming it fails to compile with the
+ *                                 compiler's D_PDESC_ZERO message, unless compiled
+ *                                 with DTRACE_C_ZDEFS (then it just matches nothing)
  *   tick N                        following events happen at the N-th dtrace_work
  *   rec SEL AGG FUNC [P...] | KEYS... | VALUES...
  *                                 AGG of program SEL fires once per value; FUNC is
@@ -469,6 +473,7 @@ llquantize_bucket(uint16_t factor, uint16_t low, uint16_t high, uint16_t nsteps,
 
 #define EDT_BASE 1000
 #define EDT_COMPILER (EDT_BASE + 5)
+#define STUB_C_ZDEFS 0x0004 /* usr/src/lib/libdtrace/common/dtrace.h DTRACE_C_ZDEFS */
 #define EDT_NOMEM (EDT_BASE + 9)
 #define EDT_BADOPTNAME (EDT_BASE + 40)
 #define EDT_DROPABORT (EDT_BASE + 51)
@@ -644,7 +649,7 @@ parse_line(char *line, int run, int tick)
 	ev->tick = tick;
 	(void) snprintf(ev->kind, sizeof (ev->kind), "%s", tok);
 	if (strcmp(tok, "matches") == 0 || strcmp(tok, "compile_fail") == 0 ||
-	    strcmp(tok, "error") == 0) {
+	    strcmp(tok, "error") == 0 || strcmp(tok, "no_probe") == 0) {
 		tok = strtok_r(NULL, " ", &save);
 		(void) snprintf(ev->sel, sizeof (ev->sel), "%s", tok ? tok : "");
 		if (strcmp(ev->kind, "matches") == 0) {
@@ -892,6 +897,14 @@ dtrace_program_strcompile(dtrace_hdl_t *dtp, const char *text, dtrace_probespec_
 	if ((ev = find_rule(dtp, "compile_fail", text)) != NULL) {
 		(void) snprintf(dtp->errmsg, sizeof (dtp->errmsg), "%s", ev->message);
 		stub_log("compile failed: %s", ev->message);
+		dtp->err = EDT_COMPILER;
+		return (NULL);
+	}
+	/* dt_cc.c: an unmatched probe description is an error unless DTRACE_C_ZDEFS. */
+	if ((ev = find_rule(dtp, "no_probe", text)) != NULL && !(cflags & STUB_C_ZDEFS)) {
+		(void) snprintf(dtp->errmsg, sizeof (dtp->errmsg),
+		    "probe description %s does not match any probes", ev->sel);
+		stub_log("compile failed: no probe %s", ev->sel);
 		dtp->err = EDT_COMPILER;
 		return (NULL);
 	}
