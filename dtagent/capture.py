@@ -11,11 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
 from dtagent.agent import KstatProvider
 from dtagent.bundle import BundleWriter, Frame
+from dtagent.dtrace.provider import DTraceMetrics
 from dtagent.runtime import Runtime
 from dtagent.snapshot import CommandResult, CommandSource, KstatSnapshot
 
@@ -71,17 +73,36 @@ def capture(
     agent.kstat_provider = kstats
     agent.commands = commands
     agent.reuse_within = 0.0
+    # The DTrace provider hands every delta record it takes to this list, so each
+    # frame carries the deltas that arrived since the previous one.
+    dtrace_records: list[dict[str, Any]] | None = None
+    if isinstance(agent.dtrace, DTraceMetrics):
+        dtrace_records = agent.dtrace.recording = []
     stop = stop or threading.Event()
     with BundleWriter(out, source="capture", mode=runtime.mode) as writer:
         for i in range(count):
             started = time.monotonic()
             commands.recorded = []
+            if dtrace_records is not None:
+                dtrace_records.clear()
             agent.collect()
             snap = kstats.last or KstatSnapshot()
+            dtrace = list(dtrace_records or ())
             writer.write(
-                Frame(time=snap.time or clock(), kstats=list(snap), commands=commands.recorded)
+                Frame(
+                    time=snap.time or clock(),
+                    kstats=list(snap),
+                    commands=commands.recorded,
+                    dtrace=dtrace,
+                )
             )
-            log.info("frame captured", frame=i, kstats=len(snap), commands=len(commands.recorded))
+            log.info(
+                "frame captured",
+                frame=i,
+                kstats=len(snap),
+                commands=len(commands.recorded),
+                dtrace_records=len(dtrace),
+            )
             if i + 1 < count and stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 break
         return writer.frames

@@ -538,3 +538,66 @@ def test_required_probes_decide_and_optional_ones_may_be_missing(
     assert ("probe description fbt::required_fn:entry does not match any probes"
             in missing_required["optional"]["message"])
     assert missing_required["other"]["status"] == "running"
+
+
+def test_capture_records_the_live_deltas_and_replays_them(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dtagent capture on an 'illumos' host puts each frame's DTrace deltas in the
+    bundle; replaying it gives the histograms and counters the live agent showed."""
+    from dtagent.bundle import read_bundle
+    from dtagent.capture import capture
+    from dtagent.config import load
+    from dtagent.exposition import render
+    from dtagent.runtime import build
+    from tests.native import build_shared
+    from tests.native.kstat_stub import load_kstats, open_stub
+
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0 0
+rec stub:every lat llquantize 10 3 9 10 | z:3 | 999 1499
+rec stub:every lat_sum sum | z:3 | 1000 1500
+tick 2
+rec stub:every calls count | z:3 s:read | 0
+""")
+    sc.apply(monkeypatch)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    klib = open_stub()
+    klib.stub_reset()
+    load_kstats(klib, [Kstat("zones", zid, name, "zone_misc", data={"zonename": name})
+                       for zid, name in {0: "global", 3: "web"}.items()])
+    common = f"[dtrace]\nscript_dirs = [{str(FIXTURES)!r}]\n"
+    live_cfg = tmp_path / "live.toml"
+    live_cfg.write_text(
+        '[sources]\nplatform = "illumos"\n'
+        f"libkstat = {str(build_shared('libkstat_stub.c'))!r}\n"
+        + common + f"libdtrace = {lib_path!r}\n"
+    )
+    bundle = tmp_path / "host.bundle"
+    rt = build(load(live_cfg))
+    try:
+        want = 'test_syscalls_total{zonename="web",syscall="read"} 5'
+        _wait(lambda: want in render(rt.agent.collect()).decode(), what="both ticks")
+        live = render(rt.agent.collect()).decode()
+        # a fresh runtime, so the bundle holds every delta from the first frame on
+        rt.close()
+        sc.apply(monkeypatch)
+        rt = build(load(live_cfg))
+        assert capture(rt, str(bundle), interval=1.0, count=4) == 4
+    finally:
+        rt.close()
+        klib.stub_reset()
+    frames = read_bundle(bundle).frames
+    aggs = [r for f in frames for r in f.dtrace if "agg" in r]
+    assert {"script": "every", "agg": "calls", "key": [3, "read"], "value": 4} in aggs
+    replay_cfg = tmp_path / "replay.toml"
+    replay_cfg.write_text(f'[sources]\nreplay = {str(bundle)!r}\n' + common)
+    replayed = build(load(replay_cfg), replay_frame=-1)
+    try:
+        text = render(replayed.agent.collect()).decode()
+    finally:
+        replayed.close()
+    for line in live.splitlines():
+        if line.startswith(("test_syscalls_total", "test_syscall_latency_seconds")):
+            assert line in text, line
