@@ -30,7 +30,14 @@ def escape_help(text: str) -> str:
 
 def format_value(value: float) -> str:
     """Format a sample value: integers without a fraction, +Inf/-Inf/NaN spelled out."""
-    if isinstance(value, int):
+    if value.__class__ is float:
+        # the common case first: a finite float that is whole (counters, bytes)
+        if value.is_integer():
+            if -1e15 < value < 1e15:
+                return str(int(value))
+        elif value == value and value not in (math.inf, -math.inf):
+            return repr(value)
+    elif isinstance(value, int):
         return str(value)
     if value != value:
         return "NaN"
@@ -60,10 +67,13 @@ def render(families: Iterable[MetricFamily]) -> bytes:
     """Render families (each name once) as text format 0.0.4, UTF-8 encoded.
 
     Families with no samples are left out entirely, so an uncapped zone or an absent
-    kstat produces no HELP/TYPE noise either.
+    kstat produces no HELP/TYPE noise either. Label blocks are built once per scrape
+    and reused: most families of a host repeat the same ``{zonename="…"}``.
     """
     out: list[str] = []
     append = out.append
+    blocks: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    fmt = format_value
     for fam in families:
         if not fam.samples and not fam.hist_samples:
             continue
@@ -72,20 +82,25 @@ def render(families: Iterable[MetricFamily]) -> bytes:
         append(f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n")
         labels = spec.labels
         if spec.type == "histogram":
-            bounds = [format_le(b) for b in spec.buckets]
+            bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+            bucket = f"{name}_bucket"
             for values, cumulative, total, count in fam.hist_samples:
                 block = _label_block(labels, values)
-                prefix = block[:-1] + "," if block else "{"
+                head = bucket + (block[:-1] + "," if block else "{")
                 for bound, cum in zip(bounds, cumulative, strict=True):
-                    append(f'{name}_bucket{prefix}le="{bound}"}} {format_value(cum)}\n')
-                append(f'{name}_bucket{prefix}le="+Inf"}} {format_value(count)}\n')
-                append(f"{name}_sum{block} {format_value(total)}\n")
-                append(f"{name}_count{block} {format_value(count)}\n")
+                    append(f"{head}{bound}{fmt(cum)}\n")
+                n = fmt(count)
+                append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
+                       f"{name}_count{block} {n}\n")
             continue
         if not labels:
             for _, value in fam.samples:
-                append(f"{name} {format_value(value)}\n")
+                append(f"{name} {fmt(value)}\n")
             continue
         for values, value in fam.samples:
-            append(f"{name}{_label_block(labels, values)} {format_value(value)}\n")
+            key = (labels, values)
+            cached = blocks.get(key)
+            if cached is None:
+                cached = blocks[key] = _label_block(labels, values)
+            append(f"{name}{cached} {fmt(value)}\n")
     return "".join(out).encode("utf-8")

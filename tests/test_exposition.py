@@ -87,3 +87,20 @@ def test_any_label_value_and_number_survives_parsing(samples: list[tuple[str, fl
             assert got == value
         else:
             assert math.isclose(got, float(value), rel_tol=1e-15)
+
+
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=8, unique=True))
+def test_label_blocks_shared_across_families_stay_their_own(zones: list[str]) -> None:
+    """Label blocks are reused within a render: every family still gets its own."""
+    g, c, h = GAUGE.family(), COUNTER.family(), HIST.family()
+    for i, z in enumerate(zones):
+        g.add((z, "user"), i)
+        c.add((z,), i + 0.5)
+        h.add_histogram((z,), [i, i, i], float(i), i)
+    parsed = parse(render([g, c, h]))
+    assert [s[1] for s in parsed["t_gauge"]] == [{"zonename": z, "mode": "user"} for z in zones]
+    assert [(s[1], s[2]) for s in parsed["t_ops"]] == [
+        ({"zonename": z}, i + 0.5) for i, z in enumerate(zones)
+    ]
+    counts = [s for s in parsed["t_latency_seconds"] if s[0].endswith("_count")]
+    assert [(s[1], s[2]) for s in counts] == [({"zonename": z}, i) for i, z in enumerate(zones)]
