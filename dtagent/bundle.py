@@ -239,11 +239,14 @@ def _check_header(line: str, path: Path) -> dict[str, Any]:
     return header
 
 
-def read_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read a whole bundle, checking every frame."""
+def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
+    """The frames of a bundle one at a time, checked as they are read.
+
+    For bundles too large to hold in memory; :func:`read_bundle` reads them all.
+    """
     p = Path(path)
     header: dict[str, Any] | None = None
-    frames: list[Frame] = []
+    last: float | None = None
     for lineno, line in enumerate(_lines(p), start=1):
         if header is None:
             header = _check_header(line, p)
@@ -251,14 +254,20 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         if not line.strip():
             continue
         frame = decode_frame(line, f"{p}:{lineno}")
-        if frames and frame.time < frames[-1].time:
+        if last is not None and frame.time < last:
             raise BundleError(f"{p}:{lineno}: frame time goes backwards")
-        frames.append(frame)
+        last = frame.time
+        yield frame
     if header is None:
         raise BundleError(f"{p}: empty bundle")
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read a whole bundle, checking every frame."""
+    frames = list(iter_frames(path))
     if not frames:
-        raise BundleError(f"{p}: bundle has no frames")
-    return Bundle(header=header, frames=frames)
+        raise BundleError(f"{path}: bundle has no frames")
+    return Bundle(header=read_header(path), frames=frames)
 
 
 def command_key(argv: Sequence[str]) -> tuple[str, ...]:

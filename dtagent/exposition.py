@@ -68,10 +68,11 @@ def render(families: Iterable[MetricFamily]) -> bytes:
 
     Families with no samples are left out entirely, so an uncapped zone or an absent
     kstat produces no HELP/TYPE noise either. Label blocks are built once per scrape
-    and reused: most families of a host repeat the same ``{zonename="…"}``.
+    and reused: most families of a host repeat the same ``{zonename="…"}``. Each
+    family is encoded as soon as it is rendered, so the scrape never holds every line
+    as a separate string (nor the whole text widened by one non-ASCII HELP character).
     """
-    out: list[str] = []
-    append = out.append
+    chunks: list[bytes] = []
     blocks: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     fmt = format_value
     for fam in families:
@@ -79,7 +80,8 @@ def render(families: Iterable[MetricFamily]) -> bytes:
             continue
         spec = fam.spec
         name = spec.name
-        append(f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n")
+        out = [f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n"]
+        append = out.append
         labels = spec.labels
         if spec.type == "histogram":
             bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
@@ -92,15 +94,15 @@ def render(families: Iterable[MetricFamily]) -> bytes:
                 n = fmt(count)
                 append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
                        f"{name}_count{block} {n}\n")
-            continue
-        if not labels:
+        elif not labels:
             for _, value in fam.samples:
                 append(f"{name} {fmt(value)}\n")
-            continue
-        for values, value in fam.samples:
-            key = (labels, values)
-            cached = blocks.get(key)
-            if cached is None:
-                cached = blocks[key] = _label_block(labels, values)
-            append(f"{name}{cached} {fmt(value)}\n")
-    return "".join(out).encode("utf-8")
+        else:
+            for values, value in fam.samples:
+                key = (labels, values)
+                cached = blocks.get(key)
+                if cached is None:
+                    cached = blocks[key] = _label_block(labels, values)
+                append(f"{name}{cached} {fmt(value)}\n")
+        chunks.append("".join(out).encode("utf-8"))
+    return b"".join(chunks)

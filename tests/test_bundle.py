@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dtagent.bundle import BundleError, Frame, read_bundle, write_bundle
+from dtagent.bundle import BundleError, Frame, iter_frames, read_bundle, write_bundle
 from dtagent.snapshot import KSTAT_TYPE_IO, CommandResult, Kstat
 from dtagent.sources.replay import ReplaySource
 
@@ -123,3 +123,16 @@ def test_replay_pinned_to_a_frame(tmp_path: Path) -> None:
     assert ReplaySource.open(str(path), frame=-1).time() == 120.0
     with pytest.raises(BundleError, match="no frame 3"):
         ReplaySource.open(str(path), frame=3)
+
+
+def test_frames_stream_one_at_a_time_and_a_bad_line_stops_there(tmp_path: Path) -> None:
+    path = tmp_path / "stream.bundle"
+    header = json.dumps({"format": "dtagent-bundle", "version": 1})
+    good = [json.dumps({"t": float(t), "kstats": []}) for t in (1, 2)]
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join([header, *good, "{broken"]) + "\n")
+    frames = iter_frames(path)
+    assert next(frames).time == 1.0
+    assert next(frames).time == 2.0
+    with pytest.raises(BundleError, match=r"stream.bundle:4: "):
+        next(frames)
