@@ -92,6 +92,17 @@ def _lines(text: str, bad: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
     return out
 
 
+def _checked(zoneid: str, zonename: str, state: str) -> int | str | None:
+    """The zone id of a listed zone (None: not running), or what is wrong with the row."""
+    try:
+        zid = _zoneid(zoneid)
+    except ValueError as exc:
+        return str(exc)
+    if not _ZONENAME.match(zonename) or not _STATE.match(state):
+        return "bad zone name or state"
+    return zid
+
+
 def _zoneid(text: str) -> int | None:
     if text in ("", "-"):
         return None
@@ -110,13 +121,9 @@ def parse_vmadm_list(text: str) -> Parsed[ZoneEntry]:
             continue
         uuid, zonename, zoneid, state, brand, image_uuid, alias = parts
         zonename = zonename or uuid  # vmadm's zonename defaults to the uuid
-        try:
-            zid = _zoneid(zoneid)
-        except ValueError as exc:
-            result.bad.append((lineno, line, str(exc)))
-            continue
-        if not _ZONENAME.match(zonename) or not _STATE.match(state):
-            result.bad.append((lineno, line, "bad zone name or state"))
+        zid = _checked(zoneid, zonename, state)
+        if isinstance(zid, str):
+            result.bad.append((lineno, line, zid))
             continue
         result.rows.append(ZoneEntry(zonename, zid, state, brand, uuid, alias.rstrip(), image_uuid))
     return result
@@ -152,13 +159,9 @@ def parse_zoneadm_list(text: str) -> Parsed[ZoneEntry]:
             result.bad.append((lineno, line, f"{len(parts)} fields, expected at least 7"))
             continue
         zoneid, zonename, state, _zonepath, uuid, brand = parts[:6]
-        try:
-            zid = _zoneid(zoneid)
-        except ValueError as exc:
-            result.bad.append((lineno, line, str(exc)))
-            continue
-        if not _ZONENAME.match(zonename) or not _STATE.match(state):
-            result.bad.append((lineno, line, "bad zone name or state"))
+        zid = _checked(zoneid, zonename, state)
+        if isinstance(zid, str):
+            result.bad.append((lineno, line, zid))
             continue
         result.rows.append(ZoneEntry(zonename, zid, state, brand, uuid))
     return result

@@ -19,6 +19,8 @@ import random
 import zlib
 
 from dtagent.bundle import Frame
+from dtagent.collectors.flow import SHOW_FLOW_ARGV, SHOW_FLOWPROP_ARGV
+from dtagent.collectors.link import MAXBW_ARGV, zone_maxbw_argv
 from dtagent.parsers.network import escape_ofmt, format_bw
 from dtagent.simulate.model import SimHost, SimZone
 from dtagent.snapshot import CommandResult, Kstat
@@ -89,21 +91,6 @@ FLOWS = (
     ("nfs-1", "ixgbe1", 0.3, None, "medium"),
     ("dns-1", "ixgbe0", 0.01, 10_000_000, "low"),
 )
-MAXBW_ARGV = ("dladm", "show-linkprop", "-c", "-o", "link,value", "-p", "maxbw")
-SHOW_FLOW_ARGV = ("flowadm", "show-flow", "-p", "-o", "flow,link")
-SHOW_FLOWPROP_ARGV = (
-    "flowadm",
-    "show-flowprop",
-    "-c",
-    "-o",
-    "flow,property,value",
-    "-p",
-    "maxbw,priority",
-)
-
-
-def zone_maxbw_argv(zonename: str) -> tuple[str, ...]:
-    return ("dladm", "show-linkprop", "-z", zonename, "-c", "-o", "link,value", "-p", "maxbw")
 
 
 def _maxbw_lines(zone: SimZone) -> list[str]:
