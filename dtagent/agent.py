@@ -83,6 +83,9 @@ class Agent:
             now = time.monotonic()
             if self._last is not None and now - self._last[0] < self.reuse_within:
                 return self._last[1]
+            # Let the previous scrape's families go before building the next ones, so
+            # the agent does not hold two scrapes' worth at once.
+            self._last = None
             families = self._collect()
             self._last = (time.monotonic(), families)
             return families
