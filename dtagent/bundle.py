@@ -12,6 +12,8 @@ import gzip
 import json
 import os
 import tempfile
+import threading
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ class Bundle:
     """A header and its frames, in time order."""
 
     header: dict[str, Any]
-    frames: list[Frame]
+    frames: Sequence[Frame]
 
 
 def _encode_kstat(ks: Kstat) -> dict[str, Any]:
@@ -244,7 +246,11 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
 
     For bundles too large to hold in memory; :func:`read_bundle` reads them all.
     """
-    p = Path(path)
+    for frame, _line in _frames_and_lines(Path(path)):
+        yield frame
+
+
+def _frames_and_lines(p: Path) -> Iterator[tuple[Frame, str]]:
     header: dict[str, Any] | None = None
     last: float | None = None
     for lineno, line in enumerate(_lines(p), start=1):
@@ -257,7 +263,7 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
         if last is not None and frame.time < last:
             raise BundleError(f"{p}:{lineno}: frame time goes backwards")
         last = frame.time
-        yield frame
+        yield frame, line
     if header is None:
         raise BundleError(f"{p}: empty bundle")
 
@@ -267,6 +273,53 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     frames = list(iter_frames(path))
     if not frames:
         raise BundleError(f"{path}: bundle has no frames")
+    return Bundle(header=read_header(path), frames=frames)
+
+
+class PackedFrames(Sequence[Frame]):
+    """A bundle's frames kept compressed in memory and decoded when asked for.
+
+    A decoded frame of a large host is tens of megabytes; an hour of them does not
+    fit in an agent's memory, their compressed lines do. Every frame is decoded (and
+    so checked) once when the bundle is read; afterwards the last frame asked for is
+    kept decoded. Times, commands and whether a frame has DTrace deltas are kept
+    decoded: a replay needs them without decoding every frame again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.times: list[float] = []
+        self.commands: list[list[CommandResult]] = []
+        self.has_dtrace: list[bool] = []
+        self._packed: list[bytes] = []
+        self._cached: tuple[int, Frame] | None = None
+        self._lock = threading.Lock()
+        for frame, line in _frames_and_lines(self.path):
+            self.times.append(frame.time)
+            self.commands.append(frame.commands)
+            self.has_dtrace.append(bool(frame.dtrace))
+            self._packed.append(zlib.compress(line.encode("utf-8"), 1))
+        if not self._packed:
+            raise BundleError(f"{self.path}: bundle has no frames")
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __getitem__(self, index: int) -> Frame:  # type: ignore[override]
+        if index < 0:
+            index += len(self._packed)
+        with self._lock:
+            if self._cached is not None and self._cached[0] == index:
+                return self._cached[1]
+            line = zlib.decompress(self._packed[index]).decode("utf-8")
+            frame = decode_frame(line, f"{self.path}: frame {index}")
+            self._cached = (index, frame)
+            return frame
+
+
+def read_packed(path: str | os.PathLike[str]) -> Bundle:
+    """Read and check a whole bundle, keeping its frames compressed (for replay)."""
+    frames = PackedFrames(path)
     return Bundle(header=read_header(path), frames=frames)
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from dtagent.bundle import BundleError, Frame, iter_frames, read_bundle, write_bundle
+from dtagent.bundle import (
+    BundleError,
+    Frame,
+    PackedFrames,
+    iter_frames,
+    read_bundle,
+    read_packed,
+    write_bundle,
+)
 from dtagent.snapshot import KSTAT_TYPE_IO, CommandResult, Kstat
 from dtagent.sources.replay import ReplaySource
 
@@ -72,9 +80,10 @@ HEADER = json.dumps({"format": "dtagent-bundle", "version": 1})
 )
 def test_bad_bundles_are_refused_clearly(tmp_path: Path, lines: list[str], message: str) -> None:
     path = _raw(tmp_path / "bad.bundle", lines)
-    with pytest.raises(BundleError) as err:
-        read_bundle(path)
-    assert str(path) in str(err.value) and message in str(err.value)
+    for read in (read_bundle, read_packed):  # the replay's reader checks every frame too
+        with pytest.raises(BundleError) as err:
+            read(path)
+        assert str(path) in str(err.value) and message in str(err.value)
 
 
 def test_not_gzip_and_missing(tmp_path: Path) -> None:
@@ -136,3 +145,20 @@ def test_frames_stream_one_at_a_time_and_a_bad_line_stops_there(tmp_path: Path) 
     assert next(frames).time == 2.0
     with pytest.raises(BundleError, match=r"stream.bundle:4: "):
         next(frames)
+
+
+def test_packed_frames_are_the_frames_read_whole(tmp_path: Path) -> None:
+    """Replay keeps frames compressed; each decodes to exactly the frame read whole."""
+    from dtagent.simulate import EPOCH, frames
+    from dtagent.simulate.model import make_host
+
+    path = tmp_path / "sim.bundle"
+    write_bundle(path, frames(make_host(4, 3, EPOCH, 5.0, 60.0), 6), source="test")
+    whole = read_bundle(path).frames
+    packed = PackedFrames(path)
+    assert len(packed) == len(whole) == 6
+    assert packed.times == [f.time for f in whole]
+    assert packed.has_dtrace == [bool(f.dtrace) for f in whole]
+    assert packed.commands == [f.commands for f in whole]
+    for i in (0, 5, 2, -1):
+        assert packed[i] == whole[i]

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from dtagent.bundle import Bundle, BundleError, Frame, read_bundle
+from dtagent.bundle import Bundle, BundleError, Frame, PackedFrames, read_packed
 from dtagent.snapshot import CommandResult, KstatSnapshot
 
 log = structlog.get_logger("dtagent.replay")
@@ -41,7 +41,15 @@ class ReplaySource:
         self.speed = speed
         self._clock = clock
         self._start = clock()
-        self._times = [f.time for f in bundle.frames]
+        frames = bundle.frames
+        if isinstance(frames, PackedFrames):
+            self._times = frames.times
+            commands = frames.commands
+            self._with_dtrace = frames.has_dtrace
+        else:
+            self._times = [f.time for f in frames]
+            commands = [f.commands for f in frames]
+            self._with_dtrace = [bool(f.dtrace) for f in frames]
         self._index = -1
         self._snapshot: KstatSnapshot | None = None
         self._dtrace_sent = -1
@@ -50,24 +58,24 @@ class ReplaySource:
         self._pin = pin
         # Command history: argv → list of (frame time, result), in time order.
         self._commands: dict[tuple[str, ...], list[tuple[float, CommandResult]]] = {}
-        for frame in bundle.frames:
-            for res in frame.commands:
-                self._commands.setdefault(res.argv, []).append((frame.time, res))
+        for at, results in zip(self._times, commands, strict=True):
+            for res in results:
+                self._commands.setdefault(res.argv, []).append((at, res))
 
     @classmethod
     def open(cls, path: str, speed: float = 1.0, frame: int | None = None) -> ReplaySource:
         """Open a bundle; ``frame`` pins the replay to that frame (negative: from the end)."""
-        bundle = read_bundle(path)
+        bundle = read_packed(path)
         if frame is None:
             return cls(bundle, speed=speed, name=str(path))
-        times = [f.time for f in bundle.frames]
-        index = frame if frame >= 0 else len(times) + frame
-        if not 0 <= index < len(times):
-            raise BundleError(f"{path}: no frame {frame} (it has {len(times)})")
+        count = len(bundle.frames)
+        index = frame if frame >= 0 else count + frame
+        if not 0 <= index < count:
+            raise BundleError(f"{path}: no frame {frame} (it has {count})")
         return cls(bundle, name=str(path), pin=index)
 
     @property
-    def frames(self) -> list[Frame]:
+    def frames(self) -> Sequence[Frame]:
         return self.bundle.frames
 
     def _current(self) -> int:
@@ -110,7 +118,7 @@ class ReplaySource:
             out = [
                 self.frames[i]
                 for i in range(self._dtrace_sent + 1, index + 1)
-                if self.frames[i].dtrace
+                if self._with_dtrace[i]
             ]
             self._dtrace_sent = max(self._dtrace_sent, index)
             return out
