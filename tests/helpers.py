@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from dtagent.snapshot import CommandResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,3 +58,21 @@ def wait_http(url: str, timeout: float = 30) -> bytes:
             last = exc
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer: {last}")
+
+
+class Answers:
+    """A command source that answers every command with ``answer(argv)`` (exit 0)."""
+
+    def __init__(self, answer: Callable[[tuple[str, ...]], str]) -> None:
+        self.answer = answer
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        max_age: float = 0.0,
+        timeout: float = 10.0,
+        generation: object = None,
+    ) -> CommandResult:
+        key = tuple(argv)
+        return CommandResult(key, 0, self.answer(key))

@@ -202,6 +202,20 @@ def read_until_tick(proc: subprocess.Popen[str], tick: int, timeout: float = 20)
     raise AssertionError(f"no tick {tick}: {out}")
 
 
+def run_worker(
+    lib_path: str, scripts: list[Path], env: dict[str, str], tick: int
+) -> tuple[list[Any], int, str]:
+    """Run the worker until its ``tick``-th report, then SIGTERM it: (records, exit, stderr)."""
+    proc = subprocess.Popen(worker_argv(lib_path, scripts), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        records = read_until_tick(proc, tick)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    return records, proc.returncode, err
+
+
 ALL_DROPS = "".join(f"drop {k} {k + 1}\n" for k in range(10))
 
 
@@ -220,14 +234,8 @@ tick 2
 rec stub:every calls count | z:3 s:read | 0
 error stub:other 0 1 invalid address (0x8) in action #1
 """)
-    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
-    try:
-        records = read_until_tick(proc, 2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
+    records, returncode, err = run_worker(lib_path, SCRIPTS, env_for(sc), 2)
+    assert returncode == 0, err
     statuses = {r["script"]: r["status"] for r in records if "status" in r}
     assert statuses == {"every": "running", "broken": "failed", "other": "running"}
     failed = next(r for r in records if r.get("status") == "failed")
@@ -387,13 +395,7 @@ def test_histograms_exact_through_the_whole_pipe(tmp_path: Path, lib_path: str) 
         rec("pct", "lquantize", "0 100 10", "s:read", p_values),
         rec("pct_sum", "sum", "", "s:read", p_values),
     ]) + "\n")
-    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
-    try:
-        records = read_until_tick(proc, 1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+    records, _, _ = run_worker(lib_path, SCRIPTS[:1], env_for(sc), 1)
     acc = Accumulator([EVERY])
     acc.apply(records, {3: "web"})
     fams = _by_name(acc.families())
@@ -447,14 +449,8 @@ def test_live_agent_runs_the_supervised_worker(
 
 def test_worker_with_nothing_to_trace_keeps_reporting(tmp_path: Path, lib_path: str) -> None:
     sc = _scenario(tmp_path, "compile_fail stub:every syntax error near line 3\n")
-    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
-    try:
-        records = read_until_tick(proc, 2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    records, returncode, _ = run_worker(lib_path, SCRIPTS[:1], env_for(sc), 2)
+    assert returncode == 0
     assert records[0] == {"script": "every", "status": "failed",
                           "message": "syntax error near line 3"}
     assert "go handlers=drop,err,buffered" not in sc.calls()
@@ -511,14 +507,7 @@ def test_supervisor_waits_longest_when_libdtrace_is_unusable(tmp_path: Path) -> 
 def _statuses(tmp_path: Path, lib_path: str, scenario: str) -> dict[str, Any]:
     tmp_path.mkdir()
     sc = _scenario(tmp_path, scenario + "tick 1\n")
-    proc = subprocess.Popen(worker_argv(lib_path, [FIXTURES / "optional.d", *SCRIPTS[1:]]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_for(sc))
-    try:
-        records = read_until_tick(proc, 1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
+    records, _, _ = run_worker(lib_path, [FIXTURES / "optional.d", *SCRIPTS[1:]], env_for(sc), 1)
     return {r["script"]: r for r in records if "status" in r}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,10 @@ from hypothesis import strategies as st
 
 from dtagent.collectors.flow import FlowCollector
 from dtagent.parsers.network import escape_ofmt, format_bw
-from dtagent.snapshot import CommandResult, HostSnapshot, Kstat, KstatSnapshot
+from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import CommandRunner
 from tests.conftest import FAKEBIN
+from tests.helpers import Answers
 
 Samples = dict[tuple[str, tuple[str, ...]], float]
 LONG = "a-flow-with-a-name-longer-than-thirty-characters"
@@ -133,25 +133,15 @@ def test_flowadm_trouble(fake: Path, monkeypatch: pytest.MonkeyPatch, mode: str)
         assert "timed out" in warnings[0]["reason"]
 
 
-class _Text:
-    def __init__(self, flows: str, props: str) -> None:
-        self.flows, self.props = flows, props
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        return CommandResult(tuple(argv), 0, self.flows if argv[1] == "show-flow" else self.props)
+def _text(flows: str, props: str) -> Answers:
+    """flowadm show-flow prints ``flows``, show-flowprop ``props``."""
+    return Answers(lambda argv: flows if argv[1] == "show-flow" else props)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(), st.text())
 def test_any_flowadm_output_is_survived(flows: str, props: str) -> None:
-    snap = HostSnapshot(KstatSnapshot(KSTATS), _Text(flows, props), time=0.0)
+    snap = HostSnapshot(KstatSnapshot(KSTATS), _text(flows, props), time=0.0)
     for fam in FlowCollector().collect(snap):
         for labels, value in fam.samples:
             assert labels[0] != "bge0" or "bge0" in flows  # implicit flows only if listed

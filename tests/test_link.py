@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,10 @@ from dtagent.collectors.link import LinkCollector, identify
 from dtagent.collectors.zfs_arc import ZfsArcCollector
 from dtagent.exposition import render
 from dtagent.kstat_text import parse
-from dtagent.snapshot import CommandResult, CommandSource, HostSnapshot, Kstat, KstatSnapshot
+from dtagent.snapshot import CommandSource, HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import CommandRunner, NoCommands
 from tests.conftest import FAKEBIN
+from tests.helpers import Answers
 
 Samples = dict[tuple[str, tuple[str, ...]], float]
 ZONE_A = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
@@ -205,36 +206,25 @@ def test_maxbw_zones_refreshed_a_few_per_scrape(fake: Path) -> None:
 
 
 def test_maxbw_usage_ratio_between_collections() -> None:
-    class Answers:
-        def run(
-            self,
-            argv: Sequence[str],
-            *,
-            max_age: float = 0.0,
-            timeout: float = 10.0,
-            generation: object = None,
-        ) -> CommandResult:
-            out = "net0:  100\n" if "-z" in argv else ""
-            return CommandResult(tuple(argv), 0, out)
-
+    answers = Answers(lambda argv: "net0:  100\n" if "-z" in argv else "")
     collector = LinkCollector()
     z = zone_kstat(5, ZONE_A)
     first = samples(
-        collector, snapshot([z, vnic("z5_net0", ZONE_A, 0, 0, 10 * 10**9)], Answers(), 10.0)
+        collector, snapshot([z, vnic("z5_net0", ZONE_A, 0, 0, 10 * 10**9)], answers, 10.0)
     )
     assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in first)
     # 10 s later: 62.5 MB in (50 Mbit/s of 100), 125 MB out (100 Mbit/s)
     second = samples(
         collector,
         snapshot(
-            [z, vnic("z5_net0", ZONE_A, 62_500_000, 125_000_000, 20 * 10**9)], Answers(), 20.0
+            [z, vnic("z5_net0", ZONE_A, 62_500_000, 125_000_000, 20 * 10**9)], answers, 20.0
         ),
     )
     assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "in"))] == 0.5
     assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "out"))] == 1.0
     # counters that went back (a re-created VNIC) give no ratio rather than a bogus one
     third = samples(
-        collector, snapshot([z, vnic("z5_net0", ZONE_A, 5, 5, 30 * 10**9)], Answers(), 30.0)
+        collector, snapshot([z, vnic("z5_net0", ZONE_A, 5, 5, 30 * 10**9)], answers, 30.0)
     )
     assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in third)
 
@@ -285,28 +275,16 @@ class _Static:
         return KstatSnapshot(self._kstats, time=1.0)
 
 
-class _Text:
+def _text(text: str) -> Answers:
     """A command source whose every command prints the same text."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        return CommandResult(tuple(argv), 0, self.text)
+    return Answers(lambda argv: text)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.text())
 def test_any_dladm_output_leaves_the_link_counters_alone(text: str) -> None:
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
-    got = samples(LinkCollector(), snapshot(kstats, _Text(text), 1.0))
+    got = samples(LinkCollector(), snapshot(kstats, _text(text), 1.0))
     assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 1000
     assert got[("illumos_link_received_bytes_total", ("ixgbe0", ""))] == 1000
     for (name, _), value in got.items():
