@@ -669,6 +669,9 @@ def zone() -> dict[str, Any]:
                  "Time from a thread of the zone becoming runnable to getting a CPU."),
         *latency("CPU cap throttling", "illumos_zone_cpucaps_wait_seconds",
                  "Time threads of the zone spent parked by the CPU cap."),
+        *latency("System call latency", "illumos_zone_syscall_latency_seconds",
+                 "Time the zone's system calls took, entry to return (calls that wait by "
+                 "design, such as poll, are left out)."),
         Row("Memory"),
         P("Memory and cap", [
             Q(f"illumos_zone_memory_rss_bytes{{{z}}}", "resident"),
@@ -724,6 +727,8 @@ def zone() -> dict[str, Any]:
                  "Latency of file system operations as the zone's applications see it."),
         *latency("Disk I/O latency", "illumos_zone_disk_latency_seconds",
                  "Latency of the zone's ZFS disk I/O."),
+        *latency("ZFS I/O throttle delay", "illumos_zone_zfs_throttle_delay_seconds",
+                 "Delays the ZFS zone I/O throttle imposed on the zone's reads and writes."),
         Row("Network"),
         P("VNIC traffic", [
             Q(f"rate(illumos_link_received_bytes_total{{{z}}}[{RI}])", "{{link}} in"),
@@ -808,6 +813,10 @@ def zfs() -> dict[str, Any]:
           "queue-length integrals)."),
         *latency("ZIL commit latency", "illumos_zfs_zil_commit_latency_seconds",
                  "Time of ZIL commits (fsync and O_DSYNC writes).", sel=HOST),
+        P("ZIL bytes committed", [
+            Q(f"sum by (pool) (rate(illumos_zfs_zil_committed_bytes_total{{{h}}}[{RI}]))",
+              "{{pool}}"),
+        ], "Bps", "Bytes of intent log records written per second, by pool (DTrace)."),
     ]
     return dashboard("dtagent-zfs", "dtagent / ZFS",
                      "ZFS of a host: ARC, L2ARC, pools and the ZIL.", items)
