@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "capture", help="record this host's sources into a bundle",
-        description="Record the live host's kstats and command outputs, frame by frame, "
+        description="Record the live host's kstats, command outputs and DTrace deltas, "
+        "frame by frame, "
         "into a bundle that replays anywhere. "
         "Example: dtagent capture --out myhost.bundle --interval 10 --count 30",
     )
