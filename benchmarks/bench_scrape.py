@@ -41,7 +41,7 @@ from dtagent.agent import Agent
 from dtagent.bundle import Frame, iter_frames, write_bundle
 from dtagent.config import load
 from dtagent.dtrace.provider import replay_provider
-from dtagent.exposition import format_le, render
+from dtagent.exposition import format_le, render, render_chunks
 from dtagent.metrics import MetricFamily
 from dtagent.runtime import select_collectors
 from dtagent.simulate import EPOCH, frames
@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     collectors = select_collectors(config)
     dtrace = replay_provider(config, feed)
     agent = Agent(collectors, feed, feed, illumos=True, reuse_within=0, dtrace=dtrace)
+    # Scrapes as the server makes them: one chunk per family, never joined.
     for _ in range(args.frames):  # a few frames in, so counters and histograms fill
-        render(agent.collect())
+        render_chunks(agent.collect())
         feed.advance()
     # Memory first, before the timings below allocate prometheus-client's output.
     gc.collect()
@@ -218,12 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.churn:
         rss_before = _rss()
-        for _ in range(args.churn):
+        trend = []
+        for i in range(1, args.churn + 1):
             feed.advance()
-            render(agent.collect())
-        gc.collect()
+            render_chunks(agent.collect())
+            if i % max(1, args.churn // 4) == 0:
+                gc.collect()
+                trend.append(f"{_rss():.0f}")
         print(
-            f"after {args.churn} more frames of zone churn: RSS {_rss():.1f} MiB "
+            f"during {args.churn} more frames of zone churn: RSS {' -> '.join(trend)} MiB "
             f"(was {rss_before:.1f} MiB)"
         )
 

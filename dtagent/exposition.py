@@ -64,7 +64,12 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 
 def render(families: Iterable[MetricFamily]) -> bytes:
-    """Render families (each name once) as text format 0.0.4, UTF-8 encoded.
+    """Render families (each name once) as text format 0.0.4, UTF-8 encoded."""
+    return b"".join(render_chunks(families))
+
+
+def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
+    """The exposition as one UTF-8 chunk per family, for writing without joining them.
 
     Families with no samples are left out entirely, so an uncapped zone or an absent
     kstat produces no HELP/TYPE noise either. Label blocks are built once per scrape
@@ -105,4 +110,4 @@ def render(families: Iterable[MetricFamily]) -> bytes:
                     cached = blocks[key] = _label_block(labels, values)
                 append(f"{name}{cached} {fmt(value)}\n")
         chunks.append("".join(out).encode("utf-8"))
-    return b"".join(chunks)
+    return chunks

@@ -8,17 +8,17 @@ Connections are served by threads, at most ``max_connections`` at once (the rest
 from __future__ import annotations
 
 import contextlib
-import gzip
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
 
-from dtagent.exposition import CONTENT_TYPE, render
+from dtagent.exposition import CONTENT_TYPE, render_chunks
 from dtagent.metrics import MetricFamily
 
 log = structlog.get_logger("dtagent.server")
@@ -100,16 +100,21 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http", client=self.client_address[0], message=format % args)
 
     def _send(
-        self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None
+        self,
+        code: int,
+        body: bytes | list[bytes],
+        ctype: str,
+        extra: dict[str, str] | None = None,
     ) -> None:
+        chunks = [body] if isinstance(body, bytes) else body
         self.send_response(code)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self.wfile.writelines(chunks)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -134,22 +139,41 @@ class _Handler(BaseHTTPRequestHandler):
     def _metrics(self) -> None:
         started = time.perf_counter()
         try:
-            body = render(self.server.collect())
+            # One chunk per family, written as they are: a large host's exposition is
+            # tens of megabytes, and joining it would hold it twice.
+            chunks = render_chunks(self.server.collect())
         except Exception as exc:
             log.error("collection failed", error=str(exc), exc_info=exc)
             self._send(500, b"collection failed; see the agent's log\n", "text/plain")
             return
         headers: dict[str, str] = {}
         if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
+            chunks = gzip_chunks(chunks)
             headers["Content-Encoding"] = "gzip"
-        self._send(200, body, CONTENT_TYPE, headers)
+        self._send(200, chunks, CONTENT_TYPE, headers)
         log.debug(
             "scrape served",
             client=self.client_address[0],
-            bytes=len(body),
+            bytes=sum(len(c) for c in chunks),
             duration_s=round(time.perf_counter() - started, 4),
         )
+
+
+def gzip_chunks(chunks: list[bytes], level: int = 1) -> list[bytes]:
+    """A gzip member (RFC 1952) of ``chunks``, compressed one chunk at a time.
+
+    ``chunks`` is consumed: each is released as soon as it is compressed, so the
+    uncompressed text and its compressed copy are never both held whole.
+    """
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    out: list[bytes] = []
+    chunks.reverse()
+    while chunks:
+        piece = packer.compress(chunks.pop())
+        if piece:
+            out.append(piece)
+    out.append(packer.flush())
+    return out
 
 
 class MetricsServer:

@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.server import MetricsServer, parse_listen
+from dtagent.server import MetricsServer, gzip_chunks, parse_listen
 
 SPEC = MetricSpec("t_up", "gauge", "Up.", ("zonename",))
 
@@ -116,3 +118,10 @@ def test_parse_listen() -> None:
     for bad in ("9718", ":80", "host:port", "::1:80", "h:70000"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=40))
+def test_gzip_of_chunks_is_gzip_of_the_whole(chunks: list[bytes]) -> None:
+    whole = b"".join(chunks)
+    packed = gzip_chunks(list(chunks))
+    assert gzip.decompress(b"".join(packed)) == whole
