@@ -5,4 +5,4 @@
 ensure_venv test
 cd "$ROOT"
 "$VENV/bin/python" -m benchmarks.bench_scrape --zones 500 --frames 5
-"$VENV/bin/python" -m benchmarks.bench_scrape --zones 1000 --frames 3 --churn 120
+"$VENV/bin/python" -m benchmarks.bench_scrape --zones 1000 --frames 3 --churn 160
