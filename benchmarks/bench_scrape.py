@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
@@ -47,6 +48,7 @@ from dtagent.runtime import select_collectors
 from dtagent.simulate import EPOCH, frames
 from dtagent.simulate.model import make_host
 from dtagent.snapshot import CommandResult, KstatSnapshot
+from dtagent.zonemap import zones_of
 
 STEP = 5.0
 
@@ -82,9 +84,9 @@ class FrameFeed:
         key = tuple(argv)
         return self._commands.get(key) or CommandResult(key, 127, error="not simulated")
 
-    def dtrace_frames(self) -> list[Frame]:
+    def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         out, self._pending = self._pending, []
-        return out
+        return [(f.dtrace, zones_of(f.kstats)) for f in out]
 
 
 class _Adapter:

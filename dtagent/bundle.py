@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dtagent.snapshot import KSTAT_TYPE_NAMES, CommandResult, Kstat, KstatSnapshot
+from dtagent.zonemap import zones_of
 
 FORMAT = "dtagent-bundle"
 VERSION = 1
@@ -282,8 +283,9 @@ class PackedFrames(Sequence[Frame]):
     A decoded frame of a large host is tens of megabytes; an hour of them does not
     fit in an agent's memory, their compressed lines do. Every frame is decoded (and
     so checked) once when the bundle is read; afterwards the last frame asked for is
-    kept decoded. Times, commands and whether a frame has DTrace deltas are kept
-    decoded: a replay needs them without decoding every frame again.
+    kept decoded. Times, commands and each frame's running zones are kept decoded,
+    and its DTrace deltas packed on their own: a replay hands out every frame's deltas
+    (with that frame's zones) without decoding every frame again.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -291,13 +293,19 @@ class PackedFrames(Sequence[Frame]):
         self.times: list[float] = []
         self.commands: list[list[CommandResult]] = []
         self.has_dtrace: list[bool] = []
+        self.zones: list[dict[int, str]] = []
         self._packed: list[bytes] = []
+        self._packed_dtrace: dict[int, bytes] = {}
         self._cached: tuple[int, Frame] | None = None
         self._lock = threading.Lock()
         for frame, line in _frames_and_lines(self.path):
             self.times.append(frame.time)
             self.commands.append(frame.commands)
             self.has_dtrace.append(bool(frame.dtrace))
+            self.zones.append(zones_of(frame.kstats))
+            if frame.dtrace:
+                packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
+                self._packed_dtrace[len(self._packed)] = packed
             self._packed.append(zlib.compress(line.encode("utf-8"), 1))
         if not self._packed:
             raise BundleError(f"{self.path}: bundle has no frames")
@@ -315,6 +323,15 @@ class PackedFrames(Sequence[Frame]):
             frame = decode_frame(line, f"{self.path}: frame {index}")
             self._cached = (index, frame)
             return frame
+
+
+    def dtrace(self, index: int) -> list[dict[str, Any]]:
+        """The DTrace delta records of frame ``index`` (checked when the bundle was read)."""
+        packed = self._packed_dtrace.get(index)
+        if packed is None:
+            return []
+        records: list[dict[str, Any]] = json.loads(zlib.decompress(packed))
+        return records
 
 
 def read_packed(path: str | os.PathLike[str]) -> Bundle:

@@ -8,13 +8,22 @@ illumos-interfaces.md §2.3).
 
 from __future__ import annotations
 
-from dtagent.snapshot import KstatSnapshot
+from collections.abc import Iterable
+
+from dtagent.snapshot import Kstat, KstatSnapshot
 
 
 def running_zones(kstats: KstatSnapshot) -> dict[int, str]:
     """zone id → full zone name for every zone that has a zones:<id> kstat."""
+    return zones_of(kstats.module("zones"))
+
+
+def zones_of(kstats: Iterable[Kstat]) -> dict[int, str]:
+    """The same, from any list of kstats (those of other modules are passed over)."""
     zones: dict[int, str] = {}
-    for ks in kstats.module("zones"):
+    for ks in kstats:
+        if ks.module != "zones":
+            continue
         name = ks.str_stat("zonename")
         if name:
             zones[ks.instance] = name

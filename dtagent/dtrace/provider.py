@@ -25,14 +25,19 @@ from dtagent.zonemap import running_zones
 log = structlog.get_logger("dtagent.dtrace")
 
 
-def zone_map(kstats: KstatSnapshot) -> dict[int, str]:
-    """Running zones by id, with the global zone (its id is fixed) whenever any runs."""
-    zones = running_zones(kstats)
+GLOBAL_ZONEID = 0  # illumos usr/src/uts/common/sys/zone.h
+
+
+def with_global(zones: dict[int, str]) -> dict[int, str]:
+    """The zone map with the global zone (its id is fixed) whenever any zone runs."""
     if zones and GLOBAL_ZONEID not in zones:
-        zones[GLOBAL_ZONEID] = "global"
+        return {**zones, GLOBAL_ZONEID: "global"}
     return zones
 
-GLOBAL_ZONEID = 0  # illumos usr/src/uts/common/sys/zone.h
+
+def zone_map(kstats: KstatSnapshot) -> dict[int, str]:
+    """Running zones by id, with the global zone."""
+    return with_global(running_zones(kstats))
 
 WORKER_UP = MetricSpec(
     "dtagent_dtrace_worker_up",
@@ -104,9 +109,8 @@ class ReplayDeltas:
     def batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         """(records, zone map of their frame) for every frame reached since the last call."""
         out = []
-        for frame in self._replay.dtrace_frames():
-            zones = zone_map(KstatSnapshot(ks for ks in frame.kstats if ks.module == "zones"))
-            out.append(([r for r in frame.dtrace if self._wanted(r)], zones))
+        for records, zones in self._replay.dtrace_batches():
+            out.append(([r for r in records if self._wanted(r)], with_global(zones)))
         if out:
             self._last = self._clock()
         return out

@@ -19,6 +19,7 @@ import structlog
 
 from dtagent.bundle import Bundle, BundleError, Frame, PackedFrames, read_packed
 from dtagent.snapshot import CommandResult, KstatSnapshot
+from dtagent.zonemap import zones_of
 
 log = structlog.get_logger("dtagent.replay")
 
@@ -107,25 +108,26 @@ class ReplaySource:
         with self._lock:
             return self._times[self._current()]
 
-    def dtrace_frames(self) -> list[Frame]:
-        """Every frame with DTrace deltas reached since the last call, in order.
+    def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
+        """(DTrace deltas, running zones) of every frame reached since the last call.
 
         Each frame's deltas belong with that frame's zones: a zone that halted since
         has no name in a later frame, and its id may belong to another zone by then.
         """
         with self._lock:
             index = self._current()
-            out = [
-                self.frames[i]
-                for i in range(self._dtrace_sent + 1, index + 1)
-                if self._with_dtrace[i]
+            wanted = [
+                i for i in range(self._dtrace_sent + 1, index + 1) if self._with_dtrace[i]
             ]
             self._dtrace_sent = max(self._dtrace_sent, index)
-            return out
+        frames = self.bundle.frames
+        if isinstance(frames, PackedFrames):
+            return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
+        return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
 
     def dtrace_deltas(self) -> list[dict[str, Any]]:
         """DTrace delta records of every frame reached since the last call."""
-        return [rec for frame in self.dtrace_frames() for rec in frame.dtrace]
+        return [rec for records, _zones in self.dtrace_batches() for rec in records]
 
     def run(
         self,
