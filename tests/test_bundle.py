@@ -19,6 +19,7 @@ from dtagent.bundle import (
 )
 from dtagent.snapshot import KSTAT_TYPE_IO, CommandResult, Kstat
 from dtagent.sources.replay import ReplaySource
+from dtagent.zonemap import zones_of
 
 
 def frames() -> list[Frame]:
@@ -162,3 +163,8 @@ def test_packed_frames_are_the_frames_read_whole(tmp_path: Path) -> None:
     assert packed.commands == [f.commands for f in whole]
     for i in (0, 5, 2, -1):
         assert packed[i] == whole[i]
+    for i, frame in enumerate(whole):
+        assert packed.dtrace(i) == frame.dtrace
+        assert packed.zones[i] == zones_of(frame.kstats)
+    assert any(packed.dtrace(i) for i in range(len(packed)))
+    assert all(len(z) == 4 for z in packed.zones)
