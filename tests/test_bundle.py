@@ -105,6 +105,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _values(replay: ReplaySource) -> list[list[int]]:
+    return [[d["value"] for d in records] for records, _ in replay.dtrace_batches()]
+
+
 def test_replay_advances_with_the_clock(tmp_path: Path) -> None:
     path = tmp_path / "b.bundle"
     write_bundle(path, frames())
@@ -112,7 +116,7 @@ def test_replay_advances_with_the_clock(tmp_path: Path) -> None:
     replay = ReplaySource(read_bundle(path), speed=2.0, clock=lambda: now[0])
     assert replay.kstats().get("zones", 3, "web").data["nsec_user"] == 0  # type: ignore[union-attr]
     assert replay.run(["vmadm", "list"]).stdout == "out0\n"
-    assert [d["value"] for d in replay.dtrace_deltas()] == [0]
+    assert _values(replay) == [[0]]
     now[0] = 5.0  # ×2 speed: 10 bundle seconds later, frame 1 (which has no command record)
     assert replay.time() == 110.0
     res = replay.run(["vmadm", "list"])
@@ -120,8 +124,8 @@ def test_replay_advances_with_the_clock(tmp_path: Path) -> None:
     now[0] = 100.0  # past the end: the last frame stays
     assert replay.time() == 120.0
     assert replay.run(["vmadm", "list"]).stdout == "out2\n"
-    assert [d["value"] for d in replay.dtrace_deltas()] == [1, 2]
-    assert replay.dtrace_deltas() == []
+    assert _values(replay) == [[1], [2]]  # one batch per frame
+    assert replay.dtrace_batches() == []
     missing = replay.run(["zfs", "list"])
     assert not missing.ok and missing.error == "not recorded in the bundle"
 

@@ -269,8 +269,8 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
         def __init__(self) -> None:
             self.batches = [lat_record(3, [1500]), [], []]
 
-        def take(self) -> list[dict[str, Any]]:
-            return self.batches.pop(0)
+        def take(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
+            return [(self.batches.pop(0), {})]
 
         def health(self) -> Any:
             from dtagent.dtrace.provider import WorkerHealth

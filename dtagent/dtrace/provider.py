@@ -39,6 +39,7 @@ def zone_map(kstats: KstatSnapshot) -> dict[int, str]:
     """Running zones by id, with the global zone."""
     return with_global(running_zones(kstats))
 
+
 WORKER_UP = MetricSpec(
     "dtagent_dtrace_worker_up",
     "gauge",
@@ -75,9 +76,13 @@ class WorkerHealth:
     lost: int = 0  # records dropped because nobody took them (queue cap)
 
 
+# Delta records, and the zone map they belong with ({}: the scrape's own).
+Batch = tuple[list[dict[str, Any]], dict[int, str]]
+
+
 class DeltaSource(Protocol):
-    def take(self) -> list[dict[str, Any]]:
-        """Every record that arrived since the last call, in order."""
+    def take(self) -> list[Batch]:
+        """Every record that arrived since the last call, in order, in batches."""
         ...
 
     def health(self) -> WorkerHealth: ...
@@ -86,7 +91,7 @@ class DeltaSource(Protocol):
 class ReplayDeltas:
     """Deltas of a replayed bundle, frame by frame as the replay advances.
 
-    Each frame's records come with that frame's zone map (see :meth:`batches`), and
+    Each frame's records come with that frame's zone map (see :meth:`take`), and
     records of scripts that are not enabled are left out, as a live worker would
     not run them.
     """
@@ -106,7 +111,7 @@ class ReplayDeltas:
         # Aggregation records of a script that is off; drops and errors always count.
         return self._scripts is None or "agg" not in rec or rec.get("script") in self._scripts
 
-    def batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
+    def take(self) -> list[Batch]:
         """(records, zone map of their frame) for every frame reached since the last call."""
         out = []
         for records, zones in self._replay.dtrace_batches():
@@ -115,9 +120,6 @@ class ReplayDeltas:
             self._last = self._clock()
         return out
 
-    def take(self) -> list[dict[str, Any]]:
-        return [rec for records, _ in self.batches() for rec in records]
-
     def health(self) -> WorkerHealth:
         return WorkerHealth(True, 0, self._last)
 
@@ -125,7 +127,7 @@ class ReplayDeltas:
 class IdleSource:
     """No script enabled: no worker is needed, so none is down."""
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[Batch]:
         return []
 
     def health(self) -> WorkerHealth:
@@ -155,12 +157,8 @@ class DTraceMetrics:
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = zone_map(snap.kstats)
-        batches: list[tuple[list[dict[str, Any]], dict[int, str]]] = []
-        if isinstance(self.source, ReplayDeltas):
-            batches = self.source.batches()
-        # live deltas (and a scrape with none) go with the scrape's own zones
-        batches = batches or [(self.source.take(), {})]
-        for taken, batch_zones in batches:
+        # a scrape with no deltas still applies the zone map (gone zones are forgotten)
+        for taken, batch_zones in self.source.take() or [([], {})]:
             if self.recording is not None:
                 self.recording.extend(r for r in taken if "tick" not in r)
             self._apply(taken, batch_zones or zones)

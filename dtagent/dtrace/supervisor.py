@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import structlog
 
-from dtagent.dtrace.provider import WorkerHealth
+from dtagent.dtrace.provider import Batch, WorkerHealth
 
 log = structlog.get_logger("dtagent.dtrace")
 
@@ -75,10 +75,11 @@ class Supervisor:
 
     # ------------------------------------------------------------ DeltaSource
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[Batch]:
+        """The records since the last call, one batch for the scrape's zones."""
         with self._lock:
             out, self._pending = self._pending, []
-            return out
+        return [(out, {})] if out else []
 
     def health(self) -> WorkerHealth:
         with self._lock:

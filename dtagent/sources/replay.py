@@ -125,10 +125,6 @@ class ReplaySource:
             return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
         return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
 
-    def dtrace_deltas(self) -> list[dict[str, Any]]:
-        """DTrace delta records of every frame reached since the last call."""
-        return [rec for records, _zones in self.dtrace_batches() for rec in records]
-
     def run(
         self,
         argv: Sequence[str],
