@@ -30,21 +30,14 @@ def escape_help(text: str) -> str:
 
 def format_value(value: float) -> str:
     """Format a sample value: integers without a fraction, +Inf/-Inf/NaN spelled out."""
-    if value.__class__ is float:
-        # the common case first: a finite float that is whole (counters, bytes)
-        if value.is_integer():
-            if -1e15 < value < 1e15:
-                return str(int(value))
-        elif value == value and value not in (math.inf, -math.inf):
-            return repr(value)
-    elif isinstance(value, int):
-        return str(value)
+    if isinstance(value, int):
+        return str(int(value))  # int() so a bool is written 1/0, not True/False
+    if value.is_integer():  # finite and whole: counters, bytes
+        return str(int(value)) if -1e15 < value < 1e15 else repr(value)
     if value != value:
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
     return repr(value)
 
 

@@ -60,6 +60,8 @@ def test_special_values() -> None:
     assert format_value(18446744073709551615) == "18446744073709551615"
     assert format_value(3.0) == "3"
     assert format_value(0.1) == "0.1"
+    assert format_value(True) == "1"
+    assert format_value(1e16) == "1e+16"
 
 
 @given(
