@@ -292,7 +292,6 @@ class PackedFrames(Sequence[Frame]):
         self.path = Path(path)
         self.times: list[float] = []
         self.commands: list[list[CommandResult]] = []
-        self.has_dtrace: list[bool] = []
         self.zones: list[dict[int, str]] = []
         self._packed: list[bytes] = []
         self._packed_dtrace: dict[int, bytes] = {}
@@ -301,7 +300,6 @@ class PackedFrames(Sequence[Frame]):
         for frame, line in _frames_and_lines(self.path):
             self.times.append(frame.time)
             self.commands.append(frame.commands)
-            self.has_dtrace.append(bool(frame.dtrace))
             self.zones.append(zones_of(frame.kstats))
             if frame.dtrace:
                 packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
@@ -324,6 +322,8 @@ class PackedFrames(Sequence[Frame]):
             self._cached = (index, frame)
             return frame
 
+    def has_dtrace(self, index: int) -> bool:
+        return index in self._packed_dtrace
 
     def dtrace(self, index: int) -> list[dict[str, Any]]:
         """The DTrace delta records of frame ``index`` (checked when the bundle was read)."""

@@ -163,7 +163,7 @@ def test_packed_frames_are_the_frames_read_whole(tmp_path: Path) -> None:
     packed = PackedFrames(path)
     assert len(packed) == len(whole) == 6
     assert packed.times == [f.time for f in whole]
-    assert packed.has_dtrace == [bool(f.dtrace) for f in whole]
+    assert [packed.has_dtrace(i) for i in range(6)] == [bool(f.dtrace) for f in whole]
     assert packed.commands == [f.commands for f in whole]
     for i in (0, 5, 2, -1):
         assert packed[i] == whole[i]

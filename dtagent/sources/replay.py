@@ -46,7 +46,7 @@ class ReplaySource:
         if isinstance(frames, PackedFrames):
             self._times = frames.times
             commands = frames.commands
-            self._with_dtrace = frames.has_dtrace
+            self._with_dtrace = [frames.has_dtrace(i) for i in range(len(frames))]
         else:
             self._times = [f.time for f in frames]
             commands = [f.commands for f in frames]
