@@ -7,6 +7,7 @@ Commands run for real (CommandRunner) against the stand-ins in tests/fakebin.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -184,6 +185,13 @@ def test_good_commands_give_metadata_and_datasets(
     assert [argv[0] for argv in forks(log)] == ["vmadm", "zfs"]
     collect([info, ds], RUNNING[:2], runner)
     assert [argv[0] for argv in forks(log)] == ["vmadm", "zfs", "vmadm"]
+    # a zone created since the listing: its datasets are listed at once
+    z3 = "5e1ea978-70a7-4e49-ba60-dbd625329041"
+    (tmp_path / "datasets.json").write_text(json.dumps([*DATASETS, {
+        "name": f"zones/{z3}", "used": 1, "available": 1, "referenced": 1, "quota": 0}]))
+    s = collect([info, ds], [*RUNNING, misc(3, z3)], runner)
+    assert [argv[0] for argv in forks(log)] == ["vmadm", "zfs", "vmadm", "vmadm", "zfs"]
+    assert value(s, "illumos_zone_dataset_used_bytes", zonename=z3, dataset=f"zones/{z3}") == 1
 
 
 def test_truncated_vmadm_and_zfs_output(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ class ZoneDatasetCollector(Collector):
         self.command_timeout = float(command_timeout)
         self.root = root.rstrip("/")
         self.argv = zfs_list_argv(self.root)
+        self._listed: frozenset[str] = frozenset()  # zones running at the last listing
 
     def _owner(self, dataset: str, zones: set[str]) -> str | None:
         prefix = self.root + "/"
@@ -116,8 +117,15 @@ class ZoneDatasetCollector(Collector):
         zones = set(running_zones(snap.kstats).values())
         if not zones:
             return []
+        # A zone not in the cached listing (just created) forces a new one; zones
+        # halting or rebooting (same name, same datasets) do not.
+        if not zones <= self._listed:
+            self._listed = frozenset(zones)
         res = snap.commands.run(
-            self.argv, max_age=self.zfs_list_interval, timeout=self.command_timeout
+            self.argv,
+            max_age=self.zfs_list_interval,
+            timeout=self.command_timeout,
+            generation=self._listed,
         )
         if not res.ok:
             self.warn_once(
