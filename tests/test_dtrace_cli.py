@@ -51,10 +51,10 @@ def test_check_elsewhere_says_it_needs_illumos() -> None:
     assert "needs illumos" in res.stdout and "dtagent dtrace list" in res.stdout
 
 
-def _check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _check(tmp_path: Path, *args: str, scenario: str = "") -> subprocess.CompletedProcess[str]:
     sc = Scenario(tmp_path).write(
         "compile_fail stub:broken probe description fbt::no_such_function:entry does not "
-        "match any probes\n"
+        "match any probes\n" + scenario
     )
     cfg = config(tmp_path, f'libdtrace = {json.dumps(str(library()))}\n'
                            '[sources]\nplatform = "illumos"\n')
@@ -79,3 +79,15 @@ def test_check_compiles_without_enabling(tmp_path: Path) -> None:
     missing = _check(tmp_path, "nope")
     assert missing.returncode == 2 and "no D script named 'nope'" in missing.stdout
     assert os.path.exists(library())
+
+
+def test_check_compiles_as_the_worker_does(tmp_path: Path) -> None:
+    """A missing optional probe does not fail the check (the worker runs the script);
+    a missing required one does."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    optional = _check(tmp_path / "a", "optional", scenario="no_probe fbt::optional_fn:entry\n")
+    assert optional.returncode == 0 and optional.stdout.strip() == "optional: ok"
+    required = _check(tmp_path / "b", "optional", scenario="no_probe fbt::required_fn:entry\n")
+    assert required.returncode == 1
+    assert "fbt::required_fn:entry does not match any probes" in required.stdout

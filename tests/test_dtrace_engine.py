@@ -143,6 +143,7 @@ rec stub:every calls count | z:3 s:read | 0
     for remove in (True, False):
         h = ld.Handle(lib)
         h.handle_drop(lambda d: None)
+        h.setopt("aggrate", "1ns")  # snapshots closer together than the 1 s default
         h.exec(h.compile("every", EVERY.source))
         h.go()
         for _ in range(3):
@@ -590,3 +591,30 @@ rec stub:every calls count | z:3 s:read | 0
     for line in live.splitlines():
         if line.startswith(("test_syscalls_total", "test_syscall_latency_seconds")):
             assert line in text, line
+
+
+def test_sigterm_right_after_a_walk_still_reports_the_last_deltas(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """The last walk on SIGTERM comes sooner than aggrate after the previous one;
+    libdtrace (and the stand-in) would skip that snapshot unless the worker says not to."""
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0
+tick 2
+rec stub:every calls count | z:3 s:read | 0 0
+""")
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1], interval=2.0),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(sc))
+    try:
+        first = read_until_tick(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    values = [r["value"] for r in first if r.get("agg") == "calls"]
+    values += [json.loads(line)["value"] for line in rest.splitlines()
+               if '"agg":"calls"' in line.replace(" ", "")]
+    assert values == [1, 2]
+    assert "snap skipped (aggrate)" not in sc.calls()[-6:]

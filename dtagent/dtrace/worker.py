@@ -18,7 +18,6 @@ restarts the worker), 4 libdtrace could not be loaded or opened.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
@@ -212,11 +211,14 @@ class Worker:
             handle.close()
 
     def _trace(self, handle: ld.Handle) -> int:
-        for name, value in merge_options(self.specs).items():
-            try:
-                handle.setopt(name, value)
-            except ld.DTraceError as exc:
-                self.log(f"DTrace option not set: {exc}")
+        for problem in _set_options(handle, self.specs):
+            self.log(f"DTrace option not set: {problem}")
+        # The worker paces the snapshots (every interval); libdtrace skips one taken
+        # sooner than aggrate after the last (dt_aggregate.c), so keep aggrate below.
+        try:
+            handle.setopt("aggrate", f"{max(1, int(self.interval * 1e9 / 4))}ns")
+        except ld.DTraceError as exc:
+            self.log(f"DTrace option not set: {exc}")
         handle.handle_drop(self._on_drop)
         handle.handle_err(self._on_error)  # before go: dtrace_go enables the ERROR probe
         handle.handle_buffered(self._on_output)
@@ -263,11 +265,14 @@ class Worker:
             code = self._tick(handle)
             if code is not None:
                 return code
-        # A last walk so the final second is not lost, then stop tracing.
+        # A last walk so the final second is not lost (aggrate must not skip this
+        # snapshot, however soon after the last it comes), then stop tracing.
         try:
-            handle.stop()
+            handle.setopt("aggrate", "1ns")  # a dynamic runtime option (dt_options.c)
+            handle.work()
             handle.snapshot()
             handle.walk(self._on_entry)
+            handle.stop()
         except ld.DTraceError as exc:
             self.log(f"stopping: {exc}")
         self.ticks += 1
@@ -303,19 +308,28 @@ def check_scripts(lib_path: str, specs: Sequence[ScriptSpec]) -> list[tuple[str,
     compiler's message). Raises OSError/DTraceError when libdtrace is unusable."""
     handle = ld.Handle(ld.load_library(lib_path))
     try:
-        for name, value in merge_options(specs).items():
-            with contextlib.suppress(ld.DTraceError):
-                handle.setopt(name, value)
+        _set_options(handle, specs)
         out: list[tuple[str, str | None]] = []
         for spec in specs:
             try:
-                handle.compile(spec.name, spec.source)
+                handle.compile(spec.name, spec.source, _cflags(handle, spec))  # as the worker
                 out.append((spec.name, None))
             except ld.DTraceError as exc:
                 out.append((spec.name, str(exc)))
         return out
     finally:
         handle.close()
+
+def _set_options(handle: ld.Handle, specs: Sequence[ScriptSpec]) -> list[str]:
+    """Set the scripts' merged DTrace options; the problems, one per option refused."""
+    problems = []
+    for name, value in merge_options(specs).items():
+        try:
+            handle.setopt(name, value)
+        except ld.DTraceError as exc:
+            problems.append(str(exc))
+    return problems
+
 
 def _cflags(handle: ld.Handle, spec: ScriptSpec) -> int:
     """Compiler flags for ``spec``, after checking that its required probes exist.

@@ -35,7 +35,9 @@
  *    per matched probe, and reports the matches in dpi_matches;
  *  - a compile failure sets the handle's error to EDT_COMPILER, whose dtrace_errmsg is
  *    the compiler's message;
- *  - dtrace_errmsg(NULL, err) works (for dtrace_open failures).
+ *  - dtrace_errmsg(NULL, err) works (for dtrace_open failures);
+ *  - dtrace_aggregate_snap skips a snapshot taken sooner than the aggrate option
+ *    (default 1 s) after the previous one, as dt_aggregate.c does.
  *
  * The scenario is a text file named by $DTRACE_STUB_SCENARIO, read by dtrace_open:
  *
@@ -554,6 +556,8 @@ struct dtrace_hdl {
 	dtrace_handle_buffered_f *buf_f;
 	uint64_t drop_totals[16];
 	double last_poll; /* CLOCK_MONOTONIC seconds of the last status request */
+	double aggrate; /* seconds; the "aggrate" option (default 1 s, dt_options.c) */
+	double last_snap; /* CLOCK_MONOTONIC seconds of the last snapshot taken */
 };
 
 #include <time.h>
@@ -771,6 +775,7 @@ dtrace_open(int version, int flags, int *errp)
 		abort();
 	dtp->run = next_run();
 	dtp->strsize = 256;
+	dtp->aggrate = 1.0;
 	dtp->next_epid = 1; /* DTRACE_EPIDNONE + 1 */
 	load_scenario(dtp);
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
@@ -821,6 +826,22 @@ static const char *const known_options[] = {
 	NULL
 };
 
+/* A rate option's value as seconds: a number with a ns/us/ms/s suffix (dt_options.c). */
+static double
+parse_rate(const char *val)
+{
+	char *end;
+	double n = strtod(val, &end);
+
+	if (strcmp(end, "ns") == 0)
+		return (n / 1e9);
+	if (strcmp(end, "us") == 0)
+		return (n / 1e6);
+	if (strcmp(end, "ms") == 0)
+		return (n / 1e3);
+	return (n);
+}
+
 int
 dtrace_setopt(dtrace_hdl_t *dtp, const char *opt, const char *val)
 {
@@ -831,6 +852,8 @@ dtrace_setopt(dtrace_hdl_t *dtp, const char *opt, const char *val)
 		if (strcmp(known_options[i], opt) == 0) {
 			if (strcmp(opt, "strsize") == 0 && val != NULL)
 				dtp->strsize = atol(val);
+			if (strcmp(opt, "aggrate") == 0 && val != NULL)
+				dtp->aggrate = parse_rate(val);
 			return (0);
 		}
 	}
@@ -1281,6 +1304,23 @@ deliver_error(dtrace_hdl_t *dtp, event_t *ev)
 	return (0);
 }
 
+static int snap(dtrace_hdl_t *);
+
+/* dt_aggregate.c: a snapshot sooner than aggrate after the last one is skipped. */
+static int
+snap_at_aggrate(dtrace_hdl_t *dtp, const char *who)
+{
+	double now = now_seconds();
+
+	if (dtp->last_snap != 0 && now - dtp->last_snap < dtp->aggrate) {
+		stub_log("%s skipped (aggrate)", who);
+		return (0);
+	}
+	stub_log("%s", who);
+	dtp->last_snap = now;
+	return (snap(dtp));
+}
+
 /* Merge what "fired" up to the current tick; aggregation drops are reported here. */
 static int
 snap(dtrace_hdl_t *dtp)
@@ -1305,10 +1345,9 @@ snap(dtrace_hdl_t *dtp)
 int
 dtrace_aggregate_snap(dtrace_hdl_t *dtp)
 {
-	stub_log("snap");
 	if (!dtp->active)
 		return (set_err(dtp, EDT_NOTACTIVE));
-	return (snap(dtp));
+	return (snap_at_aggrate(dtp, "snap"));
 }
 
 dtrace_workstatus_t
@@ -1359,8 +1398,8 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 				return (DTRACE_WORKSTATUS_ERROR);
 		}
 	}
-	/* dtrace_work snapshots the aggregations itself under the switch policy */
-	if (snap(dtp) != 0)
+	/* dtrace_work snapshots the aggregations itself, at the aggrate */
+	if (snap_at_aggrate(dtp, "work snap") != 0)
 		return (DTRACE_WORKSTATUS_ERROR);
 	return (dtp->stopped ? DTRACE_WORKSTATUS_DONE : DTRACE_WORKSTATUS_OKAY);
 }
