@@ -138,8 +138,9 @@ def test_two_kstats_for_one_zone_link_give_one_series() -> None:
     kstats = [zone_kstat(9, ZONE_A), vnic("z5_net0", ZONE_A, 7), vnic("z9_net0", ZONE_A, 3)]
     with structlog.testing.capture_logs() as logs:
         got = samples(collector, snapshot(kstats))
-        samples(collector, snapshot(list(reversed(kstats))))
+        reverse = samples(collector, snapshot(list(reversed(kstats))))
     assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 3
+    assert reverse[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 3
     assert [e["event"] for e in logs].count(
         "two link kstats for one zone link; using the current zone id's"
     ) == 1
@@ -310,3 +311,21 @@ def test_collector_settings_from_the_config(tmp_path: Path) -> None:
     path.write_text('[collectors.link]\nmaxbw_zones_per_scrape = "many"\n')
     with pytest.raises(ConfigError, match="maxbw_zones_per_scrape"):
         load(path)
+
+
+def test_a_zone_cap_is_dropped_once_dladm_has_failed_for_two_intervals(
+    fake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fake / "dladm-maxbw.txt").write_text("")
+    (fake / f"dladm-maxbw-{ZONE_A}.txt").write_text("net0:  100\n")
+    # with a global-zone link, the global query runs first; while it fails, the
+    # zones' queries are not even tried
+    kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
+    collector = LinkCollector(maxbw_max_age=300.0)
+    key = ("illumos_link_maxbw_bytes_per_second", ("net0", ZONE_A))
+    assert samples(collector, snapshot(kstats, runner(), 100.0))[key] == 12_500_000
+    monkeypatch.setenv("DTAGENT_FAKE_DLADM_MODE", "fail")
+    # due again, dladm fails: the last answer stands for a while ...
+    assert samples(collector, snapshot(kstats, runner(), 401.0))[key] == 12_500_000
+    # ... but not once it is two refresh intervals old
+    assert key not in samples(collector, snapshot(kstats, runner(), 701.0))

@@ -26,6 +26,7 @@ never forks dladm per zone per scrape.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,7 +40,6 @@ SRC = "link:0:<link> (class net)"
 MAXBW_SRC = "dladm show-linkprop -c -o link,value -p maxbw [-z zonename]"
 LABELS = ("link", "zonename")
 MAXBW_ARGV = ("dladm", "show-linkprop", "-c", "-o", "link,value", "-p", "maxbw")
-LINK_STATE_UNKNOWN = 4294967295  # LINK_STATE_UNKNOWN (-1) read back through a uint32
 _ZONE_PREFIX = re.compile(r"^z(\d+)_(.+)$")
 
 
@@ -251,17 +251,22 @@ class LinkCollector(Collector):
                     bw = table.bw.get(lid.link)
                     if bw:
                         caps[lid] = bw
-        zones = {lid.zonename: lid.zoneid for lid in links if lid.zoneid is not None}
+        zones: dict[str, int] = {
+            lid.zonename: lid.zoneid for lid in links if lid.zoneid is not None
+        }
         for zonename in [z for z in self._zone_caps if z not in zones]:
             del self._zone_caps[zonename]
         due = sorted(
             (z for z, zid in zones.items() if self._due(z, zid, snap.time)),
             key=lambda z: self._zone_caps[z].checked if z in self._zone_caps else -1.0,
         )
-        # when dladm just failed (or hung), the zones wait for a later scrape
+        # when dladm just failed (or hung), the zones wait for a later scrape; nor do
+        # the per-zone queries of one scrape together take longer than one timeout
+        started = time.monotonic()
         for zonename in due[: self.maxbw_zones_per_scrape if dladm_ok else 0]:
+            if time.monotonic() - started > self.command_timeout:
+                break
             zoneid = zones[zonename]
-            assert zoneid is not None
             res = snap.commands.run(
                 zone_maxbw_argv(zonename),
                 max_age=self.maxbw_max_age,
@@ -277,7 +282,9 @@ class LinkCollector(Collector):
             self._zone_caps[zonename] = _ZoneCaps(zoneid, snap.time, dict(table.bw))
         for lid in links:
             zc = self._zone_caps.get(lid.zonename) if lid.zone_owned else None
-            if zc is not None and zc.zoneid == lid.zoneid:
+            # an answer older than two refresh intervals (dladm failing since) is stale
+            fresh = zc is not None and snap.time - zc.checked <= 2 * self.maxbw_max_age
+            if zc is not None and fresh and zc.zoneid == lid.zoneid:
                 bw = zc.bw.get(lid.link)
                 if bw:
                     caps[lid] = bw
