@@ -110,6 +110,39 @@ def test_zonename_of_a_zone_link(fake: Path) -> None:
     assert ("illumos_flow_received_bytes_total", ("https-1", "bge0", "web")) in got
 
 
+ZONE_A = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
+ZONE_B = "5e1ea978-70a7-4e49-ba60-dbd625329041"
+
+
+def _flows_on(fake: Path, *links: tuple[str, str]) -> None:
+    (fake / "flowadm-show-flow.txt").write_text("".join(f"{f}:{lnk}\n" for f, lnk in links))
+
+
+def test_zonename_of_a_flow_on_a_zone_vnic(fake: Path) -> None:
+    """In the global zone a zone's VNIC kstat is z<id>_net0 (reference §4.1): a flow
+    on it, by either name, is the zone's; net0 of two zones is nobody's in particular."""
+    _flows_on(fake, ("f1", "z5_net0"), ("f2", "net0"), ("f3", "net1"))
+    vnics = [
+        Kstat("link", 0, "z5_net0", "net", data={"zonename": ZONE_A}),
+        Kstat("link", 0, "z5_net1", "net", data={"zonename": ZONE_A}),
+        Kstat("link", 0, "z6_net0", "net", data={"zonename": ZONE_B}),
+    ]
+    kstats = [flow_kstat(f, 10) for f in ("f1", "f2", "f3")] + vnics
+    info = {k[1][:3] for k in collect(FlowCollector(), kstats) if k[0] == "illumos_flow_info"}
+    assert info == {("f1", "z5_net0", ZONE_A), ("f2", "net0", ""), ("f3", "net1", ZONE_A)}
+
+
+def test_flows_sharing_a_kstat_name_report_no_traffic(fake: Path) -> None:
+    twin = LONG[:30] + "-other"
+    _flows_on(fake, (LONG, "bge0"), (twin, "bge0"), ("https-1", "bge0"))
+    with structlog.testing.capture_logs() as logs:
+        got = collect(FlowCollector(), KSTATS)
+    traffic = {k[1][0] for k in got if k[0] == "illumos_flow_received_bytes_total"}
+    assert traffic == {"https-1"}
+    assert {k[1][0] for k in got if k[0] == "illumos_flow_info"} == {LONG, twin, "https-1"}
+    assert sum("share one kstat name" in e["event"] for e in logs) == 1  # once per name
+
+
 @pytest.mark.parametrize("mode", ["fail", "hang", "garbage", "noprops"])
 def test_flowadm_trouble(fake: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     monkeypatch.setenv("DTAGENT_FAKE_FLOWADM_MODE", mode)

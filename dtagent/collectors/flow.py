@@ -10,15 +10,20 @@ reported, so those implicit ones are not (reference illumos-interfaces.md §4.2)
 flowadm commands are cached (``max_age``); when show-flow fails no flow is reported,
 because the user flows could not be told from the implicit ones.
 
-``zonename`` is the zone of the flow's link when a link kstat of that name says so
-(SmartOS ``zonename`` statistic), and empty otherwise.
+``zonename`` is the zone of the flow's link, from the link kstats' SmartOS ``zonename``
+statistic: the link named as in the global zone (``z5_net0``), or as the zone sees it
+(``net0``) when only one zone has a link of that name; empty otherwise. Flows whose
+names share their first 30 characters share one kstat name, so their traffic is not
+reported (their info series is).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
+from dtagent.collectors.link import identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.parsers.network import FlowProps, FlowTable, parse_flowprops, parse_show_flow
 from dtagent.snapshot import CommandResult, HostSnapshot, Kstat
@@ -101,6 +106,8 @@ class FlowCollector(Collector):
         props = self._flowprops(snap)
         stats = self._flow_kstats(snap)
         link_zones = self._link_zones(snap)
+        # kstat names are cut to 30 characters: flows that share those read one kstat
+        prefixes = Counter(flow[:KSTAT_NAME_MAX] for flow in flows.links)
         fams = Families(self.specs)
         for flow, link in flows.links.items():
             labels = (flow, link, link_zones.get(link, ""))
@@ -108,6 +115,14 @@ class FlowCollector(Collector):
             fams[INFO.name].add((*labels, props.priority.get(flow, ""), str(bw) if bw else ""), 1.0)
             if bw:
                 fams[MAXBW.name].add(labels, bw / 8)
+            if prefixes[flow[:KSTAT_NAME_MAX]] > 1:
+                self.warn_once(
+                    f"prefix:{flow[:KSTAT_NAME_MAX]}",
+                    "flows whose names share their first 30 characters share one kstat "
+                    "name; their traffic is not reported",
+                    flow=flow,
+                )
+                continue
             ks = stats.get(flow[:KSTAT_NAME_MAX])
             if ks is None:
                 continue  # a flow on a link that is down has no kstat
@@ -162,9 +177,18 @@ class FlowCollector(Collector):
 
     @staticmethod
     def _link_zones(snap: HostSnapshot) -> dict[str, str]:
+        """The zone of each link a flow may name: the kstat name (z5_net0 in the
+        global zone) and the name the zone sees (net0) when only one zone has it."""
         zones: dict[str, str] = {}
+        seen_as: dict[str, set[str]] = {}
         for ks in snap.kstats.module("link"):
-            name = ks.str_stat("zonename")
-            if name and ks.ks_class == "net":
-                zones[ks.name] = name
+            if ks.ks_class != "net":
+                continue
+            lid = identify(ks)
+            if lid.zonename:
+                zones[ks.name] = lid.zonename
+                seen_as.setdefault(lid.link, set()).add(lid.zonename)
+        for link, names in seen_as.items():
+            if link not in zones and len(names) == 1:
+                zones[link] = next(iter(names))
         return zones
