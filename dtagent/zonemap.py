@@ -12,6 +12,10 @@ from collections.abc import Iterable
 
 from dtagent.snapshot import Kstat, KstatSnapshot
 
+# illumos usr/src/uts/common/sys/zone.h GLOBAL_ZONEID; the global zone's name.
+GLOBAL_ZONEID = 0
+GLOBAL_ZONENAME = "global"
+
 
 def running_zones(kstats: KstatSnapshot) -> dict[int, str]:
     """zone id → full zone name for every zone that has a zones:<id> kstat."""

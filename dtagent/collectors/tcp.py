@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
+from dtagent.collectors.zone_common import ZoneNames
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.snapshot import HostSnapshot
-from dtagent.zonemap import running_zones
 
 SRC = "tcp:<zoneid>:tcp (class mib2)"
 
@@ -92,13 +92,12 @@ class ZoneTcpCollector(Collector):
     specs = tuple(spec for _, spec in FIELDS)
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
-        zones = running_zones(snap.kstats)
-        zones.setdefault(0, "global")
+        zones = ZoneNames(snap.kstats)
         fams = Families(self.specs)
         for ks in snap.kstats.module("tcp"):
             if ks.name != "tcp" or ks.ks_class != "mib2":
                 continue
-            zonename = zones.get(ks.instance)
+            zonename = zones.of(ks)  # the instance is the netstack's (= zone's) id
             if zonename is None:
                 continue  # the stack of a zone that is going away
             for stat, spec in FIELDS:

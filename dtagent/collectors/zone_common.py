@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dtagent.collectors.base import Collector
 from dtagent.snapshot import Kstat, KstatSnapshot
-from dtagent.zonemap import running_zones
+from dtagent.zonemap import GLOBAL_ZONEID, GLOBAL_ZONENAME, running_zones
 
 UINT64_MAX = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
@@ -21,9 +21,6 @@ PHYSCAP_UNLIMITED = 17592186040320
 # x86 page size (illumos usr/src/uts/i86pc/sys/machparam.h MMU_PAGESHIFT 12); the
 # memory_cap page-in counters count pages (uts/common/vm/vm_pvn.c adds btopr(len)).
 PAGESIZE = 4096
-# sys/zone.h GLOBAL_ZONEID.
-GLOBAL_ZONEID = 0
-GLOBAL_ZONENAME = "global"
 
 
 def limit(value: int | None, *, int_max_unlimited: bool = False) -> int | None:

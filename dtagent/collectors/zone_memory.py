@@ -22,7 +22,6 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import (
-    GLOBAL_ZONENAME,
     PAGESIZE,
     ZoneNames,
     limit,
@@ -32,6 +31,7 @@ from dtagent.collectors.zone_common import (
 )
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, Kstat
+from dtagent.zonemap import GLOBAL_ZONENAME
 
 MCAP = "memory_cap:<zoneid>:<zonename> (zone_memory_cap)"
 CAPS = "caps:<zoneid>:{}_zone_<zoneid> (zone_caps)"

@@ -20,18 +20,15 @@ from dtagent.dtrace.accumulator import SRC, Accumulator
 from dtagent.dtrace.spec import ScriptSpec, SpecError, load_scripts, script_dirs
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, KstatSnapshot
-from dtagent.zonemap import running_zones
+from dtagent.zonemap import GLOBAL_ZONEID, GLOBAL_ZONENAME, running_zones
 
 log = structlog.get_logger("dtagent.dtrace")
-
-
-GLOBAL_ZONEID = 0  # illumos usr/src/uts/common/sys/zone.h
 
 
 def with_global(zones: dict[int, str]) -> dict[int, str]:
     """The zone map with the global zone (its id is fixed) whenever any zone runs."""
     if zones and GLOBAL_ZONEID not in zones:
-        return {**zones, GLOBAL_ZONEID: "global"}
+        return {**zones, GLOBAL_ZONEID: GLOBAL_ZONENAME}
     return zones
 
 
