@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from dtagent.parsers import complete_lines
+
 # dladm_bw2str output: whole Mbit/s, or Mbit/s with three decimals (kbit/s).
 _BW = re.compile(r"^(\d{1,12})(?:\.(\d{3}))?$")
 _UNKNOWN = {"--", "?"}
@@ -95,8 +97,12 @@ def format_bw(bits: int) -> str:
     return f"{mbps:5d}"
 
 
-def _lines(text: str) -> list[tuple[int, str]]:
-    return [(n, ln.rstrip("\r")) for n, ln in enumerate(text.split("\n"), 1) if ln.strip()]
+def _lines(text: str, problems: list[str]) -> list[tuple[int, str]]:
+    """Non-empty lines; a last line without its newline is refused as truncated."""
+    lines, cut = complete_lines(text)
+    if cut is not None:
+        _problem(problems, f"line {cut[0]}: truncated (no newline at the end): {_show(cut[1])}")
+    return lines
 
 
 def _problem(problems: list[str], msg: str) -> None:
@@ -126,7 +132,7 @@ class MaxbwTable:
 def parse_maxbw(stdout: str) -> MaxbwTable:
     """``dladm show-linkprop -c -o link,value -p maxbw`` (optionally with ``-z``)."""
     out = MaxbwTable()
-    for lineno, line in _lines(stdout):
+    for lineno, line in _lines(stdout, out.problems):
         fields = split_ofmt(line, 2)
         if fields is None:
             _problem(out.problems, f"line {lineno}: expected LINK:VALUE, got {_show(line)}")
@@ -160,7 +166,7 @@ class FlowTable:
 
 def parse_show_flow(stdout: str) -> FlowTable:
     out = FlowTable()
-    for lineno, line in _lines(stdout):
+    for lineno, line in _lines(stdout, out.problems):
         fields = split_ofmt(line, 2)
         if fields is None:
             _problem(out.problems, f"line {lineno}: expected FLOW:LINK, got {_show(line)}")
@@ -188,7 +194,7 @@ class FlowProps:
 def parse_flowprops(stdout: str) -> FlowProps:
     """``flowadm show-flowprop -c -o flow,property,value -p maxbw,priority``."""
     out = FlowProps()
-    for lineno, line in _lines(stdout):
+    for lineno, line in _lines(stdout, out.problems):
         fields = split_ofmt(line, 3)
         if fields is None:
             _problem(

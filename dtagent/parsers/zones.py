@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from dtagent.parsers import complete_lines
+
 VMADM_FIELDS = ("uuid", "zonename", "zoneid", "state", "brand", "image_uuid", "alias")
 VMADM_ARGV = ("vmadm", "list", "-p", "-o", ",".join(VMADM_FIELDS))
 ZONEADM_ARGV = ("zoneadm", "list", "-cp")
@@ -84,12 +86,10 @@ class Parsed(Generic[T]):
 
 def _lines(text: str, bad: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
     """Non-empty lines; a last line without its newline is refused as truncated."""
-    parts = text.split("\n")
-    tail = parts.pop()  # "" when the text ends with a newline
-    out = [(i, line) for i, line in enumerate(parts, start=1) if line.strip()]
-    if tail.strip():
-        bad.append((len(parts) + 1, tail, "truncated (no newline at the end of the output)"))
-    return out
+    lines, cut = complete_lines(text)
+    if cut is not None:
+        bad.append((*cut, "truncated (no newline at the end of the output)"))
+    return lines
 
 
 def _checked(zoneid: str, zonename: str, state: str) -> int | str | None:
