@@ -14,14 +14,14 @@ Nothing a record contains can raise: invalid records are counted
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import structlog
 
 from dtagent.dtrace.buckets import slot_of
+from dtagent.dtrace.libdtrace import DROP_KINDS
 from dtagent.dtrace.spec import AggregationSpec, ScriptSpec
 from dtagent.metrics import MetricFamily, MetricSpec
 
@@ -30,19 +30,6 @@ log = structlog.get_logger("dtagent.dtrace")
 DEFAULT_SERIES_CAP = 10000
 OTHER = "other"
 SRC = "the DTrace engine"
-
-DROP_KINDS = (
-    "principal",
-    "aggregation",
-    "dynamic",
-    "dynamic_rinse",
-    "dynamic_dirty",
-    "speculative",
-    "speculative_busy",
-    "speculative_unavailable",
-    "stack_string_overflow",
-    "error_in_error_probe",
-)
 
 DROPS = MetricSpec(
     "dtagent_dtrace_drops_total",
@@ -174,12 +161,10 @@ class Accumulator:
         *,
         overrides: Mapping[str, bool] | None = None,
         running: Collection[str] | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         """``running``: scripts to count as running until a status record says
         otherwise (default: enabled by their spec and ``overrides``)."""
         self.series_cap = series_cap
-        self._clock = clock
         self.scripts = {s.name: s for s in specs}
         overrides = overrides or {}
         if running is None:
@@ -200,7 +185,6 @@ class Accumulator:
         self.errors: dict[str, int] = {}
         self.series_dropped: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
-        self.last_delta: float | None = None
         self._batch = 0
         self._logged: set[tuple[str, str, str]] = set()
         self._last_error: dict[str, str] = {}
@@ -210,9 +194,7 @@ class Accumulator:
     def apply(self, records: Iterable[Mapping[str, Any]], zones: Mapping[int, str]) -> None:
         """Add one batch of delta records, mapping zone ids with ``zones``."""
         self._batch += 1
-        any_record = False
         for rec in records:
-            any_record = True
             try:
                 self._apply_one(rec, zones)
             except _Invalid as exc:
@@ -221,8 +203,6 @@ class Accumulator:
                 self._reject("invalid", rec, f"{type(exc).__name__}: {exc}")
         if zones:
             self._forget_gone_zones(set(zones.values()))
-        if any_record:
-            self.last_delta = self._clock()
 
     def _reject(self, reason: str, rec: Any, why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -402,9 +382,6 @@ class Accumulator:
                 del agg.series[k]
 
     # ---------------------------------------------------------------- exporting
-
-    def running_scripts(self) -> list[str]:
-        return [name for name, (st, _) in self.status.items() if st == "running"]
 
     def families(self) -> list[MetricFamily]:
         """The aggregations' families and the engine's own counters."""

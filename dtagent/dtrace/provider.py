@@ -9,7 +9,7 @@ sees; a replayed frame's deltas with the zone map of that frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -252,8 +252,3 @@ def live_provider(config: Config) -> DTraceMetrics:
     provider.supervisor = supervisor
     return provider
 
-
-def metric_specs(specs: Sequence[ScriptSpec]) -> list[MetricSpec]:
-    from dtagent.dtrace.accumulator import metric_spec
-
-    return [metric_spec(s, a) for s in specs for a in s.aggregations]

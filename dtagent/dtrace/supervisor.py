@@ -69,7 +69,6 @@ class Supervisor:
         self._last_batch_wall: float | None = None
         self.restarts = 0
         self.lost = 0
-        self.starts = 0
         self._bad_lines = 0
         self._last_exit: int | None = None
 
@@ -145,7 +144,6 @@ class Supervisor:
             self._proc = proc
             self._last_beat = self._clock()
             self._beats_this_run = 0
-            self.starts += 1
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True),
