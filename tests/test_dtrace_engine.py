@@ -618,3 +618,24 @@ rec stub:every calls count | z:3 s:read | 0 0
                if '"agg":"calls"' in line.replace(" ", "")]
     assert values == [1, 2]
     assert "snap skipped (aggrate)" not in sc.calls()[-6:]
+
+
+def test_a_full_queue_drops_whole_walks_never_half_of_one() -> None:
+    """Deltas nobody takes are capped; what goes is the oldest walks, whole, so a
+    histogram's records never lose their parallel sum (or the reverse)."""
+    import io
+
+    def walk(n: int) -> list[bytes]:
+        recs = [{"script": "every", "agg": "lat", "key": [3], "buckets": [[1000, n]]},
+                {"script": "every", "agg": "lat_sum", "key": [3], "value": 1500 * n}]
+        return [json.dumps(r).encode() + b"\n" for r in recs] + [b'{"tick": %d}\n' % n]
+
+    sup = Supervisor(["unused"], pending_cap=5)
+    sup._read_stdout(io.BytesIO(b"".join(walk(1) + walk(2) + walk(3))))
+    [(records, zones)] = sup.take()
+    assert zones == {}
+    # 6 records over the cap of 5: walk 1 went whole, walks 2 and 3 stay whole
+    assert [r.get("buckets", r.get("value")) for r in records] == [
+        [[1000, 2]], 3000, [[1000, 3]], 4500]
+    assert sup.health().lost == 2
+    assert sup.take() == []

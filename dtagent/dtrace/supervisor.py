@@ -63,7 +63,10 @@ class Supervisor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pending: list[dict[str, Any]] = []
+        # one list per walk: when nobody takes them, whole walks are dropped, never
+        # a histogram's records without their parallel sum
+        self._pending: list[list[dict[str, Any]]] = []
+        self._pending_records = 0
         self._batch: list[dict[str, Any]] = []
         self._last_beat = 0.0
         self._last_batch_wall: float | None = None
@@ -77,7 +80,8 @@ class Supervisor:
     def take(self) -> list[Batch]:
         """The records since the last call, one batch for the scrape's zones."""
         with self._lock:
-            out, self._pending = self._pending, []
+            walks, self._pending, self._pending_records = self._pending, [], 0
+        out = [rec for walk in walks for rec in walk]
         return [(out, {})] if out else []
 
     def health(self) -> WorkerHealth:
@@ -187,11 +191,14 @@ class Supervisor:
             pass
 
     def _queue(self, records: list[dict[str, Any]]) -> None:
-        self._pending.extend(records)
-        over = len(self._pending) - self.pending_cap
-        if over > 0:
-            del self._pending[:over]
-            self.lost += over
+        if not records:
+            return
+        self._pending.append(records)
+        self._pending_records += len(records)
+        while self._pending_records > self.pending_cap and len(self._pending) > 1:
+            oldest = self._pending.pop(0)
+            self._pending_records -= len(oldest)
+            self.lost += len(oldest)
 
     def _read_stdout(self, stream: IO[bytes]) -> None:
         for raw in stream:
