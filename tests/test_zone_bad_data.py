@@ -89,7 +89,7 @@ def test_missing_and_mistyped_statistics_drop_only_their_series() -> None:
     assert value(s, "illumos_zone_cpu_seconds_total", zonename=Z2, mode="system") == 1.0
     assert zones_of(s, "illumos_zone_cpu_wait_seconds_total") == {Z1}
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    # three problems, each logged once over three scrapes
+    # four problems, each logged once over three scrapes
     assert sorted(e["statistic"] for e in warnings) == ["avenrun_5min", "nsec_sys", "nsec_user",
                                                         "nsec_waitrq"]  # fmt: skip
     assert all(e["collector"] == "zone_cpu" for e in warnings)

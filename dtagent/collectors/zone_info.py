@@ -29,6 +29,7 @@ from dtagent.parsers.zones import (
     parse_zoneadm_list,
 )
 from dtagent.snapshot import CommandResult, HostSnapshot
+from dtagent.zonemap import running_zones
 
 MISC = "zones:<zoneid>:<zonename> (zone_misc)"
 INVENTORY = "vmadm list -p -o uuid,zonename,zoneid,state,brand,image_uuid,alias | zoneadm list -cp"
@@ -153,15 +154,14 @@ class ZoneInfoCollector(Collector):
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         fams = Families(self.specs)
-        running: dict[int, str] = {}
+        running = running_zones(snap.kstats)
         boot: dict[str, int] = {}
         for ks in snap.kstats.module("zones"):
             name = ks.str_stat("zonename")
-            if not name or name in boot or ks.instance in running:
-                continue
-            running[ks.instance] = name
-            bt = uint(self, ks, "boot_time", required=False)
-            boot[name] = bt if bt is not None else -1
+            if name and running.get(ks.instance) == name and name not in boot:
+                bt = uint(self, ks, "boot_time", required=False)
+                if bt:
+                    boot[name] = bt
         inventory = self._inventory(snap, running)
         entries: dict[str, ZoneEntry] = {}
         down_state = "installed"
@@ -192,6 +192,5 @@ class ZoneInfoCollector(Collector):
         for state, count in sorted(states.items()):
             fams[BY_STATE.name].add((state,), count)
         for name, bt in sorted(boot.items()):
-            if bt > 0:
-                fams[BOOT.name].add((name,), bt)
+            fams[BOOT.name].add((name,), bt)
         return fams.all()

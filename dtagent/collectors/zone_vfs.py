@@ -116,5 +116,5 @@ class ZoneVfsCollector(Collector):
                 for name, _type, stat, scale, _unit, _help in rows:
                     v = uint(self, ks, stat)
                     if v is not None:
-                        fams[name].add((zone,), v * scale if scale != 1 else v)
+                        fams[name].add((zone,), v * scale)
         return fams.all()

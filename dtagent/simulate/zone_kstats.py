@@ -13,6 +13,8 @@ from dtagent.bundle import Frame
 from dtagent.simulate.model import PHYSCAP_UNLIMITED, UINT64_MAX, GiB, MiB, SimHost, SimZone
 from dtagent.snapshot import Kstat, StatValue
 
+INT_MAX = (1 << 31) - 1
+
 FSCALE = 256  # avenrun fixed point (sys/param.h FSHIFT 8)
 
 
@@ -125,8 +127,10 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
     rctls = {
         "lockedmem": (locked, zone.locked_cap or UINT64_MAX),
         "swapresv": (swap, swap_cap or UINT64_MAX),
-        "nprocs": (nprocs, nprocs_cap or UINT64_MAX),
-        "physicalmem": (rss, mem_cap or UINT64_MAX),
+        # unset zone.max-processes reads INT_MAX (uts/common/os/zone.c); an uncapped
+        # physicalmem is ptob(UINT32_MAX) like physcap (reference §2.1, §2.2)
+        "nprocs": (nprocs, nprocs_cap or INT_MAX),
+        "physicalmem": (rss, mem_cap or PHYSCAP_UNLIMITED),
     }
     for rctl, (usage, value) in rctls.items():
         add(

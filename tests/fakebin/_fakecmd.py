@@ -7,7 +7,7 @@ from files named by environment variables, how they behave from others:
                          "brand", "image_uuid", "alias", "zonepath"?} (vmadm, zoneadm)
   DTAGENT_FAKE_DATASETS  JSON list of {"name", "used", "available", "referenced",
                          "quota"} (quota 0 = none, "-" = does not apply) (zfs)
-  DTAGENT_FAKE_<CMD>_MODE   ok (default) | fail | hang | truncate | missing
+  DTAGENT_FAKE_<CMD>_MODE   ok (default) | fail | hang | truncate
                             (<CMD> = VMADM, ZONEADM, ZFS)
   DTAGENT_FAKE_HANG_SECONDS how long "hang" sleeps before answering (default 60)
   DTAGENT_FAKE_LOG       file each run appends its argv to (counts the forks)
@@ -149,9 +149,6 @@ def main(cmd: str) -> None:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps([cmd, *sys.argv[1:]]) + "\n")
     mode = os.environ.get(f"DTAGENT_FAKE_{cmd.upper()}_MODE", "ok")
-    if mode == "missing":
-        sys.stderr.write(f"{cmd}: not found\n")
-        sys.exit(127)
     if mode == "hang":
         time.sleep(float(os.environ.get("DTAGENT_FAKE_HANG_SECONDS", "60")))
     if mode == "fail":
