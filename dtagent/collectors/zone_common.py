@@ -9,6 +9,8 @@ id (the instance) through the ``zones:<id>`` kstat (reference illumos-interfaces
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from dtagent.collectors.base import Collector
 from dtagent.snapshot import Kstat, KstatSnapshot
 from dtagent.zonemap import GLOBAL_ZONEID, GLOBAL_ZONENAME, running_zones
@@ -110,3 +112,26 @@ def zone_of(coll: Collector, names: ZoneNames, ks: Kstat) -> str | None:
             kstat=f"{ks.module}:{ks.instance}:{ks.name}",
         )
     return name
+
+
+def per_zone(
+    coll: Collector, names: ZoneNames, kstats: Iterable[Kstat]
+) -> Iterator[tuple[str, Kstat]]:
+    """(zone name, kstat) for the first of ``kstats`` of each zone; kstats whose zone
+    cannot be told are skipped (logged once), a second one of a zone is ignored."""
+    seen: set[str] = set()
+    for ks in kstats:
+        zone = zone_of(coll, names, ks)
+        if zone is None or zone in seen:
+            continue
+        seen.add(zone)
+        yield zone, ks
+
+
+def zone_rctl(ks: Kstat) -> str | None:
+    """``lockedmem`` for ``caps:<id>:lockedmem_zone_<id>`` (zone-level rctl kstats
+    only: the project and task ones are ``…_project_<id>`` and ``…_task_<id>``)."""
+    rctl, sep, rest = ks.name.partition("_zone_")
+    if not sep or not rest.isdigit() or ks.ks_class not in ("zone_caps", ""):
+        return None
+    return rctl

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
-from dtagent.collectors.zone_common import ZoneNames, limit, ratio, uint, zone_of
+from dtagent.collectors.zone_common import (
+    ZoneNames,
+    limit,
+    per_zone,
+    ratio,
+    uint,
+    zone_rctl,
+)
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, Kstat
 
@@ -167,14 +174,8 @@ class ZoneCpuCollector(Collector):
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)
         fams = Families(self.specs)
-        seen: set[str] = set()
-        for ks in snap.kstats.module("zones"):
-            if ks.ks_class not in ("zone_misc", ""):
-                continue
-            zone = zone_of(self, names, ks)
-            if zone is None or zone in seen:
-                continue
-            seen.add(zone)
+        misc = (ks for ks in snap.kstats.module("zones") if ks.ks_class in ("zone_misc", ""))
+        for zone, ks in per_zone(self, names, misc):
             for mode, stat in (("user", "nsec_user"), ("system", "nsec_sys")):
                 v = uint(self, ks, stat)
                 if v is not None:
@@ -187,14 +188,8 @@ class ZoneCpuCollector(Collector):
                 v = uint(self, ks, stat)
                 if v is not None:
                     fams[LOAD.name].add((zone, window), v / FSCALE)
-        seen.clear()
-        for ks in snap.kstats.module("caps"):
-            if not ks.name.startswith("cpucaps_zone_"):
-                continue
-            zone = zone_of(self, names, ks)
-            if zone is None or zone in seen:
-                continue
-            seen.add(zone)
+        cpucaps = (ks for ks in snap.kstats.module("caps") if zone_rctl(ks) == "cpucaps")
+        for zone, ks in per_zone(self, names, cpucaps):
             self._cpucaps(fams, zone, ks)
         return fams.all()
 

@@ -25,12 +25,14 @@ from dtagent.collectors.zone_common import (
     PAGESIZE,
     ZoneNames,
     limit,
+    per_zone,
     ratio,
     uint,
     zone_of,
+    zone_rctl,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot, Kstat
+from dtagent.snapshot import HostSnapshot
 from dtagent.zonemap import GLOBAL_ZONENAME
 
 MCAP = "memory_cap:<zoneid>:<zonename> (zone_memory_cap)"
@@ -190,10 +192,7 @@ class ZoneMemoryCollector(Collector):
         # zone -> (usage, cap) for memory and swap, memory_cap first, caps as fallback.
         mem: dict[str, tuple[int | None, int | None]] = {}
         swap: dict[str, tuple[int | None, int | None]] = {}
-        for ks in snap.kstats.module("memory_cap"):
-            zone = zone_of(self, names, ks)
-            if zone is None or zone in mem:
-                continue
+        for zone, ks in per_zone(self, names, snap.kstats.module("memory_cap")):
             rss = uint(self, ks, "rss")
             if zone == GLOBAL_ZONENAME and rss == 0:
                 rss = None  # reads 0 in the SmartOS global zone (illumos-joyent #51)
@@ -206,15 +205,15 @@ class ZoneMemoryCollector(Collector):
                     fams[spec.name].add((zone,), v * scale)
         locked: dict[str, tuple[int | None, int | None]] = {}
         for ks in snap.kstats.module("caps"):
-            rctl = _zone_rctl(ks)
+            rctl = zone_rctl(ks)
             if rctl not in ("physicalmem", "swapresv", "lockedmem"):
                 continue
-            zone = zone_of(self, names, ks)
-            if zone is None:
+            owner = zone_of(self, names, ks)
+            if owner is None:
                 continue
             pair = (uint(self, ks, "usage"), limit(uint(self, ks, "value")))
             target = {"physicalmem": mem, "swapresv": swap, "lockedmem": locked}[rctl]
-            target.setdefault(zone, pair)
+            target.setdefault(owner, pair)
         for table, usage_spec, cap_spec, ratio_spec in (
             (mem, RSS, MEM_CAP, MEM_RATIO),
             (swap, SWAP, SWAP_CAP, SWAP_RATIO),
@@ -231,9 +230,3 @@ class ZoneMemoryCollector(Collector):
         return fams.all()
 
 
-def _zone_rctl(ks: Kstat) -> str | None:
-    """``lockedmem`` for ``lockedmem_zone_<id>`` (zone-level rctl kstats only)."""
-    rctl, sep, rest = ks.name.partition("_zone_")
-    if not sep or not rest.isdigit() or ks.ks_class not in ("zone_caps", ""):
-        return None
-    return rctl

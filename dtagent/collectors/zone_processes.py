@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
-from dtagent.collectors.zone_common import ZoneNames, limit, ratio, uint, zone_of
+from dtagent.collectors.zone_common import (
+    ZoneNames,
+    limit,
+    per_zone,
+    ratio,
+    uint,
+    zone_rctl,
+)
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot
 
@@ -82,14 +89,8 @@ class ZoneProcessesCollector(Collector):
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)
         fams = Families(self.specs)
-        seen: set[str] = set()
-        for ks in snap.kstats.module("caps"):
-            if not ks.name.startswith("nprocs_zone_"):
-                continue
-            zone = zone_of(self, names, ks)
-            if zone is None or zone in seen:
-                continue
-            seen.add(zone)
+        nprocs = (ks for ks in snap.kstats.module("caps") if zone_rctl(ks) == "nprocs")
+        for zone, ks in per_zone(self, names, nprocs):
             usage = uint(self, ks, "usage")
             cap = limit(uint(self, ks, "value"), int_max_unlimited=True)
             if usage is not None:
@@ -99,12 +100,7 @@ class ZoneProcessesCollector(Collector):
             r = ratio(usage, cap)
             if r is not None:
                 fams[PROCS_RATIO.name].add((zone,), r)
-        seen.clear()
-        for ks in snap.kstats.module("zones"):
-            zone = zone_of(self, names, ks)
-            if zone is None or zone in seen:
-                continue
-            seen.add(zone)
+        for zone, ks in per_zone(self, names, snap.kstats.module("zones")):
             for reason in ("cap", "noproc", "nomem", "misc"):
                 v = uint(self, ks, f"forkfail_{reason}")
                 if v is not None:

@@ -25,7 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
-from dtagent.collectors.zone_common import ZoneNames, uint, zone_of
+from dtagent.collectors.zone_common import (
+    ZoneNames,
+    per_zone,
+    uint,
+)
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.snapshot import HostSnapshot
 
@@ -107,12 +111,7 @@ class ZoneVfsCollector(Collector):
         names = ZoneNames(snap.kstats)
         fams = Families(self.specs)
         for module, rows in (("zone_vfs", _VFS), ("zone_zfs", _ZFS)):
-            seen: set[str] = set()
-            for ks in snap.kstats.module(module):
-                zone = zone_of(self, names, ks)
-                if zone is None or zone in seen:
-                    continue
-                seen.add(zone)
+            for zone, ks in per_zone(self, names, snap.kstats.module(module)):
                 for name, _type, stat, scale, _unit, _help in rows:
                     v = uint(self, ks, stat)
                     if v is not None:
