@@ -8,10 +8,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from dtagent.snapshot import CommandResult
+from dtagent.collectors.base import Collector
+from dtagent.snapshot import (
+    CommandResult,
+    CommandSource,
+    HostSnapshot,
+    Kstat,
+    KstatSnapshot,
+)
+from dtagent.sources.commands import NoCommands
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,3 +84,25 @@ class Answers:
     ) -> CommandResult:
         key = tuple(argv)
         return CommandResult(key, 0, self.answer(key))
+
+
+Samples = dict[tuple[str, tuple[str, ...]], float]
+
+
+def samples_of(collector: Collector, snap: HostSnapshot) -> Samples:
+    """(metric, label values) -> value of one collection; a series twice fails."""
+    out: Samples = {}
+    for fam in collector.collect(snap):
+        for labels, value in fam.samples:
+            key = (fam.name, tuple(labels))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = value
+    return out
+
+
+def collected(
+    collector: Collector, kstats: Iterable[Kstat], commands: CommandSource | None = None
+) -> Samples:
+    """One collection of ``kstats`` (and ``commands``: none by default)."""
+    snap = HostSnapshot(KstatSnapshot(kstats), commands or NoCommands(), time=0.0)
+    return samples_of(collector, snap)

@@ -15,9 +15,8 @@ from dtagent.parsers.network import escape_ofmt, format_bw
 from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import CommandRunner
 from tests.conftest import FAKEBIN
-from tests.helpers import Answers
+from tests.helpers import Answers, Samples, collected
 
-Samples = dict[tuple[str, tuple[str, ...]], float]
 LONG = "a-flow-with-a-name-longer-than-thirty-characters"
 
 
@@ -65,12 +64,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samples_dir: Path) -> 
 
 
 def collect(collector: FlowCollector, kstats: list[Kstat]) -> Samples:
-    snap = HostSnapshot(KstatSnapshot(kstats), CommandRunner(path=str(FAKEBIN)), time=0.0)
-    return {
-        (fam.name, labels): value
-        for fam in collector.collect(snap)
-        for labels, value in fam.samples
-    }
+    return collected(collector, kstats, CommandRunner(path=str(FAKEBIN)))
 
 
 KSTATS = [

@@ -20,9 +20,8 @@ from dtagent.kstat_text import parse
 from dtagent.snapshot import CommandSource, HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import CommandRunner, NoCommands
 from tests.conftest import FAKEBIN
-from tests.helpers import Answers
+from tests.helpers import Answers, samples_of
 
-Samples = dict[tuple[str, tuple[str, ...]], float]
 ZONE_A = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
 ZONE_B = "8a1e7c2f-3b4d-4e5f-9a0b-1c2d3e4f5a6b"
 
@@ -33,14 +32,7 @@ def snapshot(
     return HostSnapshot(KstatSnapshot(list(kstats), time=t), commands or NoCommands(), time=t)
 
 
-def samples(collector: LinkCollector, snap: HostSnapshot) -> Samples:
-    out: Samples = {}
-    for fam in collector.collect(snap):
-        for labels, value in fam.samples:
-            key = (fam.name, tuple(labels))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = value
-    return out
+samples = samples_of
 
 
 def zone_kstat(zoneid: int, zonename: str) -> Kstat:

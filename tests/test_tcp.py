@@ -5,11 +5,10 @@ from __future__ import annotations
 from dtagent.collectors.tcp import ZoneTcpCollector
 from dtagent.kstat_text import parse
 from dtagent.simulate import frames, make_host
-from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
-from dtagent.sources.commands import NoCommands
+from dtagent.snapshot import Kstat
 from dtagent.zonemap import running_zones
+from tests.helpers import Samples, collected
 
-Samples = dict[tuple[str, tuple[str, ...]], float]
 ZONE = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
 
 # `kstat -p tcp:` as the global zone sees it: its own stack (0), a running zone's (5), and
@@ -45,12 +44,7 @@ tcp:5:tcpstat:tcp_listendrop\t12
 
 
 def collect(kstats: list[Kstat]) -> Samples:
-    snap = HostSnapshot(KstatSnapshot(kstats), NoCommands(), time=0.0)
-    return {
-        (fam.name, labels): value
-        for fam in ZoneTcpCollector().collect(snap)
-        for labels, value in fam.samples
-    }
+    return collected(ZoneTcpCollector(), kstats)
 
 
 def test_stacks_are_labelled_by_zonename() -> None:

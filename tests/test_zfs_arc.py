@@ -11,11 +11,8 @@ import pytest
 from dtagent.collectors.zfs_arc import CURATED, GENERIC, ZfsArcCollector
 from dtagent.collectors.zfs_pool import ZfsPoolCollector
 from dtagent.kstat_text import parse
-from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
-from dtagent.sources.commands import NoCommands
-from tests.helpers import dtagent
-
-Samples = dict[tuple[str, tuple[str, ...]], float]
+from dtagent.snapshot import Kstat
+from tests.helpers import Samples, collected, dtagent
 
 OMNIOS = "omnios_kstat_zfs_arcstats_decoded.txt"  # 2021, 99 fields
 ILLUMOS_2015 = "kstat_p_zfs_arcstats_illumos_partial.txt"  # partial, older field set
@@ -58,14 +55,7 @@ def arcstats(samples_dir: Path, name: str) -> Kstat:
 
 
 def collect(*kstats: Kstat) -> Samples:
-    snap = HostSnapshot(KstatSnapshot(kstats), NoCommands(), time=0.0)
-    out: Samples = {}
-    for fam in ZfsArcCollector().collect(snap):
-        for labels, value in fam.samples:
-            key = (fam.name, tuple(labels))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = value
-    return out
+    return collected(ZfsArcCollector(), kstats)
 
 
 def expected(ks: Kstat) -> Samples:

@@ -7,10 +7,8 @@ from pathlib import Path
 from dtagent.collectors.zfs_pool import ZfsPoolCollector
 from dtagent.kstat_text import parse
 from dtagent.simulate import frames, make_host
-from dtagent.snapshot import KSTAT_TYPE_IO, HostSnapshot, Kstat, KstatSnapshot
-from dtagent.sources.commands import NoCommands
-
-Samples = dict[tuple[str, tuple[str, ...]], float]
+from dtagent.snapshot import KSTAT_TYPE_IO, Kstat
+from tests.helpers import Samples, collected
 
 # `kstat -p zfs:0:` lines for a pool (kstat.c prints an io kstat's kstat_io_t fields by
 # name) next to kstats of the same module that are not pools.
@@ -37,12 +35,7 @@ zfs_import:0:rpool:class\tzfs_misc
 
 
 def collect(kstats: list[Kstat]) -> Samples:
-    snap = HostSnapshot(KstatSnapshot(kstats), NoCommands(), time=0.0)
-    return {
-        (fam.name, labels): value
-        for fam in ZfsPoolCollector().collect(snap)
-        for labels, value in fam.samples
-    }
+    return collected(ZfsPoolCollector(), kstats)
 
 
 def test_pool_io_kstat_in_base_units() -> None:
