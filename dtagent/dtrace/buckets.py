@@ -199,6 +199,16 @@ class Buckets:
         else:
             raise ValueError(f"{self.function} has no buckets")
 
+    def arg_params(self) -> tuple[int, ...]:
+        """What the record's arg word decodes to (sys/dtrace.h DTRACE_LQUANTIZE_* and
+        DTRACE_LLQUANTIZE_*): (base, levels, step) for lquantize, the four parameters
+        for llquantize; quantize has no arg word."""
+        if self.function == "lquantize":
+            return self._lq
+        if self.function == "llquantize":
+            return tuple(self.params)
+        return ()
+
     # -- lquantize helpers
     @property
     def _lq(self) -> tuple[int, int, int]:

@@ -165,20 +165,13 @@ class Worker:
     ) -> list[list[int | None]] | None:
         b = target.buckets
         assert b is not None
-        agg = target.agg
-        if agg.function == "lquantize":
-            base, levels, step = ld.lquantize_params(entry.arg)
-            p = agg.params
-            want = (p[0], (p[1] - p[0]) // (p[2] if len(p) > 2 else 1), p[2] if len(p) > 2 else 1)
-            if (base, levels, step) != want:
-                self.log_once(where, f"{where}: lquantize parameters {base, levels, step} "
-                              f"differ from the spec's {want}; ignored")
-                return None
-        elif agg.function == "llquantize":
-            got = ld.llquantize_params(entry.arg)
-            if got != tuple(agg.params):
-                self.log_once(where, f"{where}: llquantize parameters {got} differ from the "
-                              f"spec's {tuple(agg.params)}; ignored")
+        function = target.agg.function
+        if function in ("lquantize", "llquantize"):
+            decode = ld.lquantize_params if function == "lquantize" else ld.llquantize_params
+            got, want = decode(entry.arg), b.arg_params()
+            if got != want:
+                self.log_once(where, f"{where}: {function} parameters {got} differ from the "
+                              f"spec's {want}; ignored")
                 return None
         counts = entry.value
         if not isinstance(counts, tuple) or len(counts) != b.count:
