@@ -243,6 +243,10 @@ def test_every_target_is_up_under_its_host_name(stack: Stack) -> None:
     assert sorted(t["labels"]["instance"] for t in active) == sorted(stack.hosts)
     assert all(t["labels"]["job"] == "dtagent" for t in active)
     assert all(not k.startswith("__") for t in active for k in t["labels"])
+    # A target's health turns "up" when its scrape ends; the sample is queryable a moment
+    # later, so wait for the query too rather than racing it.
+    _wait("up samples of every target",
+          lambda: len(stack.query('up{job="dtagent"}')) == len(SEEDS), 30)
     up = stack.query('up{job="dtagent"}')
     assert sorted(s["metric"]["instance"] for s in up) == sorted(stack.hosts)
     assert all(s["value"][1] == "1" for s in up)
