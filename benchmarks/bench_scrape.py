@@ -3,12 +3,12 @@
     python -m benchmarks.bench_scrape --zones 500 --frames 5
     python -m benchmarks.bench_scrape --zones 1000 --churn 200
 
-Reports, for the DESIGN budgets: CPU time of one full collection + render (target under
-100 ms at 500 zones, about 50,000 samples), the renderer's speed against
-prometheus-client's generate_latest on the same samples, and the agent's RSS (target
-under 80 MB at 1,000 zones) before and after many frames of zone churn. The kstat
-collectors and the DTrace histograms are timed apart and together: the budget's 50,000
-samples are the kstat side; every shipped D script adds its histograms per zone.
+Reports, for the budgets in docs/architecture.md: CPU time of one full collection +
+render (target under 100 ms at 500 zones, about 50,000 samples), the renderer's speed
+against prometheus-client's generate_latest on the same samples, and the agent's RSS
+(target under 80 MB at 1,000 zones) before and after many frames of zone churn. The
+kstat collectors and the DTrace histograms are timed apart and together: the budget's
+50,000 samples are the kstat side; every shipped D script adds its histograms per zone.
 
 The simulated host is written to a temporary bundle by a child process and fed to the
 agent one frame at a time, as a live host would be, so the RSS is the agent's own and

@@ -11,8 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-# kstat types, from illumos usr/src/uts/common/sys/kstat.h (see reference
-# illumos-interfaces.md §1.2).
+# kstat types, from illumos usr/src/uts/common/sys/kstat.h.
 KSTAT_TYPE_RAW = 0
 KSTAT_TYPE_NAMED = 1
 KSTAT_TYPE_INTR = 2

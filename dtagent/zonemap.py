@@ -2,8 +2,7 @@
 
 The kstat name is the zone name cut to 30 characters (SmartOS zone names are
 36-character UUIDs), so the full name always comes from the ``zonename`` statistic;
-the instance is the zone id (illumos uts/common/os/zone.c, reference
-illumos-interfaces.md §2.3).
+the instance is the zone id (illumos uts/common/os/zone.c).
 """
 
 from __future__ import annotations

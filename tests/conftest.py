@@ -1,4 +1,4 @@
-"""Shared fixtures: where the project's reference samples are, and a fresh bin dir."""
+"""Shared fixtures: where the public sample outputs and the SMF DTD are, and a fresh bin dir."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SAMPLES = SHARED / "samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SAMPLES = FIXTURES / "samples"
+SMF_DTD = FIXTURES / "smf" / "service_bundle.dtd.1"
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
-    """../shared/samples: real illumos/SmartOS command outputs used as fixtures."""
-    if not SAMPLES.is_dir():
-        pytest.fail(f"the reference samples are expected beside the repository: {SAMPLES}")
+    """tests/fixtures/samples: real, published illumos/SmartOS command outputs (sources in
+    its README)."""
     return SAMPLES
 
 

@@ -110,7 +110,7 @@ def test_every_le_is_a_dtrace_bucket_boundary(name: str) -> None:
             continue
         assert agg.le == LE, "one bound set for every latency: 1 us to 10 s, 1-2-5"
         assert agg.offset == 1
-        # Worked out by hand from reference/dtrace-consumer.md §2.3: llquantize(v - 1,
+        # Worked out by hand from sys/dtrace.h DTRACE_LLQUANTIZE_*: llquantize(v - 1,
         # 10, 3, 9, 10) of ns and (10, 0, 6, 10) of us both have bucket 0 below the
         # first bound and nine buckets per decade, so le = 1, 2, 5 x 10^k us is the end
         # of bucket 9k, 9k + 1, 9k + 4.

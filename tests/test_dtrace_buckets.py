@@ -162,7 +162,7 @@ def test_compiler_checks(function: str, params: tuple[int, ...], message: str) -
 
 
 def test_arg_params_are_what_the_record_arg_word_decodes_to() -> None:
-    # reference/dtrace-consumer.md §2.2: levels = (limit - base) / step
+    # sys/dtrace.h DTRACE_LQUANTIZE_*: levels = (limit - base) / step
     assert bk.Buckets("lquantize", (0, 100, 10)).arg_params() == (0, 10, 10)
     assert bk.Buckets("lquantize", (-5, 5)).arg_params() == (-5, 10, 1)
     assert bk.Buckets("llquantize", (10, 3, 9, 10)).arg_params() == (10, 3, 9, 10)

@@ -61,7 +61,7 @@ def test_ctypes_layouts_match_the_illumos_structs() -> None:
                 assert field.offset == table[(ctype, name)][0], (ctype, name)
                 continue
             assert (field.offset, field.size) == table[(ctype, name)], (ctype, name)
-    # the numbers of reference/dtrace-consumer.md §1.9
+    # LP64 layouts from the illumos sys/dtrace.h field lists
     assert ctypes.sizeof(ld.DTraceRecDesc) == 32
     assert ld.DTraceAggDesc.dtagd_rec.offset == 40
     assert ld.DTraceAggData.dtada_flags.offset == 92

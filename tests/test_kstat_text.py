@@ -1,4 +1,4 @@
-"""`kstat` text dumps, the real ones in ../shared/samples among them, become kstats."""
+"""`kstat` text dumps, the real ones in tests/fixtures/samples among them, become kstats."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ UUID_A = "962bc668-09d5-c087-b16f-d5aa6e2ef7c1"
 UUID_B = "4f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
 UUID_C = "0a0b0c0d-1111-2222-3333-444455556666"
 
-# illumos-interfaces.md §1.3: sizes and offsets (LP64).
+# sys/kstat.h, libkstat kstat.h: sizes and offsets (LP64).
 REFERENCE: dict[str, dict[str | None, int]] = {
     "kstat_ctl_t": {None: 24, "kc_chain_id": 0, "kc_chain": 8, "kc_kd": 16},
     "kstat_t": {

@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SMF_DTD
 
 
 @pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (Debian libxml2-utils)")
 def test_manifest_validates_against_the_dtd(repo_root: Path) -> None:
-    dtd = SHARED / "smf" / "service_bundle.dtd.1"
     res = subprocess.run(
         [
             "xmllint",
             "--noout",
             "--nonet",
             "--dtdvalid",
-            str(dtd),
+            str(SMF_DTD),
             str(repo_root / "smf" / "dtagent.xml"),
         ],
         capture_output=True,

@@ -16,8 +16,8 @@ from tests.helpers import Samples, collected, dtagent
 
 OMNIOS = "omnios_kstat_zfs_arcstats_decoded.txt"  # 2021, 99 fields
 ILLUMOS_2015 = "kstat_p_zfs_arcstats_illumos_partial.txt"  # partial, older field set
-# What illumos-gate 2022 has and the 2021 OmniOS capture lacks (reference
-# illumos-interfaces.md §3.1): 99 + 7 = 106 fields.
+# What illumos-gate 2022 has and the 2021 OmniOS capture lacks (arc.c arc_stats):
+# 99 + 7 = 106 fields.
 GATE_2022_EXTRA = (
     "evict_l2_eligible_mfu",
     "evict_l2_eligible_mru",

@@ -6,7 +6,7 @@ Every flow entry of the MAC layer has a ``unix:0:<name>`` kstat of class flow wi
 uint64 fields rbytes ipackets ierrors obytes opackets oerrors (illumos-gate
 usr/src/uts/common/io/mac/mac_flow.c ``flow_stat_create``), including the implicit flow
 of each MAC client, which is named after its link. Only the flows flowadm lists are
-reported, so those implicit ones are not (reference illumos-interfaces.md §4.2). Both
+reported, so those implicit ones are not (flowadm(8), usr/src/cmd/flowadm/flowadm.c). Both
 flowadm commands are cached (``max_age``); when show-flow fails no flow is reported,
 because the user flows could not be told from the implicit ones.
 

@@ -1,11 +1,11 @@
 """Datalinks (physical NICs, VNICs, aggregations) from the link:0:<name> kstats, and
 their bandwidth caps (maxbw) from dladm.
 
-kstat fields (illumos-joyent usr/src/uts/common/io/dls/dls_stat.c, reference
-illumos-interfaces.md §4.1): ifspeed (bit/s), the 32-bit counters multircv brdcstrcv
-multixmt brdcstxmt norcvbuf ierrors noxmtbuf oerrors collisions unknowns, the 64-bit
-rbytes64 ipackets64 obytes64 opackets64 (the 32-bit rbytes/obytes wrap, so they are not
-used), link_state (0 down, 1 up, 4294967295 unknown) and, on SmartOS only, ``zonename``.
+kstat fields (illumos-joyent usr/src/uts/common/io/dls/dls_stat.c and dls_mgmt.c):
+ifspeed (bit/s), the 32-bit counters multircv brdcstrcv multixmt brdcstxmt norcvbuf
+ierrors noxmtbuf oerrors collisions unknowns, the 64-bit rbytes64 ipackets64 obytes64
+opackets64 (the 32-bit rbytes/obytes wrap, so they are not used), link_state (0 down, 1
+up, 4294967295 unknown) and, on SmartOS only, ``zonename``.
 
 Zone VNICs: in a SmartOS global zone a VNIC that zone N sees as ``net0`` has the kstat
 ``link:0:zN_net0`` (dls_mgmt.c ``dls_devnet_stat_create``), and N changes at every zone

@@ -5,7 +5,8 @@ named kstat per IP stack with ``kstat_create_netstack("tcp", stackid, "tcp", "mi
 and makes an exclusive-IP zone's kstat visible to the global zone. An exclusive stack's
 id is its zone's id (every SmartOS zone has one); stack 0 is the global zone's, shared
 by any shared-IP zone. So the instance is mapped to ``zonename`` through the running
-zones (zones:<id> kstats), as triton-cmon-agent does (reference anchors-smartos.md §1.5).
+zones (zones:<id> kstats), as triton-cmon-agent does (TritonDataCenter/triton-cmon-agent
+lib/instrumenter/collectors-vm/tcp.js).
 A stack whose zone is not running (halting) is skipped. Fields: activeOpens
 passiveOpens attemptFails estabResets currEstab retransSegs outRsts inDupAck listenDrop
 listenDropQ0 halfOpenDrop timRetrans timRetransDrop ... are uint32 and wrap; inSegs and

@@ -2,12 +2,12 @@
 
 The field set differs between platform images: illumos-joyent 2019 arc.c has 83
 statistics, illumos-gate 2022 has 106, a 2021 OmniOS capture 99, and 2015 illumos had
-fields since removed (recycle_miss, duplicate_*, l2_compress_*) (reference
-illumos-interfaces.md §3.1; illumos-gate usr/src/uts/common/fs/zfs/arc.c, the
-``arc_stats`` initializer). So the names are read at run time: a curated set gets a
-proper name, type and unit below, every other numeric field is still exported as
-``illumos_zfs_arcstats_value{field}``, and a field the kernel does not have removes only
-its own series. All arcstats are uint64: sizes in bytes, everything else counts.
+fields since removed (recycle_miss, duplicate_*, l2_compress_*) (illumos-gate and
+illumos-joyent usr/src/uts/common/fs/zfs/arc.c, the ``arc_stats`` initializer). So the
+names are read at run time: a curated set gets a proper name, type and unit below, every
+other numeric field is still exported as ``illumos_zfs_arcstats_value{field}``, and a
+field the kernel does not have removes only its own series. All arcstats are uint64:
+sizes in bytes, everything else counts.
 
 There is no ZIL statistic here: illumos has no ZIL kstat (zil.c creates none; the
 ``zil_stats`` kstat is OpenZFS on Linux/FreeBSD). ZIL commit latency comes from a D

@@ -3,7 +3,7 @@
 Each imported pool has a KSTAT_TYPE_IO kstat of class ``disk`` named after the pool
 (illumos-gate usr/src/uts/common/fs/zfs/spa_misc.c ``spa_iokstat``), fed by
 vdev_queue.c as leaf-vdev I/O is queued and issued: it counts the physical I/O the
-pool does (reference illumos-interfaces.md §3.2). The fields are the kstat_io_t ones
+pool does. The fields are the kstat_io_t ones
 (sys/kstat.h): nread/nwritten bytes, reads/writes operations, and the wait (queued)
 and run (active) queue times in nanoseconds: wtime/rtime is the time with at least one
 I/O in the queue, wlentime/rlentime the integral of the queue length over time, and

@@ -3,8 +3,9 @@ statistics, and the platform's "no limit" values.
 
 Zone kstats are keyed on their own ``zonename`` statistic, never on the kstat name (cut
 to 30 characters; SmartOS zone names are 36-character UUIDs), falling back to the zone
-id (the instance) through the ``zones:<id>`` kstat (reference illumos-interfaces.md §1.4,
-§2). No collector class lives here.
+id (the instance) through the ``zones:<id>`` kstat (illumos uts/common/os/kstat_fr.c
+``kstat_create_zone`` copies at most KSTAT_STRLEN - 1 characters of the name;
+uts/common/os/zone.c creates the zone kstats). No collector class lives here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dtagent.zonemap import GLOBAL_ZONEID, GLOBAL_ZONENAME, running_zones
 
 UINT64_MAX = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
-# memory_cap physcap without a cap is ptob(UINT32_MAX) with 4 KiB pages (reference
-# illumos-interfaces.md §2.2; seen in ../shared/samples/omnios_kstat_memory_cap_decoded.txt).
+# memory_cap physcap without a cap is ptob(UINT32_MAX) with 4 KiB pages (illumos-joyent
+# uts/common/os/zone.c zone_mcap_kstat_update, zpers_pg_limit; seen in the OmniOS capture
+# tests/fixtures/samples/omnios_kstat_memory_cap_decoded.txt).
 PHYSCAP_UNLIMITED = 17592186040320
 # x86 page size (illumos usr/src/uts/i86pc/sys/machparam.h MMU_PAGESHIFT 12); the
 # memory_cap page-in counters count pages (uts/common/vm/vm_pvn.c adds btopr(len)).

@@ -1,6 +1,6 @@
 """Per-zone CPU: time used, run-queue wait, load, and the CPU cap (cpucaps).
 
-Sources (reference illumos-interfaces.md §2.1, §2.3):
+Sources (illumos-joyent uts/common/os/zone.c, rctl.c, disp/cpucaps.c):
 
 * ``zones:<zoneid>:<zonename≤30>`` class ``zone_misc`` (illumos uts/common/os/zone.c
   ``zone_misc_kstat_update``): ``nsec_user``, ``nsec_sys``, ``nsec_waitrq`` (ns),

@@ -4,11 +4,12 @@ zone's datasets, and how full the quota is.
 One ``zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r
 ROOT`` for all zones (format in dtagent.parsers.zones), cached for ``zfs_list_interval``
 seconds (space changes slowly; cmon-agent caches its per-zone ``zfs list`` for 300 s,
-reference anchors-smartos.md §1.4), with the age of the output exported. A zone's
-datasets are ``ROOT/<zonename>`` (the SmartOS zone root, which carries the quota), its
-children (``ROOT/<zonename>/data``, delegated) and ``ROOT/<zonename>-disk<N>`` (bhyve
-and KVM disk volumes). Only running zones (zone_misc kstats) are reported, so a zone
-that halts disappears at the next scrape even though its datasets stay.
+TritonDataCenter/triton-cmon-agent lib/instrumenter/collectors-vm/zfs.js), with the age
+of the output exported. A zone's datasets are ``ROOT/<zonename>`` (the SmartOS zone
+root, which carries the quota), its children (``ROOT/<zonename>/data``, delegated) and
+``ROOT/<zonename>-disk<N>`` (bhyve and KVM disk volumes). Only running zones (zone_misc
+kstats) are reported, so a zone that halts disappears at the next scrape even though its
+datasets stay.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 number of zones by state, and each running zone's boot time.
 
 Running zones and their ids come from the ``zones:<zoneid>:*`` kstats (class
-``zone_misc``), keyed on the ``zonename`` statistic (illumos uts/common/os/zone.c;
-reference illumos-interfaces.md §2.3). Metadata (alias, brand, image, and the zones that
+``zone_misc``), keyed on the ``zonename`` statistic (illumos uts/common/os/zone.c,
+``zone_misc_kstat_create``). Metadata (alias, brand, image, and the zones that
 are not running) comes from one inventory command, cached: ``vmadm list -p`` on SmartOS,
 ``zoneadm list -cp`` where vmadm does not exist (formats in dtagent.parsers.zones). The
 command runs again when the set of running zone ids changes (a boot, halt or reboot) or

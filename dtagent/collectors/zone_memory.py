@@ -1,6 +1,6 @@
 """Per-zone memory and swap against their caps, locked memory, and memory-cap pressure.
 
-Sources (reference illumos-interfaces.md §2.1, §2.2):
+Sources (illumos-joyent uts/common/os/zone.c, rctl.c):
 
 * ``memory_cap:<zoneid>:<zonename≤30>`` class ``zone_memory_cap`` (illumos-joyent
   uts/common/sys/zone.h ``zone_mcap_kstat_t``): ``rss``, ``physcap``, ``swap``,

@@ -1,6 +1,6 @@
 """Per-zone processes against zone.max-processes, and the zone's fork failures.
 
-Sources (reference illumos-interfaces.md §2.1, §2.3):
+Sources (illumos-joyent uts/common/os/zone.c, rctl.c):
 
 * ``caps:<zoneid>:nprocs_zone_<zoneid>`` class ``zone_caps`` (uts/common/os/zone.c
   ``zone_nprocs_kstat_update``): ``usage`` = zone_nprocs, ``value`` = zone_nprocs_ctl,

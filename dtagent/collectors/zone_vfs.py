@@ -2,8 +2,7 @@
 and the ZFS I/O throttle.
 
 Sources (illumos-joyent uts/common/sys/zone.h ``zone_vfs_kstat_t``/``zone_zfs_kstat_t``,
-uts/common/os/zone.c ``zone_vfs_kstat_update``/``zone_zfs_kstat_update``; reference
-illumos-interfaces.md §2.4, §2.5):
+uts/common/os/zone.c ``zone_vfs_kstat_update``/``zone_zfs_kstat_update``):
 
 * ``zone_vfs:<zoneid>:<zonename≤30>``: ``nread``, ``reads``, ``rtime``, ``rlentime``,
   ``rcnt``, ``nwritten``, ``writes``, ``wtime``, ``wlentime``, ``wcnt`` (a kstat_io_t

@@ -5,7 +5,7 @@ libdtrace hands the consumer an array of bucket counts. To export exact Promethe
 histograms the agent needs, for each bucket, the inclusive range of values it holds,
 and for each Prometheus bound ``le`` the bucket whose upper bound it is.
 
-Sources (reference/dtrace-consumer.md §2.1-§2.3):
+Sources:
 
 - quantize: ``dtrace_aggregate_quantize`` and ``DTRACE_QUANTIZE_*`` (illumos-gate
   usr/src/uts/common/dtrace/dtrace.c, usr/src/uts/common/sys/dtrace.h): 127 buckets,

@@ -1,7 +1,7 @@
 """A thin ctypes binding of libdtrace: the consumer calls dtagent needs, nothing more.
 
-Why not python-dtrace: reference/dtrace-consumer.md §1 (64-bit values read through a
-32-bit int, no llquantize, no drop or error handler, the GIL held while it sleeps).
+Why not python-dtrace (tmetsch/python-dtrace, dtrace_cython/consumer.pyx): 64-bit values
+read through a 32-bit int, no llquantize, no drop or error handler, the GIL held while it sleeps.
 ctypes needs no compiler on the host (the global zone has none) and releases the GIL
 around every foreign call.
 

@@ -1,12 +1,13 @@
 """D script specs: scripts/d/NAME.d and the NAME.toml that declares what it measures.
 
-A script is data (DESIGN.md rule 6): its TOML names every aggregation, the metric it
-becomes, its type, unit scale, keys → labels, histogram bounds and the providers and
-DTrace options it needs. Loading checks all of it, including the parts DTrace's own
-compiler would check (lquantize/llquantize parameters), that each histogram ``le`` is
-exactly a DTrace bucket boundary, and (by a light parse of the D text) that the script
-really has each aggregation with the declared function and number of keys. Every
-problem is a :class:`SpecError` naming the file, the key and what was expected.
+A script is data (kernel programs described by config, not code; docs/architecture.md):
+its TOML names every aggregation, the metric it becomes, its type, unit scale, keys →
+labels, histogram bounds and the providers and DTrace options it needs. Loading checks
+all of it, including the parts DTrace's own compiler would check (lquantize/llquantize
+parameters), that each histogram ``le`` is exactly a DTrace bucket boundary, and (by a
+light parse of the D text) that the script really has each aggregation with the declared
+function and number of keys. Every problem is a :class:`SpecError` naming the file, the
+key and what was expected.
 
 The format is documented in docs/bundle-dtrace.md ("Script specs").
 """
@@ -37,7 +38,7 @@ TYPE_OF_FUNCTION = {
 KEY_KINDS = ("zoneid", "string", "integer")
 
 # DTrace options a spec may set, by kind of value (dt_options.c _dtrace_rtoptions,
-# _dtrace_drtoptions; reference/dtrace-consumer.md §2.6). Sizes accept k/m/g
+# _dtrace_drtoptions; defaults from dtrace.c dtrace_state_create). Sizes accept k/m/g
 # suffixes, rates ns/us/ms/s/m/h/d or hz.
 SIZE_OPTIONS = ("bufsize", "aggsize", "dynvarsize", "specsize")
 RATE_OPTIONS = ("aggrate", "cleanrate", "switchrate", "statusrate")

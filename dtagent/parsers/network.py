@@ -1,6 +1,6 @@
 """Parsers of dladm and flowadm parsable output (pure functions of text).
 
-Formats, from the illumos sources (reference illumos-interfaces.md §4.2, §4.3):
+Formats, from the illumos sources (dladm(8), flowadm(8)):
 
 * Parsable mode of every ofmt-based tool (illumos-gate usr/src/lib/libofmt/common/ofmt.c,
   ``ofmt_print_field``): one line per row, fields separated by ``:``; when more than

@@ -13,11 +13,11 @@ Formats, from the sources that print them:
   string (0 is printed as ``0``), trailing whitespace trimmed, no header with ``-p``
   (vmadm.js ``case 'list'``: parsable sets ``header = false``). ``alias`` is free text
   and may itself contain ``:``, so it is asked for last and takes the rest of the line.
-* ``zoneadm list -cp`` (illumos usr/src/cmd/zoneadm/zoneadm.c ``zone_print``; reference
-  illumos-interfaces.md §5.5): ``zoneid:zonename:state:zonepath:uuid:brand:ip-type``,
+* ``zoneadm list -cp`` (illumos usr/src/cmd/zoneadm/zoneadm.c ``zone_print``;
+  zoneadm(8)): ``zoneid:zonename:state:zonepath:uuid:brand:ip-type``,
   illumos-joyent appends ``:debugid``; zoneid is ``-`` when the zone is not running;
   ``:`` inside the zonepath is printed as ``\\:``. Real lines:
-  ../shared/samples/zoneadm_list_pc_smartos.txt.
+  tests/fixtures/samples/zoneadm_list_pc_smartos.txt.
 * ``zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r ROOT``
   (illumos usr/src/cmd/zfs/zfs_main.c: ``-H`` tab-separated without header; libzfs
   ``zfs_prop_get`` with ``literal``: exact integers, quota 0 (none) printed as ``0``,

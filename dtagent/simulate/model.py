@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 GiB = 1 << 30
 MiB = 1 << 20
 
-# "No limit" as the kernel reports it (reference illumos-interfaces.md §2.2):
+# "No limit" as the kernel reports it (illumos-joyent uts/common/os/zone.c):
 # memory_cap physcap is ptob(UINT32_MAX) with 4 KiB pages; swapcap and rctl
 # values are UINT64_MAX.
 UINT64_MAX = (1 << 64) - 1

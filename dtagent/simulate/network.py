@@ -1,7 +1,7 @@
 """Network: link kstats, Crossbow flows, per-zone TCP, and the dladm/flowadm outputs.
 
 * link:0:<name> (class net) for physical links and zone VNICs. Fields and types follow
-  illumos-joyent uts/common/io/dls/dls_stat.c (reference illumos-interfaces.md §4.1). In
+  illumos-joyent uts/common/io/dls/dls_stat.c. In
   the global zone a zone's VNIC is named z<zoneid>_<link> and carries a ``zonename``
   statistic, so its name changes at every zone boot.
 * unix:0:<flow> (class flow) for a few user flows on the physical links and for the

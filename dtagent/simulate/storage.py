@@ -1,8 +1,9 @@
 """ZFS kstats: zfs:0:arcstats (named) and zfs:0:<pool> (KSTAT_TYPE_IO, class disk).
 
 Field names are the illumos-joyent 2019 arc.c arc_stats set plus what illumos-gate 2022
-adds (persistent L2ARC and per-type L2 accounting), 106 fields in all (reference
-illumos-interfaces.md §3.1); pool I/O kstats follow spa_misc.c spa_iokstat (§3.2).
+adds (persistent L2ARC and per-type L2 accounting), 106 fields in all
+(usr/src/uts/common/fs/zfs/arc.c arc_stats); pool I/O kstats follow spa_misc.c
+spa_iokstat.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-zone kstats: zones (zone_misc), memory_cap, caps (*_zone_N), zone_vfs, zone_zfs.
 
 Names, classes and fields follow illumos-joyent uts/common/os/zone.c, rctl.c and
-disp/cpucaps.c (reference illumos-interfaces.md §2). Every kstat of a zone is created
+disp/cpucaps.c. Every kstat of a zone is created
 at boot, so its counters start again from zero after a reboot, under a new zone id.
 """
 

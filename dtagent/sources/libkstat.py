@@ -1,13 +1,12 @@
 """libkstat through ctypes: the live kstat source on illumos.
 
 No Python kstat binding exists and forking ``kstat -p`` per scrape is too slow for a
-host with hundreds of zones (DESIGN.md rule 5), so this module binds libkstat.so.1
+host with hundreds of zones (docs/architecture.md), so this module binds libkstat.so.1
 directly. The global zone has no compiler, hence ctypes rather than an extension.
 
-Layouts and behaviour come from ../shared/reference/illumos-interfaces.md §1, which
-cites illumos-gate ``usr/src/uts/common/sys/kstat.h`` (kstat_t and the data records),
-``usr/src/lib/libkstat/kstat.h`` (kstat_ctl_t and the prototypes) and
-``usr/src/lib/libkstat/common/kstat.c`` (what the functions do). Everything here is
+Layouts and behaviour come from illumos-gate ``usr/src/uts/common/sys/kstat.h`` (kstat_t
+and the data records), ``usr/src/lib/libkstat/kstat.h`` (kstat_ctl_t and the prototypes)
+and ``usr/src/lib/libkstat/common/kstat.c`` (what the functions do). Everything here is
 LP64 (amd64): the agent runs as a 64-bit process in the global zone.
 
 Two layers:

@@ -15,7 +15,9 @@
  *       (illumos-gate usr/src/lib/libdtrace/common/tcp.d.in).
  *   args[1] csinfo_t from the ip_xmit_attr_t: cs_zoneid.  For exclusive-IP-stack
  *       zones (every SmartOS zone) TCP sets the connection's zone id to the global
- *       zone (0), so cs_zoneid is 0 there (reference dtrace-consumer.md §3.6).
+ *       zone (0), so cs_zoneid is 0 there (illumos-gate
+ *       usr/src/uts/common/inet/tcp/tcp.c: "For exclusive stacks we set the
+ *       zoneid to zero").
  *   Zone attribution: the connection's IP stack.  tcp_t->tcp_connp->conn_netstack
  *       (illumos-gate usr/src/uts/common/inet/ipclassifier.h) ->netstack_stackid is
  *       the owning zone's id for an exclusive stack and 0 for the shared (global)

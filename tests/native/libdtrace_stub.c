@@ -16,7 +16,8 @@
  * offsets are checked at compile time and exported (stub_layout_*) so the tests can
  * compare them with the ctypes Structures.
  *
- * Behaviour mirrored (reference/dtrace-consumer.md §1.5, §2.1-2.7):
+ * Behaviour mirrored (illumos-gate usr/src/uts/common/dtrace/dtrace.c,
+ * usr/src/lib/libdtrace/common/dt_aggregate.c, dt_consume.c, dt_options.c):
  *  - aggregation data: record 0 is the 4-byte aggregation id, then the keys (int32,
  *    int64, strsize-byte strings), then the value at an 8-byte aligned offset: one
  *    int64 for count/sum/min/max, [count, sum] for avg, 127 int64 for quantize, the
@@ -314,7 +315,7 @@ typedef int dtrace_consume_probe_f(const dtrace_probedata_t *, void *);
 typedef int dtrace_consume_rec_f(const dtrace_probedata_t *, const dtrace_recdesc_t *,
     void *);
 
-/* The LP64 numbers of reference/dtrace-consumer.md §1.9, checked here. */
+/* LP64 sizes and offsets (sys/dtrace.h, libdtrace dtrace.h field lists), checked here. */
 _Static_assert(sizeof (dtrace_recdesc_t) == 32, "recdesc");
 _Static_assert(offsetof(dtrace_recdesc_t, dtrd_size) == 4, "dtrd_size");
 _Static_assert(offsetof(dtrace_recdesc_t, dtrd_offset) == 8, "dtrd_offset");

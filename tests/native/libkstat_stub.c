@@ -10,8 +10,8 @@
  *
  * Layouts: illumos-gate usr/src/uts/common/sys/kstat.h (kstat_t, kstat_named_t,
  * kstat_io_t, kstat_timer_t, kstat_intr_t) and usr/src/lib/libkstat/kstat.h
- * (kstat_ctl_t); see ../shared/reference/illumos-interfaces.md section 1.3. The sizes and
- * offsets below are checked at compile time against the numbers in that reference, and
+ * (kstat_ctl_t). The LP64 sizes and offsets worked out from those field lists are
+ * checked at compile time below, and
  * exported (stub_layout_*) so the Python tests can compare them with ctypes.
  *
  * Behaviour mirrored (reference section 1.1; illumos-gate
@@ -160,7 +160,7 @@ typedef struct kstat_timer {
 	hrtime_t stop_time;
 } kstat_timer_t;
 
-/* The reference numbers (illumos-interfaces.md section 1.3). */
+/* LP64 sizes and offsets from the sys/kstat.h field lists. */
 #define CHECK(type, field, off) \
 	_Static_assert(offsetof(type, field) == (off), #type "." #field " offset")
 
