@@ -639,3 +639,184 @@ def test_a_full_queue_drops_whole_walks_never_half_of_one() -> None:
         [[1000, 2]], 3000, [[1000, 3]], 4500]
     assert sup.health().lost == 2
     assert sup.take() == []
+
+
+# --------------------------------------------- libdtrace's rules, and the worker keeping them
+
+
+def test_stop_then_work_then_walk_keeps_what_came_after_the_last_walk(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """dtrace(1M) stops, then calls dtrace_work (a last, forced snapshot), then walks:
+    what END clauses record and what fired since the last walk are not lost."""
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0
+end
+rec stub:every calls count | z:3 s:read | 0 0 0 0
+""")
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(sc))
+    try:
+        first = read_until_tick(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    records = first + [json.loads(line) for line in rest.splitlines()]
+    assert [r["value"] for r in records if r.get("agg") == "calls"] == [1, 4]
+    calls = sc.calls()
+    tail = calls[calls.index("stop"):]
+    assert tail[1].startswith("work ") and tail[2] == "work snap" and tail[3] == "walk n=1"
+    after_go = calls[calls.index("go handlers=drop,err,buffered"):]
+    assert not any(c.startswith("setopt") for c in after_go)
+
+
+def test_a_partly_failed_enable_restarts_without_that_script(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """An enabling that fails part way keeps its enabled probes and their ids
+    (dtrace.c dtrace_enabling_match): the worker starts again on a new handle without
+    the script, so its probes feed nothing and later scripts' errors are theirs."""
+    sc = _scenario(tmp_path, SETUP + """\
+enable_fail stub:every 3 28
+tick 1
+rec stub:every calls count | z:3 s:read | 0 0 0
+rec stub:other samples count | z:0 | 0 0
+error stub:other 0 1 invalid address (0x0) in action #1
+""")
+    records, returncode, err = run_worker(lib_path, SCRIPTS, env_for(sc), 1)
+    assert returncode == 0, err
+    statuses = [(r["script"], r["status"]) for r in records if "status" in r]
+    assert sorted(statuses) == [("broken", "failed"), ("every", "failed"), ("other", "running")]
+    # none of every's (still enabled) probes feed it; other's error is other's
+    assert [r["script"] for r in records if "agg" in r] == ["other"]
+    assert [(r["script"], r["count"]) for r in records if "error" in r] == [("other", 1)]
+    every = next(r for r in records if r.get("script") == "every" and "status" in r)
+    assert every["message"] == "enabling failed: No space left on device"
+    assert sum(c.startswith("opened run=") for c in sc.calls()) == 2
+    assert "starts again without it" in err
+
+
+def _script(d: Path, name: str, probe: str, helper: str) -> Path:
+    (d / f"{name}.d").write_text(
+        f"/* stand-in selector: stub:{name} */\n{probe}\n{{\n"
+        f"\t@{name}_n[curpsinfo->pr_zoneid] = count();\n\t@seen = {helper};\n}}\n")
+    (d / f"{name}.toml").write_text(f"""\
+description = "test: {name}"
+providers = ["{probe.split(':')[0]}"]
+[[aggregation]]
+name = "{name}_n"
+function = "count"
+metric = "test_{name}_total"
+type = "counter"
+help = "Firings."
+[[aggregation.keys]]
+kind = "zoneid"
+""")
+    return d / f"{name}.d"
+
+
+def test_aggregation_names_are_per_handle_so_a_clash_is_refused_naming_both(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scripts with the same undeclared helper aggregation: on illumos the second
+    fails to compile ("aggregation redefined") or, with the same function, merges
+    silently with the first (dt_open.c keeps one dt_aggs per handle)."""
+    alpha = _script(tmp_path, "alpha", "syscall:::entry", "count()")
+    beta = _script(tmp_path, "beta", "profile-97", "sum(1)")
+    sc = _scenario(tmp_path, "")
+    sc.apply(monkeypatch)
+    h = ld.Handle(ld.load_library(lib_path))
+    try:
+        h.compile("alpha", alpha.read_text())
+        with pytest.raises(ld.DTraceError, match=r"aggregation redefined: @seen"):
+            h.compile("beta", beta.read_text())
+    finally:
+        h.close()
+    gamma = _script(tmp_path, "gamma", "profile-97", "count()")  # the same function
+    records, returncode, err = run_worker(lib_path, [alpha, gamma], env_for(sc), 1)
+    assert returncode == 0, err
+    statuses = {r["script"]: (r["status"], r.get("message", "")) for r in records
+                if "status" in r}
+    assert statuses["alpha"] == ("running", "")
+    status, message = statuses["gamma"]
+    assert status == "failed"
+    assert "@seen is also used by script alpha" in message and "gamma.d" in message
+
+
+def test_options_follow_dt_options_c(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only dynamic options after dtrace_go; bad values refused; a bare rate is ns."""
+    sc = _scenario(tmp_path, SETUP + "tick 1\nrec stub:every calls count | z:3 s:read | 0\n"
+                   "tick 2\nrec stub:every calls count | z:3 s:read | 0\n")
+    sc.apply(monkeypatch)
+    h = ld.Handle(ld.load_library(lib_path))
+    try:
+        for name, value in (("bufsize", "lots"), ("aggrate", "1 fortnight"),
+                            ("bufpolicy", "never"), ("nspec", "-1")):
+            with pytest.raises(ld.DTraceError, match="Invalid value for specified option"):
+                h.setopt(name, value)
+        h.setopt("bufsize", "4m")
+        h.setopt("aggrate", "5")  # 5 ns, not 5 s: no snapshot below is skipped
+        h.exec(h.compile("every", EVERY.source))
+        h.go()
+        with pytest.raises(ld.DTraceError, match="Operation illegal when tracing is active"):
+            h.setopt("bufsize", "8m")
+        with pytest.raises(ld.DTraceError, match="Operation illegal when tracing is active"):
+            h.setopt("dynvarsize", "8m")
+        h.setopt("switchrate", "10hz")  # dynamic: allowed
+        values: list[int] = []
+        for _ in range(2):
+            time.sleep(0.01)
+            h.work()
+            h.walk(lambda e: values.append(int(e.value)))  # type: ignore[arg-type]
+        assert values == [1, 1]
+        h.setopt("aggrate", "1s")
+        h.work()
+        assert "work snap skipped (aggrate)" in sc.calls()
+    finally:
+        h.close()
+
+
+def test_exit_stops_tracing_and_the_last_data_is_walked(tmp_path: Path, lib_path: str) -> None:
+    """dtrace_status returns EXITED after exit() and stops tracing itself; dtrace_work
+    then forces a last snapshot and says DONE (dt_work.c): the worker walks it, says
+    why it stopped and exits for the supervisor to restart it."""
+    sc = _scenario(tmp_path, SETUP + """\
+tick 1
+rec stub:every calls count | z:3 s:read | 0
+tick 2
+exit
+end
+rec stub:every calls count | z:3 s:read | 0 0
+""")
+    proc = subprocess.run(worker_argv(lib_path, SCRIPTS[:1]), capture_output=True,
+                          text=True, env=env_for(sc), timeout=30)
+    assert proc.returncode == 3, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["value"] for r in records if r.get("agg") == "calls"] == [1, 2]
+    assert "tracing stopped by itself" in proc.stderr
+    assert "exited" in sc.calls() and sc.calls().count("stop") == 1
+
+
+def test_output_goes_to_the_buffered_handler(
+    tmp_path: Path, lib_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """printf() output in the principal buffer needs a buffered handler when
+    dtrace_work has no FILE (dt_printf.c); the worker registers one and logs once."""
+    text = SETUP + "tick 1\noutput stub:every hello from D\ntick 2\noutput stub:every again\n"
+    sc = _scenario(tmp_path, text)
+    sc.apply(monkeypatch)
+    h = ld.Handle(ld.load_library(lib_path))
+    try:
+        h.exec(h.compile("every", EVERY.source))
+        h.go()
+        assert h.work() == ld.DTRACE_WORKSTATUS_ERROR
+        assert str(h.error()) == "Attempt to buffer output without handler"
+    finally:
+        h.close()
+    _records, returncode, err = run_worker(lib_path, SCRIPTS[:1], env_for(sc), 2)
+    assert returncode == 0, err
+    assert err.count("D script output ignored") == 1 and "hello from D" in err

@@ -619,29 +619,40 @@ def load_scripts(
                 errors.append(exc)
                 continue
             found[spec.name] = spec
+    return one_handle([found[name] for name in sorted(found)], errors)
+
+
+def one_handle(
+    specs: Sequence[ScriptSpec], errors: list[SpecError] | None = None
+) -> list[ScriptSpec]:
+    """The scripts that can share one libdtrace handle, in order.
+
+    Aggregation names belong to the handle, not to a program (dt_open.c creates one
+    ``dt_aggs`` hash per handle): a later script using an aggregation name an earlier
+    one uses, declared or a helper, would fail to compile with "aggregation
+    redefined" (dt_parser.c) or, with the same function, silently merge the two. Such
+    a script, or one declaring a metric another declares, is an error naming both
+    (appended to ``errors`` and left out; raised when ``errors`` is None).
+    """
     out: list[ScriptSpec] = []
-    owner: dict[str, str] = {}
+    metric_owner: dict[str, str] = {}
     agg_owner: dict[str, str] = {}
-    for name in sorted(found):
-        spec = found[name]
-        clash = [a.metric for a in spec.aggregations if a.metric in owner]
-        # All scripts run in one libdtrace handle, where aggregation names are shared.
-        agg_names = [a.name for a in spec.aggregations] + [
-            a.sum for a in spec.aggregations if a.sum
-        ]
-        agg_clash = [n for n in agg_names if n in agg_owner]
+    for spec in specs:
+        toml = spec.path.with_suffix(".toml")
+        clash = [a.metric for a in spec.aggregations if a.metric in metric_owner]
+        names = aggregation_names(spec)
+        agg_clash = [n for n in names if n in agg_owner]
         err: SpecError | None = None
         if clash:
             err = SpecError(
-                f"{spec.path.with_suffix('.toml')}: key 'aggregation.metric': expected a "
-                f"metric no other script declares, got {clash[0]!r} (also in "
-                f"{owner[clash[0]]})"
+                f"{toml}: key 'aggregation.metric': expected a metric no other script "
+                f"declares, got {clash[0]!r} (also in {metric_owner[clash[0]]})"
             )
         elif agg_clash:
             err = SpecError(
-                f"{spec.path.with_suffix('.toml')}: key 'aggregation.name': expected an "
-                f"aggregation name no other script uses (all scripts share one DTrace "
-                f"handle), got @{agg_clash[0]} (also in {agg_owner[agg_clash[0]]})"
+                f"{spec.path}: aggregation @{agg_clash[0]} is also used by script "
+                f"{agg_owner[agg_clash[0]]}: all scripts share one libdtrace handle, where "
+                f"aggregation names are shared; rename it in one of them"
             )
         if err is not None:
             if errors is None:
@@ -649,11 +660,17 @@ def load_scripts(
             errors.append(err)
             continue
         for a in spec.aggregations:
-            owner[a.metric] = spec.name
-        for n in agg_names:
+            metric_owner[a.metric] = spec.name
+        for n in names:
             agg_owner[n] = spec.name
         out.append(spec)
     return out
+
+
+def aggregation_names(spec: ScriptSpec) -> list[str]:
+    """Every aggregation the script's D text assigns (declared ones and helpers), in
+    the order they first appear."""
+    return list(dict.fromkeys(u.name for u in find_aggregations(spec.source)))
 
 
 def script_dirs(extra: Sequence[str] = ()) -> list[Path]:

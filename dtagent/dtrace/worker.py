@@ -5,11 +5,19 @@
 It compiles each script separately (a script that fails to compile or enable is
 reported with libdtrace's message and left out; the rest run), starts tracing, then
 every ``--interval`` seconds calls ``dtrace_work`` (status, drops, errors: the kernel's
-deadman kills an enabling nobody polls), snapshots the aggregations and walks them
-with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout in
-the format of docs/bundle-dtrace.md, each walk closed by a ``{"tick": N}`` line.
-SIGTERM (or SIGINT) stops tracing cleanly: a last walk, ``dtrace_stop``,
-``dtrace_close``.
+deadman kills an enabling nobody polls; under the default ``switch`` buffer policy it
+also snapshots the aggregations, usr/src/lib/libdtrace/common/dt_work.c) and walks
+them with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout
+in the format of docs/bundle-dtrace.md, each walk closed by a ``{"tick": N}`` line.
+SIGTERM (or SIGINT) stops tracing the way dtrace(1M) does: ``dtrace_stop`` (END
+clauses fire), ``dtrace_work`` (which forces a last snapshot once tracing has
+stopped), a last walk, ``dtrace_close``.
+
+A script whose enabling fails part way leaves the probes it had enabled running,
+with their enabled probe ids (usr/src/uts/common/dtrace/dtrace.c,
+``dtrace_enabling_match``). The worker then closes the handle and starts again
+without that script, so no live probe of a failed script feeds an aggregation and
+every later script's probe ids are what the worker counted.
 
 Exit status: 0 stopped on request, 3 libdtrace failed while tracing (the supervisor
 restarts the worker), 4 libdtrace could not be loaded or opened.
@@ -30,7 +38,14 @@ from typing import IO, Any
 
 from dtagent.dtrace import libdtrace as ld
 from dtagent.dtrace.buckets import Buckets
-from dtagent.dtrace.spec import AggregationSpec, ScriptSpec, SpecError, load_script, merge_options
+from dtagent.dtrace.spec import (
+    AggregationSpec,
+    ScriptSpec,
+    SpecError,
+    load_script,
+    merge_options,
+    one_handle,
+)
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_NO_LIBRARY = 0, 3, 4
 
@@ -190,26 +205,46 @@ class Worker:
         signal.signal(signal.SIGINT, self._stop)
         for name, message in self._failed:
             self.emit({"script": name, "status": "failed", "message": message})
-        try:
-            handle = ld.Handle(ld.load_library(self.lib_path))
-        except (OSError, ld.DTraceError) as exc:
-            self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
-            for s in self.specs:
-                self.emit({"script": s.name, "status": "failed", "message": str(exc)})
-            self.flush(tick=False)
-            return EXIT_NO_LIBRARY
-        try:
-            return self._trace(handle)
-        finally:
-            handle.close()
+        excluded: set[str] = set()
+        while True:
+            try:
+                handle = ld.Handle(ld.load_library(self.lib_path))
+            except (OSError, ld.DTraceError) as exc:
+                self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
+                for s in self.specs:
+                    if s.name not in excluded:
+                        self.emit({"script": s.name, "status": "failed", "message": str(exc)})
+                self.flush(tick=False)
+                return EXIT_NO_LIBRARY
+            mark = len(self._pending)
+            try:
+                partly = self._enable(handle, excluded)
+                if partly is None:
+                    return self._trace(handle)
+            finally:
+                handle.close()
+            # Probes of the failed script stay enabled on that handle: start again
+            # on a new one without it (and report the others' status once, then).
+            failure = self._pending[-1]
+            self._pending[mark:] = [failure]
+            excluded.add(partly)
+            self._programs = []
+            self.log(f"script {partly} failed part way through enabling; its probes "
+                     f"stay enabled on that handle, so tracing starts again without it")
 
-    def _trace(self, handle: ld.Handle) -> int:
+    def _enable(self, handle: ld.Handle, excluded: set[str]) -> str | None:
+        """Compile and enable every script not ``excluded``: None, or the name of a
+        script whose enabling failed (its probes may be partly enabled)."""
         for problem in _set_options(handle, self.specs):
             self.log(f"DTrace option not set: {problem}")
-        # The worker paces the snapshots (every interval); libdtrace skips one taken
-        # sooner than aggrate after the last (dt_aggregate.c), so keep aggrate below.
+        # The worker's ticks pace the snapshots; aggrate only rate-limits them. libdtrace
+        # skips a snapshot that comes sooner than aggrate after a reference that then
+        # advances by aggrate (dt_aggregate.c dtrace_aggregate_snap), so with aggrate
+        # equal to the interval a tick a little earlier than the first one was (timer
+        # jitter) is skipped and its data arrives a tick late; at half the interval the
+        # reference never catches up with the ticks and every tick gets its snapshot.
         try:
-            handle.setopt("aggrate", f"{max(1, int(self.interval * 1e9 / 4))}ns")
+            handle.setopt("aggrate", f"{max(1, int(self.interval * 1e9 / 2))}ns")
         except ld.DTraceError as exc:
             self.log(f"DTrace option not set: {exc}")
         handle.handle_drop(self._on_drop)
@@ -217,18 +252,29 @@ class Worker:
         handle.handle_buffered(self._on_output)
         next_epid = 1
         for spec in self.specs:
+            if spec.name in excluded:
+                continue
             try:
-                program = handle.exec(handle.compile(spec.name, spec.source, _cflags(handle, spec)))
-            except ld.DTraceError as exc:
+                program = handle.compile(spec.name, spec.source, _cflags(handle, spec))
+            except ld.DTraceError as exc:  # nothing enabled: the others go on
                 self.log(f"script {spec.name} not enabled: {exc}")
                 self.emit({"script": spec.name, "status": "failed", "message": str(exc)})
                 continue
+            try:
+                handle.exec(program)
+            except ld.DTraceError as exc:
+                self.emit({"script": spec.name, "status": "failed",
+                           "message": f"enabling failed: {exc}"})
+                return spec.name
             # The kernel gives the program's enabled probes consecutive ids
             # (dtrace_ecb_add: epid = state->dts_epid++), one per matched probe.
             program.first_epid = next_epid
             next_epid += program.matches
             self._programs.append(program)
             self.emit({"script": spec.name, "status": "running"})
+        return None
+
+    def _trace(self, handle: ld.Handle) -> int:
         if not self._programs:
             self.log("no D script could be enabled; idling")
             self.flush(tick=False)
@@ -258,14 +304,15 @@ class Worker:
             code = self._tick(handle)
             if code is not None:
                 return code
-        # A last walk so the final second is not lost (aggrate must not skip this
-        # snapshot, however soon after the last it comes), then stop tracing.
+        # As dtrace(1M) ends (usr/src/cmd/dtrace/dtrace.c): stop first (END clauses
+        # fire), then dtrace_work, which forces a last snapshot once tracing has
+        # stopped whatever aggrate says (dt_work.c), then the last walk. Nothing that
+        # arrived after the previous walk is lost.
         try:
-            handle.setopt("aggrate", "1ns")  # a dynamic runtime option (dt_options.c)
-            handle.work()
-            handle.snapshot()
-            handle.walk(self._on_entry)
             handle.stop()
+            if handle.work() == ld.DTRACE_WORKSTATUS_ERROR:
+                raise handle.error()
+            handle.walk(self._on_entry)
         except ld.DTraceError as exc:
             self.log(f"stopping: {exc}")
         self.ticks += 1
@@ -281,16 +328,20 @@ class Worker:
             self.flush()
             return EXIT_FAILED
         try:
-            handle.snapshot()
+            # dtrace_work took the snapshot (bufpolicy switch: the worker never sets
+            # another, spec.KNOWN_OPTIONS); once tracing has stopped by itself it
+            # was the last one, forced
             failures = handle.walk(self._on_entry)
         except ld.DTraceError as exc:
-            self.log(f"aggregation snapshot failed: {exc}")
+            self.log(f"aggregation walk failed: {exc}")
             self.flush()
             return EXIT_FAILED
         if failures:
             self.log_once("decode", f"{failures} aggregation entries could not be decoded")
         self.flush()
         if status == ld.DTRACE_WORKSTATUS_DONE:
+            # dtrace_status saw exit() (DTRACE_STATUS_EXITED) or a filled buffer and
+            # stopped tracing itself (dt_work.c); this walk held the last data
             self.log("tracing stopped by itself (exit() or a full buffer)")
             return EXIT_FAILED
         return None
@@ -352,6 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs.append(load_script(Path(path)))
         except SpecError as exc:
             failed.append((Path(path).stem, str(exc)))
+    clashes: list[SpecError] = []
+    kept = one_handle(specs, clashes)  # aggregation names are per handle (dt_open.c)
+    kept_names = {s.name for s in kept}
+    dropped = [s.name for s in specs if s.name not in kept_names]
+    failed += [(name, str(e)) for name, e in zip(dropped, clashes, strict=True)]
+    specs = kept
     worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed)
     try:
         return worker.run()

@@ -38,7 +38,30 @@
  *    the compiler's message;
  *  - dtrace_errmsg(NULL, err) works (for dtrace_open failures);
  *  - dtrace_aggregate_snap skips a snapshot taken sooner than the aggrate option
- *    (default 1 s) after the previous one, as dt_aggregate.c does.
+ *    (default 1 s) after the previous one, and the reference it compares with
+ *    advances by aggrate, not to "now" (dt_aggregate.c dtrace_aggregate_snap);
+ *  - dtrace_setopt (dt_options.c): compile-time and dynamic run-time options may be
+ *    set at any time, the other run-time options only before dtrace_go (EDT_ACTIVE
+ *    after); a value that does not parse is EDT_BADOPTVAL; sizes take k/m/g/t, rates
+ *    take ns/us/ms/s/... or hz, and a bare rate number is nanoseconds;
+ *  - dtrace_work (dt_work.c) asks dtrace_status first; once tracing has stopped
+ *    (dtrace_stop, or an exit() seen by dtrace_status, which then stops tracing
+ *    itself and returns DTRACE_STATUS_EXITED) it forces a last snapshot whatever
+ *    aggrate says and returns DTRACE_WORKSTATUS_DONE;
+ *  - dtrace_stop fires the END probe: records of the scenario's "end" section (END
+ *    clauses, and what fired between the consumer's last snapshot and the stop) are
+ *    in the aggregation buffers afterwards, for the next snapshot;
+ *  - printf()-style output in the principal buffer goes to the buffered handler; with
+ *    no FILE and no buffered handler dtrace_work fails with EDT_NOBUFFERED
+ *    (dt_printf.c dt_buffered_flush);
+ *  - aggregation names belong to the handle (dt_open.c creates one dt_aggs hash per
+ *    handle): a program assigning @name a different aggregating function than an
+ *    earlier program on the same handle fails to compile with the compiler's
+ *    "aggregation redefined" message (dt_parser.c, D_AGG_REDEF); the same function
+ *    shares one aggregation silently;
+ *  - an enabling that fails part way keeps the probes enabled before the failure,
+ *    with their enabled probe ids (dtrace.c dtrace_enabling_match: "we kick out --
+ *    perhaps with some number of them enabled"): they go on firing.
  *
  * The scenario is a text file named by $DTRACE_STUB_SCENARIO, read by dtrace_open:
  *
@@ -51,7 +74,10 @@
  *                                 program naming it fails to compile with the
  *                                 compiler's D_PDESC_ZERO message, unless compiled
  *                                 with DTRACE_C_ZDEFS (then it just matches nothing)
+ *   enable_fail SEL N ERRNO       dtrace_program_exec of a program containing SEL
+ *                                 enables N probes, then fails with ERRNO
  *   tick N                        following events happen at the N-th dtrace_work
+ *   end                           following events happen at dtrace_stop (END)
  *   rec SEL AGG FUNC [P...] | KEYS... | VALUES...
  *                                 AGG of program SEL fires once per value; FUNC is
  *                                 count, sum, min, max, avg, quantize,
@@ -61,9 +87,12 @@
  *   drop KIND COUNT               a drop of dtrace_dropkind_t KIND
  *   error SEL INDEX FAULT MESSAGE...
  *                                 a runtime error in the INDEX-th enabled probe of SEL
+ *   output SEL TEXT...            SEL's printf() output, in the principal buffer
  *   crash                         abort() in dtrace_work
  *   hang                          block forever in dtrace_work
- *   done                          dtrace_work returns DTRACE_WORKSTATUS_DONE
+ *   exit                          the D program calls exit(): dtrace_status sees
+ *                                 it, stops tracing and returns EXITED
+ *   done                          the same as exit
  *
  * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each. With
  * $DTRACE_STUB_DEADMAN set (seconds), a status request later than that after the
@@ -80,6 +109,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* --- illumos-gate usr/src/uts/common/sys/dtrace.h --------------------------------- */
@@ -223,6 +253,7 @@ typedef struct dtrace_proginfo {
 
 #define DTRACE_STATUS_NONE 0
 #define DTRACE_STATUS_OKAY 1
+#define DTRACE_STATUS_EXITED 2
 #define DTRACE_STATUS_STOPPED 4
 
 typedef enum {
@@ -484,6 +515,11 @@ llquantize_bucket(uint16_t factor, uint16_t low, uint16_t high, uint16_t nsteps,
 #define EDT_VERSION (EDT_BASE + 0)
 #define EDT_NOTACTIVE (EDT_BASE + 70)
 #define EDT_BRICKED (EDT_BASE + 60)
+#define EDT_ACTIVE (EDT_BASE + 37)
+#define EDT_BADOPTVAL (EDT_BASE + 41)
+#define EDT_NOBUFFERED (EDT_BASE + 57)
+#define END_TICK (-1) /* an event of the scenario's "end" section */
+#define MAXAGGNAMES 256
 
 #define MAXKEYS 8
 
@@ -555,10 +591,16 @@ struct dtrace_hdl {
 	void *err_arg;
 	int err_before_go;
 	dtrace_handle_buffered_f *buf_f;
+	void *buf_arg;
 	uint64_t drop_totals[16];
 	double last_poll; /* CLOCK_MONOTONIC seconds of the last status request */
-	double aggrate; /* seconds; the "aggrate" option (default 1 s, dt_options.c) */
-	double last_snap; /* CLOCK_MONOTONIC seconds of the last snapshot taken */
+	int64_t aggrate; /* ns; the "aggrate" option (default 1 s, dt_open.c) */
+	int64_t last_snap; /* dt_lastagg: CLOCK_MONOTONIC ns, 0 = none yet */
+	/* the handle's aggregation names and their functions (dt_open.c dt_aggs) */
+	int naggnames;
+	char aggname[MAXAGGNAMES][64];
+	char aggfunc[MAXAGGNAMES][16];
+	int aggprog[MAXAGGNAMES];
 };
 
 #include <time.h>
@@ -570,6 +612,15 @@ now_seconds(void)
 
 	(void) clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	(void) clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec);
 }
 
 /*
@@ -654,13 +705,15 @@ parse_line(char *line, int run, int tick)
 	ev->tick = tick;
 	(void) snprintf(ev->kind, sizeof (ev->kind), "%s", tok);
 	if (strcmp(tok, "matches") == 0 || strcmp(tok, "compile_fail") == 0 ||
-	    strcmp(tok, "error") == 0 || strcmp(tok, "no_probe") == 0) {
+	    strcmp(tok, "error") == 0 || strcmp(tok, "no_probe") == 0 ||
+	    strcmp(tok, "output") == 0 || strcmp(tok, "enable_fail") == 0) {
 		tok = strtok_r(NULL, " ", &save);
 		(void) snprintf(ev->sel, sizeof (ev->sel), "%s", tok ? tok : "");
 		if (strcmp(ev->kind, "matches") == 0) {
 			tok = strtok_r(NULL, " ", &save);
 			ev->n1 = tok ? atol(tok) : 1;
-		} else if (strcmp(ev->kind, "error") == 0) {
+		} else if (strcmp(ev->kind, "error") == 0 ||
+		    strcmp(ev->kind, "enable_fail") == 0) {
 			tok = strtok_r(NULL, " ", &save);
 			ev->n1 = tok ? atol(tok) : 0;
 			tok = strtok_r(NULL, " ", &save);
@@ -736,6 +789,10 @@ load_scenario(dtrace_hdl_t *dtp)
 			tick = atoi(line + 5);
 			continue;
 		}
+		if (strcmp(line, "end\n") == 0 || strcmp(line, "end") == 0) {
+			tick = END_TICK;
+			continue;
+		}
 		if ((ev = parse_line(line, run, tick)) == NULL)
 			continue;
 		if (ev->run != 0 && ev->run != dtp->run) {
@@ -776,7 +833,7 @@ dtrace_open(int version, int flags, int *errp)
 		abort();
 	dtp->run = next_run();
 	dtp->strsize = 256;
-	dtp->aggrate = 1.0;
+	dtp->aggrate = 1000000000LL; /* dt_open.c: aggrate 1 s */
 	dtp->next_epid = 1; /* DTRACE_EPIDNONE + 1 */
 	load_scenario(dtp);
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
@@ -811,6 +868,9 @@ dtrace_errmsg(dtrace_hdl_t *dtp, int error)
 	case EDT_ERRABORT: return ("Abort due to error");
 	case EDT_NOTACTIVE: return ("Tracing is not yet active");
 	case EDT_BRICKED: return ("Abort due to systemic unresponsiveness");
+	case EDT_ACTIVE: return ("Operation illegal when tracing is active");
+	case EDT_BADOPTVAL: return ("Invalid value for specified option");
+	case EDT_NOBUFFERED: return ("Attempt to buffer output without handler");
 	default: break;
 	}
 	if (error < EDT_BASE)
@@ -818,45 +878,184 @@ dtrace_errmsg(dtrace_hdl_t *dtp, int error)
 	return ("Unknown libdtrace error");
 }
 
-static const char *const known_options[] = {
-	"aggsize", "bufsize", "bufpolicy", "bufresize", "cleanrate", "cpu", "destructive",
-	"dynvarsize", "grabanon", "jstackframes", "jstackstrsize", "nspec", "specsize",
-	"stackframes", "statusrate", "strsize", "ustackframes", "temporal", "agghist",
-	"aggpack", "aggrate", "aggsortkey", "aggsortkeypos", "aggsortpos", "aggsortrev",
-	"aggzoom", "flowindent", "quiet", "rawbytes", "stackindent", "switchrate", "zone",
-	NULL
+/* dt_options.c: how each option's value is parsed. */
+enum { OPT_FLAG, OPT_SIZE, OPT_RATE, OPT_RUNTIME, OPT_POLICY, OPT_RESIZE, OPT_ANY };
+
+typedef struct {
+	const char *name;
+	int parse;
+} opt_t;
+
+/* _dtrace_ctoptions (the ones a consumer might plausibly set; all are accepted) */
+static const opt_t ct_options[] = {
+	{ "cpp", OPT_FLAG }, { "defaultargs", OPT_FLAG }, { "define", OPT_ANY },
+	{ "empty", OPT_FLAG }, { "errtags", OPT_FLAG }, { "incdir", OPT_ANY },
+	{ "knodefs", OPT_FLAG }, { "nolibs", OPT_FLAG }, { "pspec", OPT_FLAG },
+	{ "undef", OPT_ANY }, { "unodefs", OPT_FLAG }, { "verbose", OPT_FLAG },
+	{ "zdefs", OPT_FLAG }, { NULL, 0 }
 };
 
-/* A rate option's value as seconds: a number with a ns/us/ms/s suffix (dt_options.c). */
-static double
-parse_rate(const char *val)
-{
-	char *end;
-	double n = strtod(val, &end);
+/* _dtrace_rtoptions: settable only while tracing is not active */
+static const opt_t rt_options[] = {
+	{ "aggsize", OPT_SIZE }, { "bufsize", OPT_SIZE }, { "bufpolicy", OPT_POLICY },
+	{ "bufresize", OPT_RESIZE }, { "cleanrate", OPT_RATE }, { "cpu", OPT_RUNTIME },
+	{ "destructive", OPT_RUNTIME }, { "dynvarsize", OPT_SIZE },
+	{ "grabanon", OPT_RUNTIME }, { "jstackframes", OPT_RUNTIME },
+	{ "jstackstrsize", OPT_SIZE }, { "nspec", OPT_RUNTIME }, { "specsize", OPT_SIZE },
+	{ "stackframes", OPT_RUNTIME }, { "statusrate", OPT_RATE },
+	{ "strsize", OPT_SIZE }, { "ustackframes", OPT_RUNTIME }, { "zone", OPT_ANY },
+	{ "temporal", OPT_RUNTIME }, { NULL, 0 }
+};
 
-	if (strcmp(end, "ns") == 0)
-		return (n / 1e9);
-	if (strcmp(end, "us") == 0)
-		return (n / 1e6);
-	if (strcmp(end, "ms") == 0)
-		return (n / 1e3);
-	return (n);
+/* _dtrace_drtoptions: dynamic run-time options, settable at any time */
+static const opt_t drt_options[] = {
+	{ "agghist", OPT_RUNTIME }, { "aggpack", OPT_RUNTIME }, { "aggrate", OPT_RATE },
+	{ "aggsortkey", OPT_RUNTIME }, { "aggsortkeypos", OPT_RUNTIME },
+	{ "aggsortpos", OPT_RUNTIME }, { "aggsortrev", OPT_RUNTIME },
+	{ "aggzoom", OPT_RUNTIME }, { "flowindent", OPT_RUNTIME }, { "quiet", OPT_RUNTIME },
+	{ "rawbytes", OPT_RUNTIME }, { "stackindent", OPT_RUNTIME },
+	{ "switchrate", OPT_RATE }, { NULL, 0 }
+};
+
+static const opt_t *
+find_opt(const opt_t *table, const char *name)
+{
+	for (; table->name != NULL; table++)
+		if (strcmp(table->name, name) == 0)
+			return (table);
+	return (NULL);
+}
+
+/* dt_optval_parse: a number with an optional k/m/g/t suffix (powers of 1024). */
+static int
+parse_size(const char *val, int64_t *out)
+{
+	size_t len = strlen(val);
+	int64_t mul = 1;
+	char *end;
+	unsigned long long n;
+
+	if (len == 0)
+		return (-1);
+	switch (val[len - 1]) {
+	case 't': case 'T': mul *= 1024; /* FALLTHROUGH */
+	case 'g': case 'G': mul *= 1024; /* FALLTHROUGH */
+	case 'm': case 'M': mul *= 1024; /* FALLTHROUGH */
+	case 'k': case 'K': mul *= 1024; break;
+	default: break;
+	}
+	errno = 0;
+	n = strtoull(val, &end, 0);
+	if ((mul > 1 && end != &val[len - 1]) || (mul == 1 && *end != '\0') ||
+	    errno != 0 || end == val || (int64_t)(n * mul) < 0)
+		return (-1);
+	*out = (int64_t)(n * mul);
+	return (0);
+}
+
+/* dt_opt_rate: a number with a time suffix (ns when there is none) or hz. */
+static int
+parse_rate(const char *val, int64_t *out)
+{
+	static const struct { const char *name; int64_t mul; } suffix[] = {
+		{ "ns", 1 }, { "nsec", 1 }, { "us", 1000 }, { "usec", 1000 },
+		{ "ms", 1000000 }, { "msec", 1000000 }, { "s", 1000000000LL },
+		{ "sec", 1000000000LL }, { "m", 60000000000LL }, { "min", 60000000000LL },
+		{ "h", 3600000000000LL }, { "hour", 3600000000000LL },
+		{ "d", 86400000000000LL }, { "day", 86400000000000LL }, { "hz", 0 },
+		{ NULL, 0 }
+	};
+	char *end;
+	int64_t mul = 1, n;
+	int i;
+
+	errno = 0;
+	n = (int64_t)strtoull(val, &end, 0);
+	for (i = 0; suffix[i].name != NULL; i++) {
+		if (strcasecmp(suffix[i].name, end) == 0) {
+			mul = suffix[i].mul;
+			break;
+		}
+	}
+	if ((suffix[i].name == NULL && *end != '\0') || n < 0 || end == val)
+		return (-1);
+	*out = mul == 0 ? (n != 0 ? 1000000000LL / n : 0) : n * mul;
+	return (0);
+}
+
+/* dt_opt_runtime: yes/no-style words, or a number. */
+static int
+parse_runtime(const char *val)
+{
+	static const char *const words[] = { "yes", "no", "enable", "disable", "enabled",
+	    "disabled", "true", "false", "on", "off", "set", "unset", NULL };
+	char *end;
+	int i;
+
+	if (val[0] == '\0')
+		return (0);
+	for (i = 0; words[i] != NULL; i++)
+		if (strcasecmp(words[i], val) == 0)
+			return (0);
+	errno = 0;
+	(void) strtoull(val, &end, 0);
+	return (*end != '\0' || errno != 0 || val[0] == '-' ? -1 : 0);
+}
+
+static int
+parse_opt(dtrace_hdl_t *dtp, const opt_t *op, const char *val)
+{
+	int64_t n = 0;
+
+	switch (op->parse) {
+	case OPT_SIZE:
+		if (val != NULL && parse_size(val, &n) != 0)
+			return (set_err(dtp, EDT_BADOPTVAL));
+		if (strcmp(op->name, "strsize") == 0 && val != NULL)
+			dtp->strsize = (long)n;
+		return (0);
+	case OPT_RATE:
+		if (val != NULL && parse_rate(val, &n) != 0)
+			return (set_err(dtp, EDT_BADOPTVAL));
+		if (strcmp(op->name, "aggrate") == 0)
+			dtp->aggrate = n;
+		return (0);
+	case OPT_RUNTIME:
+		if (val != NULL && parse_runtime(val) != 0)
+			return (set_err(dtp, EDT_BADOPTVAL));
+		return (0);
+	case OPT_POLICY:
+		if (val == NULL || (strcmp(val, "ring") != 0 && strcmp(val, "fill") != 0 &&
+		    strcmp(val, "switch") != 0))
+			return (set_err(dtp, EDT_BADOPTVAL));
+		return (0);
+	case OPT_RESIZE:
+		if (val == NULL || (strcmp(val, "auto") != 0 && strcmp(val, "manual") != 0))
+			return (set_err(dtp, EDT_BADOPTVAL));
+		return (0);
+	default:
+		return (0);
+	}
 }
 
 int
 dtrace_setopt(dtrace_hdl_t *dtp, const char *opt, const char *val)
 {
-	int i;
+	const opt_t *op;
 
 	stub_log("setopt %s=%s", opt, val ? val : "(null)");
-	for (i = 0; known_options[i] != NULL; i++) {
-		if (strcmp(known_options[i], opt) == 0) {
-			if (strcmp(opt, "strsize") == 0 && val != NULL)
-				dtp->strsize = atol(val);
-			if (strcmp(opt, "aggrate") == 0 && val != NULL)
-				dtp->aggrate = parse_rate(val);
-			return (0);
+	if (opt == NULL)
+		return (set_err(dtp, EINVAL));
+	if ((op = find_opt(ct_options, opt)) != NULL ||
+	    (op = find_opt(drt_options, opt)) != NULL)
+		return (parse_opt(dtp, op, val));
+	if ((op = find_opt(rt_options, opt)) != NULL) {
+		/* "Only dynamic run-time options may be set while tracing is active." */
+		if (dtp->active) {
+			stub_log("setopt %s refused: tracing is active", opt);
+			return (set_err(dtp, EDT_ACTIVE));
 		}
+		return (parse_opt(dtp, op, val));
 	}
 	return (set_err(dtp, EDT_BADOPTNAME));
 }
@@ -887,11 +1086,11 @@ dtrace_handle_err(dtrace_hdl_t *dtp, dtrace_handle_err_f *f, void *arg)
 int
 dtrace_handle_buffered(dtrace_hdl_t *dtp, dtrace_handle_buffered_f *f, void *arg)
 {
-	(void) arg;
 	stub_log("handle_buffered");
 	if (dtp->buf_f != NULL)
 		return (set_err(dtp, EALREADY));
 	dtp->buf_f = f;
+	dtp->buf_arg = arg;
 	return (0);
 }
 
@@ -904,6 +1103,87 @@ find_rule(dtrace_hdl_t *dtp, const char *kind, const char *text)
 		if (strcmp(ev->kind, kind) == 0 && strstr(text, ev->sel) != NULL)
 			return (ev);
 	return (NULL);
+}
+
+static int
+ident_char(int c)
+{
+	return (c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'));
+}
+
+/*
+ * Every "@name[...] = func(" of a program against the handle's aggregation names
+ * (comments skipped): a name already bound to another function is the compiler's
+ * D_AGG_REDEF error (dt_parser.c); a new one is added to the handle.
+ */
+static int
+check_aggs(dtrace_hdl_t *dtp, const char *text, int prog)
+{
+	const char *p = text;
+	char name[64], func[16];
+	int i, depth;
+	size_t n;
+
+	while (*p != '\0') {
+		if (p[0] == '/' && p[1] == '*') {
+			const char *e = strstr(p + 2, "*/");
+			p = e != NULL ? e + 2 : p + strlen(p);
+			continue;
+		}
+		if (*p++ != '@')
+			continue;
+		for (n = 0; ident_char(*p) && n < sizeof (name) - 1; p++)
+			name[n++] = *p;
+		if (n == 0)
+			name[n++] = '_';
+		name[n] = '\0';
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		if (*p == '[') {
+			for (depth = 0; *p != '\0'; p++) {
+				if (*p == '[')
+					depth++;
+				else if (*p == ']' && --depth == 0) {
+					p++;
+					break;
+				}
+			}
+		}
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		if (p[0] != '=' || p[1] == '=')
+			continue;
+		for (p++; *p == ' ' || *p == '\t' || *p == '\n'; p++)
+			continue;
+		for (n = 0; ident_char(*p) && n < sizeof (func) - 1; p++)
+			func[n++] = *p;
+		func[n] = '\0';
+		for (i = 0; i < dtp->naggnames; i++)
+			if (strcmp(dtp->aggname[i], name) == 0)
+				break;
+		if (i < dtp->naggnames) {
+			if (strcmp(dtp->aggfunc[i], func) != 0) {
+				(void) snprintf(dtp->errmsg, sizeof (dtp->errmsg),
+				    "aggregation redefined: @%s\n\t current: @%s = %s( )\n"
+				    "\tprevious: @%s = %s( ) : line 1\n", name, name, func, name,
+				    dtp->aggfunc[i]);
+				stub_log("compile failed: aggregation redefined @%s", name);
+				dtp->err = EDT_COMPILER;
+				return (-1);
+			}
+			if (dtp->aggprog[i] != prog)
+				stub_log("aggregation @%s shared with program %d", name,
+				    dtp->aggprog[i]);
+			continue;
+		}
+		if (dtp->naggnames < MAXAGGNAMES) {
+			(void) snprintf(dtp->aggname[dtp->naggnames], 64, "%s", name);
+			(void) snprintf(dtp->aggfunc[dtp->naggnames], 16, "%s", func);
+			dtp->aggprog[dtp->naggnames++] = prog;
+		}
+	}
+	return (0);
 }
 
 dtrace_prog_t *
@@ -932,6 +1212,8 @@ dtrace_program_strcompile(dtrace_hdl_t *dtp, const char *text, dtrace_probespec_
 		dtp->err = EDT_COMPILER;
 		return (NULL);
 	}
+	if (check_aggs(dtp, text, dtp->nprogs) != 0)
+		return (NULL);
 	if ((pgp = calloc(1, sizeof (*pgp))) == NULL || (pgp->text = strdup(text)) == NULL)
 		abort();
 	pgp->index = dtp->nprogs++;
@@ -950,7 +1232,17 @@ dtrace_program_exec(dtrace_hdl_t *dtp, dtrace_prog_t *pgp, dtrace_proginfo_t *pi
 		(void) memset(pip, 0, sizeof (*pip));
 		pip->dpi_matches = pgp->matches;
 	}
+	event_t *ev = find_rule(dtp, "enable_fail", pgp->text);
+
 	pgp->base_epid = dtp->next_epid;
+	if (ev != NULL) {
+		/* dtrace_enabling_match: the probes enabled before the error stay enabled */
+		pgp->matches = (unsigned)ev->n1;
+		dtp->next_epid += pgp->matches;
+		stub_log("exec prog=%d failed after %u probes epids=%u-%u", pgp->index,
+		    pgp->matches, pgp->base_epid, dtp->next_epid - 1);
+		return (set_err(dtp, (int)ev->n2));
+	}
 	dtp->next_epid += pgp->matches;
 	stub_log("exec prog=%d matches=%u epids=%u-%u", pgp->index, pgp->matches,
 	    pgp->base_epid, dtp->next_epid - 1);
@@ -970,8 +1262,16 @@ dtrace_go(dtrace_hdl_t *dtp)
 int
 dtrace_stop(dtrace_hdl_t *dtp)
 {
+	event_t *ev;
+
+	if (dtp->stopped)
+		return (0);
 	stub_log("stop");
 	dtp->stopped = 1;
+	/* the END probe fires: its records are due at the next snapshot */
+	for (ev = dtp->events; ev != NULL; ev = ev->next)
+		if (ev->tick == END_TICK)
+			ev->tick = dtp->ticks > 0 ? dtp->ticks : 1;
 	return (0);
 }
 
@@ -1007,15 +1307,35 @@ dtrace_close(dtrace_hdl_t *dtp)
 	free(dtp);
 }
 
+/* dt_work.c dtrace_status: an exit() seen in the status stops tracing. */
+static int
+status_of(dtrace_hdl_t *dtp)
+{
+	event_t *ev;
+
+	if (!dtp->active)
+		return (DTRACE_STATUS_NONE);
+	if (dtp->stopped)
+		return (DTRACE_STATUS_STOPPED);
+	if (bricked(dtp))
+		return (set_err(dtp, EDT_BRICKED));
+	for (ev = dtp->events; ev != NULL; ev = ev->next) {
+		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks ||
+		    (strcmp(ev->kind, "exit") != 0 && strcmp(ev->kind, "done") != 0))
+			continue;
+		ev->done = 1;
+		stub_log("exited");
+		(void) dtrace_stop(dtp);
+		return (DTRACE_STATUS_EXITED);
+	}
+	return (DTRACE_STATUS_OKAY);
+}
+
 int
 dtrace_status(dtrace_hdl_t *dtp)
 {
 	stub_log("status");
-	if (!dtp->active)
-		return (DTRACE_STATUS_NONE);
-	if (bricked(dtp))
-		return (set_err(dtp, EDT_BRICKED));
-	return (dtp->stopped ? DTRACE_STATUS_STOPPED : DTRACE_STATUS_OKAY);
+	return (status_of(dtp));
 }
 
 static dtrace_prog_t *
@@ -1307,18 +1627,25 @@ deliver_error(dtrace_hdl_t *dtp, event_t *ev)
 
 static int snap(dtrace_hdl_t *);
 
-/* dt_aggregate.c: a snapshot sooner than aggrate after the last one is skipped. */
+/*
+ * dt_aggregate.c dtrace_aggregate_snap: a snapshot sooner than aggrate after the
+ * reference is skipped; the reference then advances by aggrate (not to now).
+ */
 static int
 snap_at_aggrate(dtrace_hdl_t *dtp, const char *who)
 {
-	double now = now_seconds();
+	int64_t now = now_ns();
 
-	if (dtp->last_snap != 0 && now - dtp->last_snap < dtp->aggrate) {
-		stub_log("%s skipped (aggrate)", who);
-		return (0);
+	if (dtp->last_snap != 0) {
+		if (now - dtp->last_snap < dtp->aggrate) {
+			stub_log("%s skipped (aggrate)", who);
+			return (0);
+		}
+		dtp->last_snap += dtp->aggrate;
+	} else {
+		dtp->last_snap = now;
 	}
 	stub_log("%s", who);
-	dtp->last_snap = now;
 	return (snap(dtp));
 }
 
@@ -1329,7 +1656,7 @@ snap(dtrace_hdl_t *dtp)
 	event_t *ev;
 
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
-		if (ev->done || ev->tick == 0 || ev->tick > dtp->ticks)
+		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks)
 			continue;
 		if (strcmp(ev->kind, "rec") == 0) {
 			ev->done = 1;
@@ -1351,13 +1678,46 @@ dtrace_aggregate_snap(dtrace_hdl_t *dtp)
 	return (snap_at_aggrate(dtp, "snap"));
 }
 
+/* printf() output of a program: to the buffered handler (dt_printf.c). */
+static int
+deliver_output(dtrace_hdl_t *dtp, FILE *fp, event_t *ev)
+{
+	dtrace_bufdata_t bd;
+	char text[600];
+
+	if (find_prog(dtp, ev->sel) == NULL)
+		return (0);
+	(void) snprintf(text, sizeof (text), "%s\n", ev->message);
+	if (fp != NULL) {
+		(void) fputs(text, fp);
+		return (0);
+	}
+	if (dtp->buf_f == NULL) {
+		stub_log("output without a buffered handler");
+		return (set_err(dtp, EDT_NOBUFFERED));
+	}
+	(void) memset(&bd, 0, sizeof (bd));
+	bd.dtbda_handle = dtp;
+	bd.dtbda_buffered = text;
+	if (dtp->buf_f(&bd, dtp->buf_arg) == DTRACE_HANDLE_ABORT)
+		return (set_err(dtp, EDT_ERRABORT));
+	return (0);
+}
+
+/*
+ * dt_work.c dtrace_work: the status first (an exit() stops tracing there); once
+ * tracing has stopped the last snapshot is forced (dt_lastagg = 0) and the answer
+ * is DONE; then the aggregation snapshot and the principal buffer (drops, errors,
+ * output).
+ */
 dtrace_workstatus_t
 dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
     dtrace_consume_rec_f *rf, void *arg)
 {
 	event_t *ev;
+	int status;
+	dtrace_workstatus_t rval = DTRACE_WORKSTATUS_OKAY;
 
-	(void) fp;
 	(void) pf;
 	(void) rf;
 	(void) arg;
@@ -1367,13 +1727,16 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 		set_err(dtp, EDT_NOTACTIVE);
 		return (DTRACE_WORKSTATUS_ERROR);
 	}
-	if (bricked(dtp)) {
+	if ((status = status_of(dtp)) == -1) {
 		stub_log("bricked");
-		set_err(dtp, EDT_BRICKED);
 		return (DTRACE_WORKSTATUS_ERROR);
 	}
+	if (status == DTRACE_STATUS_STOPPED || status == DTRACE_STATUS_EXITED) {
+		dtp->last_snap = 0;
+		rval = DTRACE_WORKSTATUS_DONE;
+	}
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
-		if (ev->done || ev->tick == 0 || ev->tick > dtp->ticks)
+		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks)
 			continue;
 		if (strcmp(ev->kind, "crash") == 0) {
 			stub_log("crash");
@@ -1383,10 +1746,6 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 			stub_log("hang");
 			for (;;)
 				(void) pause();
-		}
-		if (strcmp(ev->kind, "done") == 0) {
-			ev->done = 1;
-			return (DTRACE_WORKSTATUS_DONE);
 		}
 		if (strcmp(ev->kind, "drop") == 0 && ev->n1 != DTRACEDROP_AGGREGATION) {
 			ev->done = 1;
@@ -1398,11 +1757,16 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 			if (deliver_error(dtp, ev) != 0)
 				return (DTRACE_WORKSTATUS_ERROR);
 		}
+		if (strcmp(ev->kind, "output") == 0) {
+			ev->done = 1;
+			if (deliver_output(dtp, fp, ev) != 0)
+				return (DTRACE_WORKSTATUS_ERROR);
+		}
 	}
-	/* dtrace_work snapshots the aggregations itself, at the aggrate */
+	/* dtrace_work snapshots the aggregations itself (bufpolicy switch), at aggrate */
 	if (snap_at_aggrate(dtp, "work snap") != 0)
 		return (DTRACE_WORKSTATUS_ERROR);
-	return (dtp->stopped ? DTRACE_WORKSTATUS_DONE : DTRACE_WORKSTATUS_OKAY);
+	return (rval);
 }
 
 int
