@@ -115,7 +115,18 @@ def render_configuration() -> str:
     return "\n".join(out) + "\n"
 
 
-DOCS = {"metrics.md": render, "configuration.md": render_configuration}
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+
+
+def render_dtrace() -> str:
+    """docs/dtrace.md, with the table of shipped D scripts generated from their specs."""
+    from dtagent.dtrace.docs import with_scripts_table
+
+    return with_scripts_table((DOCS_DIR / "dtrace.md").read_text(encoding="utf-8"))
+
+
+DOCS = {"metrics.md": render, "configuration.md": render_configuration,
+        "dtrace.md": render_dtrace}
 
 
 def all_metric_names() -> set[str]:
@@ -128,11 +139,13 @@ def all_metric_names() -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write docs/metrics.md and docs/configuration.md (into the directory given, if any)."""
+    """Write docs/metrics.md, docs/configuration.md and the generated table of
+    docs/dtrace.md (into the directory given, if any)."""
     args = sys.argv[1:] if argv is None else argv
-    docs = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "docs"
+    docs = Path(args[0]) if args else DOCS_DIR
     for name, make in DOCS.items():
-        (docs / name).write_text(make(), encoding="utf-8")
+        text = make()  # dtrace.md is read before it is rewritten
+        (docs / name).write_text(text, encoding="utf-8")
         print(f"wrote {docs / name}")
     return 0
 

@@ -65,7 +65,7 @@ def comments(s: sp.ScriptSpec) -> str:
 
 
 def test_every_script_has_its_spec_and_loads() -> None:
-    d_files = {p.stem for p in D_DIR.glob("*.d")}
+    d_files = {p.stem for p in D_DIR.glob("*.d") if "." not in p.stem}  # not NAME.VARIANT.d
     toml_files = {p.stem for p in D_DIR.glob("*.toml")}
     assert d_files == toml_files == set(SCRIPTS)
     loaded = specs()
@@ -425,3 +425,129 @@ def test_docs_worked_example_loads(tmp_path: Path) -> None:
     text_d = code(execs)
     for var in _assigned(text_d, r"self->(\w+)\s*=(?!=)"):
         assert re.search(rf"self->{var}\s*=\s*0\s*;", text_d)
+
+
+# ------------------------------------------- what each script measures, against the sources
+
+
+SYSNUM = Path(__file__).resolve().parent / "fixtures" / "illumos" / "name_to_sysnum"
+
+
+def syscall_names() -> set[str]:
+    """The system call names of illumos-gate usr/src/uts/intel/os/name_to_sysnum."""
+    return {line.split()[0] for line in SYSNUM.read_text().splitlines() if line.strip()}
+
+
+def clauses(text: str) -> list[tuple[list[str], str, str]]:
+    """(probe descriptions, predicate, body) of every clause of comment-free D text."""
+    out = []
+    for m in re.finditer(r"((?:[a-z]+:[\w-]*:[\w-]*:[\w-]+\s*,?\s*)+)(?:/(.*?)/)?\s*\{(.*?)\n\}",
+                         text, re.DOTALL):
+        probes = [p.strip() for p in m.group(1).split(",") if p.strip()]
+        out.append((probes, (m.group(2) or "").strip(), m.group(3)))
+    return out
+
+
+def test_runq_drops_the_start_when_the_thread_keeps_its_cpu_or_exits() -> None:
+    """disp.c swtch(): a thread picked again after it enqueued itself fires remain-cpu,
+    not on-cpu; without clearing, its next wait would be measured from then."""
+    s = spec_of("runq")
+    found = {}
+    for probes, predicate, body in clauses(code(s)):
+        for p in probes:
+            found[p] = (predicate, body)
+    for probe in ("sched:::remain-cpu", "proc:::lwp-exit"):
+        _predicate, body = found[probe]
+        assert re.search(r"runq_start\[\(uintptr_t\)curthread\]\s*=\s*0;", body), probe
+        assert "@" not in body, f"{probe} must not record a latency"
+    assert "sched:::remain-cpu" in s.probes
+    assert "remain-cpu" in s.caveats and "dequeue" in s.caveats
+
+
+def test_syscall_leaves_out_the_calls_that_wait_by_design() -> None:
+    s = spec_of("syscall")
+    table = syscall_names()
+    undone: dict[str, str] = {}
+    for probes, predicate, body in clauses(code(s)):
+        if re.search(r"self->syscall_ts\s*=\s*0;", body) and "@" not in body:
+            for p in probes:
+                name = p.split(":")[2]
+                assert name in table, f"{name} is not an illumos system call"
+                undone[name] = predicate
+    for name in ("pollsys", "lwp_park", "portfs", "nanosleep", "waitsys", "vfork", "kaio",
+                 "doorfs", "accept", "sigsuspend", "rexit", "lwp_exit"):
+        assert undone.get(name) == "", name
+    # only the waiting forms (sem_impl.h SEMOP 2, SEMTIMEDOP 4; msg_impl.h MSGRCV 2,
+    # MSGSND 3; devpoll.h DP_POLL 0xD001, DP_PPOLL 0xD003)
+    assert undone["semsys"] == "arg0 == 2 || arg0 == 4"
+    assert undone["msgsys"] == "arg0 == 2 || arg0 == 3"
+    assert undone["ioctl"] == "arg1 == 0xD001 || arg1 == 0xD003"
+    for name in ("vfork", "kaio", "semop", "msgrcv", "DP_POLL"):
+        assert name in s.caveats, name
+
+
+def test_fs_traces_every_read_and_write_call_of_the_syscall_table() -> None:
+    s = spec_of("fs")
+    text = code(s)
+    wanted = {n for n in syscall_names() if re.fullmatch(r"p?(read|write)v?(64)?", n)}
+    assert {"preadv", "pwritev", "pread64", "writev"} <= wanted
+    entries = set(re.findall(r"syscall::(\w+):entry", text))
+    returns = set(re.findall(r"syscall::(\w+):return", text))
+    assert wanted <= entries and wanted <= returns
+
+
+def test_tcpconn_takes_the_zone_from_the_stable_translator() -> None:
+    s = spec_of("tcpconn")
+    assert s.variant is None and s.variants == ("netstack",)
+    main = code(s)
+    assert "args[1]->cs_zoneid" in main
+    assert not re.search(r"tcp_t|netstack|conn_t", main), "no kernel structures by default"
+    fallback_path = D_DIR / "tcpconn.netstack.d"
+    fallback = sp.strip_comments(fallback_path.read_text())
+    assert "netstack_stackid" in fallback
+    assert sp.load_scripts([D_DIR]) == specs()  # the variant file is not a script itself
+    for text in (main, fallback):
+        # a leftover SYN-SENT entry of a reused tcp_t is never measured: the initial
+        # sequence number is stored with the start and matched
+        by_probe = {p: (pred, body) for probes, pred, body in clauses(text) for p in probes}
+        pred, body = by_probe["tcp:::connect-request"]
+        assert "tcpconn_iss[args[3]->tcps_addr] != args[3]->tcps_iss" in pred
+        assert "tcpconn_iss[args[3]->tcps_addr] = args[3]->tcps_iss;" in body
+        recording = [pred for probes, pred, body in clauses(text)
+                     if "tcp:::connect-established" in probes and "@tcpconn[" in body]
+        assert recording and all("tcpconn_iss[args[3]->tcps_addr] == args[3]->tcps_iss"
+                                 in p for p in recording)
+
+
+def test_a_variant_is_selected_by_the_spec(tmp_path: Path) -> None:
+    for suffix in (".d", ".netstack.d"):
+        (tmp_path / f"tcpconn{suffix}").write_text((D_DIR / f"tcpconn{suffix}").read_text())
+    toml = (D_DIR / "tcpconn.toml").read_text()
+    (tmp_path / "tcpconn.toml").write_text('variant = "netstack"\n' + toml)
+    chosen = sp.load_script(tmp_path / "tcpconn.d")
+    assert chosen.variant == "netstack" and "netstack_stackid" in chosen.source
+    (tmp_path / "tcpconn.toml").write_text('variant = "nope"\n' + toml)
+    with pytest.raises(sp.SpecError, match=r"variant.*one of the listed variants netstack"):
+        sp.load_script(tmp_path / "tcpconn.d")
+    (tmp_path / "tcpconn.toml").write_text(toml)
+    (tmp_path / "tcpconn.netstack.d").write_text(
+        (D_DIR / "tcpconn.netstack.d").read_text().replace("@tcpconn_sum[", "@tcpconn_total["))
+    with pytest.raises(sp.SpecError, match=r"tcpconn\.netstack\.d: .*tcpconn_sum"):
+        sp.load_script(tmp_path / "tcpconn.d")
+
+
+def test_zil_bytes_say_what_lwb_nused_counts() -> None:
+    (agg,) = [a for a in spec_of("zil").aggregations if a.name == "zil_bytes"]
+    for words in ("chain header", "indirect", "logbias=throughput"):
+        assert words in agg.help, words
+
+
+def test_disk_has_only_the_ops_that_are_timed() -> None:
+    s = spec_of("disk")
+    assert [a.keys[1].allow for a in s.aggregations] == [("read", "write"), ("read", "write")]
+    assert '"other"' not in code(s)
+    latency = s.aggregation("disk")
+    assert latency is not None and "taskq" in latency.help
+    cites = comments(s)
+    assert "illumos-joyent usr/src/uts/common/fs/zfs/zfs_zone.c" in cites
+    assert "illumos-gate usr/src/uts/common/fs/zfs/zfs_zone.c" not in cites

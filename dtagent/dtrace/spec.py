@@ -70,6 +70,8 @@ TOP_KEYS = {
     "caveats",
     "options",
     "aggregation",
+    "variants",
+    "variant",
 }
 AGG_KEYS = {
     "name",
@@ -144,6 +146,10 @@ class ScriptSpec:
     caveats: str
     options: dict[str, str]
     aggregations: tuple[AggregationSpec, ...]
+    # Alternative D texts beside the script (NAME.VARIANT.d), each checked against
+    # the same aggregations; ``variant`` names the one whose text is ``source``.
+    variants: tuple[str, ...] = ()
+    variant: str | None = None
 
     def aggregation(self, name: str) -> AggregationSpec | None:
         for agg in self.aggregations:
@@ -569,6 +575,23 @@ def load_script(d_path: Path) -> ScriptSpec:
             raise ctx.fail(f"aggregation[{a.name}].metric", "a metric name used once", a.metric)
         seen_metrics.add(a.metric)
     _check_source(ctx, source, aggs)
+    variants = ctx.str_list(raw, "variants", "variants")
+    for v in variants:
+        if not _IDENT_RE.match(v):
+            raise ctx.fail("variants", "D identifiers (a variant is NAME.VARIANT.d)", v)
+        v_path = d_path.with_name(f"{name}.{v}.d")
+        try:
+            v_source = v_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"{toml_path}: key 'variants': expected {v_path.name} beside "
+                            f"the script ({exc.strerror})") from None
+        _check_source(_Ctx(v_path), v_source, aggs)
+    variant = ctx.string(raw, "variant", "variant", "") or None
+    if variant is not None:
+        if variant not in variants:
+            raise ctx.fail("variant", "one of the listed variants "
+                           + (", ".join(variants) or "(none)"), variant)
+        source = d_path.with_name(f"{name}.{variant}.d").read_text(encoding="utf-8")
     return ScriptSpec(
         name=name,
         path=d_path,
@@ -582,6 +605,8 @@ def load_script(d_path: Path) -> ScriptSpec:
         caveats=caveats,
         options=options,
         aggregations=aggs,
+        variants=variants,
+        variant=variant,
     )
 
 
@@ -611,6 +636,8 @@ def load_scripts(
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.d")):
+            if "." in path.stem:
+                continue  # NAME.VARIANT.d: a variant, loaded with NAME.toml
             try:
                 spec = load_script(path)
             except SpecError as exc:

@@ -6,15 +6,21 @@
  *   sdt:::zfs-zone-latency  DTRACE_PROBE3(zfs__zone__latency, uintptr_t,
  *       zp->io_zoneid, uintptr_t, zp->io_type, uintptr_t, udelta) in
  *       zfs_zone_zio_done(), called from vdev_disk_io_done() when a leaf-vdev I/O
- *       completes (usually in interrupt/taskq context, hence the zone from the zio):
+ *       completes (in the zio completion taskq, hence the zone from the zio):
  *       arg0 zone id (io_zoneid = curzone at zio creation, zfs_zone_zio_init()),
- *       arg1 zio type (ZIO_TYPE_READ 1, ZIO_TYPE_WRITE 2, ...; IOCTL zios are
- *       skipped), arg2 latency in microseconds from dispatch to completion
- *       (illumos-gate usr/src/uts/common/fs/zfs/zfs_zone.c; zio_type_t in
+ *       arg1 zio type, arg2 latency in microseconds from io_dispatched (set by
+ *       zfs_zone_zio_start() as the I/O goes to the disk) to this call, so it
+ *       includes the time the completion waited for its taskq thread.  Only
+ *       ZIO_TYPE_READ (1) and ZIO_TYPE_WRITE (2) arrive: zfs_zone_zio_done()
+ *       returns early for IOCTL zios and for zios never dispatched through
+ *       zfs_zone_zio_start() (io_dispatched == 0), which TRIM zios are not
+ *       (illumos-joyent usr/src/uts/common/fs/zfs/zfs_zone.c; the zone I/O
+ *       throttle is SmartOS's, not in illumos-gate; zio_type_t in
  *       usr/src/uts/common/sys/fs/zfs.h).
  *   sdt:::zfs-zone-wait  DTRACE_PROBE3(zfs__zone__wait, uintptr_t, zone id,
  *       uintptr_t, type, uintptr_t, wait) in zfs_zone_io_throttle(), in the zone's
- *       own thread, just before drv_usecwait(wait): arg1 ZFS_ZONE_IOP_READ 0,
+ *       own thread, just before drv_usecwait(wait) (illumos-joyent, same file):
+ *       arg1 ZFS_ZONE_IOP_READ 0,
  *       ZFS_ZONE_IOP_WRITE 1, ZFS_ZONE_IOP_LOGICAL_WRITE 2 (sys/zfs_zone.h), arg2 the
  *       delay in microseconds (steps of zfs_zone_delay_step, 5 us, up to
  *       zfs_zone_delay_ceiling, 100 us, doubled for writes while txgs sync fast).
@@ -28,7 +34,7 @@
 
 sdt:::zfs-zone-latency
 {
-	this->disk_op = arg1 == 1 ? "read" : arg1 == 2 ? "write" : "other";
+	this->disk_op = arg1 == 1 ? "read" : "write";
 	@disk[(int)arg0, this->disk_op] = llquantize((int64_t)arg2 - 1, 10, 0, 6, 10);
 	@disk_sum[(int)arg0, this->disk_op] = sum((int64_t)arg2);
 }

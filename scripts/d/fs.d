@@ -7,9 +7,9 @@
  *       arg0.. are the call's arguments, for return arg0 = arg1 = the return value
  *       (-1 on error) (dtrace_systrace_syscall(), illumos-gate
  *       usr/src/uts/common/os/dtrace_subr.c).  Names from illumos-gate
- *       usr/src/uts/intel/os/name_to_sysnum: read readv pread pread64 write writev
- *       pwrite pwrite64 fdsync (fsync, fdatasync) getdents getdents64 open open64
- *       openat openat64.
+ *       usr/src/uts/intel/os/name_to_sysnum: read readv pread pread64 preadv write
+ *       writev pwrite pwrite64 pwritev fdsync (fsync, fdatasync) getdents
+ *       getdents64 open open64 openat openat64.
  *   fds[fd].fi_fs = stringof(file->f_vnode->v_op->vnop_name), "zfs" for ZFS files,
  *       "<none>" for a bad descriptor (illumos-gate
  *       usr/src/lib/libdtrace/common/io.d.in, fileinfo_t and the fds[] inline).
@@ -23,7 +23,7 @@
  */
 
 syscall::read:entry, syscall::readv:entry, syscall::pread:entry,
-syscall::pread64:entry
+syscall::pread64:entry, syscall::preadv:entry
 /fds[arg0].fi_fs == "zfs"/
 {
 	self->fs_ts = timestamp;
@@ -31,7 +31,7 @@ syscall::pread64:entry
 }
 
 syscall::write:entry, syscall::writev:entry, syscall::pwrite:entry,
-syscall::pwrite64:entry
+syscall::pwrite64:entry, syscall::pwritev:entry
 /fds[arg0].fi_fs == "zfs"/
 {
 	self->fs_ts = timestamp;
@@ -60,8 +60,9 @@ syscall::openat64:entry
 }
 
 syscall::read:return, syscall::readv:return, syscall::pread:return,
-syscall::pread64:return, syscall::write:return, syscall::writev:return,
-syscall::pwrite:return, syscall::pwrite64:return, syscall::fdsync:return,
+syscall::pread64:return, syscall::preadv:return, syscall::write:return,
+syscall::writev:return, syscall::pwrite:return, syscall::pwrite64:return,
+syscall::pwritev:return, syscall::fdsync:return,
 syscall::getdents:return, syscall::getdents64:return
 /self->fs_ts != 0/
 {

@@ -14,9 +14,18 @@
  * Left out, because their time is waiting for an event by design and would drown
  * the signal: pollsys, lwp_park, portfs, nanosleep, waitsys, lwp_wait,
  * lwp_cond_wait, lwp_sema_timedwait, lwp_mutex_timedlock, lwp_rwlock_sys,
- * sigsuspend, sigwait (sigtimedwait), pause, doorfs, getmsg, getpmsg, accept.
+ * sigsuspend, sigwait (sigtimedwait), pause, doorfs, getmsg, getpmsg, accept;
+ * vfork (the parent waits until the child execs or exits); kaio (all of it: its
+ * AIOWAIT and aiosuspend() forms wait for asynchronous I/O to finish); semsys for
+ * semop and semtimedop (arg0 SEMOP 2, SEMTIMEDOP 4: they wait on the semaphore;
+ * semctl, semget and semids are measured); msgsys for msgrcv and msgsnd (arg0
+ * MSGRCV 2, MSGSND 3: they wait for a message or for room) (opcodes: illumos-gate
+ * usr/src/uts/common/sys/sem_impl.h, usr/src/uts/common/sys/msg_impl.h); ioctl
+ * when it is the /dev/poll wait, DP_POLL or DP_PPOLL (arg1 0xD001, 0xD003,
+ * illumos-gate usr/src/uts/common/sys/devpoll.h; the epoll emulation uses these
+ * too); every other ioctl is measured.
  * rexit and lwp_exit never return, so they are left out too (no state leaks).
- * The second clause runs after the first for those probes and undoes its work.
+ * The later clauses run after the first for those probes and undo its work.
  *
  * State: one thread-local timestamp, zeroed at return.
  * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
@@ -33,7 +42,26 @@ syscall::lwp_cond_wait:entry, syscall::lwp_sema_timedwait:entry,
 syscall::lwp_mutex_timedlock:entry, syscall::lwp_rwlock_sys:entry,
 syscall::sigsuspend:entry, syscall::sigwait:entry, syscall::pause:entry,
 syscall::doorfs:entry, syscall::getmsg:entry, syscall::getpmsg:entry,
-syscall::accept:entry, syscall::rexit:entry, syscall::lwp_exit:entry
+syscall::accept:entry, syscall::vfork:entry, syscall::kaio:entry,
+syscall::rexit:entry, syscall::lwp_exit:entry
+{
+	self->syscall_ts = 0;
+}
+
+syscall::semsys:entry
+/arg0 == 2 || arg0 == 4/
+{
+	self->syscall_ts = 0;
+}
+
+syscall::msgsys:entry
+/arg0 == 2 || arg0 == 3/
+{
+	self->syscall_ts = 0;
+}
+
+syscall::ioctl:entry
+/arg1 == 0xD001 || arg1 == 0xD003/
 {
 	self->syscall_ts = 0;
 }

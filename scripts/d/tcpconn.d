@@ -11,54 +11,57 @@
  *       (illumos-gate usr/src/uts/common/inet/tcp/tcp_input.c).
  *   tcp:::state-change  args[3] the connection, args[5]->tcps_state the previous
  *       state.
- *   args[3] tcpsinfo_t: tcps_addr = (uintptr_t) the tcp_t, tcps_state
+ *   args[3] tcpsinfo_t: tcps_addr = (uintptr_t) the tcp_t, tcps_state, tcps_iss =
+ *       tcp_iss, the initial send sequence number, chosen before the first SYN
  *       (illumos-gate usr/src/lib/libdtrace/common/tcp.d.in).
- *   args[1] csinfo_t from the ip_xmit_attr_t: cs_zoneid.  For exclusive-IP-stack
- *       zones (every SmartOS zone) TCP sets the connection's zone id to the global
- *       zone (0), so cs_zoneid is 0 there (illumos-gate
- *       usr/src/uts/common/inet/tcp/tcp.c: "For exclusive stacks we set the
- *       zoneid to zero").
- *   Zone attribution: the connection's IP stack.  tcp_t->tcp_connp->conn_netstack
- *       (illumos-gate usr/src/uts/common/inet/ipclassifier.h) ->netstack_stackid is
- *       the owning zone's id for an exclusive stack and 0 for the shared (global)
- *       stack (netstack.c: ns->netstack_stackid = zoneid); ip.d.in's ifinfo_t
- *       if_ipstack reads the same field.  So: stack id when non-zero, else
- *       cs_zoneid (right for shared-stack zones on other illumos distributions).
- *       This walks kernel structures through CTF: if a platform image renames
- *       them the script fails to compile and is reported disabled.
+ *   args[1] csinfo_t, translated from the ip_xmit_attr_t (binding 1.6.3,
+ *       illumos-gate usr/src/lib/libdtrace/common/ip.d.in): cs_zoneid is the zone of
+ *       the connection's credential (ixa_cred->cr_zone->zone_id) whenever the
+ *       connection is on an exclusive IP stack (netstack id not the global one),
+ *       else ixa_zoneid.  So it is the owning zone for exclusive-stack zones (every
+ *       SmartOS zone), although tcp.c sets ixa_zoneid to 0 for them, and the zone
+ *       for shared-stack zones.  This is a stable translator: no kernel structure
+ *       is named here.  On a platform image whose ip.d predates that translator,
+ *       cs_zoneid is 0 for exclusive-stack zones: select the "netstack" variant
+ *       (tcpconn.netstack.d) in tcpconn.toml, see docs/dtrace.md.
  *
- * State: one global entry per connection in SYN-SENT, keyed by the tcp_t
- * address, deleted when it is established or refused or leaves SYN-SENT any
- * other way (timeout, close).  A retransmitted SYN keeps the first start time.
+ * State: two global entries per connection in SYN-SENT, keyed by the tcp_t
+ * address: the start time and the initial sequence number.  Both are deleted when
+ * the connection is established or refused or leaves SYN-SENT any other way.  A
+ * connection that ends without any of these probes leaves its entries behind; a
+ * later connection reusing the tcp_t has another initial sequence number, so it
+ * starts afresh at its own connect-request and a stale start is never measured.
+ * A retransmitted SYN (same sequence number) keeps the first start time.
  * Recorded value: llquantize(latency_ns - 1, 10, 3, 9, 10), true value in sum().
  */
 
-/* Declared up front: the first clause reads the array before any assignment. */
+/* Declared up front: the first clause reads the arrays before any assignment. */
 uint64_t tcpconn_start[uintptr_t];
+uint32_t tcpconn_iss[uintptr_t];
 
 tcp:::connect-request
-/tcpconn_start[args[3]->tcps_addr] == 0/
+/tcpconn_start[args[3]->tcps_addr] == 0 ||
+    tcpconn_iss[args[3]->tcps_addr] != args[3]->tcps_iss/
 {
 	tcpconn_start[args[3]->tcps_addr] = timestamp;
+	tcpconn_iss[args[3]->tcps_addr] = args[3]->tcps_iss;
 }
 
 tcp:::connect-established
-/tcpconn_start[args[3]->tcps_addr] != 0/
+/tcpconn_start[args[3]->tcps_addr] != 0 &&
+    tcpconn_iss[args[3]->tcps_addr] == args[3]->tcps_iss/
 {
 	this->tcpconn_ns = (int64_t)(timestamp - tcpconn_start[args[3]->tcps_addr]);
-	tcpconn_start[args[3]->tcps_addr] = 0;
-	this->tcpconn_stack =
-	    (int)((tcp_t *)arg3)->tcp_connp->conn_netstack->netstack_stackid;
-	this->tcpconn_zone = this->tcpconn_stack != 0 ?
-	    this->tcpconn_stack : (int)args[1]->cs_zoneid;
+	this->tcpconn_zone = (int)args[1]->cs_zoneid;
 	@tcpconn[this->tcpconn_zone] = llquantize(this->tcpconn_ns - 1, 10, 3, 9, 10);
 	@tcpconn_sum[this->tcpconn_zone] = sum(this->tcpconn_ns);
 }
 
-tcp:::connect-refused
+tcp:::connect-established, tcp:::connect-refused
 /tcpconn_start[args[3]->tcps_addr] != 0/
 {
 	tcpconn_start[args[3]->tcps_addr] = 0;
+	tcpconn_iss[args[3]->tcps_addr] = 0;
 }
 
 tcp:::state-change
@@ -67,4 +70,5 @@ tcp:::state-change
     tcpconn_start[args[3]->tcps_addr] != 0/
 {
 	tcpconn_start[args[3]->tcps_addr] = 0;
+	tcpconn_iss[args[3]->tcps_addr] = 0;
 }

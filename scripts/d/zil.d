@@ -10,8 +10,11 @@
  *       (zfs_fsync(), zfs_write() with FSYNC/FDSYNC, sync=always datasets, zvol
  *       and NFS commits); zilog->zl_spa->spa_name is the pool.
  *   static lwb_t *zil_lwb_write_issue(zilog_t *zilog, lwb_t *lwb)
- *       issues one log write block; at entry lwb->lwb_nused is the bytes of log
- *       records copied into it (zil_lwb_commit() fills it before the issue).
+ *       issues one log write block; at entry lwb->lwb_nused is the bytes used in
+ *       it (zil_lwb_commit() fills it before the issue): the block's zil_chain_t
+ *       header and the log records copied in, not the data of indirect writes
+ *       (WR_INDIRECT, written in place by dmu_sync(); only a block pointer is
+ *       logged), so the bytes counter is not all synchronously written data.
  *       Called by the committing thread (zil_commit_writer() and the
  *       commit-waiter timeout), so curpsinfo names the zone whose commit wrote
  *       it.
