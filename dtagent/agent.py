@@ -138,7 +138,9 @@ class Agent:
                 results["dtrace"] = (False, time.perf_counter() - t0)
         available = {c.name: True for c in self.collectors}
         available.update({name: False for name in self.unavailable})
-        families.extend(self.selfmon.families(results, available, time.perf_counter() - started))
+        health = getattr(self.kstat_provider, "health", None)  # the live source has one
+        families.extend(self.selfmon.families(results, available, time.perf_counter() - started,
+                                              health() if callable(health) else None))
         return _merge(families)
 
     def _report_failure(self, name: str, exc: Exception) -> None:

@@ -7,6 +7,7 @@ rather than in a collector.
 from __future__ import annotations
 
 import platform
+from typing import Protocol
 
 import psutil
 
@@ -80,7 +81,40 @@ SCRAPE = MetricSpec(
     SRC,
 )
 
-SPECS = (BUILD_INFO, SUCCESS, DURATION, AVAILABLE, CPU, RSS, START, SCRAPE)
+KSTAT_REOPENS = MetricSpec(
+    "dtagent_kstat_reopens_total",
+    "counter",
+    "Times the libkstat handle was closed because kstat_chain_update failed; a new one "
+    "is opened at the next collection (that collection has no kstats).",
+    (),
+    "",
+    SRC,
+)
+KSTAT_SKIPPED = MetricSpec(
+    "dtagent_kstat_reads_skipped_total",
+    "counter",
+    "kstats left out of a collection: vanished (gone after the chain update, e.g. a "
+    "zone halting), invalid (still in the invalid state after a bounded wait), error.",
+    ("reason",),
+    "",
+    SRC,
+)
+
+SPECS = (BUILD_INFO, SUCCESS, DURATION, AVAILABLE, CPU, RSS, START, SCRAPE, KSTAT_REOPENS,
+         KSTAT_SKIPPED)
+
+
+class KstatHealthLike(Protocol):
+    """The live kstat source's counters (dtagent.sources.libkstat.KstatHealth)."""
+
+    @property
+    def reopens(self) -> int: ...
+    @property
+    def vanished(self) -> int: ...
+    @property
+    def invalid(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
 
 
 class SelfMonitor:
@@ -95,6 +129,7 @@ class SelfMonitor:
         results: dict[str, tuple[bool, float]],
         available: dict[str, bool],
         scrape_seconds: float,
+        kstat_health: KstatHealthLike | None = None,
     ) -> list[MetricFamily]:
         build = BUILD_INFO.family()
         build.add((__version__, platform.python_version()), 1)
@@ -111,4 +146,12 @@ class SelfMonitor:
             rss.add((), int(self._proc.memory_info().rss))
         start.add((), self._start)
         scrape.add((), scrape_seconds)
-        return [build, success, duration, avail, cpu, rss, start, scrape]
+        out = [build, success, duration, avail, cpu, rss, start, scrape]
+        if kstat_health is not None:  # the live kstat source only
+            reopens, skipped = KSTAT_REOPENS.family(), KSTAT_SKIPPED.family()
+            reopens.add((), kstat_health.reopens)
+            skipped.add(("vanished",), kstat_health.vanished)
+            skipped.add(("invalid",), kstat_health.invalid)
+            skipped.add(("error",), kstat_health.errors)
+            out += [reopens, skipped]
+        return out

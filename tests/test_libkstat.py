@@ -392,26 +392,83 @@ def test_other_read_errors_skip_one_kstat(reader: KstatReader, kernel: Kernel) -
     assert reader.read_errors == 1
 
 
-def test_a_named_kstat_that_grows_between_reads(reader: KstatReader, kernel: Kernel) -> None:
-    h = kernel.named("zone_zfs", 5, "z", "zone_zfs", nread=1, zonename="short")
-    assert reader.snapshot().get("zone_zfs", 5, "z").data == {  # type: ignore[union-attr]
+def test_only_a_variable_size_kstat_may_grow(reader: KstatReader, kernel: Kernel) -> None:
+    """libkstat grows ks_data on ENOMEM only for KSTAT_FLAG_VAR_SIZE / LONGSTRINGS
+    kstats (kstat.c kstat_read); for any other the read fails with ENOMEM."""
+    grows = kernel.named("zone_zfs", 5, "z", "zone_zfs", nread=1, zonename="short")
+    kernel.lib.stub_set_flags(grows, libkstat.KSTAT_FLAG_VAR_SIZE)
+    fixed = kernel.named("zone_zfs", 6, "y", "zone_zfs", nread=1, zonename="short")
+    snap = reader.snapshot()
+    assert snap.get("zone_zfs", 5, "z").data == {  # type: ignore[union-attr]
         "nread": 1, "zonename": "short",
     }
-    kernel.lib.stub_add_stat_string(h, b"comment", b"x" * 200)  # ks_data must grow
-    kernel.lib.stub_set_stat_uint64(h, b"nread", 99)
-    ks = reader.snapshot().get("zone_zfs", 5, "z")
+    for h in (grows, fixed):
+        kernel.lib.stub_add_stat_string(h, b"comment", b"x" * 200)  # ks_data must grow
+        kernel.lib.stub_set_stat_uint64(h, b"nread", 99)
+    snap = reader.snapshot()
+    ks = snap.get("zone_zfs", 5, "z")
     assert ks is not None
     assert ks.data == {"nread": 99, "zonename": "short", "comment": "x" * 200}
+    assert snap.get("zone_zfs", 6, "y") is None
+    assert reader.read_errors == 1 and reader.health().errors == 1
 
 
-def test_chain_update_failure_is_a_clear_error(reader: KstatReader, kernel: Kernel) -> None:
+def test_a_kstat_stuck_invalid_is_skipped_after_a_bounded_wait(
+    reader: KstatReader, kernel: Kernel
+) -> None:
+    """libkstat's kstat_read retries EAGAIN every 100 ms for ever (kstat.c); the
+    reader waits invalid_wait, skips the kstat, and later tries it once per read."""
     kernel.zone(1, UUID_A, rss=100)
+    kernel.zone(2, UUID_B, rss=200)
+    stuck = (b"zones", 2, UUID_B[:30].encode())
+    assert kernel.lib.stub_eagain(*stuck, -1) == 0
+    snap = reader.snapshot()
+    assert snap.get("zones", 2, UUID_B[:30]) is None
+    assert len(snap) == 5  # the rest is there
+    polls = round(libkstat.INVALID_WAIT / libkstat.INVALID_POLL)
+    assert kernel.lib.stub_eagain_retries() == 1 + polls
+    assert reader.health().invalid == 1
+    reader.snapshot()  # still invalid: one try, no wait
+    assert kernel.lib.stub_eagain_retries() == 2 + polls
+    assert reader.health().invalid == 2
+    assert kernel.lib.stub_eagain(*stuck, 0) == 0  # valid again
+    assert reader.snapshot().get("zones", 2, UUID_B[:30]) is not None
+    # a short invalid spell is waited out, as libkstat would
+    assert kernel.lib.stub_eagain(*stuck, 2) == 0
+    assert reader.snapshot().get("zones", 2, UUID_B[:30]) is not None
+    assert reader.health().invalid == 2
+
+
+def test_a_failed_chain_update_closes_the_handle_and_the_next_read_reopens_it(
+    reader: KstatReader, kernel: Kernel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kernel.zone(1, UUID_A, rss=100)
+    assert len(reader.snapshot()) == 3
     kernel.lib.stub_fail_chain_update(errno.EIO)
     with pytest.raises(KstatError, match="kstat_chain_update failed") as info:
         reader.snapshot()
     assert info.value.errno == errno.EIO
+    assert reader.health().reopens == 1 and not reader.closed
+    assert kernel.lib.stub_freed_headers() == 3  # the old handle is gone
     kernel.lib.stub_fail_chain_update(0)
-    assert len(reader.snapshot()) == 3
+    assert len(reader.snapshot()) == 3  # a new handle
+    assert reader.health().reopens == 1
+    assert capsys.readouterr().out.count("the kstat handle is closed and reopened") == 1
+
+
+def test_the_agent_reports_the_kstat_sources_health(reader: KstatReader, kernel: Kernel) -> None:
+    from dtagent.agent import Agent
+    from dtagent.sources.commands import NoCommands
+
+    kernel.zone(1, UUID_A, rss=100)
+    kernel.lib.stub_fail_chain_update(errno.EIO)
+    agent = Agent([], reader, NoCommands(), illumos=True, reuse_within=0)
+    agent.collect()
+    kernel.lib.stub_fail_chain_update(0)
+    fams = {f.name: f for f in agent.collect()}
+    assert [v for _labels, v in fams["dtagent_kstat_reopens_total"].samples] == [1]
+    skipped = fams["dtagent_kstat_reads_skipped_total"]
+    assert dict(skipped.samples) == {("vanished",): 0, ("invalid",): 0, ("error",): 0}
 
 
 def test_open_failure_is_a_clear_error(stub_path: Path, kernel: Kernel) -> None:

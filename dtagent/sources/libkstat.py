@@ -29,6 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, cast
 
@@ -52,6 +53,14 @@ LIBRARY_ENV = "DTAGENT_LIBKSTAT"
 
 # usr/src/uts/common/sys/kstat.h: "30 chars + NULL; must be 16 * n - 1".
 KSTAT_STRLEN = 31
+# usr/src/uts/common/sys/kstat.h
+KSTAT_FLAG_VAR_SIZE = 0x02
+KSTAT_FLAG_LONGSTRINGS = 0x40
+KSTAT_IOC_READ = (ord("K") << 8) | 0x02  # KSTAT_IOC_BASE | 0x02
+# How long a read waits for a kstat in the invalid state (EAGAIN) before skipping it;
+# libkstat's own kstat_read polls 100 ms and retries for ever.
+INVALID_WAIT = 0.3
+INVALID_POLL = 0.1
 
 # Named-statistic data types (usr/src/uts/common/sys/kstat.h). A 64-bit reader only
 # sees these: the kernel rewrites KSTAT_DATA_LONG/ULONG (7/8) to INT64/UINT64 before
@@ -527,9 +536,26 @@ class Libkstat:
         # void *kstat_data_lookup(kstat_t *, char *);
         lib.kstat_data_lookup.argtypes = [kstat_p, ctypes.c_char_p]
         lib.kstat_data_lookup.restype = ctypes.c_void_p
+        # int ioctl(int, int, ...): libkstat's kstat_read is a loop around
+        # ioctl(kc_kd, KSTAT_IOC_READ, ksp) that retries EAGAIN for ever
+        # (usr/src/lib/libkstat/common/kstat.c), so dtagent drives the ioctl itself to
+        # bound that wait. Looked up through libkstat's handle: dlsym(3C) searches its
+        # dependencies, libc among them.
+        if not hasattr(lib, "ioctl"):
+            raise KstatError(f"{self.path}: cannot find ioctl through it")
+        lib.ioctl.argtypes = [ctypes.c_int, ctypes.c_int, kstat_p]
+        lib.ioctl.restype = c_kid_t
         self._lib = lib
-        # The raw function, for the per-kstat hot loop (no wrapper frame).
-        self.kstat_read: Callable[[Any, Any, Any], int] = lib.kstat_read
+        # The raw ioctl, for the per-kstat hot loop (no wrapper frame).
+        self.ioctl: Callable[[int, int, Any], int] = lib.ioctl
+        # ks_data belongs to libkstat, which frees it with free(3C): same allocator
+        libc = ctypes.CDLL(None)
+        libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+        libc.calloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.free.restype = None
+        self._calloc: Callable[[int, int], int | None] = libc.calloc
+        self._free: Callable[[int | None], None] = libc.free
 
     def open(self) -> Any:
         """kstat_open(): a ``POINTER(kstat_ctl_t)``; KstatError when NULL."""
@@ -565,9 +591,51 @@ class Libkstat:
             name.encode() if name is not None else None,
         )
 
-    def read(self, kc: Any, ksp: Any) -> int:
-        """kstat_read() into ks_data: the KCID, or -1 with errno (ctypes.get_errno())."""
-        return self.kstat_read(kc, ksp, None)
+    def read(
+        self, kc: Any, ksp: Any, wait: float = INVALID_WAIT, failed_with: int | None = None
+    ) -> int:
+        """kstat_read() into ks_data, with the wait for an invalid kstat bounded: the
+        KCID, or -1 with errno (ctypes.get_errno()).
+
+        The steps of libkstat's kstat_read (usr/src/lib/libkstat/common/kstat.c):
+        allocate ks_data at its header size on the first read, then
+        ioctl(KSTAT_IOC_READ); EAGAIN (the kstat is in the invalid state) is retried
+        every 100 ms, but only for ``wait`` seconds, then -1/EAGAIN; ENOMEM grows
+        ks_data to the size the driver reports and retries, only for kstats flagged
+        KSTAT_FLAG_VAR_SIZE or KSTAT_FLAG_LONGSTRINGS (any other is -1/ENOMEM).
+        ``failed_with``: the errno of an ioctl the caller already made (its hot path),
+        handled as if this loop had made it.
+        """
+        header = ksp.contents
+        if not header.ks_data and header.ks_data_size > 0:
+            buf = self._calloc(header.ks_data_size, 1)
+            if not buf:
+                ctypes.set_errno(errno.ENOMEM)
+                return -1
+            header.ks_data = buf
+        fd = kc.contents.kc_kd
+        waited = 0.0
+        while True:
+            if failed_with is None:
+                kcid = self.ioctl(fd, KSTAT_IOC_READ, ksp)
+                if kcid != -1:
+                    return kcid
+                err = ctypes.get_errno()
+            else:
+                err, failed_with = failed_with, None
+            if err == errno.EAGAIN and waited < wait:
+                time.sleep(INVALID_POLL)
+                waited += INVALID_POLL
+                continue
+            if err == errno.ENOMEM and header.ks_flags & (
+                KSTAT_FLAG_VAR_SIZE | KSTAT_FLAG_LONGSTRINGS
+            ):
+                self._free(header.ks_data)
+                header.ks_data = self._calloc(header.ks_data_size, 1)
+                if header.ks_data:
+                    continue
+            ctypes.set_errno(err)
+            return -1
 
     def data_lookup(self, ksp: Any, name: str) -> int | None:
         """kstat_data_lookup(): the record's address inside ks_data, or None."""
@@ -616,39 +684,64 @@ class KstatReader:
 
     A kstat_read failing with ENXIO means the kstat vanished after the chain update
     (a zone halted mid-scrape): it is skipped, logged at debug, and the chain is
-    walked again on the next call. Other read failures skip that kstat only (EAGAIN
-    and ENOMEM are retried inside libkstat, so they rarely get here); the rest of the
-    snapshot is still returned. Only a failed chain update fails the snapshot.
+    walked again on the next call. A kstat in the invalid state (EAGAIN) is waited
+    for at most ``invalid_wait`` seconds, then skipped; while it stays invalid later
+    reads try it once without waiting. Other read failures skip that kstat only; the
+    rest of the snapshot is still returned.
+
+    Only a failed chain update fails the snapshot: the handle is then closed (its
+    chain may be half updated) and a new one is opened at the next call, with one log
+    line per failure and ``reopens`` counting them.
 
     Not thread-safe by libkstat's design; calls are serialised with a lock.
     """
 
-    def __init__(self, library: str | None = None, modules: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        library: str | None = None,
+        modules: Iterable[str] | None = None,
+        *,
+        invalid_wait: float = INVALID_WAIT,
+    ) -> None:
         self._lib = Libkstat(library)
         self.library_path = self._lib.path
         self.modules: frozenset[str] | None = frozenset(modules) if modules is not None else None
+        self.invalid_wait = invalid_wait
         self._kc: Any = self._lib.open()
+        self._closed = False
         self._by_module: dict[str, list[_Entry]] = {}
         self._all: list[_Entry] = []
         self._stale = True
         self._lock = threading.Lock()
         self._warned: set[tuple[str, int, str]] = set()
+        self._invalid: set[tuple[str, int, str]] = set()  # in EAGAIN at the last read
         # Counters for self-monitoring and tests.
         self.chain_walks = 0
         self.vanished = 0
         self.read_errors = 0
+        self.invalid_skips = 0
+        self.reopens = 0
         self.chain_id: int = self._kc.contents.kc_chain_id
+
+    def health(self) -> KstatHealth:
+        """The reader's counters, for the agent's own metrics."""
+        return KstatHealth(self.reopens, self.vanished, self.invalid_skips, self.read_errors)
 
     # -- lifecycle --
 
     def close(self) -> None:
         """kstat_close(); idempotent. Every header view is dropped first."""
         with self._lock:
-            kc, self._kc = self._kc, None
-            self._by_module = {}
-            self._all = []
-            if kc is not None:
-                self._lib.close(kc)
+            self._closed = True
+            self._drop_handle()
+
+    def _drop_handle(self) -> None:
+        kc, self._kc = self._kc, None
+        self._by_module = {}
+        self._all = []
+        self._stale = True
+        if kc is not None:
+            self._lib.close(kc)
 
     def __enter__(self) -> KstatReader:
         return self
@@ -663,7 +756,7 @@ class KstatReader:
 
     @property
     def closed(self) -> bool:
-        return self._kc is None
+        return self._closed
 
     # -- reading --
 
@@ -682,11 +775,15 @@ class KstatReader:
                 wanted = {modules} if isinstance(modules, str) else set(modules)
                 entries = [e for m in wanted for e in self._by_module.get(m, ())]
             snap = KstatSnapshot(time=time.time())
-            read = self._lib.kstat_read
+            ioctl, fd = self._lib.ioctl, kc.contents.kc_kd
             for entry in entries:
-                if read(kc, entry.ptr, None) == -1:
-                    self._read_failed(entry, ctypes.get_errno())
-                    continue
+                # the hot path: one ioctl into the buffer of the previous read
+                if not entry.header.ks_data or ioctl(fd, KSTAT_IOC_READ, entry.ptr) == -1:
+                    failed = ctypes.get_errno() if entry.header.ks_data else None
+                    if self._read(kc, entry, failed) == -1:
+                        continue
+                elif self._invalid:
+                    self._invalid.discard(entry.key)
                 snap.add(self._decode(entry))
             return snap
 
@@ -701,8 +798,7 @@ class KstatReader:
             entry = _Entry(ptr)
             if entry.ks_type not in DECODED_TYPES:
                 return None
-            if self._lib.read(kc, ptr) == -1:
-                self._read_failed(entry, ctypes.get_errno())
+            if self._read(kc, entry) == -1:
                 return None
             return self._decode(entry)
 
@@ -714,8 +810,7 @@ class KstatReader:
             ptr = self._lib.lookup(kc, module, instance, name)
             if not ptr or ptr.contents.ks_type != KSTAT_TYPE_NAMED:
                 return None
-            if self._lib.read(kc, ptr) == -1:
-                self._read_failed(_Entry(ptr), ctypes.get_errno())
+            if self._read(kc, _Entry(ptr)) == -1:
                 return None
             addr = self._lib.data_lookup(ptr, stat)
             if addr is None:
@@ -727,12 +822,25 @@ class KstatReader:
     # -- internals --
 
     def _require_open(self) -> Any:
-        if self._kc is None:
+        if self._closed:
             raise KstatError("the kstat reader is closed")
+        if self._kc is None:  # dropped after a failed chain update: start afresh
+            self._kc = self._lib.open()
+            log.info("kstat handle reopened", reopens=self.reopens)
         return self._kc
 
     def _update_chain(self, kc: Any) -> None:
-        kcid = self._lib.chain_update(kc)
+        try:
+            kcid = self._lib.chain_update(kc)
+        except KstatError as exc:
+            # The chain may be half updated (libkstat frees and appends headers as
+            # it goes): never walk it again. The next call opens a new handle.
+            self.reopens += 1
+            self._drop_handle()
+            log.warning("kstat_chain_update failed; the kstat handle is closed and "
+                        "reopened at the next collection", error=str(exc),
+                        reopens=self.reopens)
+            raise
         if kcid != 0 or self._stale:
             self._walk(kc)
             self.chain_id = kc.contents.kc_chain_id
@@ -776,7 +884,29 @@ class KstatReader:
             data or {},
         )
 
+    def _read(self, kc: Any, entry: _Entry, failed_with: int | None = None) -> int:
+        """Read one kstat with the bounded libkstat steps; -1 (counted, logged) when
+        it could not be read."""
+        key = entry.key
+        wait = 0.0 if key in self._invalid else self.invalid_wait
+        kcid = self._lib.read(kc, entry.ptr, wait, failed_with)
+        if kcid == -1:
+            self._read_failed(entry, ctypes.get_errno())
+        elif self._invalid:
+            self._invalid.discard(key)
+        return kcid
+
     def _read_failed(self, entry: _Entry, err: int) -> None:
+        if err == errno.EAGAIN:
+            # Still invalid after the bounded wait (libkstat would wait for ever):
+            # skipped; tried once, without waiting, at each later read.
+            self.invalid_skips += 1
+            if entry.key not in self._invalid:
+                self._invalid.add(entry.key)
+                log.warning("kstat stays invalid (EAGAIN); skipped until it is valid",
+                            kstat=":".join(map(str, entry.key)),
+                            waited_seconds=self.invalid_wait)
+            return
         if err == errno.ENXIO:
             # Gone since the chain update (a zone halted): not an error. Walk the
             # chain again next time so the freed header is never touched.
@@ -795,6 +925,16 @@ class KstatReader:
                 errno=errno.errorcode.get(err, str(err)),
                 error=os.strerror(err) if err else "unknown error",
             )
+
+
+@dataclass(frozen=True)
+class KstatHealth:
+    """What the live kstat source went through (counters since the agent started)."""
+
+    reopens: int  # handles closed after kstat_chain_update failed (reopened next time)
+    vanished: int  # kstats gone between the chain update and their read
+    invalid: int  # reads skipped because the kstat stayed invalid (EAGAIN)
+    errors: int  # other failed reads
 
 
 # The name the agent's runtime uses for the live source: LiveKstats(library, modules).

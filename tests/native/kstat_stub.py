@@ -53,6 +53,8 @@ def prototypes(lib: ctypes.CDLL) -> ctypes.CDLL:
         "stub_set_hrtime": ([i64], None),
         "stub_fail_next_read": ([c_char_p, c_int, c_char_p, c_int], c_int),
         "stub_remove_on_read": ([c_char_p, c_int, c_char_p], c_int),
+        "stub_eagain": ([c_char_p, c_int, c_char_p, c_int], c_int),
+        "stub_set_flags": ([c_int, c_int], None),
         "stub_fail_open": ([c_int], None),
         "stub_fail_chain_update": ([c_int], None),
         "stub_read_count": ([c_char_p], ctypes.c_ulong),

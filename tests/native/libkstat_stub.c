@@ -19,11 +19,21 @@
  *  - kstat_chain_update returns 0 when the chain is unchanged, the new KCID when it
  *    changed, -1 on error; unchanged kstat_t headers keep their addresses, deleted
  *    ones are freed with their ks_data, new ones are appended.
- *  - kstat_read with a NULL buf fills ks_data (allocated by the library, grown when
- *    the data grew), packs KSTAT_DATA_STRING bytes after the named records with
- *    pointers into ks_data, updates ks_ndata/ks_data_size/ks_snaptime and returns
- *    the KCID; a kstat that no longer exists gives -1 with errno ENXIO; EAGAIN is
- *    retried inside the library (real libkstat polls 100 ms and retries).
+ *  - the /dev/kstat driver's KSTAT_IOC_READ is ioctl(kc_kd, KSTAT_IOC_READ, ksp)
+ *    (exported as ioctl, so a caller that drives the ioctl itself, as dtagent does to
+ *    bound the wait, sees the same kernel): it fills ks_data, packs
+ *    KSTAT_DATA_STRING bytes after the named records with pointers into ks_data,
+ *    updates ks_ndata/ks_data_size/ks_snaptime and returns the KCID; a kstat that no
+ *    longer exists gives ENXIO; one in the invalid state gives EAGAIN (for as many
+ *    reads as the test says, or for ever); a buffer smaller than the data gives
+ *    ENOMEM with ks_data_size set to the size needed (usr/src/uts/common/io/kstat.c
+ *    read_kstat_data).
+ *  - kstat_read (usr/src/lib/libkstat/common/kstat.c) allocates ks_data on the first
+ *    read, then loops on that ioctl: EAGAIN is retried after a 100 ms poll with no
+ *    limit (here: after 20 polls the process aborts, so a caller stuck there fails
+ *    loudly), and ENOMEM makes it grow ks_data and retry only for a kstat flagged
+ *    KSTAT_FLAG_VAR_SIZE or KSTAT_FLAG_LONGSTRINGS; for any other kstat it is -1
+ *    with errno ENOMEM.
  *
  * Misuse is fatal: reading a kstat_t that is not on the caller's chain (for example
  * one freed by kstat_chain_update) aborts the process, so a binding that keeps stale
@@ -33,6 +43,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -375,9 +386,16 @@ struct fks {			/* one kernel kstat */
 	size_t blob_size;
 	uint_t blob_ndata;
 	int fail_errno;		/* one-shot error for the next read */
+	int eagain;		/* reads still in EAGAIN (invalid state); -1: for ever */
 	int remove_on_read;	/* vanish when next read (a zone halting mid-scrape) */
 	unsigned long reads;
 };
+
+#define KSTAT_IOC_BASE ('K' << 8)		/* usr/src/uts/common/sys/kstat.h */
+#define KSTAT_IOC_READ (KSTAT_IOC_BASE | 0x02)
+#define STUB_KD 1000		/* the first stand-in /dev/kstat descriptor */
+#define MAX_HANDLES 64
+static kstat_ctl_t *open_handles[MAX_HANDLES];	/* by descriptor - STUB_KD */
 
 static struct fks *fixture;
 static size_t nfixture, cfixture;
@@ -699,6 +717,19 @@ stub_fail_next_read(const char *module, int instance, const char *name, int err)
 	return (0);
 }
 
+/* The kstat is in the invalid state (KSTAT_FLAG_INVALID: being created or torn
+ * down) for the next reads reads, or for ever when reads is -1: they fail with
+ * EAGAIN. Returns -1 when there is no such kstat. */
+int
+stub_eagain(const char *module, int instance, const char *name, int reads)
+{
+	struct fks *f = find_live(module, instance, name);
+	if (f == NULL)
+		return (-1);
+	f->eagain = reads;
+	return (0);
+}
+
 /* The kstat vanishes when it is next read, after the caller's chain update: the read
  * fails with ENXIO, as when a zone halts in the middle of a scrape. */
 int
@@ -875,7 +906,16 @@ kstat_open(void)
 	if (h == NULL)
 		return (NULL);
 	kstat_ctl_t *kc = &h->kc;
-	kc->kc_kd = 1000;	/* stands for the /dev/kstat descriptor */
+	int slot = 0;
+	while (slot < MAX_HANDLES && open_handles[slot] != NULL)
+		slot++;
+	if (slot == MAX_HANDLES) {
+		free(h);
+		errno = EMFILE;
+		return (NULL);
+	}
+	open_handles[slot] = kc;
+	kc->kc_kd = STUB_KD + slot;	/* stands for the /dev/kstat descriptor */
 	sync_chain(kc);
 	return (kc);
 }
@@ -885,6 +925,8 @@ kstat_close(kstat_ctl_t *kc)
 {
 	if (kc == NULL)
 		return (0);
+	if (kc->kc_kd >= STUB_KD && kc->kc_kd < STUB_KD + MAX_HANDLES)
+		open_handles[kc->kc_kd - STUB_KD] = NULL;
 	kstat_t *k = kc->kc_chain;
 	while (k != NULL) {
 		kstat_t *next = k->ks_next;
@@ -923,18 +965,14 @@ kstat_lookup(kstat_ctl_t *kc, char *ks_module, int ks_instance, char *ks_name)
 	return (NULL);
 }
 
-kid_t
-kstat_read(kstat_ctl_t *kc, kstat_t *ksp, void *buf)
+/* The kstat driver's KSTAT_IOC_READ (usr/src/uts/common/io/kstat.c read_kstat_data). */
+static kid_t
+ioc_read(kstat_ctl_t *kc, kstat_t *ksp)
 {
 	if (!on_chain(kc, ksp)) {
-		fprintf(stderr, "libkstat_stub: kstat_read of a kstat_t not on the chain "
+		fprintf(stderr, "libkstat_stub: a read of a kstat_t not on the chain "
 		    "(freed by kstat_chain_update?)\n");
 		abort();
-	}
-	if (buf != NULL) {
-		/* dtagent always reads into ks_data; the copy-out variant is not modelled */
-		errno = EINVAL;
-		return (-1);
 	}
 	struct fks *f = find_kid(ksp->ks_kid);
 	if (f != NULL && f->remove_on_read) {
@@ -948,23 +986,29 @@ kstat_read(kstat_ctl_t *kc, kstat_t *ksp, void *buf)
 		return (-1);
 	}
 	f->reads++;
-	while (f->fail_errno == EAGAIN) {	/* libkstat: poll(100 ms) and retry */
+	if (f->eagain != 0 || f->fail_errno == EAGAIN) {
+		if (f->eagain > 0)
+			f->eagain--;
+		if (f->fail_errno == EAGAIN)
+			f->fail_errno = 0;
 		eagain_retries++;
-		f->fail_errno = 0;
+		errno = EAGAIN;
+		return (-1);
 	}
 	if (f->fail_errno) {
 		errno = f->fail_errno;
 		f->fail_errno = 0;
 		return (-1);
 	}
-
 	size_t need = data_size(f);
-	if (ksp->ks_data == NULL || ksp->ks_data_size < need) {
-		/* first read, or the ENOMEM "mating dance" for a kstat that grew */
-		void *p = realloc(ksp->ks_data, need ? need : 1);
-		if (p == NULL)
-			return (-1);
-		ksp->ks_data = p;
+	if (ksp->ks_data == NULL && need > 0) {
+		errno = EFAULT;	/* copyout to a NULL buffer */
+		return (-1);
+	}
+	if (ksp->ks_data_size < need) {
+		ksp->ks_data_size = need;	/* the caller may grow its buffer */
+		errno = ENOMEM;
+		return (-1);
 	}
 	if (f->type == KSTAT_TYPE_NAMED) {
 		kstat_named_t *kn = ksp->ks_data;
@@ -992,6 +1036,59 @@ kstat_read(kstat_ctl_t *kc, kstat_t *ksp, void *buf)
 	ksp->ks_snaptime = now_hrtime;
 	ksp->ks_flags = f->flags;
 	return (kernel_kcid);
+}
+
+int
+ioctl(int fd, int request, ...)
+{
+	va_list ap;
+	kstat_t *ksp;
+
+	va_start(ap, request);
+	ksp = va_arg(ap, kstat_t *);
+	va_end(ap);
+	if (fd < STUB_KD || fd >= STUB_KD + MAX_HANDLES || open_handles[fd - STUB_KD] == NULL ||
+	    request != KSTAT_IOC_READ) {
+		errno = ENOTTY;
+		return (-1);
+	}
+	return (ioc_read(open_handles[fd - STUB_KD], ksp));
+}
+
+kid_t
+kstat_read(kstat_ctl_t *kc, kstat_t *ksp, void *buf)
+{
+	kid_t kcid;
+	int polls = 0;
+
+	if (buf != NULL) {
+		/* dtagent always reads into ks_data; the copy-out variant is not modelled */
+		errno = EINVAL;
+		return (-1);
+	}
+	if (ksp->ks_data == NULL && ksp->ks_data_size > 0) {
+		if ((ksp->ks_data = calloc(ksp->ks_data_size, 1)) == NULL)
+			return (-1);
+	}
+	while ((kcid = ioc_read(kc, ksp)) == -1) {
+		if (errno == EAGAIN) {
+			/* libkstat: poll(NULL, 0, 100) and try again, with no limit */
+			if (++polls > 20) {
+				fprintf(stderr, "libkstat_stub: kstat_read retried EAGAIN 20 "
+				    "times; real libkstat would retry for ever\n");
+				abort();
+			}
+			continue;
+		}
+		if (errno == ENOMEM &&
+		    (ksp->ks_flags & (KSTAT_FLAG_VAR_SIZE | KSTAT_FLAG_LONGSTRINGS))) {
+			free(ksp->ks_data);
+			if ((ksp->ks_data = calloc(ksp->ks_data_size, 1)) != NULL)
+				continue;
+		}
+		return (-1);
+	}
+	return (kcid);
 }
 
 void *
