@@ -23,13 +23,14 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 EPILOG = """\
 commands (each with an example):
-  serve          dtagent serve --config /opt/custom/dtagent/dtagent.toml --listen 10.0.0.5:9718
+  serve          dtagent serve --config /opt/dtagent/etc/dtagent.toml --listen 10.0.0.5:9718
   scrape         dtagent scrape --replay host.bundle
   simulate       dtagent simulate --zones 50 --out sim.bundle --seed 7
   demo           dtagent demo --zones 12 --listen 127.0.0.1:9718
   import-kstat   dtagent import-kstat kstat-p.txt --out myhost.bundle
   capture        dtagent capture --out myhost.bundle --interval 10 --count 30
   dtrace list    dtagent dtrace list
+  check          dtagent check --config /opt/dtagent/etc/dtagent.toml --json
 
 'dtagent COMMAND --help' tells more. Exit status: 0 ok, 1 runtime error, 2 bad usage or config.
 """
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    p.add_argument("--smf", action="store_true",
+                   help="take config/file, config/listen and config/log_level from the SMF "
+                   "service's properties (svcprop -p config $SMF_FMRI), at start and at "
+                   "every refresh: what the SMF manifest runs")
     _add_replay(p)
     p.add_argument(
         "--replay-speed",
@@ -131,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames to record (default 30)")
 
     p = sub.add_parser(
+        "check",
+        help="preflight: is everything the agent needs here?",
+        description="Check the platform, privileges, libkstat, libdtrace and each enabled D "
+        "script, the commands, the config, the listen address and the SMF service. Exit "
+        "status 0: ready; 1: something needed is missing; 2: bad config. "
+        "Example: dtagent check --config /opt/dtagent/etc/dtagent.toml",
+    )
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   help="leave a check out (repeatable), e.g. --skip listen while the "
+                   "service holds the address")
+
+    p = sub.add_parser(
         "import-kstat",
         help="turn kstat -p dumps into a bundle",
         description="Turn one or more 'kstat -p' text dumps into a bundle, one frame per file "
@@ -156,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_config(args: argparse.Namespace) -> Config:
+    if getattr(args, "smf", False):
+        return _load_smf_config(args)
     config = load(getattr(args, "config", None))
     if getattr(args, "listen", None) and args.command == "serve":
         config.set("agent", "listen", args.listen, "--listen")
@@ -163,6 +184,27 @@ def _load_config(args: argparse.Namespace) -> Config:
         config.set("sources", "replay", args.replay, "--replay")
     if getattr(args, "replay_speed", None) is not None:
         config.set("sources", "replay_speed", args.replay_speed, "--replay-speed")
+    return config
+
+
+def _load_smf_config(args: argparse.Namespace) -> Config:
+    """The config file the service's properties name, with their listen and log level."""
+    from dtagent import smf
+
+    if args.config:
+        raise ConfigError("--smf takes the config file from config/file; drop --config")
+    try:
+        settings = smf.read_settings(smf.fmri())
+    except smf.SmfError as exc:
+        raise ConfigError(str(exc)) from None
+    config = load(settings.file)
+    origin = f"SMF property {smf.PROPERTY_GROUP}/"
+    if settings.listen:
+        config.set("agent", "listen", settings.listen, origin + "listen")
+    if settings.log_level:
+        config.set("agent", "log_level", settings.log_level, origin + "log_level")
+    if args.listen:
+        config.set("agent", "listen", args.listen, "--listen")
     return config
 
 
@@ -291,6 +333,20 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from dtagent.check import CHECKS, run
+
+    unknown = [name for name in args.skip if name not in CHECKS]
+    if unknown:
+        print(f"dtagent check: --skip {unknown[0]!r}: not a check; known: "
+              + ", ".join(CHECKS), file=sys.stderr)
+        return EXIT_USAGE
+    logsetup.setup("error", "json")
+    report = run(args.config, skip=args.skip)
+    sys.stdout.write(report.json() if args.json else report.table())
+    return report.exit_code
+
+
 def cmd_import_kstat(args: argparse.Namespace) -> int:
     from dtagent.kstat_text import parse
 
@@ -328,6 +384,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "import-kstat": cmd_import_kstat,
     "capture": cmd_capture,
+    "check": cmd_check,
 }
 
 

@@ -234,7 +234,8 @@ def live_provider(config: Config) -> DTraceMetrics:
         if s not in running:
             log.info("D script disabled", script=s.name,
                      reason="off in the config" if s.name in overrides else "off by default")
-    argv = [sys.executable, "-m", "dtagent.dtrace.worker",
+    # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
+    argv = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m", "dtagent.dtrace.worker",
             "--libdtrace", config.get("dtrace", "libdtrace")]
     for s in running:
         argv += ["--script", str(s.path)]

@@ -1,0 +1,297 @@
+"""``dtagent check``: a preflight report of everything the agent needs on this host.
+
+Each check gives one :class:`Finding`: ``ok``, ``warn`` (works, but something is off),
+``fail`` (something the agent needs is missing) or ``skip`` (does not apply here).
+The exit status is 0 when nothing failed, 1 when something needed is missing, 2 when
+the config is bad. install.sh runs it before it enables the service.
+
+Other parts of the agent add their own checks (a web-config, a control policy) with
+:func:`register`, so one command covers every input.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from dtagent.config import Config, ConfigError, load
+from dtagent.parsers.zones import VMADM_ARGV, ZONEADM_ARGV, zfs_list_argv
+from dtagent.server import parse_listen
+
+Status = Literal["ok", "warn", "fail", "skip"]
+EXIT_OK, EXIT_MISSING, EXIT_CONFIG = 0, 1, 2
+FMRI = "svc:/application/dtagent:default"
+# privileges(7): dtrace_kernel makes every probe in every zone visible; dtrace_proc and
+# dtrace_user unlock the process variables (zonename, curpsinfo) the scripts read
+# (illumos-gate usr/src/uts/common/dtrace/dtrace.c, dtrace_state_create).
+DTRACE_PRIVILEGES = ("dtrace_kernel", "dtrace_proc", "dtrace_user")
+COMMAND_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    detail: str
+
+
+Check = Callable[[Config], list[Finding]]
+_registered: list[Check] = []
+
+
+def register(check: Check) -> Check:
+    """Add a check (e.g. a web-config or policy validator) to every ``dtagent check``."""
+    _registered.append(check)
+    return check
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check_platform(config: Config) -> list[Finding]:
+    system = platform.system()
+    if system == "SunOS":
+        version = platform.version()
+        flavour = "SmartOS" if version.startswith("joyent_") else "illumos"
+        return [Finding("platform", "ok", f"{flavour}: SunOS {platform.release()} {version}")]
+    if config.get("sources", "platform") == "illumos":
+        return [Finding("platform", "warn", f"{system}, not illumos: sources.platform = "
+                        "'illumos' uses the libraries and commands configured (stand-ins)")]
+    return [Finding("platform", "fail", f"{system} {platform.release()}: the agent's kstat, "
+                    "command and DTrace sources need illumos (SmartOS, OmniOS, ...)")]
+
+
+def held_privileges(names: Sequence[str]) -> dict[str, bool]:
+    """Which of ``names`` are in this process's effective set, through getppriv(2) and
+    priv_ismember(3C) of the process's libc. Raises OSError where they do not exist."""
+    libc = ctypes.CDLL(None)
+    try:
+        allocset, getppriv = libc.priv_allocset, libc.getppriv
+        ismember, freeset = libc.priv_ismember, libc.priv_freeset
+    except AttributeError:
+        raise OSError("this libc has no getppriv/priv_ismember (not illumos)") from None
+    allocset.restype = ctypes.c_void_p
+    allocset.argtypes = []
+    getppriv.restype = ctypes.c_int
+    getppriv.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    ismember.restype = ctypes.c_int  # boolean_t
+    ismember.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    freeset.restype = None
+    freeset.argtypes = [ctypes.c_void_p]
+    pset = allocset()
+    if not pset:
+        raise OSError("priv_allocset failed")
+    try:
+        # PRIV_EFFECTIVE is "Effective" (illumos-gate usr/src/uts/common/sys/priv_names.h)
+        if getppriv(b"Effective", pset) != 0:
+            raise OSError(ctypes.get_errno(), "getppriv failed")
+        return {n: bool(ismember(pset, n.encode())) for n in names}
+    finally:
+        freeset(pset)
+
+
+def _dtrace_wanted(config: Config) -> bool:
+    return bool(config.get("dtrace", "enabled"))
+
+
+def check_privileges(config: Config) -> list[Finding]:
+    if not _dtrace_wanted(config):
+        return [Finding("privileges", "skip", "dtrace.enabled = false: none beyond basic")]
+    try:
+        held = held_privileges(DTRACE_PRIVILEGES)
+    except OSError as exc:
+        return [Finding("privileges", "fail", f"cannot read this process's privileges: {exc}")]
+    missing = [n for n, ok in held.items() if not ok]
+    if missing:
+        return [Finding("privileges", "fail", "missing " + ", ".join(missing) + ": the D "
+                        "scripts cannot run (the SMF manifest grants them; as a user: pfexec "
+                        "or root)")]
+    return [Finding("privileges", "ok", "held: " + ", ".join(DTRACE_PRIVILEGES))]
+
+
+def check_libkstat(config: Config) -> list[Finding]:
+    from dtagent.sources.libkstat import KstatError, Libkstat
+
+    name = config.get("sources", "libkstat")
+    try:
+        lib = Libkstat(name)
+        lib.close(lib.open())
+    except (KstatError, OSError) as exc:
+        return [Finding("libkstat", "fail", f"{name}: {exc}")]
+    return [Finding("libkstat", "ok", f"{lib.path}: kstat_open works")]
+
+
+def check_dtrace(config: Config) -> list[Finding]:
+    if not _dtrace_wanted(config):
+        return [Finding("libdtrace", "skip", "dtrace.enabled = false")]
+    from dtagent.dtrace.libdtrace import DTraceError
+    from dtagent.dtrace.spec import SpecError, enabled_scripts, load_scripts, script_dirs
+    from dtagent.dtrace.worker import check_scripts
+
+    errors: list[SpecError] = []
+    specs = load_scripts(script_dirs(config.get("dtrace", "script_dirs")), errors)
+    out = [Finding("dtrace:spec", "fail", f"not loaded: {err}") for err in errors]
+    running = enabled_scripts(specs, config.get("dtrace", "scripts"))
+    lib = config.get("dtrace", "libdtrace")
+    try:
+        results = check_scripts(lib, running)
+    except (OSError, DTraceError) as exc:
+        return [*out, Finding("libdtrace", "fail", f"{lib}: {exc} (DTrace needs illumos and "
+                              "the dtrace_kernel privilege)")]
+    out.insert(0, Finding("libdtrace", "ok", f"{lib}: dtrace_open works"))
+    by_name = {s.name: s for s in running}
+    for name, problem in results:
+        if problem is not None:
+            out.append(Finding(f"dtrace:{name}", "fail", f"does not compile: {problem} "
+                               f"(turn it off with dtrace.scripts.{name} = false)"))
+            continue
+        detail = "compiles"
+        if "netstack_stackid" in by_name[name].source:
+            detail += ("; zone attribution: the connection's IP stack id (exclusive-stack "
+                       "zones, SmartOS), else the tcp provider's cs_zoneid (shared stacks)")
+        out.append(Finding(f"dtrace:{name}", "ok", detail))
+    return out
+
+
+def _commands(config: Config) -> list[tuple[tuple[str, ...], bool]]:
+    """(argv, needed): the commands the enabled collectors run, as they run them."""
+    from dtagent.collectors.flow import SHOW_FLOW_ARGV
+    from dtagent.collectors.link import MAXBW_ARGV
+
+    root = config.collector_settings.get("zone_dataset", {}).get("root", "zones")
+    # vmadm exists on SmartOS only; elsewhere zone metadata comes from zoneadm alone
+    smartos = platform.system() != "SunOS" or platform.version().startswith("joyent_")
+    return [
+        (ZONEADM_ARGV, True),
+        (VMADM_ARGV, smartos),
+        (zfs_list_argv(root), True),
+        (MAXBW_ARGV, True),
+        (SHOW_FLOW_ARGV, True),
+    ]
+
+
+def check_commands(config: Config) -> list[Finding]:
+    path = config.get("sources", "command_path")
+    out = []
+    for argv, needed in _commands(config):
+        name = f"command:{argv[0]}"
+        exe = shutil.which(argv[0], path=path)
+        if exe is None:
+            out.append(Finding(name, "fail" if needed else "warn",
+                               f"not found in sources.command_path ({path})"))
+            continue
+        try:
+            res = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=COMMAND_TIMEOUT,
+                                 stdin=subprocess.DEVNULL, check=False,
+                                 env=dict(os.environ, LC_ALL="C"))
+        except subprocess.TimeoutExpired:
+            out.append(Finding(name, "fail", f"{' '.join(argv)}: no answer in "
+                               f"{COMMAND_TIMEOUT:g} s"))
+            continue
+        except OSError as exc:
+            out.append(Finding(name, "fail", f"{exe}: {exc.strerror}"))
+            continue
+        if res.returncode != 0:
+            message = res.stderr.decode("utf-8", "replace").strip().splitlines()
+            out.append(Finding(name, "fail", f"{' '.join(argv)}: exit {res.returncode}"
+                               + (f": {message[-1]}" if message else "")))
+            continue
+        lines = len(res.stdout.splitlines())
+        out.append(Finding(name, "ok", f"{exe} answers ({lines} lines)"))
+    return out
+
+
+def check_listen(config: Config) -> list[Finding]:
+    address = config.get("agent", "listen")
+    host, port = parse_listen(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        return [Finding("listen", "fail", f"{address}: cannot listen there ({exc.strerror})")]
+    scope = "loopback only: Prometheus elsewhere cannot scrape it" \
+        if host in ("127.0.0.1", "::1", "localhost") else "free"
+    return [Finding("listen", "warn" if scope.startswith("loopback") else "ok",
+                    f"{address}: {scope}")]
+
+
+def check_smf(config: Config) -> list[Finding]:
+    svcs = shutil.which("svcs")
+    if svcs is None:
+        return [Finding("smf", "skip", "no svcs here: not under SMF")]
+    try:
+        res = subprocess.run([svcs, "-H", "-o", "state", FMRI], capture_output=True,
+                             text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding("smf", "warn", f"svcs did not answer: {exc}")]
+    state = res.stdout.strip()
+    if res.returncode != 0 or not state:
+        return [Finding("smf", "skip", f"{FMRI} is not imported (install.sh imports it)")]
+    status: Status = "warn" if state in ("maintenance", "degraded") else "ok"
+    hint = " (svcs -xv dtagent; svcadm clear dtagent)" if status == "warn" else ""
+    return [Finding("smf", status, f"{FMRI} is {state}{hint}")]
+
+
+CHECKS: dict[str, Check] = {
+    "platform": check_platform,
+    "privileges": check_privileges,
+    "libkstat": check_libkstat,
+    "dtrace": check_dtrace,
+    "commands": check_commands,
+    "listen": check_listen,
+    "smf": check_smf,
+}
+
+
+# ------------------------------------------------------------------ report
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    exit_code: int
+
+    def table(self) -> str:
+        width = max([len(f.check) for f in self.findings] + [5])
+        lines = [f"{'CHECK':<{width}}  STATUS  DETAIL"]
+        lines += [f"{f.check:<{width}}  {f.status.upper():<6}  {f.detail}" for f in self.findings]
+        verdict = {EXIT_OK: "ready", EXIT_MISSING: "something needed is missing",
+                   EXIT_CONFIG: "the config is bad"}[self.exit_code]
+        lines.append(f"result: {verdict} (exit {self.exit_code})")
+        return "\n".join(lines) + "\n"
+
+    def json(self) -> str:
+        return json.dumps({"exit": self.exit_code,
+                           "findings": [asdict(f) for f in self.findings]}, indent=1) + "\n"
+
+
+def run(config_path: str | None, skip: Sequence[str] = ()) -> Report:
+    """Every check, in order; a bad config stops after the platform check (exit 2)."""
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        findings = check_platform(load(None))
+        findings.append(Finding("config", "fail", str(exc)))
+        return Report(findings, EXIT_CONFIG)
+    findings = [Finding("config", "ok", config_path or "defaults (no --config)")]
+    for name, check in [*CHECKS.items(), *((c.__name__, c) for c in _registered)]:
+        if name in skip:
+            findings.append(Finding(name, "skip", "skipped (--skip)"))
+            continue
+        try:
+            findings.extend(check(config))
+        except ConfigError as exc:
+            findings.append(Finding(name, "fail", str(exc)))
+            return Report(findings, EXIT_CONFIG)
+    failed = any(f.status == "fail" for f in findings)
+    return Report(findings, EXIT_MISSING if failed else EXIT_OK)
