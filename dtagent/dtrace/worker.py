@@ -203,6 +203,9 @@ class Worker:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        # `svcadm refresh` (the manifest's ":kill -HUP") signals every process of the
+        # service's contract: the reload is the agent's, tracing goes on untouched
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for name, message in self._failed:
             self.emit({"script": name, "status": "failed", "message": message})
         excluded: set[str] = set()
