@@ -20,6 +20,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 from dtagent.config import Config, ConfigError, load
@@ -34,6 +35,9 @@ FMRI = "svc:/application/dtagent:default"
 # (illumos-gate usr/src/uts/common/dtrace/dtrace.c, dtrace_state_create).
 DTRACE_PRIVILEGES = ("dtrace_kernel", "dtrace_proc", "dtrace_user")
 COMMAND_TIMEOUT = 10.0
+# the installed D library that holds the csinfo_t translator (illumos-gate
+# usr/src/lib/libdtrace/common/ip.d.in)
+IP_D = Path("/usr/lib/dtrace/ip.d")
 
 
 @dataclass(frozen=True)
@@ -153,12 +157,32 @@ def check_dtrace(config: Config) -> list[Finding]:
             out.append(Finding(f"dtrace:{name}", "fail", f"does not compile: {problem} "
                                f"(turn it off with dtrace.scripts.{name} = false)"))
             continue
+        spec = by_name[name]
+        status: Status = "ok"
         detail = "compiles"
-        if "netstack_stackid" in by_name[name].source:
-            detail += ("; zone attribution: the connection's IP stack id (exclusive-stack "
-                       "zones, SmartOS), else the tcp provider's cs_zoneid (shared stacks)")
-        out.append(Finding(f"dtrace:{name}", "ok", detail))
+        if spec.variants:
+            detail += f"; variant: {spec.variant or 'default'} (also: {', '.join(spec.variants)})"
+        if "cs_zoneid" in spec.source:
+            status, note = _zone_attribution()
+            detail += "; " + note
+        out.append(Finding(f"dtrace:{name}", status, detail))
     return out
+
+
+def _zone_attribution() -> tuple[Status, str]:
+    """Whether this image's csinfo_t translator gives a connection's zone from its
+    credential (ip.d mentions ixa_cred), which the default tcpconn script needs on
+    exclusive IP stacks (docs/dtrace.md, "Which one applies")."""
+    try:
+        text = IP_D.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "ok", f"zone attribution: cannot tell here (no {IP_D})"
+    if "ixa_cred" in text:
+        return "ok", ("zone attribution: cs_zoneid from the connection's credential "
+                      f"({IP_D} has it): right for exclusive-stack zones")
+    return "warn", (f"zone attribution: {IP_D} predates zones from credentials, so "
+                    "exclusive-stack zones' connects count as global: select the netstack "
+                    "variant (docs/dtrace.md)")
 
 
 def _commands(config: Config) -> list[tuple[tuple[str, ...], bool]]:
