@@ -9,10 +9,17 @@ import os
 from collections.abc import Iterator
 
 from dtagent.bundle import BundleWriter, Frame
-from dtagent.simulate import dtrace_part, network, storage, zone_commands, zone_kstats
+from dtagent.simulate import (
+    dtrace_part,
+    health,
+    network,
+    storage,
+    zone_commands,
+    zone_kstats,
+)
 from dtagent.simulate.model import SimHost, make_host
 
-PARTS = (zone_kstats, storage, network, zone_commands, dtrace_part)
+PARTS = (zone_kstats, storage, network, zone_commands, health, dtrace_part)
 
 DEFAULT_STEP = 5.0
 DEFAULT_DURATION = 3600.0

@@ -158,6 +158,7 @@ def make_host(zones: int, seed: int, start: float, step: float, duration: float)
         time=start,
         step=step,
     )
+    host.acc["duration"] = duration
     images = [_uuid(rng) for _ in range(3)]
     for i in range(zones):
         brand = BRANDS[i % len(BRANDS)] if i else "joyent"
