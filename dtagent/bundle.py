@@ -60,6 +60,7 @@ def _encode_kstat(ks: Kstat) -> dict[str, Any]:
         "t": ks.ks_type,
         "s": ks.snaptime,
         "d": ks.data,
+        **({"cr": ks.crtime} if ks.crtime else {}),
     }
 
 
@@ -94,8 +95,16 @@ def _decode_kstat(obj: Any, where: str) -> Kstat:
         ks_class=str(obj.get("c", "")),
         ks_type=ks_type,
         snaptime=int(obj.get("s", 0)),
+        crtime=_crtime(obj.get("cr", 0), where),
         data=data,
     )
+
+
+def _crtime(value: Any, where: str) -> int:
+    """ks_crtime (hrtime ns, optional in a bundle): a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BundleError(f"{where}: a kstat's 'cr' (creation time) must be a non-negative integer")
+    return value
 
 
 def _encode_command(res: CommandResult) -> dict[str, Any]:

@@ -104,7 +104,8 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     elif is_illumos() or config.get("sources", "platform") == "illumos":
         from dtagent.sources.libkstat import LiveKstats
 
-        live = LiveKstats(config.get("sources", "libkstat"), KSTAT_MODULES)
+        modules = KSTAT_MODULES.union(*(c.kstat_modules for c in collectors))
+        live = LiveKstats(config.get("sources", "libkstat"), modules)
         closers.append(live.close)
         kstats = live
         commands = CommandRunner(path=config.get("sources", "command_path"))

@@ -109,4 +109,11 @@ def test_live_libkstat_and_replay_agree(tmp_path: Path) -> None:
     assert any(k[0] == "illumos_zone_info" and dict(k[1])["alias"] for k in replay_series)
     assert any(k[0] == "illumos_zone_quota_ratio" for k in replay_series)
     assert live_series == replay_series
+    # pool health, SMF, FMA and the KVM/bhyve guests' kstats come through the live
+    # sources (libkstat stand-in, command stand-ins) as through the replay
+    names = {k[0] for k in live_series}
+    for name in ("illumos_zpool_health", "illumos_smf_services", "illumos_fma_open_faults",
+                 "illumos_vm_vcpu_time_seconds_total", "illumos_vm_vcpu_exits_total",
+                 "illumos_vm_info"):
+        assert name in names, name
     assert 'dtagent_collector_success{collector="host"} 1' in live_text

@@ -29,6 +29,9 @@ class Collector(ABC):
     description: ClassVar[str] = ""
     specs: ClassVar[tuple[MetricSpec, ...]] = ()
     illumos_only: ClassVar[bool] = True
+    # kstat modules the collector reads beyond the agent's base set; the live reader
+    # reads the union of every enabled collector's modules.
+    kstat_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.log = structlog.get_logger("dtagent.collector").bind(collector=self.name)

@@ -14,12 +14,13 @@ from dtagent.simulate import (
     health,
     network,
     storage,
+    vm_kstats,
     zone_commands,
     zone_kstats,
 )
 from dtagent.simulate.model import SimHost, make_host
 
-PARTS = (zone_kstats, storage, network, zone_commands, health, dtrace_part)
+PARTS = (zone_kstats, storage, network, zone_commands, health, vm_kstats, dtrace_part)
 
 DEFAULT_STEP = 5.0
 DEFAULT_DURATION = 3600.0

@@ -56,6 +56,7 @@ class SimZone:
     locked_cap: int | None
     nprocs_cap: int | None
     quota: int | None  # bytes, of the zone's dataset
+    zonedid: int = 0  # debug id: stays with the zone across reboots (bhyve VM names use it)
     profile: frozenset[str] = frozenset()
     zoneid: int | None = None
     state: str = "installed"
@@ -162,6 +163,8 @@ def make_host(zones: int, seed: int, start: float, step: float, duration: float)
     images = [_uuid(rng) for _ in range(3)]
     for i in range(zones):
         brand = BRANDS[i % len(BRANDS)] if i else "joyent"
+        if i % 8 == 7:
+            brand = "kvm"  # every eighth zone is a KVM guest, the others of brand bhyve stay
         uncapped = i % 7 == 3
         mem = rng.choice((1, 2, 4, 8, 16)) * GiB
         profile: set[str] = set()
@@ -191,6 +194,7 @@ def make_host(zones: int, seed: int, start: float, step: float, duration: float)
             quota=None if uncapped else rng.choice((25, 50, 100, 200)) * GiB,
             profile=frozenset(profile),
             nics=("net0", "net1") if i % 4 == 0 else ("net0",),
+            zonedid=i + 1,
         )
         if zone.cpu_cap is not None and brand in ("joyent", "joyent-minimal", "lx"):
             zone.cpu_baseline = zone.cpu_cap // 2

@@ -62,7 +62,7 @@ def _datasets(host: SimHost, zone: SimZone, hours: float) -> list[tuple[str, int
     out.append((f"{POOL}/{zone.uuid}", used, used - data_used, quota))
     if delegated:
         out.append((f"{POOL}/{zone.uuid}/data", data_used, data_used, 0))
-    if zone.brand == "bhyve":
+    if zone.brand in ("bhyve", "kvm"):
         size = rng.choice((10, 20, 50)) * GiB
         out.append((f"{POOL}/{zone.uuid}-disk0", size, int(size * rng.uniform(0.2, 0.9)), -1))
     return out
