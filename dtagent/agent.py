@@ -165,6 +165,7 @@ def _merge(families: list[MetricFamily]) -> list[MetricFamily]:
         else:
             prev.samples.extend(fam.samples)
             prev.hist_samples.extend(fam.hist_samples)
+            prev.created.update(fam.created)
     return out
 
 

@@ -104,3 +104,86 @@ def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
                 append(f"{name}{cached} {fmt(value)}\n")
         chunks.append("".join(out).encode("utf-8"))
     return chunks
+
+
+# ---- OpenMetrics 1.0 ------------------------------------------------------------------
+# Format: the OpenMetrics specification (github.com/OpenObservability/OpenMetrics,
+# specification/OpenMetrics.md). What differs from 0.0.4 here: a counter family is named
+# without ``_total`` (its sample keeps it) and may carry ``_created`` samples, untyped is
+# ``unknown``, ``# UNIT`` names a unit that is the family name's suffix, HELP escapes
+# double quotes too, and the exposition ends with ``# EOF``.
+
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_OM_UNITS = ("seconds", "bytes", "ratio")
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True when the scraper's Accept header asks for OpenMetrics (Prometheus sends
+    ``application/openmetrics-text;version=1.0.0,...;q=0.5`` when it may use it)."""
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        if media.strip().lower() != "application/openmetrics-text":
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def _om_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _om_unit(name: str, unit: str) -> str:
+    return unit if unit in _OM_UNITS and name.endswith("_" + unit) else ""
+
+
+def render_openmetrics_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
+    """The exposition in the OpenMetrics text format, one UTF-8 chunk per family and a
+    last ``# EOF`` chunk. Counters and histograms get a ``_created`` sample for each
+    series whose start time is known."""
+    chunks: list[bytes] = []
+    fmt = format_value
+    for fam in families:
+        if not fam.samples and not fam.hist_samples:
+            continue
+        spec = fam.spec
+        name = spec.name
+        family = name[: -len("_total")] if spec.type == "counter" else name
+        mtype = "unknown" if spec.type == "untyped" else spec.type
+        out = [f"# TYPE {family} {mtype}\n"]
+        unit = _om_unit(family, spec.unit)
+        if unit:
+            out.append(f"# UNIT {family} {unit}\n")
+        out.append(f"# HELP {family} {_om_help(spec.help)}\n")
+        append = out.append
+        labels = spec.labels
+        created = fam.created
+        if spec.type == "histogram":
+            bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+            for values, cumulative, total, count in fam.hist_samples:
+                block = _label_block(labels, values)
+                head = f"{name}_bucket" + (block[:-1] + "," if block else "{")
+                for bound, cum in zip(bounds, cumulative, strict=True):
+                    append(f"{head}{bound}{fmt(cum)}\n")
+                n = fmt(count)
+                append(f'{head}le="+Inf"}} {n}\n{name}_count{block} {n}\n'
+                       f"{name}_sum{block} {fmt(total)}\n")
+                if values in created:
+                    append(f"{name}_created{block} {created[values]!r}\n")
+        else:
+            for values, value in fam.samples:
+                block = _label_block(labels, values)
+                append(f"{name}{block} {fmt(value)}\n")
+                if spec.type == "counter" and values in created:
+                    append(f"{family}_created{block} {created[values]!r}\n")
+        chunks.append("".join(out).encode("utf-8"))
+    chunks.append(b"# EOF\n")
+    return chunks

@@ -75,18 +75,30 @@ class MetricFamily:
     hist_samples: list[tuple[tuple[str, ...], Sequence[float], float, float]] = field(
         default_factory=list
     )
+    # Start time (Unix seconds) of a counter or histogram series, by label values: the
+    # creation time of the kstat it comes from. Only the OpenMetrics exposition shows it
+    # (as ``_created``); series without one are simply not in the dict.
+    created: dict[tuple[str, ...], float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def add(self, labelvalues: Sequence[str], value: float) -> None:
-        """Add one sample; the label values follow ``spec.labels`` in order."""
+    def add(
+        self, labelvalues: Sequence[str], value: float, created: float | None = None
+    ) -> None:
+        """Add one sample; the label values follow ``spec.labels`` in order.
+
+        ``created`` is when the series started counting (Unix time), for counters.
+        """
         if len(labelvalues) != len(self.spec.labels):
             raise ValueError(
                 f"{self.spec.name}: expected labels {self.spec.labels}, got {tuple(labelvalues)}"
             )
-        self.samples.append((tuple(labelvalues), value))
+        key = tuple(labelvalues)
+        self.samples.append((key, value))
+        if created is not None and self.spec.type == "counter":
+            self.created[key] = created
 
     def add_histogram(
         self,

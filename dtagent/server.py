@@ -1,4 +1,5 @@
-"""HTTP endpoint: /metrics (text format 0.0.4, gzip on request), /healthz, 404 otherwise.
+"""HTTP endpoint: /metrics (text format 0.0.4, or OpenMetrics when the scraper's Accept
+header asks for it; gzip on request), /healthz, 404 otherwise.
 
 Connections are served by threads, at most ``max_connections`` at once (the rest get a
 503 straight away), and a client that connects and sends nothing is dropped after
@@ -18,7 +19,13 @@ from typing import Any
 
 import structlog
 
-from dtagent.exposition import CONTENT_TYPE, render_chunks
+from dtagent.exposition import (
+    CONTENT_TYPE,
+    OPENMETRICS_CONTENT_TYPE,
+    render_chunks,
+    render_openmetrics_chunks,
+    wants_openmetrics,
+)
 from dtagent.metrics import MetricFamily
 
 log = structlog.get_logger("dtagent.server")
@@ -141,7 +148,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             # One chunk per family, written as they are: a large host's exposition is
             # tens of megabytes, and joining it would hold it twice.
-            chunks = render_chunks(self.server.collect())
+            # OpenMetrics (with _created start times) only when the scraper asks for it;
+            # the 0.0.4 text format stays the default.
+            openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
+            render = render_openmetrics_chunks if openmetrics else render_chunks
+            chunks = render(self.server.collect())
         except Exception as exc:
             log.error("collection failed", error=str(exc), exc_info=exc)
             self._send(500, b"collection failed; see the agent's log\n", "text/plain")
@@ -150,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             chunks = gzip_chunks(chunks)
             headers["Content-Encoding"] = "gzip"
-        self._send(200, chunks, CONTENT_TYPE, headers)
+        self._send(200, chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE, headers)
         log.debug(
             "scrape served",
             client=self.client_address[0],

@@ -80,17 +80,19 @@ class Kstat:
 class KstatSnapshot:
     """All kstats read at one moment, indexed by module, class and full key."""
 
-    __slots__ = ("_by_class", "_by_key", "_by_module", "time")
+    __slots__ = ("_boot", "_by_class", "_by_key", "_by_module", "time")
 
     def __init__(self, kstats: Iterable[Kstat] = (), time: float = 0.0) -> None:
         self.time = time
         self._by_key: dict[tuple[str, int, str], Kstat] = {}
         self._by_module: dict[str, list[Kstat]] = {}
         self._by_class: dict[str, list[Kstat]] = {}
+        self._boot: float | None = None
         for ks in kstats:
             self.add(ks)
 
     def add(self, ks: Kstat) -> None:
+        self._boot = None
         old = self._by_key.get(ks.key)
         if old is not None:
             self._by_module[old.module].remove(old)
@@ -101,6 +103,22 @@ class KstatSnapshot:
 
     def __iter__(self) -> Iterator[Kstat]:
         return iter(self._by_key.values())
+
+    def boot_time(self) -> float | None:
+        """When the host booted (Unix time), from ``unix:0:system_misc`` ``boot_time``."""
+        if self._boot is None:
+            ks = self.get("unix", 0, "system_misc")
+            boot = ks.int_stat("boot_time") if ks is not None else None
+            self._boot = float(boot) if boot else 0.0
+        return self._boot or None
+
+    def created(self, ks: Kstat) -> float | None:
+        """The kstat's creation time as Unix time: ``ks_crtime`` (hrtime, nanoseconds
+        since boot) after the boot time; None when either is unknown."""
+        if ks.crtime <= 0:
+            return None
+        boot = self.boot_time()
+        return None if boot is None else boot + ks.crtime / 1e9
 
     def __len__(self) -> int:
         return len(self._by_key)

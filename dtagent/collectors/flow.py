@@ -126,10 +126,11 @@ class FlowCollector(Collector):
             ks = stats.get(flow[:KSTAT_NAME_MAX])
             if ks is None:
                 continue  # a flow on a link that is down has no kstat
+            made = snap.kstats.created(ks)
             for stat, spec in COUNTERS:
                 value = ks.int_stat(stat)
                 if value is not None:
-                    fams[spec.name].add(labels, value)
+                    fams[spec.name].add(labels, value, made)
         return fams.all()
 
     def _run(self, snap: HostSnapshot, argv: tuple[str, ...]) -> CommandResult | None:

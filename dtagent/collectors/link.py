@@ -181,10 +181,11 @@ class LinkCollector(Collector):
         fams = Families(self.specs)
         for lid, ks in links.items():
             labels = (lid.link, lid.zonename)
+            made = snap.kstats.created(ks)
             for stat, spec in COUNTERS:
                 value = ks.int_stat(stat)
                 if value is not None:
-                    fams[spec.name].add(labels, value)
+                    fams[spec.name].add(labels, value, made)
             speed = ks.int_stat("ifspeed")
             if speed:
                 fams[SPEED.name].add(labels, speed / 8)

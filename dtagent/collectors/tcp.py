@@ -101,8 +101,9 @@ class ZoneTcpCollector(Collector):
             zonename = zones.of(ks)  # the instance is the netstack's (= zone's) id
             if zonename is None:
                 continue  # the stack of a zone that is going away
+            made = snap.kstats.created(ks)
             for stat, spec in FIELDS:
                 value = ks.int_stat(stat)
                 if value is not None:
-                    fams[spec.name].add((zonename,), value)
+                    fams[spec.name].add((zonename,), value, made)
         return fams.all()

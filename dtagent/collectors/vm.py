@@ -197,9 +197,10 @@ class VmCollector(Collector):
             if (zonename, n) in seen:
                 continue
             seen.add((zonename, n))
+            made = snap.kstats.created(ks)
             for state, value in zip(BHYVE_STATES, times, strict=True):
                 if value is not None:
-                    fams[TIME.name].add((zonename, str(n), state), value / NS)
+                    fams[TIME.name].add((zonename, str(n), state), value / NS, made)
 
     def _kvm(self, snap: HostSnapshot, fams: Families) -> None:
         seen: set[tuple[str, int]] = set()
@@ -211,17 +212,18 @@ class VmCollector(Collector):
                 continue
             seen.add((zonename, ks.instance))
             labels = (zonename, str(ks.instance))
+            made = snap.kstats.created(ks)
             for reason, stat in KVM_EXITS:
                 value = ks.int_stat(stat)
                 if value is not None:
-                    fams[EXITS.name].add((*labels, reason), value)
+                    fams[EXITS.name].add((*labels, reason), value, made)
             for spec, stat in ((ALL_EXITS, "exits"), (WAKEUPS, "halt-wakeup"),
                                (HYPERCALLS, "hypercalls"), (GUEST_PF, "pf-guest"),
                                (FIXED_PF, "pf-fixed"), (EMULATIONS, "insn-emulation")):
                 value = ks.int_stat(stat)
                 if value is not None:
-                    fams[spec.name].add(labels, value)
+                    fams[spec.name].add(labels, value, made)
             for kind in ("nmi", "irq"):
                 value = ks.int_stat(f"{kind}-injections")
                 if value is not None:
-                    fams[INJECTIONS.name].add((*labels, kind), value)
+                    fams[INJECTIONS.name].add((*labels, kind), value, made)

@@ -290,6 +290,7 @@ class ZfsArcCollector(Collector):
         if ks is None:
             return []
         fams = Families(self.specs)
+        made = snap.kstats.created(ks)
         for field, value in ks.data.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue  # a string statistic has no number to export
@@ -297,5 +298,5 @@ class ZfsArcCollector(Collector):
             if entry is None:
                 fams[GENERIC.name].add((field,), value)
             else:
-                fams[entry[0].name].add(entry[1], value)
+                fams[entry[0].name].add(entry[1], value, made)
         return fams.all()

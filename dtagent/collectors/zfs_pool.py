@@ -94,8 +94,9 @@ class ZfsPoolCollector(Collector):
         for ks in snap.kstats.module("zfs"):
             if ks.ks_class != "disk" or ks.ks_type != KSTAT_TYPE_IO or ks.instance != 0:
                 continue
+            made = snap.kstats.created(ks)
             for field, spec, scale in FIELDS:
                 value = ks.num_stat(field)
                 if value is not None:
-                    fams[spec.name].add((ks.name,), value / scale)
+                    fams[spec.name].add((ks.name,), value / scale, made)
         return fams.all()

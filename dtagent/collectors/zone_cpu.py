@@ -176,13 +176,14 @@ class ZoneCpuCollector(Collector):
         fams = Families(self.specs)
         misc = (ks for ks in snap.kstats.module("zones") if ks.ks_class in ("zone_misc", ""))
         for zone, ks in per_zone(self, names, misc):
+            made = snap.kstats.created(ks)
             for mode, stat in (("user", "nsec_user"), ("system", "nsec_sys")):
                 v = uint(self, ks, stat)
                 if v is not None:
-                    fams[CPU.name].add((zone, mode), v / NANOS)
+                    fams[CPU.name].add((zone, mode), v / NANOS, made)
             v = uint(self, ks, "nsec_waitrq")
             if v is not None:
-                fams[WAIT.name].add((zone,), v / NANOS)
+                fams[WAIT.name].add((zone,), v / NANOS, made)
             for window, stat in (("1m", "avenrun_1min"), ("5m", "avenrun_5min"),
                                  ("15m", "avenrun_15min")):  # fmt: skip
                 v = uint(self, ks, stat)
@@ -190,10 +191,10 @@ class ZoneCpuCollector(Collector):
                     fams[LOAD.name].add((zone, window), v / FSCALE)
         cpucaps = (ks for ks in snap.kstats.module("caps") if zone_rctl(ks) == "cpucaps")
         for zone, ks in per_zone(self, names, cpucaps):
-            self._cpucaps(fams, zone, ks)
+            self._cpucaps(fams, zone, ks, snap.kstats.created(ks))
         return fams.all()
 
-    def _cpucaps(self, fams: Families, zone: str, ks: Kstat) -> None:
+    def _cpucaps(self, fams: Families, zone: str, ks: Kstat, made: float | None) -> None:
         cap = limit(uint(self, ks, "value"))
         if cap is None:
             # cpucaps_zone_N only exists with a cap; a 0 here is a cap being removed.
@@ -225,7 +226,7 @@ class ZoneCpuCollector(Collector):
         for spec, stat, div, required in simple:
             v = uint(self, ks, stat, required=required)
             if v is not None:
-                fams[spec.name].add(z, v / div)
+                fams[spec.name].add(z, v / div, made)
         burst = limit(uint(self, ks, "burst_limit_sec", required=False))
         if burst is not None:
             fams[BURST_LIMIT.name].add(z, burst)

@@ -202,7 +202,7 @@ class ZoneMemoryCollector(Collector):
             for spec, stat, scale, required in COUNTERS:
                 v = uint(self, ks, stat, required=required)
                 if v is not None:
-                    fams[spec.name].add((zone,), v * scale)
+                    fams[spec.name].add((zone,), v * scale, snap.kstats.created(ks))
         locked: dict[str, tuple[int | None, int | None]] = {}
         for ks in snap.kstats.module("caps"):
             rctl = zone_rctl(ks)

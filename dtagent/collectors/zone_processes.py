@@ -101,14 +101,15 @@ class ZoneProcessesCollector(Collector):
             if r is not None:
                 fams[PROCS_RATIO.name].add((zone,), r)
         for zone, ks in per_zone(self, names, snap.kstats.module("zones")):
+            made = snap.kstats.created(ks)
             for reason in ("cap", "noproc", "nomem", "misc"):
                 v = uint(self, ks, f"forkfail_{reason}")
                 if v is not None:
-                    fams[FORKFAIL.name].add((zone, reason), v)
+                    fams[FORKFAIL.name].add((zone, reason), v, made)
             v = uint(self, ks, "mapfail_seglim", required=False)
             if v is not None:
-                fams[MAPFAIL.name].add((zone,), v)
+                fams[MAPFAIL.name].add((zone,), v, made)
             v = uint(self, ks, "init_restarts", required=False)
             if v is not None:
-                fams[INIT_RESTARTS.name].add((zone,), v)
+                fams[INIT_RESTARTS.name].add((zone,), v, made)
         return fams.all()

@@ -111,8 +111,9 @@ class ZoneVfsCollector(Collector):
         fams = Families(self.specs)
         for module, rows in (("zone_vfs", _VFS), ("zone_zfs", _ZFS)):
             for zone, ks in per_zone(self, names, snap.kstats.module(module)):
+                made = snap.kstats.created(ks)
                 for name, _type, stat, scale, _unit, _help in rows:
                     v = uint(self, ks, stat)
                     if v is not None:
-                        fams[name].add((zone,), v * scale)
+                        fams[name].add((zone,), v * scale, made)
         return fams.all()

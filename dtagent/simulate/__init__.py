@@ -19,6 +19,7 @@ from dtagent.simulate import (
     zone_kstats,
 )
 from dtagent.simulate.model import SimHost, make_host
+from dtagent.snapshot import Kstat
 
 PARTS = (zone_kstats, storage, network, zone_commands, health, vm_kstats, dtrace_part)
 
@@ -28,14 +29,36 @@ DEFAULT_DURATION = 3600.0
 EPOCH = 1_790_000_000.0
 
 
+HOST_UPTIME = 12 * 86400.0  # the simulated host booted this long before the first frame
+
+
 def frames(host: SimHost, count: int) -> Iterator[Frame]:
-    """``count`` frames, one per ``host.step`` seconds."""
+    """``count`` frames, one per ``host.step`` seconds.
+
+    Every kstat gets a creation time (ks_crtime, hrtime nanoseconds since boot) as the
+    kernel gives it: those present in the first frame were created a minute after the
+    host booted, the others when they first appear; a kstat that disappears (a zone
+    halting) and comes back is a new kstat, with a new creation time. The host's boot
+    time is in ``unix:0:system_misc`` ``boot_time``, as on illumos.
+    """
+    boot = host.acc.setdefault("host_boot", host.time - HOST_UPTIME)
+    born: dict[tuple[str, int, str], int] = {}
     for i in range(count):
         if i:
             host.advance()
         frame = Frame(time=host.time)
         for part in PARTS:
             part.contribute(host, frame, host.rng)
+        frame.kstats.append(Kstat("unix", 0, "system_misc", "misc", data={
+            "boot_time": int(boot), "ncpus": host.ncpus, "nproc": 400 + 30 * len(host.zones),
+        }))
+        now = int(((boot + 60.0) if i == 0 else host.time) - boot) * 1_000_000_000
+        seen: dict[tuple[str, int, str], int] = {}
+        for ks in frame.kstats:
+            if not ks.crtime:
+                ks.crtime = born.get(ks.key, now)
+            seen[ks.key] = ks.crtime
+        born = seen
         yield frame
 
 

@@ -51,6 +51,7 @@ def prototypes(lib: ctypes.CDLL) -> ctypes.CDLL:
         "stub_add_timer": ([c_int, c_char_p, u64, ctypes.POINTER(i64)], None),
         "stub_set_raw": ([c_int, ctypes.c_void_p, c_size_t], None),
         "stub_set_hrtime": ([i64], None),
+        "stub_set_crtime": ([c_int, i64], None),
         "stub_fail_next_read": ([c_char_p, c_int, c_char_p, c_int], c_int),
         "stub_remove_on_read": ([c_char_p, c_int, c_char_p], c_int),
         "stub_eagain": ([c_char_p, c_int, c_char_p, c_int], c_int),
@@ -81,9 +82,13 @@ def load_kstats(lib: ctypes.CDLL, kstats: Iterable[Kstat]) -> None:
             h = lib.stub_add_kstat(module, ks.instance, name, klass, KSTAT_TYPE_IO)
             values = (ctypes.c_uint64 * 12)(*(int(ks.data.get(f, 0)) for f in IO_ORDER))
             lib.stub_set_io(h, values)
+            if ks.crtime:
+                lib.stub_set_crtime(h, ks.crtime)
             continue
         assert ks.ks_type == KSTAT_TYPE_NAMED, ks
         h = lib.stub_add_named(module, ks.instance, name, klass)
+        if ks.crtime:
+            lib.stub_set_crtime(h, ks.crtime)
         for stat, value in ks.data.items():
             key = stat.encode()
             if isinstance(value, str):

@@ -699,6 +699,13 @@ stub_set_flags(int h, int flags)
 }
 
 /* The hrtime the next reads stamp as ks_snaptime. */
+/* Set a kstat's creation time (ks_crtime), as the kernel sets it at kstat_create. */
+void
+stub_set_crtime(int h, int64_t t)
+{
+	handle(h)->crtime = t;
+}
+
 void
 stub_set_hrtime(int64_t t)
 {
