@@ -749,6 +749,37 @@ def zone() -> dict[str, Any]:
         ], "short", "TCP events per second in the zone's IP stack."),
         *latency("TCP connect latency", "illumos_zone_tcp_connect_latency_seconds",
                  "Time from connect() to established for the zone's outgoing connections."),
+        Row("Hardware VM (KVM, bhyve)"),
+        P("VM", [Q(f"illumos_vm_info{{{z}}}", "{{brand}} · {{vcpus}} vCPUs", instant=True)],
+          "none", "The VM's brand and vCPUs (vmadm); empty for a zone that is not a "
+          "hardware VM.", kind="stat", w=6, h=8,
+          options={"textMode": "name", "colorMode": "none", "graphMode": "none"}),
+        P("VM memory and disks", [
+            Q(f"illumos_vm_ram_bytes{{{z}}}", "RAM"),
+            Q(f"illumos_vm_disk_bytes{{{z}}}", "{{disk}}"),
+        ], "bytes", "RAM and disk sizes configured for the VM.", w=6),
+        P("bhyve vCPU time by state", [
+            Q(f"sum by (state) (rate(illumos_vm_vcpu_time_seconds_total{{{z}}}[{RI}]))",
+              "{{state}}"),
+        ], "short", "vCPUs' time per second in each state, all vCPUs summed: run (guest), "
+          "idle (halted), emulation in the kernel or the bhyve process, and sched (runnable, "
+          "waiting for a host CPU).", stack=True),
+        P("bhyve vCPUs waiting for a host CPU", [
+            Q(f"rate(illumos_vm_vcpu_time_seconds_total{{{z}, state=\"sched\"}}[{RI}])",
+              "vCPU {{vcpu}}"),
+        ], "percentunit", "Share of time each vCPU was runnable but off CPU: the guest's "
+          "steal time.", min=0),
+        P("KVM exits by reason", [
+            Q(f"sum by (reason) (rate(illumos_vm_vcpu_exits_total{{{z}}}[{RI}]))", "{{reason}}"),
+        ], "ops", "Exits of the KVM guest's vCPUs to the hypervisor per second, by reason.",
+          stack=True),
+        P("KVM guest events", [
+            Q(f"sum(rate(illumos_vm_vcpu_halt_wakeups_total{{{z}}}[{RI}]))", "HLT wake-ups"),
+            Q(f"sum(rate(illumos_vm_vcpu_hypercalls_total{{{z}}}[{RI}]))", "hypercalls"),
+            Q(f"sum(rate(illumos_vm_vcpu_guest_page_faults_total{{{z}}}[{RI}]))",
+              "guest page faults"),
+        ], "ops", "HLT wake-ups, hypercalls and page faults injected into the guest, per "
+          "second, all vCPUs."),
     ]
     return dashboard("dtagent-zone", "dtagent / Zone",
                      "One zone in depth: CPU, memory, disk and network against its caps, "
@@ -822,11 +853,85 @@ def zfs() -> dict[str, Any]:
                      "ZFS of a host: ARC, L2ARC, pools and the ZIL.", items)
 
 
+def health() -> dict[str, Any]:
+    h = HOST
+    items: list[Item] = [
+        Row("Pools"),
+        P("Pool health", [Q(f"illumos_zpool_health{{{h}}} == 1", "{{pool}}: {{state}}",
+                            instant=True)],
+          "none", "Each pool's state (zpool list); anything but ONLINE needs attention.",
+          kind="stat", w=8, h=4,
+          options={"textMode": "name", "colorMode": "none", "graphMode": "none"}),
+        P("Pool capacity", [Q(f"illumos_zpool_capacity_ratio{{{h}}}", "{{pool}}")],
+          "percentunit", "Allocated share of each pool.", w=8, h=8, min=0, max=1,
+          thresholds=[(0.8, "orange"), (0.9, "red")]),
+        P("Pool space", [
+            Q(f"illumos_zpool_allocated_bytes{{{h}}}", "{{pool}} allocated"),
+            Q(f"illumos_zpool_free_bytes{{{h}}}", "{{pool}} free"),
+        ], "bytes", "Allocated and free space of each pool.", w=8),
+        P("Fragmentation and dedup", [
+            Q(f"illumos_zpool_fragmentation_ratio{{{h}}}", "{{pool}} fragmentation"),
+            Q(f"illumos_zpool_dedup_ratio{{{h}}} - 1", "{{pool}} dedup savings"),
+        ], "percentunit", "Fragmentation of each pool's free space, and the share dedup "
+          "saves (dedup ratio - 1)."),
+        P("Vdev errors", [
+            Q(f"sum by (pool, vdev) (illumos_zpool_vdev_read_errors_total{{{h}}}"
+              f" + illumos_zpool_vdev_write_errors_total{{{h}}}"
+              f" + illumos_zpool_vdev_checksum_errors_total{{{h}}})", "{{pool}} {{vdev}}"),
+        ], "short", "Read, write and checksum errors of each vdev (zpool status; zpool clear "
+          "resets them)."),
+        P("Vdevs", [Q(f"illumos_zpool_vdev_info{{{h}}}", "", instant=True, fmt="table")],
+          "none", "Every vdev of every pool with its parent, role and state.", kind="table",
+          w=24, h=8),
+        Row("Scrub and resilver"),
+        P("Scrub or resilver running", [
+            Q(f"illumos_zpool_scan_in_progress{{{h}}}", "{{pool}} {{function}}"),
+        ], "short", "1 while a scrub or resilver runs.", w=8, min=0, max=1),
+        P("Scan progress", [
+            Q(f"illumos_zpool_scan_progress_ratio{{{h}}}", "{{pool}} {{function}}"),
+        ], "percentunit", "Share done of the running scrub or resilver (1 once finished).",
+          w=8, min=0, max=1),
+        P("Time since the last scrub", [
+            Q(f"time() - illumos_zpool_scan_last_end_time_seconds{{{h}, function=\"scrub\"}}",
+              "{{pool}}"),
+        ], "s", "How long ago each pool's last scrub finished.", w=8,
+          thresholds=[(35 * 86400, "red")]),
+        P("Data errors", [Q(f"illumos_zpool_data_errors{{{h}}}", "{{pool}}")], "short",
+          "Files or objects with permanent errors (zpool status errors:)."),
+        Row("Services (SMF)"),
+        P("Service instances by state", [
+            Q(f"sum by (state) (illumos_smf_services{{{h}}})", "{{state}}"),
+        ], "short", "SMF service instances of the global zone and every zone, by state.",
+          stack=True),
+        P("Services in maintenance", [
+            Q(f"illumos_smf_service_state{{{h}, state=\"maintenance\"}} == 1", "",
+              instant=True, fmt="table"),
+        ], "none", "Instances in maintenance, by zone and FMRI: their methods failed and "
+          "SMF will not restart them (svcs -xv).", kind="table"),
+        Row("Faults (FMA)"),
+        P("Open problems", [Q(f"illumos_fma_open_faults{{{h}}}", "open problems")], "short",
+          "Problems fmadm faulty lists as open.", w=8, min=0),
+        P("Problems", [Q(f"illumos_fma_fault_info{{{h}}}", "", instant=True, fmt="table")],
+          "none", "Each open problem: UUID, message id (illumos.org/msg/), severity, class "
+          "and affected resource.", kind="table", w=16),
+        P("Fault manager events", [
+            Q(f"rate(illumos_fma_module_events_received_total{{{h}}}[{RI}])", "{{module}}"),
+        ], "ops", "Error reports and events each fault manager module received per second."),
+        P("Fault manager open cases", [
+            Q(f"illumos_fma_module_open_cases{{{h}}}", "{{module}}"),
+        ], "short", "Cases each diagnosis module has open."),
+    ]
+    return dashboard("dtagent-health", "dtagent / Pools, services and faults",
+                     "Pool health, vdev errors, scrubs and resilvers; SMF service states; "
+                     "open FMA problems.", items)
+
+
 DASHBOARDS = {
     "dtagent-fleet.json": fleet,
     "dtagent-zones.json": zones,
     "dtagent-zone.json": zone,
     "dtagent-zfs.json": zfs,
+    "dtagent-health.json": health,
     "dtagent-agent.json": agent,
 }
 

@@ -147,6 +147,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         collectors=[c.name for c in agent.collectors],
         dtrace=dtrace is not None,
     )
+    closers.extend(c.close for c in agent.collectors)
     return Runtime(agent=agent, mode=mode, closers=closers)
 
 

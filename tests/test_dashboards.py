@@ -22,7 +22,8 @@ import pytest
 from tests.promtests import grafana
 
 DASHBOARDS = grafana.dashboard_files()
-EXPECTED = {"dtagent-fleet", "dtagent-zones", "dtagent-zone", "dtagent-zfs", "dtagent-agent"}
+EXPECTED = {"dtagent-fleet", "dtagent-zones", "dtagent-zone", "dtagent-zfs", "dtagent-health",
+            "dtagent-agent"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 
@@ -37,7 +38,7 @@ def test_generated_dashboards_are_current() -> None:
     assert res.returncode == 0, res.stderr
 
 
-def test_the_five_dashboards_exist_with_unique_uids() -> None:
+def test_the_six_dashboards_exist_with_unique_uids() -> None:
     uids = [grafana.load(p)["uid"] for p in DASHBOARDS]
     assert len(uids) == len(set(uids))
     assert set(uids) == EXPECTED

@@ -128,9 +128,9 @@ def test_simulated_host_degrades_resilvers_and_recovers() -> None:
     assert middle[("illumos_zpool_health", ("zones", "DEGRADED"))] == 1
     assert middle[("illumos_zpool_scan_in_progress", ("zones", "resilver"))] == 1
     assert 0 < middle[("illumos_zpool_scan_progress_ratio", ("zones", "resilver"))] < 1
-    assert middle[("illumos_fma_open_faults", ())] == 1
+    assert middle[("illumos_fma_open_faults", ())] == 2
     assert last[("illumos_zpool_health", ("zones", "ONLINE"))] == 1
-    assert last[("illumos_fma_open_faults", ())] == 0
-    maint = [k for k, v in last.items()
+    assert last[("illumos_fma_open_faults", ())] == 1  # the SMF defect stays open
+    maint = [k[1][:2] for k, v in last.items()
              if k[0] == "illumos_smf_service_state" and k[1][2] == "maintenance" and v == 1]
-    assert len(maint) == 1
+    assert len(maint) == 2 and ("global", "svc:/network/ntp:default") in maint

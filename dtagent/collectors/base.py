@@ -41,6 +41,10 @@ class Collector(ABC):
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         """Families for this snapshot. Raising marks the collector failed for it."""
 
+    def close(self) -> None:
+        """Stop what the collector started (a plugin runner); most start nothing."""
+        return None
+
     def warn_once(self, key: str, event: str, **kw: object) -> None:
         """Log a data problem the first time it is seen, not at every scrape."""
         if key in self._warned:

@@ -6,9 +6,7 @@ not parse, that repeats a series, or that defines a metric the agent exports its
 (``illumos_*``, ``dtagent_*``) is left out whole and reported with
 ``dtagent_textfile_scrape_error 1``; every file's modification time is exported so a
 writer that stopped is visible. Counters, gauges and untyped metrics keep their type;
-the samples of histograms and summaries are exported as untyped series of the same
-names. A family's series may have different label names; the missing ones are written
-empty, which Prometheus reads as absent.
+histograms and summaries become untyped series (dtagent.parsers.textformat).
 
 This collector reads the directory itself (as node_exporter's does): files are small and
 local, and reading them is bounded by ``max_bytes`` per file.
@@ -20,10 +18,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from dtagent.collectors.base import Collector
-from dtagent.metrics import MetricFamily, MetricSpec, MetricType
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers.textformat import TextFormatError, parse_exposition
 from dtagent.snapshot import HostSnapshot
 
 ERROR = MetricSpec(
@@ -43,9 +40,6 @@ MTIME = MetricSpec(
     "seconds",
     "[collectors.textfile] directory",
 )
-OWN_PREFIXES = ("illumos_", "dtagent_")
-_TYPES: dict[str, MetricType] = {"counter": "counter", "gauge": "gauge", "untyped": "untyped",
-                                 "unknown": "untyped"}
 
 
 class TextfileCollector(Collector):
@@ -80,43 +74,12 @@ class TextfileCollector(Collector):
             self._refuse(path, f"larger than {self.max_bytes} bytes")
             return None
         try:
-            parsed = list(text_string_to_metric_families(data.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
-            self._refuse(path, f"not the text format: {exc}")
-            return None
-        out: list[MetricFamily] = []
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-        for fam in parsed:
-            if fam.name.startswith(OWN_PREFIXES):
-                self._refuse(path, f"{fam.name}: names starting with illumos_ or dtagent_ "
-                                   "belong to the agent")
-                return None
-            mtype = _TYPES.get(fam.type)
-            by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
-            for s in fam.samples:
-                key = (s.name, tuple(sorted(s.labels.items())))
-                if key in seen:
-                    self._refuse(path, f"{s.name}: the same series twice")
-                    return None
-                seen.add(key)
-                by_name.setdefault(s.name, []).append((s.labels, s.value))
-            for sample_name, samples in by_name.items():
-                ftype: MetricType = mtype if mtype and sample_name in (
-                    fam.name, fam.name + "_total") else "untyped"
-                if ftype == "counter" and not sample_name.endswith("_total"):
-                    ftype = "untyped"
-                labels = tuple(sorted({k for lab, _ in samples for k in lab}))
-                try:
-                    spec = MetricSpec(sample_name, ftype, fam.documentation or sample_name,
-                                      labels, "", f"textfile {path.name}")
-                except ValueError as exc:
-                    self._refuse(path, str(exc))
-                    return None
-                mf = spec.family()
-                for lab, value in samples:
-                    mf.add(tuple(lab.get(k, "") for k in labels), value)
-                out.append(mf)
-        return out
+            return parse_exposition(data.decode("utf-8"), f"textfile {path.name}")
+        except UnicodeDecodeError:
+            self._refuse(path, "not UTF-8")
+        except TextFormatError as exc:
+            self._refuse(path, str(exc))
+        return None
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         if not self.directory:

@@ -114,7 +114,8 @@ SCAN_ACTIVE = _spec(
 SCAN_PROGRESS = _spec(
     "scan_progress_ratio",
     "gauge",
-    "Share of the running scrub or resilver done, 0-1.",
+    "Share of the running scrub or resilver done, 0-1; 1 for the last one when it "
+    "finished (none after a canceled one).",
     ("pool", "function"),
     "ratio",
     STATUS_SRC,
@@ -279,6 +280,8 @@ class ZpoolCollector(Collector):
             )
         if running and scan.progress is not None:
             fams[SCAN_PROGRESS.name].add(key2, scan.progress)
+        elif scan.state == "finished":
+            fams[SCAN_PROGRESS.name].add(key2, 1.0)
         if scan.ended is not None:
             fams[SCAN_END.name].add(key2, scan.ended)
         if scan.errors is not None:

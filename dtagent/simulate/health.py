@@ -5,7 +5,8 @@
   last scrub finished 40 days before the run starts. A third of the way through the run
   one disk starts returning checksum errors and is faulted (pool DEGRADED, an FMA
   fault opens), a spare takes over and resilvers until two thirds of the run, when the
-  pool is ONLINE again and the fault is repaired.
+  pool is ONLINE again and the fault is repaired. The global zone's ntp service is in
+  maintenance all along, an open SMF defect in fmadm faulty.
 * ``svcs -Za -H -o zone,state,fmri`` (svcs(1)): the global zone's and every running
   zone's instances; the zone with index 2 has one service in maintenance.
 * ``fmadm faulty`` and ``fmstat`` (usr/src/cmd/fm/fmadm/common/faulty.c,
@@ -32,12 +33,14 @@ REFRESH = 60.0
 DISKS = tuple(f"c0t5000CCA26B{n:02d}D5E0d0" for n in range(6))
 SPARE = "c0t5000CCA26B99D5E0d0"
 FAULT_UUID = "6f3c1e2a-9b4d-c8e7-a5f1-d2b7c4e9a013"
+SMF_UUID = "0b9d4e62-7c1a-4f3e-e2d8-9a5c6b1f7e30"
 GLOBAL_SERVICES = (
     ("online", "svc:/system/svc/restarter:default"),
     ("online", "svc:/system/filesystem/local:default"),
     ("online", "svc:/system/fmd:default"),
     ("online", "svc:/system/zones:default"),
     ("online", "svc:/network/ssh:default"),
+    ("maintenance", "svc:/network/ntp:default"),
     ("online", "svc:/smartdc/agent/dtagent:default"),
     ("disabled", "svc:/network/nfs/server:default"),
     ("legacy_run", "lrc:/etc/rc2_d/S20sysetup"),
@@ -143,27 +146,45 @@ def svcs(host: SimHost) -> str:
     return "".join(f"{z:<37}{s:<15}{f}\n" for z, s, f in rows)
 
 
-def fmadm_faulty(host: SimHost) -> str:
-    phase, _ = _phase(host)
-    if phase != "degraded":
-        return ""
-    when = host.acc["health_t0"] + host.acc["health_span"] / 3
+_HEADER = (
+    "--------------- ------------------------------------  -------------- ---------\n"
+    "TIME            EVENT-ID                              MSG-ID         SEVERITY\n"
+    "--------------- ------------------------------------  -------------- ---------\n"
+)
+
+
+def _problem(host: SimHost, when: float, uuid: str, msgid: str, severity: str, klass: str,
+             fmri: str, description: str) -> str:
     return (
-        "--------------- ------------------------------------  -------------- ---------\n"
-        "TIME            EVENT-ID                              MSG-ID         SEVERITY\n"
-        "--------------- ------------------------------------  -------------- ---------\n"
-        + f"{time.strftime('%b %d %H:%M:%S', time.localtime(when)):<15} {FAULT_UUID:<37} "
-        f"{'ZFS-8000-GH':<14} {'Major':<9} \n"
+        _HEADER
+        + f"{time.strftime('%b %d %H:%M:%S', time.localtime(when)):<15} {uuid:<37} "
+        f"{msgid:<14} {severity:<9} \n"
         + f"\nHost        : {host.hostname}\nPlatform    : Joyent-Compute-Platform-3301\t"
         "Chassis_id  : S313579X9A03446\nProduct_sn  : \n\n"
-        "Fault class : fault.fs.zfs.vdev.checksum\n"
-        "Affects     : zfs://pool=zones/vdev=7a0ea1c5d3b2f4e6\n"
+        f"Fault class : {klass}\n"
+        f"Affects     : {fmri}\n"
         "                  faulted and taken out of service\n"
-        "Problem in  : zfs://pool=zones/vdev=7a0ea1c5d3b2f4e6\n"
+        f"Problem in  : {fmri}\n"
         "                  faulted and taken out of service\n\n"
-        "Description : The number of checksum errors associated with a ZFS device\n"
-        "              exceeded acceptable levels.\n\n"
+        f"Description : {description}\n\n"
     )
+
+
+def fmadm_faulty(host: SimHost) -> str:
+    """The global zone's ntp service in maintenance is an open SMF defect all along (fmd
+    diagnoses the global zone's services); the faulted disk a problem while degraded."""
+    phase, _ = _phase(host)
+    t0 = host.acc["health_t0"]
+    out = _problem(host, t0 - 3 * 86400, SMF_UUID, "SMF-8000-YX", "major",
+                   "defect.sunos.smf.svc.maintenance", "svc:///network/ntp:default",
+                   "A service failed - a start, stop or refresh method failed.")
+    if phase == "degraded":
+        out += _problem(host, t0 + host.acc["health_span"] / 3, FAULT_UUID, "ZFS-8000-GH",
+                        "Major", "fault.fs.zfs.vdev.checksum",
+                        "zfs://pool=zones/vdev=7a0ea1c5d3b2f4e6",
+                        "The number of checksum errors associated with a ZFS device\n"
+                        "              exceeded acceptable levels.")
+    return out
 
 
 def fmstat(host: SimHost) -> str:
