@@ -345,6 +345,14 @@ MUST_FIRE: dict[str, set[int]] = {
     "DtagentZoneZfsWriteThrottled": {2},
     "DtagentZoneLinkAtMaxbw": {8},
     "DtagentZoneQuotaAlmostFull": {8},
+    "DtagentSmfServiceMaintenance": {2},  # its nginx is in maintenance all along
+}
+# Host-level alerts every simulated host raises (alert, zonename label or ""): its pool's
+# last scrub is 40 days old; its global zone's ntp is in maintenance, an open FMA defect.
+HOST_MUST_FIRE = {
+    ("DtagentZpoolScrubOverdue", ""),
+    ("DtagentFmaFaultOpen", ""),
+    ("DtagentSmfServiceMaintenance", "global"),
 }
 MAY_FIRE: dict[str, set[int]] = {
     "DtagentZoneMemoryCapPaging": {5},
@@ -368,6 +376,10 @@ def test_near_exhaustion_zones_alert_and_healthy_zones_do_not(stack: Stack) -> N
         (alert, instance, zones[i])
         for alert, indices in MUST_FIRE.items() if alert in loaded
         for instance, zones in stack.hosts.items() for i in indices
+    } | {
+        (alert, instance, zonename)
+        for alert, zonename in HOST_MUST_FIRE if alert in loaded
+        for instance in stack.hosts
     }
     may = must | {
         (alert, instance, zones[i])
