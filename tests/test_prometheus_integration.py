@@ -252,6 +252,22 @@ def test_every_target_is_up_under_its_host_name(stack: Stack) -> None:
     assert all(s["value"][1] == "1" for s in up)
 
 
+def test_prometheus_scrapes_openmetrics_with_counter_start_times(stack: Stack) -> None:
+    # Prometheus asks for OpenMetrics first (its scrape Accept header), so every target
+    # being up means it parsed the agent's OpenMetrics without error. Prometheus 2.42
+    # (Debian 12) predates created-timestamp ingestion: it stores each _created sample
+    # as a series of its own, which shows the start times arrived.
+    _wait("all targets up", lambda: _targets_up(stack), 60)
+    _wait("the start times of zone CPU counters",
+          lambda: len(stack.query('illumos_zone_cpu_seconds_created{job="dtagent"}')) > 0, 30)
+    created = stack.query('illumos_zone_cpu_seconds_created{job="dtagent"}')
+    boot = 1_790_000_000 - 12 * 86400  # the simulated hosts' boot (dtagent.simulate)
+    assert {s["metric"]["instance"] for s in created} == set(stack.hosts)
+    assert all(boot < float(s["value"][1]) <= 1_790_000_000 + 900 for s in created)
+    # gauges carry none
+    assert not stack.query('{__name__="illumos_zone_info_created", job="dtagent"}')
+
+
 def _label_values(stack: Stack, query: str, values: dict[str, str]) -> list[str]:
     """What a Grafana query variable offers, evaluated by the real Prometheus."""
     expr, label = grafana.variable_expr(grafana.substitute(query, values))
