@@ -65,7 +65,8 @@ def _grow(zone: SimZone, key: str, amount: float) -> int:
 
 def _crtime(host: SimHost, zone: SimZone) -> int:
     """The kstats' creation time in hrtime ns: the zone's boot, counted from the host's."""
-    boot = host.acc["host_boot"]  # set by simulate.frames
+    # set by simulate.frames; parts driven on their own get the same default uptime
+    boot = host.acc.setdefault("host_boot", host.time - 12 * 86400.0)
     return int((zone.boot_time - boot) * 1e9)
 
 
