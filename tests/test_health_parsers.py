@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dtagent.parsers.fma import parse_fmadm_faulty, parse_fmstat
 from dtagent.parsers.smf import parse_svcs
+from dtagent.parsers.vms import parse_vmadm_lookup
 from dtagent.parsers.zpool import (
     human_number,
     parse_zpool_list,
@@ -205,7 +206,8 @@ def test_fmstat_real() -> None:
 TEXT = st.lists(
     st.sampled_from(["\n", "\t", "  ", ":", "pool: p", " state: ", "  scan: ", "config:",
                      "NAME STATE READ WRITE CKSUM", "ONLINE", "0", "1.5K", "spares", "errors:",
-                     "scrub in progress since", "% done", "svc:/a:b", "global", "x", "*"]),
+                     "scrub in progress since", "% done", "svc:/a:b", "global", "x", "*",
+                     "[", "]", "{", "}", '"brand": "kvm"', ",", '"vcpus": -1']),
     max_size=60,
 ).map("".join)
 
@@ -218,6 +220,7 @@ def test_any_text_never_raises(text: str) -> None:
     parse_svcs(text)
     parse_fmadm_faulty(text)
     parse_fmstat(text)
+    parse_vmadm_lookup(text)
 
 
 @settings(max_examples=100, deadline=None)
