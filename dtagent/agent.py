@@ -77,6 +77,12 @@ class Agent:
         self.selfmon = SelfMonitor()
         self.collections = 0
 
+    def set_collectors(self, collectors: Sequence[Collector]) -> None:
+        """Run these from the next collection on (a config reload)."""
+        with self._lock:
+            self.collectors = list(collectors)
+            self._last = None
+
     def collect(self) -> list[MetricFamily]:
         """All families for one scrape (shared by scrapes less than a second apart)."""
         with self._lock:

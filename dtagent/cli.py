@@ -8,9 +8,8 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
@@ -211,43 +210,21 @@ def _load_smf_config(args: argparse.Namespace) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_config(args)
     logsetup.setup(config.get("agent", "log_level"), config.get("agent", "log_format"))
-    return _serve(config)
+    # a reload (SIGHUP) reads the same sources again: the file, SMF properties, flags
+    return _serve(config, load=lambda: _load_config(args))
 
 
-def _serve(config: Config, announce: bool = False) -> int:
-    from dtagent.runtime import build
-    from dtagent.server import MetricsServer
+def _serve(config: Config, announce: bool = False,
+           load: Callable[[], Config] | None = None) -> int:
+    from dtagent.serve import Serve
 
     log = structlog.get_logger("dtagent")
-    runtime = build(config)
     try:
-        server = MetricsServer(
-            config.get("agent", "listen"),
-            runtime.agent.collect,
-            max_connections=config.get("agent", "max_connections"),
-            request_timeout=config.get("agent", "request_timeout"),
-        )
+        serve = Serve(config, load)
     except OSError as exc:
-        runtime.close()
         log.error("cannot listen", listen=config.get("agent", "listen"), error=exc.strerror)
         return EXIT_ERROR
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    log.info("serving", url=server.url, mode=runtime.mode)
-    if announce:
-        print(f"dtagent demo: open {server.url}", flush=True)
-    try:
-        stop.wait()
-    finally:
-        server.stop()
-        runtime.close()
+    serve.run(announce="dtagent demo: open" if announce else None)
     return EXIT_OK
 
 

@@ -222,6 +222,10 @@ class MetricsServer:
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
 
+    def close(self) -> None:
+        """Release the socket of a server that was never started."""
+        self._httpd.server_close()
+
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -189,6 +189,44 @@ class Accumulator:
         self._logged: set[tuple[str, str, str]] = set()
         self._last_error: dict[str, str] = {}
 
+    def reconfigure(
+        self,
+        specs: Sequence[ScriptSpec],
+        series_cap: int,
+        *,
+        overrides: Mapping[str, bool] | None = None,
+        restarted: Collection[str] = (),
+    ) -> None:
+        """Take a reloaded config's scripts, keeping every counter and histogram whose
+        aggregation is declared as before (a script's D text may change: its series go
+        on). A changed declaration (buckets, keys, type) starts that metric afresh, a
+        script that is gone takes its metrics with it. ``restarted``: scripts the worker
+        starts again, whose status is "running" until it says otherwise."""
+        overrides = overrides or {}
+        old_aggs, old_status = self._aggs, self.status
+        self.series_cap = series_cap
+        self.scripts = {s.name: s for s in specs}
+        self.status = {}
+        for s in specs:
+            on = overrides.get(s.name, s.enabled)
+            if not on:
+                self.status[s.name] = ("disabled", "")
+            elif s.name in old_status and s.name not in restarted:
+                self.status[s.name] = old_status[s.name]
+            else:
+                self.status[s.name] = ("running", "")
+        self._aggs, self._sums = {}, {}
+        for s in specs:
+            for a in s.aggregations:
+                agg = old_aggs.get((s.name, a.name))
+                if agg is None or agg.spec != a:
+                    agg = _Agg(s, a)
+                else:
+                    agg.script, agg.metric = s, metric_spec(s, a)
+                self._aggs[(s.name, a.name)] = agg
+                if a.sum:
+                    self._sums[(s.name, a.sum)] = agg
+
     # ----------------------------------------------------------------- applying
 
     def apply(self, records: Iterable[Mapping[str, Any]], zones: Mapping[int, str]) -> None:

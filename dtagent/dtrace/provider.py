@@ -9,7 +9,7 @@ sees; a replayed frame's deltas with the zone map of that frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,6 +104,10 @@ class ReplayDeltas:
         self._last: float | None = None
         self._scripts = None if scripts is None else frozenset(scripts)
 
+    def set_scripts(self, scripts: Collection[str]) -> None:
+        """The scripts a reloaded config runs."""
+        self._scripts = frozenset(scripts)
+
     def _wanted(self, rec: dict[str, Any]) -> bool:
         # Aggregation records of a script that is off; drops and errors always count.
         return self._scripts is None or "agg" not in rec or rec.get("script") in self._scripts
@@ -149,6 +153,7 @@ class DTraceMetrics:
         self._held: list[dict[str, Any]] = []
         self._lost_seen = 0
         self.supervisor: Any = None  # set by live_provider
+        self.specs: list[ScriptSpec] = []  # the scripts loaded, enabled or not
         # when a list: every record taken from the source is appended (dtagent capture)
         self.recording: list[dict[str, Any]] | None = None
 
@@ -217,13 +222,25 @@ def replay_provider(config: Config, replay: Any) -> DTraceMetrics:
     overrides = config.get("dtrace", "scripts")
     acc = Accumulator(specs, config.get("dtrace", "series_cap"), overrides=overrides)
     running = [s.name for s in enabled_scripts(specs, overrides)]
-    return DTraceMetrics(acc, ReplayDeltas(replay, scripts=running))
+    provider = DTraceMetrics(acc, ReplayDeltas(replay, scripts=running))
+    provider.specs = specs
+    return provider
+
+
+def worker_argv(config: Config, running: Sequence[ScriptSpec]) -> list[str]:
+    """The worker's command line for these scripts."""
+    import sys
+
+    # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
+    argv = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m",
+            "dtagent.dtrace.worker", "--libdtrace", config.get("dtrace", "libdtrace")]
+    for s in running:
+        argv += ["--script", str(s.path)]
+    return argv
 
 
 def live_provider(config: Config) -> DTraceMetrics:
     """The supervised worker running the enabled scripts, feeding an accumulator."""
-    import sys
-
     from dtagent.dtrace.spec import enabled_scripts
     from dtagent.dtrace.supervisor import Supervisor
 
@@ -234,13 +251,8 @@ def live_provider(config: Config) -> DTraceMetrics:
         if s not in running:
             log.info("D script disabled", script=s.name,
                      reason="off in the config" if s.name in overrides else "off by default")
-    # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
-    argv = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m", "dtagent.dtrace.worker",
-            "--libdtrace", config.get("dtrace", "libdtrace")]
-    for s in running:
-        argv += ["--script", str(s.path)]
     supervisor = Supervisor(
-        argv,
+        worker_argv(config, running),
         hang_timeout=config.get("dtrace", "hang_timeout"),
         max_backoff=config.get("dtrace", "max_backoff"),
     )
@@ -251,5 +263,6 @@ def live_provider(config: Config) -> DTraceMetrics:
         provider = DTraceMetrics(acc, supervisor)
         supervisor.start()
     provider.supervisor = supervisor
+    provider.specs = specs
     return provider
 

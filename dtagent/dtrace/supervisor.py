@@ -11,6 +11,7 @@ so counters stay monotonic across restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,6 +62,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = threading.Event()
+        self._kick = threading.Event()  # wakes the restart backoff: stopping or new argv
+        self._reconfigured = False
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         # one list per walk: when nobody takes them, whole walks are dropped, never
@@ -96,13 +99,41 @@ class Supervisor:
 
     def start(self) -> None:
         if self._thread is None:
+            self._stopping.clear()  # a reload may start a supervisor it had stopped
+            self._kick.clear()
             self._thread = threading.Thread(target=self._run, name="dtrace-supervisor",
                                             daemon=True)
             self._thread.start()
 
+    def restart_with(self, argv: Sequence[str]) -> None:
+        """Run ``argv`` from now on (a config reload changed the scripts): the running
+        worker is stopped as at shutdown (its last walk is kept) and the new one starts at
+        once, without backoff and without counting as a restart."""
+        with self._wake:
+            self.argv = list(argv)
+            self._reconfigured = True
+            proc = self._proc
+            self._wake.notify_all()
+        self._kick.set()
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    @property
+    def running(self) -> bool:
+        """Whether the supervisor loop runs (started and not stopped)."""
+        return self._thread is not None and not self._stopping.is_set()
+
+    def worker_pid(self) -> int | None:
+        """The worker process's pid while it runs."""
+        with self._lock:
+            proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker (SIGTERM: it stops tracing cleanly) and the supervisor."""
         self._stopping.set()
+        self._kick.set()
         with self._wake:
             self._wake.notify_all()
         if self._thread is not None:
@@ -118,6 +149,13 @@ class Supervisor:
             reason = self._run_once()
             if self._stopping.is_set():
                 break
+            with self._lock:
+                reconfigured, self._reconfigured = self._reconfigured, False
+            if reconfigured:
+                self._kick.clear()
+                log.info("DTrace worker restarted for the new config",
+                         scripts=[a for a in self.argv if a.endswith(".d")])
+                continue
             ran = self._clock() - started
             if ran >= self.healthy_after:
                 failures = 0
@@ -129,13 +167,17 @@ class Supervisor:
                 self.restarts += 1
             log.warning("DTrace worker restarting", reason=reason, ran_seconds=round(ran, 1),
                         backoff_seconds=delay, restarts=self.restarts)
-            if self._stopping.wait(delay):
+            self._kick.wait(delay)
+            self._kick.clear()
+            if self._stopping.is_set():
                 break
 
     def _run_once(self) -> str:
+        with self._lock:
+            argv, self._reconfigured = list(self.argv), False
         try:
             proc = subprocess.Popen(
-                self.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -148,6 +190,9 @@ class Supervisor:
             self._proc = proc
             self._last_beat = self._clock()
             self._beats_this_run = 0
+            stale = self._reconfigured  # restart_with came while this one was starting
+        if stale:
+            os.kill(proc.pid, signal.SIGTERM)
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True),

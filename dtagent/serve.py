@@ -1,0 +1,127 @@
+"""``dtagent serve``: the agent and its HTTP server, for as long as the service runs.
+
+Signals (the SMF manifest's methods send them): SIGTERM (stop, ``:kill``) and SIGINT
+stop cleanly: the listeners close, the DTrace worker stops with its last walk. SIGHUP
+(refresh, ``:kill -HUP``) reloads the config in place (dtagent.reload). Any other signal
+that would end the process silently (SIGQUIT, SIGUSR1, SIGUSR2) is logged and ignored.
+The handlers only queue the signal; the main thread does the work.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import structlog
+
+from dtagent.config import Config
+from dtagent.reload import (
+    CollectorsHook,
+    DTraceHook,
+    LoggingHook,
+    Reloader,
+    ServerHook,
+    ServeState,
+)
+
+log = structlog.get_logger("dtagent")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+LOGGED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def make_server(config: Config, collect: Callable[[], list]) -> object:  # type: ignore[type-arg]
+    from dtagent.server import MetricsServer
+
+    return MetricsServer(
+        config.get("agent", "listen"),
+        collect,
+        max_connections=config.get("agent", "max_connections"),
+        request_timeout=config.get("agent", "request_timeout"),
+    )
+
+
+class Serve:
+    """Build, serve, reload and stop; :meth:`run` is the process's main loop."""
+
+    def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
+        from dtagent.runtime import build
+
+        self.runtime = build(config)
+        try:
+            server = make_server(config, self.runtime.agent.collect)
+        except OSError:
+            self.runtime.close()
+            raise
+        self.state = ServeState(config=config, runtime=self.runtime, server=server)
+        collect = self.runtime.agent.collect
+        self.reloader = Reloader(
+            self.state,
+            load or (lambda: config),
+            [LoggingHook(), ServerHook(self.state, lambda c: make_server(c, collect)),
+             CollectorsHook(self.state), DTraceHook(self.state)],
+        )
+        self._pending: collections.deque[int] = collections.deque()
+        self._wake = threading.Event()
+        self.stopped = False
+
+    @property
+    def url(self) -> str:
+        return str(self.state.server.url)
+
+    def start(self) -> None:
+        self.state.server.start()
+        log.info("serving", url=self.url, mode=self.runtime.mode)
+
+    def handle(self, signum: int) -> bool:
+        """Act on one signal; True when the agent should stop."""
+        name = signal.Signals(signum).name
+        if signum in STOP_SIGNALS:
+            log.info("stopping", signal=name)
+            return True
+        if signum == signal.SIGHUP:
+            self.reloader.reload()
+            return False
+        log.warning("signal ignored", signal=name,
+                    hint="SIGHUP (svcadm refresh) reloads the config, SIGTERM stops")
+        return False
+
+    def stop(self) -> None:
+        """Close the listeners, then stop the DTrace worker (its last walk is kept)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        started = time.monotonic()
+        self.state.server.stop()
+        self.runtime.close()
+        log.info("stopped", seconds=round(time.monotonic() - started, 2),
+                 reloads=self.reloader.reloads, reloads_refused=self.reloader.refused)
+
+    # ---------------------------------------------------------------- main loop
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._pending.append(signum)
+        self._wake.set()
+
+    def run(self, announce: str | None = None) -> None:
+        """Serve until SIGTERM/SIGINT; must run in the main thread (signal handlers)."""
+        for sig in (*STOP_SIGNALS, signal.SIGHUP, *LOGGED_SIGNALS):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        if announce:
+            print(f"{announce} {self.url}", flush=True)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                stop = False
+                while self._pending:
+                    stop = self.handle(self._pending.popleft()) or stop
+                if stop:
+                    break
+        finally:
+            self.stop()

@@ -1,0 +1,237 @@
+"""Reloading in place (SIGHUP, `svcadm refresh`) and stopping (SIGTERM), while DTrace
+histograms accumulate through the libdtrace stand-in: counters never go down, a bad
+config is refused with one log line and the old one stays, the worker is restarted only
+when a script it runs changed, and a stop ends the worker with its last walk."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtagent import log as logsetup
+from dtagent.config import load
+from dtagent.serve import Serve
+from dtagent.snapshot import Kstat
+from tests.helpers import REPO, free_port, wait_http
+from tests.native import build_shared
+from tests.native.dtrace_stub import Scenario
+from tests.native.dtrace_stub import library as libdtrace
+from tests.native.kstat_stub import load_kstats, open_stub
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
+SHIPPED_OFF = ", ".join(f"{p.stem} = false" for p in sorted((REPO / "scripts" / "d").glob("*.d"))
+                        if p.stem.count(".") == 0)
+WEB = "web"
+
+
+def scenario(ticks: int = 600) -> str:
+    """Every tick: one read call and one 1.5 us latency in zone 3, one sample in zone 3."""
+    out = ["matches stub:every 5", "matches stub:other 2", "run *"]
+    for t in range(1, ticks + 1):
+        out += [f"tick {t}",
+                "rec stub:every calls count | z:3 s:read | 0",
+                "rec stub:every lat llquantize 10 3 9 10 | z:3 | 1499",
+                "rec stub:every lat_sum sum | z:3 | 1500",
+                "rec stub:other samples count | z:3 | 0"]
+    return "\n".join(out) + "\n"
+
+
+def config_text(port: int, *, other: bool = False, extra: str = "",
+                collectors: str = '["host"]') -> str:
+    return (
+        f'[agent]\nlisten = "127.0.0.1:{port}"\nlog_format = "json"\n'
+        "[sources]\n"
+        'platform = "illumos"\n'
+        f"libkstat = {json.dumps(str(build_shared('libkstat_stub.c')))}\n"
+        'command_path = "/nonexistent"\n'
+        f"[collectors]\nenabled = {collectors}\n"
+        "[dtrace]\n"
+        f"libdtrace = {json.dumps(str(libdtrace()))}\n"
+        f"script_dirs = [{json.dumps(str(FIXTURES))}]\n"
+        f"scripts = {{ {SHIPPED_OFF}, broken = false, optional = false, "
+        f"other = {'true' if other else 'false'} }}\n" + extra
+    )
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(("test_", "dtagent_dtrace_worker_restarts_total")):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+CALLS = 'test_syscalls_total{zonename="web",syscall="read"}'
+LAT_COUNT = 'test_syscall_latency_seconds_count{zonename="web"}'
+SAMPLES = 'test_cpu_samples_total{zonename="web"}'
+
+
+@pytest.fixture
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, io.StringIO]]:
+    lib = open_stub()
+    lib.stub_reset()
+    load_kstats(lib, [Kstat("zones", 0, "global", "zone_misc", data={"zonename": "global"}),
+                      Kstat("zones", 3, WEB, "zone_misc", data={"zonename": WEB})])
+    Scenario(tmp_path).write(scenario()).apply(monkeypatch)
+    logs = io.StringIO()
+    logsetup.setup("info", "json", stream=logs)
+    try:
+        yield tmp_path / "dtagent.toml", logs
+    finally:
+        lib.stub_reset()
+        logsetup.setup("info", "auto")
+
+
+def _log_lines(logs: io.StringIO, event: str) -> list[dict[str, object]]:
+    return [rec for rec in map(json.loads, logs.getvalue().splitlines())
+            if rec.get("event") == event]
+
+
+def test_reloads_keep_counters_refuse_bad_configs_and_stop_cleanly(
+    live: tuple[Path, io.StringIO],
+) -> None:
+    cfg, logs = live
+    port = free_port()
+    cfg.write_text(config_text(port))
+    serve = Serve(load(cfg), load=lambda: load(cfg))
+    seen: list[dict[str, float]] = []
+
+    def until(cond: str, check: object, timeout: float = 60) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = scrape(f"http://127.0.0.1:{port}/metrics")
+            seen.append(got)
+            if check(got):  # type: ignore[operator]
+                return got
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {cond}: {seen[-1:]}")
+
+    try:
+        serve.start()
+        first = until("histograms", lambda g: g.get(LAT_COUNT, 0) >= 3)
+        pid = serve.runtime.agent.dtrace.supervisor.worker_pid()
+        assert pid is not None
+
+        # a change that does not touch the D scripts: the worker keeps running
+        cfg.write_text(config_text(port, collectors='["host", "zone_cpu"]',
+                                   extra="").replace('"json"', '"json"\nlog_level = "info"'))
+        assert serve.handle(signal.SIGHUP) is False
+        assert [c.name for c in serve.runtime.agent.collectors] == ["host", "zone_cpu"]
+        assert serve.runtime.agent.dtrace.supervisor.worker_pid() == pid
+        until("more calls", lambda g: g.get(CALLS, 0) > first[CALLS])
+
+        # a bad config: refused with one line naming the key, nothing changes
+        good = serve.state.config
+        cfg.write_text(config_text(port, other=True, extra="series_cap = -1\n"))
+        assert serve.handle(signal.SIGHUP) is False
+        refused = _log_lines(logs, "config reload refused; the running config stays")
+        assert len(refused) == 1 and "dtrace.series_cap" in str(refused[0]["problem"])
+        assert serve.state.config is good
+        assert serve.runtime.agent.dtrace.supervisor.worker_pid() == pid
+
+        # a script turned on: the worker restarts with it, the counters go on
+        cfg.write_text(config_text(port, other=True))
+        before = until("calls", lambda g: CALLS in g)
+        assert serve.handle(signal.SIGHUP) is False
+        after = until("the new script's samples and more calls",
+                      lambda g: g.get(SAMPLES, 0) >= 2 and g.get(CALLS, 0) > before[CALLS])
+        assert serve.runtime.agent.dtrace.supervisor.worker_pid() != pid
+        assert after.get("dtagent_dtrace_worker_restarts_total", 0) == 0  # not a failure
+
+        # a new listen address: the server moves, the old one closes
+        new_port = free_port()
+        cfg.write_text(config_text(new_port, other=True))
+        assert serve.handle(signal.SIGHUP) is False
+        port_before, port = port, new_port
+        until("the new address", lambda g: g.get(CALLS, 0) > after[CALLS])
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port_before}/metrics", timeout=2)
+
+        reloaded = _log_lines(logs, "config reloaded")
+        assert len(reloaded) == 3
+        assert "collectors.enabled" in str(reloaded[0]["changed"])
+        assert "D scripts restarted: other" in str(reloaded[1]["changed"])
+        assert "agent.listen" in str(reloaded[2]["changed"])
+
+        # SIGUSR1 and friends are logged, nothing else
+        assert serve.handle(signal.SIGUSR1) is False
+        assert _log_lines(logs, "signal ignored")[0]["signal"] == "SIGUSR1"
+
+        worker = serve.runtime.agent.dtrace.supervisor.worker_pid()
+        assert serve.handle(signal.SIGTERM) is True
+    finally:
+        serve.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+    assert _log_lines(logs, "stopped")[0]["reloads"] == 3
+    # counters never went down, across every reload and the restart
+    for key in (CALLS, LAT_COUNT, SAMPLES):
+        values = [s[key] for s in seen if key in s]
+        assert values == sorted(values), key
+    assert seen[-1][CALLS] > first[CALLS]
+
+
+def test_signals_reach_the_process_as_smf_sends_them(tmp_path: Path) -> None:
+    """The real main loop: SIGHUP good and bad, SIGUSR1 and SIGQUIT, then SIGTERM while
+    the DTrace worker runs (it stops tracing, as the stand-in's call log shows)."""
+    sc = Scenario(tmp_path).write(scenario(200))
+    port = free_port()
+    cfg = tmp_path / "dtagent.toml"
+    cfg.write_text(config_text(port))
+    proc = subprocess.Popen([sys.executable, "-m", "dtagent", "serve", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=dict(sc.env(), PYTHONPATH=str(REPO)))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+        deadline = time.monotonic() + 30
+        while not any(c.startswith("go ") for c in sc.calls()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(c.startswith("go ") for c in sc.calls()), sc.calls()
+        cfg.write_text(config_text(port, extra="hang_timeout = -5\n"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        cfg.write_text(config_text(port, extra="hang_timeout = 20.0\n"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        for sig in (signal.SIGUSR1, signal.SIGQUIT):
+            proc.send_signal(sig)
+            time.sleep(0.3)
+        assert proc.poll() is None, "a signal killed the agent"
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert took < 30  # the manifest's stop timeout
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    refused = [e for e in events if e["event"].startswith("config reload refused")]
+    assert len(refused) == 1 and "dtrace.hang_timeout" in str(refused[0]["problem"])
+    assert [e["changed"] for e in events if e["event"] == "config reloaded"] == [
+        ["dtrace.hang_timeout: 15.0 -> 20.0"]]
+    assert [e["signal"] for e in events if e["event"] == "signal ignored"] == [
+        "SIGUSR1", "SIGQUIT"]
+    assert names[-2:] == ["stopping", "stopped"] or names.index("stopped") > names.index(
+        "stopping")
+    # the worker stopped tracing and walked once more before closing the handle
+    calls = sc.calls()
+    assert calls[-1] == "close"
+    assert "walk n=3" in calls[calls.index("stop"):]
