@@ -27,7 +27,8 @@ commands (each with an example):
   simulate       dtagent simulate --zones 50 --out sim.bundle --seed 7
   demo           dtagent demo --zones 12 --listen 127.0.0.1:9718
   import-kstat   dtagent import-kstat kstat-p.txt --out myhost.bundle
-  capture        dtagent capture --out myhost.bundle --interval 10 --count 30
+  capture        dtagent capture --out myhost.bundle --interval 10 --count 30 --anonymize
+  anonymize      dtagent anonymize myhost.bundle --out myhost-anon.bundle
   dtrace list    dtagent dtrace list
   check          dtagent check --config /opt/dtagent/etc/dtagent.toml --json
 
@@ -133,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time between frames (default 10)")
     p.add_argument("--count", type=int, default=30, metavar="N",
                    help="frames to record (default 30)")
+    p.add_argument("--anonymize", action="store_true",
+                   help="replace zone names, aliases, host names and dataset names by stable "
+                   "hashes (docs/bundle.md), to attach the bundle to a bug report")
+
+    p = sub.add_parser(
+        "anonymize", help="anonymize a bundle for a bug report",
+        description="Write BUNDLE with zone names, aliases, host names and dataset names "
+        "replaced by stable hashes (docs/bundle.md). "
+        "Example: dtagent anonymize myhost.bundle --out myhost-anon.bundle",
+    )
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--out", required=True, metavar="BUNDLE")
 
     p = sub.add_parser(
         "check",
@@ -302,11 +315,38 @@ def cmd_capture(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # anonymized: recorded to a private file beside the output, rewritten, removed
+    raw = args.out + ".raw" if args.anonymize else args.out
     try:
-        frames = capture(runtime, args.out, interval=args.interval, count=args.count, stop=stop)
+        frames = capture(runtime, raw, interval=args.interval, count=args.count, stop=stop)
     finally:
         runtime.close()
+    if args.anonymize:
+        from dtagent.anonymize import anonymize_bundle, local_hostnames
+
+        try:
+            anon = anonymize_bundle(raw, args.out, hostnames=local_hostnames())
+        finally:
+            Path(raw).unlink(missing_ok=True)
+        print(f"wrote {args.out} ({frames} frames, {len(anon.mapping)} names replaced)",
+              file=sys.stderr)
+        return EXIT_OK
     print(f"wrote {args.out} ({frames} frames)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from dtagent.anonymize import anonymize_bundle
+
+    if Path(args.bundle).resolve() == Path(args.out).resolve():
+        print("dtagent anonymize: --out must differ from the bundle", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        anon = anonymize_bundle(args.bundle, args.out)
+    except OSError as exc:
+        print(f"dtagent anonymize: {args.bundle}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"wrote {args.out} ({len(anon.mapping)} names replaced)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -362,6 +402,7 @@ COMMANDS = {
     "import-kstat": cmd_import_kstat,
     "capture": cmd_capture,
     "check": cmd_check,
+    "anonymize": cmd_anonymize,
 }
 
 
