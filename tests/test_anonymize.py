@@ -12,7 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dtagent.anonymize import Anonymizer, anonymize_bundle
 from dtagent.bundle import read_bundle, read_header
