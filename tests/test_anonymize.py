@@ -96,8 +96,10 @@ def test_an_anonymized_capture_has_none_of_the_names_and_the_same_metrics(
     bundle, live, names = captured
     out = tmp_path / "anon.bundle"
     anon = anonymize_bundle(bundle, out, hostnames=["cn-17.example.com"])
-    raw = gzip.open(bundle, "rt").read()
-    text = gzip.open(out, "rt").read()
+    with gzip.open(bundle, "rt") as fh:
+        raw = fh.read()
+    with gzip.open(out, "rt") as fh:
+        text = fh.read()
     assert all(name in raw for name in names)  # they were there
     for name in names:
         assert name not in text, name
