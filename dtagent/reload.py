@@ -245,7 +245,8 @@ class DTraceHook:
         if not (changed_scripts or stopped or settings) and specs == provider.specs:
             return None
         supervisor = provider.supervisor
-        argv = worker_argv(new, running) if supervisor is not None else []
+        argv = worker_argv(new.get("dtrace", "libdtrace"), running) \
+            if supervisor is not None else []
         restart = supervisor is not None and (
             argv != supervisor.argv or bool(changed_scripts))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,6 +20,9 @@ from dtagent.collectors import available as available_collectors
 from dtagent.collectors.base import Collector
 from dtagent.config import Config
 from dtagent.snapshot import CommandSource, KstatSnapshot
+
+if TYPE_CHECKING:
+    from dtagent.dtrace.provider import DTraceSettings
 
 log = structlog.get_logger("dtagent.runtime")
 
@@ -157,7 +161,7 @@ def _replay_dtrace(config: Config, replay: object) -> DTraceProvider | None:
         return None
     from dtagent.dtrace.provider import replay_provider
 
-    return replay_provider(config, replay)
+    return replay_provider(_dtrace_settings(config), replay)
 
 
 def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTraceProvider | None:
@@ -166,6 +170,21 @@ def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTracePro
         return None
     from dtagent.dtrace.provider import live_provider
 
-    provider = live_provider(config)
-    closers.append(provider.supervisor.stop)
+    provider = live_provider(_dtrace_settings(config))
+    if provider.supervisor is not None:
+        closers.append(provider.supervisor.stop)
     return provider
+
+
+def _dtrace_settings(config: Config) -> DTraceSettings:
+    """The ``[dtrace]`` table as the DTrace provider's plain settings."""
+    from dtagent.dtrace.provider import DTraceSettings
+
+    return DTraceSettings(
+        script_dirs=tuple(config.get("dtrace", "script_dirs")),
+        scripts=dict(config.get("dtrace", "scripts")),
+        series_cap=config.get("dtrace", "series_cap"),
+        libdtrace=config.get("dtrace", "libdtrace"),
+        hang_timeout=config.get("dtrace", "hang_timeout"),
+        max_backoff=config.get("dtrace", "max_backoff"),
+    )

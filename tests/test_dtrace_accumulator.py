@@ -17,6 +17,7 @@ from dtagent.config import load
 from dtagent.dtrace import buckets as bk
 from dtagent.dtrace.accumulator import Accumulator
 from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas
+from dtagent.dtrace.records import Batch, WorkerHealth, parse
 from dtagent.dtrace.spec import AggregationSpec, KeySpec, ScriptSpec, load_script
 from dtagent.exposition import render
 from dtagent.metrics import MetricFamily
@@ -60,7 +61,7 @@ def lat_record(zone: int, values: list[int], script: ScriptSpec = EVERY) -> list
 def test_every_aggregating_action() -> None:
     acc = Accumulator([EVERY])
     zones = {0: "global", 3: "web"}
-    acc.apply(
+    acc.apply_json(
         [
             {"script": "every", "agg": "calls", "key": [3, "read"], "value": 5},
             {"script": "every", "agg": "calls", "key": [3, "ioctl"], "value": 2},
@@ -108,7 +109,7 @@ def test_counters_accumulate_and_gauges_show_the_last_interval() -> None:
     acc = Accumulator([EVERY])
     zones = {3: "web"}
     for i in range(3):
-        acc.apply(
+        acc.apply_json(
             [
                 {"script": "every", "agg": "calls", "key": [3, "read"], "value": 2},
                 {"script": "every", "agg": "maxlat", "key": ["read"], "value": 10 - i},
@@ -145,7 +146,7 @@ def test_histograms_are_exact(data: st.DataObject) -> None:
         for v in part:
             i = b.index(v - agg.offset)
             counts[i] = counts.get(i, 0) + 1
-        acc.apply([
+        acc.apply_json([
             {"script": "every", "agg": agg_name, "key": key,
              "buckets": [[b.lower(i), n] for i, n in counts.items()]},
             {"script": "every", "agg": agg.sum, "key": key, "value": sum(part)},
@@ -161,42 +162,42 @@ def test_histograms_are_exact(data: st.DataObject) -> None:
 
 def test_zone_gone_and_zone_id_reused_never_mix() -> None:
     acc = Accumulator([EVERY])
-    acc.apply([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 7},
+    acc.apply_json([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 7},
                *lat_record(5, [1500, 1500])], {0: "global", 5: "old-zone"})
     f = fams(acc)
     assert samples(f["test_syscalls_total"]) == {("old-zone", "read"): 7}
     # old-zone halts; new-zone boots and gets the same id
-    acc.apply([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 1},
+    acc.apply_json([{"script": "every", "agg": "calls", "key": [5, "read"], "value": 1},
                *lat_record(5, [1500])], {0: "global", 5: "new-zone"})
     f = fams(acc)
     assert samples(f["test_syscalls_total"]) == {("new-zone", "read"): 1}
     assert list(hists(f["test_syscall_latency_seconds"])) == [("new-zone",)]
     assert hists(f["test_syscall_latency_seconds"])[("new-zone",)][2] == 1
     # old-zone comes back with another id: a fresh series, nothing of new-zone's
-    acc.apply([{"script": "every", "agg": "calls", "key": [9, "read"], "value": 4}],
+    acc.apply_json([{"script": "every", "agg": "calls", "key": [9, "read"], "value": 4}],
               {0: "global", 5: "new-zone", 9: "old-zone"})
     assert samples(fams(acc)["test_syscalls_total"]) == {
         ("new-zone", "read"): 1, ("old-zone", "read"): 4
     }
     # a record for a zone id that is not running is refused, not guessed
-    acc.apply([{"script": "every", "agg": "calls", "key": [11, "read"], "value": 4}],
+    acc.apply_json([{"script": "every", "agg": "calls", "key": [11, "read"], "value": 4}],
               {0: "global", 5: "new-zone", 9: "old-zone"})
     assert acc.rejected == {"unknown_zone": 1}
     # an empty zone map (failed kstat read) does not wipe the series
-    acc.apply([], {})
+    acc.apply_json([], {})
     assert len(fams(acc)["test_syscalls_total"].samples) == 2
 
 
 def test_series_cap() -> None:
     acc = Accumulator([EVERY], series_cap=2)
     zones = {i: f"z{i}" for i in range(5)}
-    acc.apply([{"script": "every", "agg": "bytes", "key": [i, 0], "value": 1} for i in range(5)],
-              zones)
+    acc.apply_json([{"script": "every", "agg": "bytes", "key": [i, 0], "value": 1}
+                    for i in range(5)], zones)
     f = fams(acc)
     assert len(f["test_bytes_total"].samples) == 2
     assert samples(f["dtagent_dtrace_series_dropped_total"])[("test_bytes_total",)] == 3
     # existing series keep counting
-    acc.apply([{"script": "every", "agg": "bytes", "key": [0, 0], "value": 1}], zones)
+    acc.apply_json([{"script": "every", "agg": "bytes", "key": [0, 0], "value": 1}], zones)
     assert samples(fams(acc)["test_bytes_total"])[("z0", "0")] == 2
 
 
@@ -227,7 +228,7 @@ INVALID: list[Any] = [
 
 def test_invalid_records_are_counted_never_raised() -> None:
     acc = Accumulator([EVERY])
-    acc.apply(INVALID, {3: "web"})
+    acc.apply_json(INVALID, {3: "web"})
     assert acc.rejected == {"invalid": len(INVALID)}
     f = fams(acc)
     assert f["test_syscalls_total"].samples == []
@@ -240,7 +241,7 @@ def test_drops_errors_and_status() -> None:
     f = fams(acc)
     assert samples(f["dtagent_dtrace_script_enabled"]) == {("every",): 0}
     assert "test_syscalls_total" not in f
-    acc.apply([
+    acc.apply_json([
         {"drop": "aggregation", "count": 5},
         {"drop": "dynamic", "count": 1},
         {"drop": "aggregation", "count": 2},
@@ -255,7 +256,7 @@ def test_drops_errors_and_status() -> None:
     assert drops[("principal",)] == 0
     assert samples(f["dtagent_dtrace_errors_total"]) == {("every",): 2, ("unknown",): 1}
     assert samples(f["dtagent_dtrace_script_enabled"]) == {("every",): 1}
-    acc.apply([{"script": "every", "status": "failed", "message": "no probes"}], {0: "global"})
+    acc.apply_json([{"script": "every", "status": "failed", "message": "no probes"}], {0: "global"})
     assert samples(fams(acc)["dtagent_dtrace_script_enabled"]) == {("every",): 0}
 
 
@@ -269,12 +270,10 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
         def __init__(self) -> None:
             self.batches = [lat_record(3, [1500]), [], []]
 
-        def take(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
-            return [(self.batches.pop(0), {})]
+        def take(self) -> list[Batch]:
+            return [([parse(r) for r in self.batches.pop(0)], {})]
 
-        def health(self) -> Any:
-            from dtagent.dtrace.provider import WorkerHealth
-
+        def health(self) -> WorkerHealth:
             return WorkerHealth(True, 2, 100.0)
 
     prov = DTraceMetrics(Accumulator([EVERY]), Source(), clock=lambda: 103.0)
@@ -373,7 +372,7 @@ def test_random_schemes_are_exact_through_the_accumulator(data: st.DataObject) -
     for v in values:
         i = b.index(v - offset)
         counts[i] = counts.get(i, 0) + 1
-    acc.apply([
+    acc.apply_json([
         {"script": "s", "agg": "h", "key": [1], "buckets": [[b.lower(i), n] for i, n in
                                                              counts.items()]},
         {"script": "s", "agg": "h_sum", "key": [1], "value": sum(values)},

@@ -25,6 +25,7 @@ import pytest
 from dtagent.dtrace import libdtrace as ld
 from dtagent.dtrace.accumulator import Accumulator
 from dtagent.dtrace.provider import DTraceMetrics
+from dtagent.dtrace.records import to_json
 from dtagent.dtrace.spec import load_script
 from dtagent.dtrace.supervisor import Supervisor
 from dtagent.metrics import MetricFamily
@@ -398,7 +399,7 @@ def test_histograms_exact_through_the_whole_pipe(tmp_path: Path, lib_path: str) 
     ]) + "\n")
     records, _, _ = run_worker(lib_path, SCRIPTS[:1], env_for(sc), 1)
     acc = Accumulator([EVERY])
-    acc.apply(records, {3: "web"})
+    acc.apply_json(records, {3: "web"})
     fams = _by_name(acc.families())
     for agg, values in ((lat, lat_values), (qlat, q_values), (pct, p_values)):
         ((_, cum, total, count),) = fams[agg.metric].hist_samples
@@ -635,7 +636,7 @@ def test_a_full_queue_drops_whole_walks_never_half_of_one() -> None:
     [(records, zones)] = sup.take()
     assert zones == {}
     # 6 records over the cap of 5: walk 1 went whole, walks 2 and 3 stay whole
-    assert [r.get("buckets", r.get("value")) for r in records] == [
+    assert [to_json(r).get("buckets", to_json(r).get("value")) for r in records] == [
         [[1000, 2]], 3000, [[1000, 3]], 4500]
     assert sup.health().lost == 2
     assert sup.take() == []

@@ -41,7 +41,7 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def scrape(records: list[dict[str, Any]], zones: dict[int, str] = ZONES) -> str:
     acc = Accumulator(load_scripts([D_DIR]), overrides={"syscall_by_name": True})
-    acc.apply(records, zones)
+    acc.apply_json(records, zones)
     return render(acc.families()).decode()
 
 
@@ -146,7 +146,7 @@ def test_zone_latency_histograms(script: str, agg: str, metric: str) -> None:
 def test_histograms_accumulate_across_walks() -> None:
     acc = Accumulator(load_scripts([D_DIR]))
     for _ in range(3):
-        acc.apply(
+        acc.apply_json(
             [hist("runq", "runq", [3], [[1000, 2]]), value("runq", "runq_sum", [3], 3000)],
             ZONES,
         )
@@ -255,9 +255,9 @@ def test_zil_commits_and_bytes_by_pool_and_zone() -> None:
 
 def test_a_rebooted_zone_id_does_not_mix_with_the_old_zone() -> None:
     acc = Accumulator(load_scripts([D_DIR]))
-    acc.apply([hist("runq", "runq", [3], [[1000, 2]])], ZONES)
+    acc.apply_json([hist("runq", "runq", [3], [[1000, 2]])], ZONES)
     # zone 3 halted; the same id now belongs to another zone
-    acc.apply([hist("runq", "runq", [3], [[1000, 1]])], {0: "global", 3: DB})
+    acc.apply_json([hist("runq", "runq", [3], [[1000, 1]])], {0: "global", 3: DB})
     text = render(acc.families()).decode()
     assert f'zonename="{WEB}"' not in text
     _b, _total, count = histogram(text, "illumos_zone_runq_latency_seconds", {"zonename": DB})
@@ -401,7 +401,7 @@ def test_shipped_scripts_through_the_worker_and_the_libdtrace_stand_in(
     assert statuses == {s.name: "running" for s in specs}
 
     acc = Accumulator(specs, overrides={"syscall_by_name": True})
-    acc.apply(records, ZONES)
+    acc.apply_json(records, ZONES)
     fams = {f.spec.name: f for f in acc.families()}
     assert acc.rejected.get("invalid", 0) == 0
     for (metric, labels), values in expected.items():

@@ -13,15 +13,26 @@ Nothing a record contains can raise: invalid records are counted
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
 
 import structlog
 
 from dtagent.dtrace.buckets import slot_of
 from dtagent.dtrace.libdtrace import DROP_KINDS
+from dtagent.dtrace.records import (
+    Aggregate,
+    Drop,
+    Histogram,
+    Invalid,
+    Record,
+    ScriptError,
+    Status,
+    Tick,
+    Value,
+    parse,
+    to_json,
+)
 from dtagent.dtrace.spec import AggregationSpec, ScriptSpec
 from dtagent.metrics import MetricFamily, MetricSpec
 
@@ -148,9 +159,6 @@ class _Invalid(Exception):
     pass
 
 
-_KIND_RE = re.compile(r"^[a-z_]{1,40}$")
-
-
 class Accumulator:
     """Cumulative DTrace metrics from delta records."""
 
@@ -229,7 +237,7 @@ class Accumulator:
 
     # ----------------------------------------------------------------- applying
 
-    def apply(self, records: Iterable[Mapping[str, Any]], zones: Mapping[int, str]) -> None:
+    def apply(self, records: Iterable[Record], zones: Mapping[int, str]) -> None:
         """Add one batch of delta records, mapping zone ids with ``zones``."""
         self._batch += 1
         for rec in records:
@@ -242,77 +250,79 @@ class Accumulator:
         if zones:
             self._forget_gone_zones(set(zones.values()))
 
-    def _reject(self, reason: str, rec: Any, why: str) -> None:
+    def apply_json(self, objs: Iterable[object], zones: Mapping[int, str]) -> None:
+        """:meth:`apply` for records still in their JSON form (docs/bundle-dtrace.md)."""
+        self.apply([parse(o) for o in objs], zones)
+
+    def _reject(self, reason: str, rec: Record, why: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        if isinstance(rec, Mapping):
-            ident = (str(rec.get("script")), str(rec.get("agg")), why if reason != "invalid"
-                     else why.split(":")[0])
+        if isinstance(rec, Value | Histogram):
+            ident = (rec.script, rec.agg, why if reason != "invalid" else why.split(":")[0])
         else:
             ident = ("?", "?", why)
         if reason == "invalid" and ident not in self._logged and len(self._logged) < 1000:
             self._logged.add(ident)
-            log.warning("invalid DTrace delta record ignored", record=_short(rec), problem=why)
+            if isinstance(rec, Invalid):
+                shown = rec.raw
+            elif isinstance(rec, Value | Histogram | Drop | ScriptError | Status | Tick):
+                shown = _short(to_json(rec))
+            else:  # not a record at all (a caller's mistake): say what it is
+                shown = _short(rec)
+            log.warning("invalid DTrace delta record ignored", record=shown, problem=why)
 
-    def _apply_one(self, rec: Mapping[str, Any], zones: Mapping[int, str]) -> None:
-        if not isinstance(rec, Mapping):
-            raise _Invalid("not an object")
-        if "tick" in rec:
-            return
-        if "drop" in rec:
-            kind: Any = rec.get("drop")
-            count: Any = rec.get("count")
-            if not isinstance(kind, str) or not _KIND_RE.match(kind):
-                raise _Invalid(f"drop kind {kind!r}")
-            if not _is_int(count) or count < 0:
-                raise _Invalid(f"drop count {count!r}")
-            self.drops[kind] = self.drops.get(kind, 0) + count
-            return
-        if "error" in rec:
-            script = rec.get("script")
-            count = rec.get("count", 1)
-            if not isinstance(script, str) or not _is_int(count) or count < 0:
-                raise _Invalid("error record needs a script and a count")
-            if script not in self.scripts:
-                script = "unknown"
-            self.errors[script] = self.errors.get(script, 0) + count
-            message = str(rec.get("message", ""))
-            if message and self._last_error.get(script) != message:
-                self._last_error[script] = message
-                log.warning("D runtime error", script=script, count=count, message=message)
-            return
-        if "status" in rec:
-            script, status = rec.get("script"), rec.get("status")
-            if script not in self.scripts or status not in ("running", "failed", "disabled"):
-                raise _Invalid(f"status {status!r} of script {script!r}")
-            message = str(rec.get("message", ""))
-            if self.status.get(str(script)) != (status, message) and status == "failed":
-                log.warning("D script failed", script=script, message=message)
-            self.status[str(script)] = (str(status), message)
-            return
-        script, name = rec.get("script"), rec.get("agg")
-        if not isinstance(script, str) or not isinstance(name, str):
-            raise _Invalid("needs script and agg")
-        if script not in self.scripts:
-            raise _Invalid(f"unknown script {script!r}")
-        key = (script, name)
+    def _apply_one(self, rec: Record, zones: Mapping[int, str]) -> None:
+        match rec:
+            case Value() | Histogram():
+                self._aggregate(rec, zones)
+            case Drop(kind, count):
+                self.drops[kind] = self.drops.get(kind, 0) + count
+            case ScriptError():
+                self._error(rec)
+            case Status():
+                self._status(rec)
+            case Invalid(problem):
+                raise _Invalid(problem)
+            case Tick():
+                pass
+            case _:
+                raise _Invalid(f"not a delta record: {type(rec).__name__}")
+
+    def _error(self, rec: ScriptError) -> None:
+        script = rec.script if rec.script in self.scripts else "unknown"
+        self.errors[script] = self.errors.get(script, 0) + rec.count
+        if rec.message and self._last_error.get(script) != rec.message:
+            self._last_error[script] = rec.message
+            log.warning("D runtime error", script=script, count=rec.count,
+                        message=rec.message)
+
+    def _status(self, rec: Status) -> None:
+        if rec.script not in self.scripts:
+            raise _Invalid(f"status {rec.status!r} of script {rec.script!r}")
+        now = (rec.status, rec.message)
+        if self.status.get(rec.script) != now and rec.status == "failed":
+            log.warning("D script failed", script=rec.script, message=rec.message)
+        self.status[rec.script] = now
+
+    def _aggregate(self, rec: Aggregate, zones: Mapping[int, str]) -> None:
+        if rec.script not in self.scripts:
+            raise _Invalid(f"unknown script {rec.script!r}")
+        key = (rec.script, rec.agg)
         agg = self._aggs.get(key)
-        is_sum = False
+        is_sum = agg is None
         if agg is None:
             agg = self._sums.get(key)
-            is_sum = True
             if agg is None:
-                raise _Invalid(f"unknown aggregation {name!r}")
-        raw_key = rec.get("key", [])
-        if not isinstance(raw_key, list) or len(raw_key) != len(agg.spec.keys):
+                raise _Invalid(f"unknown aggregation {rec.agg!r}")
+        if len(rec.key) != len(agg.spec.keys):
             raise _Invalid(f"key must be a list of {len(agg.spec.keys)}")
         labels: list[str] = []
         zone: str | None = None
-        for pos, (k, v) in enumerate(zip(agg.spec.keys, raw_key, strict=True)):
+        for pos, (k, v) in enumerate(zip(agg.spec.keys, rec.key, strict=True)):
             if k.kind == "string":
                 if not isinstance(v, str):
                     raise _Invalid(f"key {pos} must be a string")
                 labels.append(self._bounded(agg, pos, v))
-            elif not _is_int(v):
+            elif not isinstance(v, int):
                 raise _Invalid(f"key {pos} must be an integer")
             elif k.kind == "integer":
                 labels.append(self._bounded(agg, pos, v))
@@ -323,14 +333,16 @@ class Accumulator:
                     return
                 labels.append(zone)
         if is_sum:
-            value: Any = rec.get("value")
-            if not _is_int(value):
+            if not isinstance(rec, Value) or not isinstance(rec.value, int):
                 raise _Invalid("sum value must be an integer")
             series = self._series(agg, tuple(labels), zone)
             if series is not None:
-                series.sum += value
+                series.sum += rec.value
             return
-        self._apply_value(agg, rec, tuple(labels), zone)
+        if isinstance(rec, Histogram):
+            self._apply_buckets(agg, rec, tuple(labels), zone)
+        else:
+            self._apply_value(agg, rec, tuple(labels), zone)
 
     def _bounded(self, agg: _Agg, pos: int, value: str | int) -> str:
         k = agg.spec.keys[pos]
@@ -357,56 +369,52 @@ class Accumulator:
             agg.series[labels] = series
         return series
 
+    def _apply_buckets(
+        self, agg: _Agg, rec: Histogram, labels: tuple[str, ...], zone: str | None
+    ) -> None:
+        if agg.buckets is None:
+            raise _Invalid(f"{agg.spec.function} value must be an integer, not buckets")
+        slots: list[tuple[int, int]] = []
+        for lo, n in rec.buckets:
+            slot = agg.slot_of_lower(lo)
+            if slot is None:
+                raise _Invalid(f"lo {lo} is not a bucket boundary of "
+                               f"{agg.spec.function}{agg.spec.params}")
+            slots.append((slot, n))
+        series = self._series(agg, labels, zone)
+        if series is None:
+            return
+        for slot, n in slots:
+            series.counts[slot] += n
+
     def _apply_value(
-        self, agg: _Agg, rec: Mapping[str, Any], labels: tuple[str, ...], zone: str | None
+        self, agg: _Agg, rec: Value, labels: tuple[str, ...], zone: str | None
     ) -> None:
         fn = agg.spec.function
+        value = rec.value
         if agg.buckets is not None:
-            raw = rec.get("buckets")
-            if not isinstance(raw, list):
-                raise _Invalid("a histogram record needs buckets")
-            slots: list[tuple[int, int]] = []
-            for pair in raw:
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise _Invalid("buckets must be [lo, n] pairs")
-                lo, n = pair
-                if not (lo is None or _is_int(lo)) or not _is_int(n) or n < 0:
-                    raise _Invalid("bucket lo must be an integer or null, n a count")
-                slot = agg.slot_of_lower(lo)
-                if slot is None:
-                    raise _Invalid(f"lo {lo} is not a bucket boundary of {fn}{agg.spec.params}")
-                slots.append((slot, n))
-            series = self._series(agg, labels, zone)
-            if series is None:
-                return
-            for slot, n in slots:
-                series.counts[slot] += n
-            return
-        value: Any = rec.get("value")
+            raise _Invalid("a histogram record needs buckets")
         if fn == "avg":
-            if (
-                not isinstance(value, list)
-                or len(value) != 2
-                or not all(_is_int(v) for v in value)
-                or value[0] < 0
-            ):
+            if not isinstance(value, tuple) or value[0] < 0:
                 raise _Invalid("avg value must be [count, total]")
-        elif not _is_int(value):
+        elif not isinstance(value, int):
             raise _Invalid(f"{fn} value must be an integer")
         elif fn in ("count", "sum") and value < 0:
             raise _Invalid(f"{fn} delta {value} is negative: counters only grow")
         series = self._series(agg, labels, zone)
         if series is None:
             return
+        if isinstance(value, tuple):  # avg
+            c, t = (0, 0) if series.batch != self._batch else series.avg
+            series.batch = self._batch
+            series.avg = (c + value[0], t + value[1])
+            return
         if fn in ("count", "sum"):
             series.sum += value
             return
         fresh = series.batch != self._batch
         series.batch = self._batch
-        if fn == "avg":
-            c, t = (0, 0) if fresh else series.avg
-            series.avg = (c + value[0], t + value[1])
-        elif fn == "min":
+        if fn == "min":
             series.value = value if fresh else min(series.value, value)
         else:
             series.value = value if fresh else max(series.value, value)
@@ -470,10 +478,6 @@ class Accumulator:
         return [drops, errors, enabled, dropped, rejected]
 
 
-def _is_int(v: object) -> TypeGuard[int]:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _short(rec: Any) -> str:
+def _short(rec: object) -> str:
     text = repr(rec)
     return text if len(text) <= 300 else text[:300] + "…"

@@ -9,15 +9,27 @@ sees; a replayed frame's deltas with the zone map of that frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
-from dtagent.config import Config
-from dtagent.dtrace.accumulator import SRC, Accumulator
-from dtagent.dtrace.spec import ScriptSpec, SpecError, load_scripts, script_dirs
+from dtagent.dtrace.accumulator import DEFAULT_SERIES_CAP, SRC, Accumulator
+from dtagent.dtrace.records import (
+    Batch,
+    DeltaSource,
+    Histogram,
+    Invalid,
+    Record,
+    Tick,
+    Value,
+    WorkerHealth,
+    parse,
+    to_json,
+)
+from dtagent.dtrace.spec import ScriptSpec, SpecError, enabled_scripts, load_scripts, script_dirs
+from dtagent.dtrace.supervisor import Supervisor
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, KstatSnapshot
 from dtagent.zonemap import GLOBAL_ZONEID, GLOBAL_ZONENAME, running_zones
@@ -65,24 +77,20 @@ DELTA_AGE = MetricSpec(
 PROVIDER_SPECS = (WORKER_UP, RESTARTS, DELTA_AGE)
 
 
+__all__ = ["Batch", "DTraceMetrics", "DTraceSettings", "DeltaSource", "WorkerHealth"]
+
+
 @dataclass(frozen=True)
-class WorkerHealth:
-    up: bool
-    restarts: int
-    last_batch: float | None  # wall-clock time of the last batch (or heartbeat)
-    lost: int = 0  # records dropped because nobody took them (queue cap)
+class DTraceSettings:
+    """The ``[dtrace]`` settings the provider needs, as plain values (the runtime
+    reads them from the configuration)."""
 
-
-# Delta records, and the zone map they belong with ({}: the scrape's own).
-Batch = tuple[list[dict[str, Any]], dict[int, str]]
-
-
-class DeltaSource(Protocol):
-    def take(self) -> list[Batch]:
-        """Every record that arrived since the last call, in order, in batches."""
-        ...
-
-    def health(self) -> WorkerHealth: ...
+    script_dirs: Sequence[str] = ()
+    scripts: Mapping[str, bool] = field(default_factory=dict)  # on/off by name
+    series_cap: int = DEFAULT_SERIES_CAP
+    libdtrace: str = "libdtrace.so.1"
+    hang_timeout: float = 15.0
+    max_backoff: float = 60.0
 
 
 class ReplayDeltas:
@@ -108,14 +116,16 @@ class ReplayDeltas:
         """The scripts a reloaded config runs."""
         self._scripts = frozenset(scripts)
 
-    def _wanted(self, rec: dict[str, Any]) -> bool:
+    def _wanted(self, rec: Record) -> bool:
         # Aggregation records of a script that is off; drops and errors always count.
-        return self._scripts is None or "agg" not in rec or rec.get("script") in self._scripts
+        return self._scripts is None or not isinstance(rec, Value | Histogram) or \
+            rec.script in self._scripts
 
     def take(self) -> list[Batch]:
         """(records, zone map of their frame) for every frame reached since the last call."""
-        out = []
-        for records, zones in self._replay.dtrace_batches():
+        out: list[Batch] = []
+        for objs, zones in self._replay.dtrace_batches():
+            records = [parse(o) for o in objs]
             out.append(([r for r in records if self._wanted(r)], with_global(zones)))
         if out:
             self._last = self._clock()
@@ -150,23 +160,25 @@ class DTraceMetrics:
         self.source = source
         self.held_cap = held_cap
         self._clock = clock
-        self._held: list[dict[str, Any]] = []
+        self._held: list[Record] = []
         self._lost_seen = 0
-        self.supervisor: Any = None  # set by live_provider
+        self.supervisor: Supervisor | None = None  # set by live_provider
         self.specs: list[ScriptSpec] = []  # the scripts loaded, enabled or not
-        # when a list: every record taken from the source is appended (dtagent capture)
-        self.recording: list[dict[str, Any]] | None = None
+        # when a list: every record taken from the source is appended, in its JSON
+        # form (dtagent capture writes them into a bundle)
+        self.recording: list[dict[str, object]] | None = None
 
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = zone_map(snap.kstats)
         # a scrape with no deltas still applies the zone map (gone zones are forgotten)
         for taken, batch_zones in self.source.take() or [([], {})]:
             if self.recording is not None:
-                self.recording.extend(r for r in taken if "tick" not in r)
+                self.recording.extend(to_json(r) for r in taken
+                                      if not isinstance(r, Tick | Invalid))
             self._apply(taken, batch_zones or zones)
         return self._report()
 
-    def _apply(self, taken: list[dict[str, Any]], zones: dict[int, str]) -> None:
+    def _apply(self, taken: list[Record], zones: dict[int, str]) -> None:
         records = self._held + taken
         self._held = []
         if zones:
@@ -202,61 +214,56 @@ class DTraceMetrics:
         return out
 
 
-def load_config_scripts(config: Config) -> tuple[list[ScriptSpec], list[SpecError]]:
-    """Shipped scripts plus config ``dtrace.script_dirs``; problems logged, not fatal."""
+def load_config_scripts(settings: DTraceSettings) -> tuple[list[ScriptSpec], list[SpecError]]:
+    """Shipped scripts plus ``script_dirs``; problems logged, not fatal."""
     errors: list[SpecError] = []
-    specs = load_scripts(script_dirs(config.get("dtrace", "script_dirs")), errors)
+    specs = load_scripts(script_dirs(settings.script_dirs), errors)
     for err in errors:
         log.error("D script not loaded", problem=str(err))
     known = {s.name for s in specs}
-    for name in config.get("dtrace", "scripts"):
+    for name in settings.scripts:
         if name not in known:
             log.warning("dtrace.scripts names an unknown script", script=name)
     return specs, errors
 
 
-def replay_provider(config: Config, replay: Any) -> DTraceMetrics:
-    from dtagent.dtrace.spec import enabled_scripts
-
-    specs, _ = load_config_scripts(config)
-    overrides = config.get("dtrace", "scripts")
-    acc = Accumulator(specs, config.get("dtrace", "series_cap"), overrides=overrides)
+def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
+    specs, _ = load_config_scripts(settings)
+    overrides = dict(settings.scripts)
+    acc = Accumulator(specs, settings.series_cap, overrides=overrides)
     running = [s.name for s in enabled_scripts(specs, overrides)]
     provider = DTraceMetrics(acc, ReplayDeltas(replay, scripts=running))
     provider.specs = specs
     return provider
 
 
-def worker_argv(config: Config, running: Sequence[ScriptSpec]) -> list[str]:
+def worker_argv(libdtrace: str, running: Sequence[ScriptSpec]) -> list[str]:
     """The worker's command line for these scripts."""
     import sys
 
     # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
     argv = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m",
-            "dtagent.dtrace.worker", "--libdtrace", config.get("dtrace", "libdtrace")]
+            "dtagent.dtrace.worker", "--libdtrace", libdtrace]
     for s in running:
         argv += ["--script", str(s.path)]
     return argv
 
 
-def live_provider(config: Config) -> DTraceMetrics:
+def live_provider(settings: DTraceSettings) -> DTraceMetrics:
     """The supervised worker running the enabled scripts, feeding an accumulator."""
-    from dtagent.dtrace.spec import enabled_scripts
-    from dtagent.dtrace.supervisor import Supervisor
-
-    specs, _ = load_config_scripts(config)
-    overrides = config.get("dtrace", "scripts")
+    specs, _ = load_config_scripts(settings)
+    overrides = dict(settings.scripts)
     running = enabled_scripts(specs, overrides)
     for s in specs:
         if s not in running:
             log.info("D script disabled", script=s.name,
                      reason="off in the config" if s.name in overrides else "off by default")
     supervisor = Supervisor(
-        worker_argv(config, running),
-        hang_timeout=config.get("dtrace", "hang_timeout"),
-        max_backoff=config.get("dtrace", "max_backoff"),
+        worker_argv(settings.libdtrace, running),
+        hang_timeout=settings.hang_timeout,
+        max_backoff=settings.max_backoff,
     )
-    acc = Accumulator(specs, config.get("dtrace", "series_cap"), overrides=overrides)
+    acc = Accumulator(specs, settings.series_cap, overrides=overrides)
     if not running:
         provider = DTraceMetrics(acc, IdleSource())
     else:
@@ -265,4 +272,3 @@ def live_provider(config: Config) -> DTraceMetrics:
     provider.supervisor = supervisor
     provider.specs = specs
     return provider
-

@@ -19,11 +19,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO
 
 import structlog
 
-from dtagent.dtrace.provider import Batch, WorkerHealth
+from dtagent.dtrace.records import Batch, Invalid, Record, Tick, WorkerHealth, parse
 
 log = structlog.get_logger("dtagent.dtrace")
 
@@ -31,7 +31,7 @@ EXIT_NO_LIBRARY = 4  # dtagent.dtrace.worker: libdtrace cannot be loaded or open
 
 
 class Supervisor:
-    """The worker's lifecycle; a :class:`~dtagent.dtrace.provider.DeltaSource`."""
+    """The worker's lifecycle; a :class:`~dtagent.dtrace.records.DeltaSource`."""
 
     def __init__(
         self,
@@ -68,9 +68,9 @@ class Supervisor:
         self._proc: subprocess.Popen[bytes] | None = None
         # one list per walk: when nobody takes them, whole walks are dropped, never
         # a histogram's records without their parallel sum
-        self._pending: list[list[dict[str, Any]]] = []
+        self._pending: list[list[Record]] = []
         self._pending_records = 0
-        self._batch: list[dict[str, Any]] = []
+        self._batch: list[Record] = []
         self._last_beat = 0.0
         self._last_batch_wall: float | None = None
         self.restarts = 0
@@ -235,7 +235,7 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def _queue(self, records: list[dict[str, Any]]) -> None:
+    def _queue(self, records: list[Record]) -> None:
         if not records:
             return
         self._pending.append(records)
@@ -255,10 +255,11 @@ class Supervisor:
                     log.warning("DTrace worker wrote a line that is not JSON",
                                 line=raw[:200].decode("utf-8", "replace"))
                 continue
-            if not isinstance(rec, dict):
+            record = parse(rec)
+            if isinstance(record, Invalid) and not isinstance(rec, dict):
                 continue
             with self._wake:
-                if "tick" in rec:
+                if isinstance(record, Tick):
                     self._queue(self._batch)
                     self._batch = []
                     self._last_beat = self._clock()
@@ -266,7 +267,7 @@ class Supervisor:
                     self._last_batch_wall = time.time()
                     self._wake.notify_all()
                 else:
-                    self._batch.append(rec)
+                    self._batch.append(record)  # an Invalid one is counted when applied
 
     def _read_stderr(self, stream: IO[bytes]) -> None:
         for raw in stream:

@@ -34,10 +34,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 from dtagent.dtrace import libdtrace as ld
 from dtagent.dtrace.buckets import Buckets
+from dtagent.dtrace.records import (
+    Drop,
+    Histogram,
+    KeyValue,
+    Record,
+    ScriptError,
+    Status,
+    Tick,
+    Value,
+    to_json,
+)
 from dtagent.dtrace.spec import (
     AggregationSpec,
     ScriptSpec,
@@ -77,7 +88,7 @@ class Worker:
         self.interval = interval
         self.stopping = False
         self.ticks = 0
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Record] = []
         self._drops: dict[str, int] = {}
         self._errors: dict[str, tuple[int, str]] = {}
         self._programs: list[ld.Program] = []
@@ -101,22 +112,21 @@ class Worker:
             self._logged.add(key)
             self.log(message)
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: Record) -> None:
         self._pending.append(record)
 
     def flush(self, tick: bool = True) -> None:
         for kind, count in self._drops.items():
             if count:
-                self._pending.append({"drop": kind, "count": count})
+                self._pending.append(Drop(kind, count))
         self._drops.clear()
         for script, (count, message) in self._errors.items():
-            self._pending.append(
-                {"error": "runtime", "script": script, "count": count, "message": message}
-            )
+            self._pending.append(ScriptError(script, count, message))
         self._errors.clear()
         if tick:
-            self._pending.append({"tick": self.ticks, "time": time.time()})
-        lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self._pending)
+            self._pending.append(Tick(self.ticks, time.time()))
+        lines = "".join(json.dumps(to_json(r), separators=(",", ":")) + "\n"
+                        for r in self._pending)
         self._pending.clear()
         self.out.write(lines)
         self.out.flush()
@@ -151,7 +161,7 @@ class Worker:
             self.log_once(where, f"{where} has {len(entry.keys)} keys, the spec declares "
                           f"{len(agg.keys)}; ignored")
             return
-        key: list[Any] = []
+        key: list[KeyValue] = []
         for pos, (field, k) in enumerate(zip(entry.keys, agg.keys, strict=True)):
             try:
                 key.append(field.as_str() if k.kind == "string" else field.as_int())
@@ -159,7 +169,6 @@ class Worker:
                 self.log_once(where, f"{where}: key {pos} is declared {k.kind} but the "
                               f"script records {len(field.raw)} bytes ({exc}); ignored")
                 return
-        record: dict[str, Any] = {"script": spec.name, "agg": entry.name, "key": key}
         expected = "sum" if target.is_sum else agg.function
         if entry.function != expected:
             self.log_once(where, f"{where} is {entry.function}(), the spec says "
@@ -167,17 +176,19 @@ class Worker:
             return
         if target.buckets is None:
             value = entry.value
-            record["value"] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple) and len(value) != 2:
+                self.log_once(where, f"{where}: buckets where a value was expected; ignored")
+                return
+            self.emit(Value(spec.name, entry.name, tuple(key), value))
         else:
             buckets = self._buckets(target, entry, where)
             if buckets is None:
                 return
-            record["buckets"] = buckets
-        self.emit(record)
+            self.emit(Histogram(spec.name, entry.name, tuple(key), buckets))
 
     def _buckets(
         self, target: _Target, entry: ld.AggEntry, where: str
-    ) -> list[list[int | None]] | None:
+    ) -> tuple[tuple[int | None, int], ...] | None:
         b = target.buckets
         assert b is not None
         function = target.agg.function
@@ -193,7 +204,7 @@ class Worker:
             size = len(counts) if isinstance(counts, tuple) else 1
             self.log_once(where, f"{where}: {size} buckets, expected {b.count}; ignored")
             return None
-        return [[b.lower(i), n] for i, n in enumerate(counts) if n]
+        return tuple((b.lower(i), n) for i, n in enumerate(counts) if n)
 
     # ------------------------------------------------------------------- run
 
@@ -207,7 +218,7 @@ class Worker:
         # service's contract: the reload is the agent's, tracing goes on untouched
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for name, message in self._failed:
-            self.emit({"script": name, "status": "failed", "message": message})
+            self.emit(Status(name, "failed", message))
         excluded: set[str] = set()
         while True:
             try:
@@ -216,7 +227,7 @@ class Worker:
                 self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
                 for s in self.specs:
                     if s.name not in excluded:
-                        self.emit({"script": s.name, "status": "failed", "message": str(exc)})
+                        self.emit(Status(s.name, "failed", str(exc)))
                 self.flush(tick=False)
                 return EXIT_NO_LIBRARY
             mark = len(self._pending)
@@ -261,20 +272,19 @@ class Worker:
                 program = handle.compile(spec.name, spec.source, _cflags(handle, spec))
             except ld.DTraceError as exc:  # nothing enabled: the others go on
                 self.log(f"script {spec.name} not enabled: {exc}")
-                self.emit({"script": spec.name, "status": "failed", "message": str(exc)})
+                self.emit(Status(spec.name, "failed", str(exc)))
                 continue
             try:
                 handle.exec(program)
             except ld.DTraceError as exc:
-                self.emit({"script": spec.name, "status": "failed",
-                           "message": f"enabling failed: {exc}"})
+                self.emit(Status(spec.name, "failed", f"enabling failed: {exc}"))
                 return spec.name
             # The kernel gives the program's enabled probes consecutive ids
             # (dtrace_ecb_add: epid = state->dts_epid++), one per matched probe.
             program.first_epid = next_epid
             next_epid += program.matches
             self._programs.append(program)
-            self.emit({"script": spec.name, "status": "running"})
+            self.emit(Status(spec.name, "running"))
         return None
 
     def _trace(self, handle: ld.Handle) -> int:
@@ -292,7 +302,7 @@ class Worker:
             self.log(f"dtrace_go failed: {exc}")
             self._pending.clear()
             for p in self._programs:
-                self.emit({"script": p.name, "status": "failed", "message": f"dtrace_go: {exc}"})
+                self.emit(Status(p.name, "failed", f"dtrace_go: {exc}"))
             self.flush(tick=False)
             return EXIT_FAILED
         self.flush(tick=False)
