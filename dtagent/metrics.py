@@ -20,8 +20,21 @@ from typing import Literal
 
 MetricType = Literal["counter", "gauge", "histogram", "untyped"]
 
-_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# The Prometheus data model's metric and label names (prometheus.io/docs/concepts/
+# data_model); label names starting with __ are reserved. Used for every metric the
+# agent declares, D script specs included.
+METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def suffix_problem(metric_type: str, name: str) -> str | None:
+    """What is wrong with a name's ``_total`` suffix for its type (the naming guide:
+    counters end in ``_total``, nothing else does), or None."""
+    if metric_type == "counter" and not name.endswith("_total"):
+        return "a counter name ending in _total"
+    if metric_type != "counter" and name.endswith("_total"):
+        return f"a {metric_type} name not ending in _total"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +55,14 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
+        if not METRIC_NAME_RE.match(self.name):
             raise ValueError(f"invalid metric name {self.name!r}")
         for label in self.labels:
-            if not _LABEL_RE.match(label) or label.startswith("__"):
+            if not LABEL_NAME_RE.match(label) or label.startswith("__"):
                 raise ValueError(f"{self.name}: invalid label name {label!r}")
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name} must end in _total")
+        problem = suffix_problem(self.type, self.name)
+        if problem:
+            raise ValueError(f"{self.name}: expected {problem}")
         if self.type == "histogram":
             if "le" in self.labels:
                 raise ValueError(f"{self.name}: 'le' is reserved for histograms")

@@ -36,10 +36,7 @@ METRICS = {
     "zil_bytes": "illumos_zfs_zil_committed_bytes_total",
 }
 
-LE = (
-    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3,
-    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
+LE = sp.LE_PRESETS["latency"]
 
 
 def specs() -> list[sp.ScriptSpec]:

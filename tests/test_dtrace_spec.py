@@ -194,3 +194,26 @@ def test_shipped_scripts_load_if_present() -> None:
         pytest.skip("no shipped scripts yet")
     specs = sp.load_scripts([d])
     assert {s.name for s in specs} == {p.stem for p in d.glob("*.d") if "." not in p.stem}
+
+
+def test_le_may_name_a_preset(tmp_path: Path) -> None:
+    """The standard latency bounds are one named preset, not a list copied per script."""
+    toml = EVERY_TOML.replace("le = [1e-6, 2e-6, 5e-6, 1e-5, 1e-4, 1e-3]", 'le = "latency"')
+    assert toml != EVERY_TOML
+    spec = sp.load_script(write(tmp_path, toml=toml))
+    lat = spec.aggregation("lat")
+    assert lat is not None and lat.le == sp.LE_PRESETS["latency"] and len(lat.le) == 22
+    with pytest.raises(sp.SpecError, match=r"'aggregation\[lat\]\.le': expected a list of "
+                       r"bounds or a preset: latency, got 'fast'"):
+        sp.load_script(write(tmp_path, toml=toml.replace('"latency"', '"fast"')))
+
+
+def test_one_naming_rule_for_specs_and_metric_specs() -> None:
+    from dtagent.metrics import MetricSpec, suffix_problem
+
+    assert suffix_problem("counter", "x_total") is None
+    assert suffix_problem("gauge", "x_total") == "a gauge name not ending in _total"
+    with pytest.raises(ValueError, match="expected a gauge name not ending in _total"):
+        MetricSpec("x_total", "gauge", "help")
+    with pytest.raises(ValueError, match="expected a counter name ending in _total"):
+        MetricSpec("x", "counter", "help")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dtagent.dtrace import buckets as bk
+from dtagent.metrics import LABEL_NAME_RE, METRIC_NAME_RE, suffix_problem
 
 FUNCTIONS = ("count", "sum", "min", "max", "avg", "quantize", "lquantize", "llquantize")
 TYPE_OF_FUNCTION = {
@@ -56,8 +57,6 @@ DEFAULT_OPTIONS: dict[str, str] = {
 _SIZE_RE = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
 _RATE_RE = re.compile(r"^(\d+)(ns|nsec|us|usec|ms|msec|s|sec|m|min|h|hour|d|day|hz)?$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PROBE_RE = re.compile(r"^[^:\s]*:[^:\s]*:[^:\s]*:[^:\s]+$")
 
 TOP_KEYS = {
@@ -87,6 +86,17 @@ AGG_KEYS = {
     "keys",
 }
 KEY_KEYS = {"kind", "label", "allow", "max_values"}
+
+
+# Named le lists a spec can give as ``le = "NAME"``. "latency": 1 us to 10 s in 1-2-5
+# steps, the bounds of every shipped latency histogram (exact DTrace bucket edges for
+# llquantize(ns - 1, 10, 3, 9, 10) with scale 1e-9 and llquantize(us - 1, 10, 0, 6,
+# 10) with scale 1e-6: docs/dtrace.md, "Exact buckets").
+LATENCY_LE = (
+    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3,
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+LE_PRESETS: dict[str, tuple[float, ...]] = {"latency": LATENCY_LE}
 
 
 class SpecError(ValueError):
@@ -232,7 +242,7 @@ def _check_key(ctx: _Ctx, raw: Any, path: str) -> KeySpec:
                                raw[k])
         return KeySpec("zoneid", "zonename")
     label = ctx.string(raw, "label", f"{path}.label")
-    if not _LABEL_RE.match(label) or label.startswith("__") or label in ("le", "zonename"):
+    if not LABEL_NAME_RE.match(label) or label.startswith("__") or label in ("le", "zonename"):
         raise ctx.fail(f"{path}.label", "a Prometheus label name other than le and zonename",
                        label)
     allow: tuple[str | int, ...] | None = None
@@ -294,16 +304,15 @@ def _check_aggregation(ctx: _Ctx, raw: Any, i: int) -> AggregationSpec:
     if problem:
         raise ctx.fail(f"{path}.params", problem, list(params))
     metric = ctx.string(raw, "metric", f"{path}.metric")
-    if not _METRIC_RE.match(metric):
+    if not METRIC_NAME_RE.match(metric):
         raise ctx.fail(f"{path}.metric", "a Prometheus metric name", metric)
     mtype = raw.get("type")
     expected_type = TYPE_OF_FUNCTION[function]
     if mtype != expected_type:
         raise ctx.fail(f"{path}.type", f"{expected_type!r} for {function}()", mtype)
-    if mtype == "counter" and not metric.endswith("_total"):
-        raise ctx.fail(f"{path}.metric", "a counter name ending in _total", metric)
-    if mtype != "counter" and metric.endswith("_total"):
-        raise ctx.fail(f"{path}.metric", f"a {mtype} name not ending in _total", metric)
+    suffix = suffix_problem(mtype, metric)
+    if suffix:
+        raise ctx.fail(f"{path}.metric", suffix, metric)
     help_text = ctx.string(raw, "help", f"{path}.help", nonempty=True)
     scale = _number(ctx, raw, "scale", f"{path}.scale", 1.0)
     if scale <= 0:
@@ -329,6 +338,11 @@ def _check_aggregation(ctx: _Ctx, raw: Any, i: int) -> AggregationSpec:
         if not _IDENT_RE.match(sum_name) or sum_name == name:
             raise ctx.fail(f"{path}.sum", "the name of the parallel sum() aggregation", sum_name)
         le_raw = raw.get("le")
+        if isinstance(le_raw, str):
+            if le_raw not in LE_PRESETS:
+                raise ctx.fail(f"{path}.le", "a list of bounds or a preset: "
+                               + ", ".join(LE_PRESETS), le_raw)
+            le_raw = list(LE_PRESETS[le_raw])
         if (
             not isinstance(le_raw, list)
             or not le_raw

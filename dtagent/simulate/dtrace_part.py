@@ -31,6 +31,7 @@ from typing import Any
 
 from dtagent.bundle import Frame
 from dtagent.dtrace.buckets import Buckets
+from dtagent.dtrace.spec import LE_PRESETS
 from dtagent.simulate.model import SimHost, SimZone
 
 # The shipped scripts record llquantize(value - 1, ...) (offset 1).
@@ -42,10 +43,7 @@ US_UNIT = 1e-6
 
 # The shipped histograms' le bounds (seconds); samples are drawn per interval between
 # them, so every interval is a union of whole DTrace buckets.
-BOUNDS = (
-    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3,
-    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-)  # fmt: skip
+BOUNDS = LE_PRESETS["latency"]
 
 SYSCALLS = ("read", "write", "openat", "close")
 # syscall_by_name is off by default: only the first few zones get its records.
