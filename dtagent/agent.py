@@ -39,6 +39,16 @@ class DTraceProvider(Protocol):
     def families(self, snap: HostSnapshot) -> list[MetricFamily]: ...
 
 
+def dtrace_script_metrics(dtrace: DTraceProvider | None) -> dict[str, frozenset[str]]:
+    """D script name → the metric names its aggregations export (for ``collect[]``)."""
+    accumulator = getattr(dtrace, "accumulator", None)
+    scripts = getattr(accumulator, "scripts", None) or {}
+    return {
+        name: frozenset(agg.metric for agg in spec.aggregations)
+        for name, spec in scripts.items()
+    }
+
+
 class NoKstats:
     """The kstat provider on a host without libkstat (Linux): always empty."""
 
@@ -96,7 +106,18 @@ class Agent:
             self._last = (time.monotonic(), families)
             return families
 
-    def _collect(self) -> list[MetricFamily]:
+    def names(self) -> list[str]:
+        """What ``collect[]`` can name: the collectors that run and the D scripts."""
+        return sorted({c.name for c in self.collectors} | set(dtrace_script_metrics(self.dtrace)))
+
+    def collect_only(self, names: frozenset[str]) -> list[MetricFamily]:
+        """Families of the named collectors and D scripts only (``collect[]``), plus the
+        agent's own health. Not shared with full scrapes: the server shares it among
+        scrapes with the same filter."""
+        with self._lock:
+            return self._collect(names)
+
+    def _collect(self, only: frozenset[str] | None = None) -> list[MetricFamily]:
         started = time.perf_counter()
         self.collections += 1
         try:
@@ -120,6 +141,8 @@ class Agent:
         families: list[MetricFamily] = []
         results: dict[str, tuple[bool, float]] = {}
         for collector in self.collectors:
+            if only is not None and collector.name not in only:
+                continue
             t0 = time.perf_counter()
             ok = True
             try:
@@ -137,7 +160,16 @@ class Agent:
         if self.dtrace is not None:
             t0 = time.perf_counter()
             try:
-                families.extend(self.dtrace.families(snap))
+                # taken at every scrape, filtered or not: the deltas are cumulative
+                dtrace_families = self.dtrace.families(snap)
+                if only is not None:
+                    script_metrics = dtrace_script_metrics(self.dtrace)
+                    wanted = set().union(*(script_metrics.get(n, ()) for n in only))
+                    every = set().union(*script_metrics.values())
+                    dtrace_families = [
+                        f for f in dtrace_families if f.name in wanted or f.name not in every
+                    ]
+                families.extend(dtrace_families)
                 results["dtrace"] = (True, time.perf_counter() - t0)
             except Exception as exc:
                 self._report_failure("dtrace", exc)

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take config/file, config/listen and config/log_level from the SMF "
                    "service's properties (svcprop -p config $SMF_FMRI), at start and at "
                    "every refresh: what the SMF manifest runs")
+    p.add_argument(
+        "--web-config",
+        metavar="FILE",
+        help="exporter-toolkit web-config.yml (TLS, basic auth); see docs/security.md",
+    )
     _add_replay(p)
     p.add_argument(
         "--replay-speed",
@@ -192,6 +197,8 @@ def _load_config(args: argparse.Namespace) -> Config:
     config = load(getattr(args, "config", None))
     if getattr(args, "listen", None) and args.command == "serve":
         config.set("agent", "listen", args.listen, "--listen")
+    if getattr(args, "web_config", None):
+        config.set("agent", "web_config", args.web_config, "--web-config")
     if getattr(args, "replay", None):
         config.set("sources", "replay", args.replay, "--replay")
     if getattr(args, "replay_speed", None) is not None:
@@ -230,10 +237,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve(config: Config, announce: bool = False,
            load: Callable[[], Config] | None = None) -> int:
     from dtagent.serve import Serve
+    from dtagent.webconfig import WebConfigError, load_web_config
 
     log = structlog.get_logger("dtagent")
     try:
+        # checked before anything starts: a bad web-config is exit 2
+        load_web_config(config.get("agent", "web_config") or None)
+    except WebConfigError as exc:
+        print(f"dtagent: web-config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         serve = Serve(config, load)
+    except WebConfigError as exc:  # changed in between: still one line, exit 2
+        print(f"dtagent: web-config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         log.error("cannot listen", listen=config.get("agent", "listen"), error=exc.strerror)
         return EXIT_ERROR

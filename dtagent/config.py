@@ -60,9 +60,31 @@ def _str_list(value: Any) -> str | None:
 SCHEMA: dict[str, dict[str, Setting]] = {
     "agent": {
         "listen": Setting(str, DEFAULT_LISTEN, "address to serve /metrics on", _listen),
-        "max_connections": Setting(int, 8, "scrapes served at once; more get 503", _positive),
-        "request_timeout": Setting(
-            (int, float), 10.0, "seconds before an idle or slow client is dropped", _positive
+        "web_config": Setting(
+            str,
+            "",
+            "exporter-toolkit web-config.yml: TLS, basic auth, headers (see docs/security.md)",
+        ),
+        "max_connections": Setting(
+            int, 1024, "open connections at most; more are closed at once", _positive
+        ),
+        "header_timeout": Setting(
+            (int, float),
+            10.0,
+            "seconds for a whole request head (and body) to arrive, from its first byte",
+            _positive,
+        ),
+        "idle_timeout": Setting(
+            (int, float), 60.0, "seconds an idle keep-alive connection is kept", _positive
+        ),
+        "write_timeout": Setting(
+            (int, float),
+            30.0,
+            "seconds for a client to take a whole response before it is cut off",
+            _positive,
+        ),
+        "max_renders": Setting(
+            int, 2, "collections and renders at once (different collect[] filters)", _positive
         ),
         "log_level": Setting(
             str,

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from dtagent import selfmon
+from dtagent import selfmon, server
 from dtagent.collectors import available
 from dtagent.metrics import MetricSpec
 
@@ -69,6 +69,11 @@ def render() -> str:
         out.extend(_table(specs))
     out.append("\n## The agent itself\n")
     out.extend(_table(selfmon.SPECS))
+    out.append("\n## The HTTP front\n")
+    out.append(
+        "Requests, refusals and deadlines of the listener; see docs/security.md.\n"
+    )
+    out.extend(_table(server.SPECS))
     return "\n".join(out) + "\n"
 
 
@@ -133,6 +138,7 @@ def all_metric_names() -> set[str]:
     """Every metric name the agent can export (histograms as their base name)."""
     names = {s.name for cls in available().values() for s in cls.specs}
     names |= {s.name for s in selfmon.SPECS}
+    names |= {s.name for s in server.SPECS}
     for _, _, specs in dtrace_sections():
         names |= {s.name for s in specs}
     return names

@@ -144,7 +144,7 @@ class LoggingHook:
 
 
 class ServerHook:
-    """The listen address, the connection limit, the request timeout."""
+    """The listen address: a new server bound there before the old one closes."""
 
     name = "server"
 
@@ -154,8 +154,8 @@ class ServerHook:
         self.make_server = make_server
 
     def prepare(self, old: Config, new: Config) -> Change | None:
-        changed = section_changes(old, new, "agent",
-                                  ["listen", "max_connections", "request_timeout"])
+        # deadlines, limits and the web-config change in place (dtagent.server.HttpHook)
+        changed = section_changes(old, new, "agent", ["listen"])
         if not changed:
             return None
         try:

@@ -34,17 +34,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOGGED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def make_server(config: Config, collect: Callable[[], list]) -> object:  # type: ignore[type-arg]
-    from dtagent.server import MetricsServer
-
-    return MetricsServer(
-        config.get("agent", "listen"),
-        collect,
-        max_connections=config.get("agent", "max_connections"),
-        request_timeout=config.get("agent", "request_timeout"),
-    )
-
-
 class Serve:
     """Build, serve, reload and stop; :meth:`run` is the process's main loop."""
 
@@ -52,18 +41,20 @@ class Serve:
         from dtagent.runtime import build
 
         self.runtime = build(config)
+        from dtagent.server import HttpHook, make_server
+
         try:
-            server = make_server(config, self.runtime.agent.collect)
-        except OSError:
+            server = make_server(config, self.runtime.agent)
+        except Exception:  # a busy address, a web-config changed since it was checked
             self.runtime.close()
             raise
         self.state = ServeState(config=config, runtime=self.runtime, server=server)
-        collect = self.runtime.agent.collect
+        agent = self.runtime.agent
         self.reloader = Reloader(
             self.state,
             load or (lambda: config),
-            [LoggingHook(), ServerHook(self.state, lambda c: make_server(c, collect)),
-             CollectorsHook(self.state), DTraceHook(self.state)],
+            [LoggingHook(), ServerHook(self.state, lambda c: make_server(c, agent)),
+             HttpHook(self.state), CollectorsHook(self.state), DTraceHook(self.state)],
         )
         self._pending: collections.deque[int] = collections.deque()
         self._wake = threading.Event()
@@ -75,7 +66,7 @@ class Serve:
 
     def start(self) -> None:
         self.state.server.start()
-        log.info("serving", url=self.url, mode=self.runtime.mode)
+        log.info("serving", url=self.url, mode=self.runtime.mode, tls=self.state.server.tls)
 
     def handle(self, signum: int) -> bool:
         """Act on one signal; True when the agent should stop."""

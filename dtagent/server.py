@@ -1,20 +1,36 @@
-"""HTTP endpoint: /metrics (text format 0.0.4, or OpenMetrics when the scraper's Accept
-header asks for it; gzip on request), /healthz, 404 otherwise.
+"""The agent's HTTP front: /metrics, /healthz and a landing page on :mod:`dtagent.httpd`.
 
-Connections are served by threads, at most ``max_connections`` at once (the rest get a
-503 straight away), and a client that connects and sends nothing is dropped after
-``request_timeout`` seconds, so a slow or hostile client cannot pin the agent.
+/metrics is text format 0.0.4, or OpenMetrics when the scraper's Accept header asks for
+it (:func:`dtagent.exposition.wants_openmetrics`).
+
+* **One collection and one body per moment.** Scrapes that arrive while a collection
+  or a render is under way wait for it and get the same bytes; the plain body and its
+  gzip copy are each made once per moment and shared by every scraper, so memory does
+  not grow with the number of scrapers. A moment lasts ``reuse_within`` seconds after
+  its body is ready.
+* **collect[]** (node_exporter's convention): ``/metrics?collect[]=zone_cpu`` runs only
+  the named collectors (and DTrace scripts); an unknown name gets 400 with the list.
+* **Accept-Encoding** is parsed with q-values (RFC 9110 12.5.3) and every /metrics
+  response says ``Vary: Accept, Accept-Encoding`` (the format is negotiated too).
+* TLS, basic auth and extra headers come from an exporter-toolkit web-config
+  (:mod:`dtagent.webconfig`), re-read when it changes.
+
+The event loop runs in one background thread; collections and renders run in a small
+worker pool (at most ``max_renders`` at once) so the loop keeps answering while a large
+host is rendered.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import ipaddress
 import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -26,7 +42,9 @@ from dtagent.exposition import (
     render_openmetrics_chunks,
     wants_openmetrics,
 )
-from dtagent.metrics import MetricFamily
+from dtagent.httpd import Handler, HttpServer, Limits, Request, Response, Route
+from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.webconfig import WebConfigError, WebFront
 
 log = structlog.get_logger("dtagent.server")
 
@@ -34,6 +52,84 @@ LANDING = b"""<html><head><title>dtagent</title></head><body>
 <h1>dtagent</h1><p><a href="/metrics">Metrics</a> &middot; <a href="/healthz">Health</a></p>
 </body></html>
 """
+
+SRC = "the agent's HTTP front"
+REQUESTS = MetricSpec(
+    "dtagent_http_requests_total",
+    "counter",
+    "HTTP responses sent, by status code (503: connections refused over the limit).",
+    ("code",),
+    "",
+    SRC,
+)
+AUTH_FAILURES = MetricSpec(
+    "dtagent_http_auth_failures_total",
+    "counter",
+    "Requests refused with 401 (missing or wrong basic-auth credentials).",
+    (),
+    "",
+    SRC,
+)
+TLS = MetricSpec(
+    "dtagent_http_tls",
+    "gauge",
+    "1 if the listener serves TLS (web-config tls_server_config), 0 if plain HTTP.",
+    (),
+    "",
+    SRC,
+)
+TIMEOUTS = MetricSpec(
+    "dtagent_http_timeouts_total",
+    "counter",
+    "Connections closed at a deadline: header (request head not in time) or write "
+    "(response not taken in time).",
+    ("phase",),
+    "",
+    SRC,
+)
+TLS_FAILURES = MetricSpec(
+    "dtagent_http_tls_failures_total",
+    "counter",
+    "TLS handshakes that failed or client certificates refused (client_allowed_sans).",
+    (),
+    "",
+    SRC,
+)
+CONNECTIONS = MetricSpec(
+    "dtagent_http_open_connections",
+    "gauge",
+    "HTTP connections open now.",
+    (),
+    "",
+    SRC,
+)
+BODIES = MetricSpec(
+    "dtagent_http_bodies_rendered_total",
+    "counter",
+    "Scrape bodies rendered, by encoding; concurrent scrapers share one body per moment.",
+    ("encoding",),
+    "",
+    SRC,
+)
+WEB_CONFIG_RELOADS = MetricSpec(
+    "dtagent_http_web_config_reloads_total",
+    "counter",
+    "Re-reads of the web-config file after it changed, by result (failure: the old "
+    "settings stay in force).",
+    ("result",),
+    "",
+    SRC,
+)
+SPECS = (
+    REQUESTS,
+    AUTH_FAILURES,
+    TLS,
+    TIMEOUTS,
+    TLS_FAILURES,
+    CONNECTIONS,
+    BODIES,
+    WEB_CONFIG_RELOADS,
+)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -50,124 +146,57 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(
-        self,
-        addr: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        collect: Callable[[], list[MetricFamily]],
-        max_connections: int,
-        request_timeout: float,
-    ) -> None:
-        if ":" in addr[0]:
-            self.address_family = socket.AF_INET6
-        self.collect = collect
-        self.request_timeout = request_timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.rejected = 0
-        super().__init__(addr, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.rejected += 1
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\n\r\n"
-                )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; a name or a wildcard address is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "dtagent"
+def accepts_gzip(header: str | None) -> bool:
+    """Whether to send gzip for this ``Accept-Encoding`` (RFC 9110 12.5.3).
 
-    def setup(self) -> None:
-        super().setup()
-        # The socket timeout drops a client that connects and sends nothing.
-        self.connection.settimeout(self.server.request_timeout)
+    Codings are case-insensitive; ``q=0`` means "not acceptable"; ``*`` covers codings
+    not listed. gzip is sent when its weight is above 0 and not below identity's (it
+    is the smaller body). A malformed element is ignored; no header means identity.
+    """
+    if not header:
+        return False
+    weights: dict[str, float] = {}
+    for element in header.split(","):
+        name, *params = (p.strip() for p in element.split(";"))
+        name = name.lower()
+        if not name:
+            continue
+        weight = 1.0
+        valid = True
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                weight_value = _qvalue(value.strip())
+                if weight_value is None:
+                    valid = False
+                else:
+                    weight = weight_value
+        if valid:
+            weights[name] = weight
+    star = weights.get("*")
+    gzip_q = weights.get("gzip", weights.get("x-gzip", star if star is not None else 0.0))
+    identity_q = weights.get("identity", star if star is not None else 1.0)
+    return gzip_q > 0 and gzip_q >= identity_q
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http", client=self.client_address[0], message=format % args)
 
-    def _send(
-        self,
-        code: int,
-        body: bytes | list[bytes],
-        ctype: str,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        chunks = [body] if isinstance(body, bytes) else body
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.writelines(chunks)
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path == "/":
-            self._send(200, LANDING, "text/html; charset=utf-8")
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-    do_HEAD = do_GET
-
-    def _not_allowed(self) -> None:
-        self._send(
-            405, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"}
-        )
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
-
-    def _metrics(self) -> None:
-        started = time.perf_counter()
-        try:
-            # One chunk per family, written as they are: a large host's exposition is
-            # tens of megabytes, and joining it would hold it twice.
-            # OpenMetrics (with _created start times) only when the scraper asks for it;
-            # the 0.0.4 text format stays the default.
-            openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
-            render = render_openmetrics_chunks if openmetrics else render_chunks
-            chunks = render(self.server.collect())
-        except Exception as exc:
-            log.error("collection failed", error=str(exc), exc_info=exc)
-            self._send(500, b"collection failed; see the agent's log\n", "text/plain")
-            return
-        headers: dict[str, str] = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            chunks = gzip_chunks(chunks)
-            headers["Content-Encoding"] = "gzip"
-        self._send(200, chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE, headers)
-        log.debug(
-            "scrape served",
-            client=self.client_address[0],
-            bytes=sum(len(c) for c in chunks),
-            duration_s=round(time.perf_counter() - started, 4),
-        )
+def _qvalue(text: str) -> float | None:
+    """A qvalue: 0 to 1 with at most three decimals (RFC 9110 12.4.2), else None."""
+    if not text or len(text) > 5 or text[0] not in "01":
+        return None
+    if len(text) > 1 and (text[1] != "." or (not text[2:].isdigit() and text[2:] != "")):
+        return None
+    value = float(text)
+    return value if value <= 1 else None
 
 
 def gzip_chunks(chunks: list[bytes], level: int = 1) -> list[bytes]:
@@ -176,9 +205,9 @@ def gzip_chunks(chunks: list[bytes], level: int = 1) -> list[bytes]:
     ``chunks`` is consumed: each is released as soon as it is compressed, so the
     uncompressed text and its compressed copy are never both held whole.
     """
-    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
-    out: list[bytes] = []
     chunks.reverse()
+    out: list[bytes] = []
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
     while chunks:
         piece = packer.compress(chunks.pop())
         if piece:
@@ -187,47 +216,403 @@ def gzip_chunks(chunks: list[bytes], level: int = 1) -> list[bytes]:
     return out
 
 
+def gzip_of(chunks: Iterable[bytes], level: int = 1) -> list[bytes]:
+    """gzip of ``chunks`` without consuming them (the plain body stays shared)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [piece for piece in (packer.compress(c) for c in chunks) if piece]
+    out.append(packer.flush())
+    return out
+
+
+BodyKey = tuple[frozenset[str] | None, bool]
+"""What a body depends on: the collect[] filter (None: all) and OpenMetrics or not."""
+
+
+@dataclass
+class _Moment:
+    plain: asyncio.Future[list[bytes]]
+    gzip: asyncio.Future[list[bytes]] | None = None
+    ready_at: float | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # kept: not collected
+
+
+@dataclass
+class SharedBodies:
+    """One body per (collector filter, moment), shared by every concurrent scraper."""
+
+    produce: Callable[[BodyKey], list[bytes]]
+    executor: ThreadPoolExecutor
+    reuse_within: float = 1.0
+    rendered: dict[str, int] = field(default_factory=lambda: {"identity": 0, "gzip": 0})
+    _moments: dict[BodyKey, _Moment] = field(default_factory=dict)
+
+    async def body(self, key: BodyKey, gzip: bool) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        moment = self._moments.get(key)
+        if moment is None or self._stale(moment, now):
+            self._forget_stale(now)
+            moment = _Moment(loop.create_future())
+            self._moments[key] = moment
+            moment.tasks.append(loop.create_task(self._fill(moment, key)))
+        plain = await asyncio.shield(moment.plain)
+        if not gzip:
+            return plain
+        if moment.gzip is None:
+            moment.gzip = loop.create_future()
+            moment.tasks.append(loop.create_task(self._pack(moment.gzip, plain)))
+        return await asyncio.shield(moment.gzip)
+
+    def _stale(self, moment: _Moment, now: float) -> bool:
+        if not moment.plain.done():
+            return False
+        if moment.plain.exception() is not None:
+            return True
+        return moment.ready_at is not None and now - moment.ready_at >= self.reuse_within
+
+    def _forget_stale(self, now: float) -> None:
+        for key in [k for k, m in self._moments.items() if self._stale(m, now)]:
+            del self._moments[key]
+
+    async def _fill(self, moment: _Moment, key: BodyKey) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            chunks = await loop.run_in_executor(self.executor, self.produce, key)
+        except Exception as exc:
+            moment.plain.set_exception(exc)
+            moment.plain.exception()  # retrieved: no "never retrieved" warning
+            return
+        self.rendered["identity"] += 1
+        moment.ready_at = time.monotonic()
+        moment.plain.set_result(chunks)
+
+    async def _pack(self, future: asyncio.Future[list[bytes]], plain: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            packed = await loop.run_in_executor(self.executor, gzip_of, plain)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()
+            return
+        self.rendered["gzip"] += 1
+        future.set_result(packed)
+
+
+class UnknownCollectors(ValueError):
+    """collect[] named something that is not a collector or a DTrace script."""
+
+
+CollectFiltered = Callable[[frozenset[str]], list[MetricFamily]]
+
+
 class MetricsServer:
-    """The agent's HTTP server, run in a background thread or in the foreground."""
+    """The agent's HTTP server, with its event loop in a background thread."""
 
     def __init__(
         self,
         listen: str,
         collect: Callable[[], list[MetricFamily]],
         *,
-        max_connections: int = 8,
-        request_timeout: float = 10.0,
+        limits: Limits | None = None,
+        web_config: str | None = None,
+        max_renders: int = 2,
+        reuse_within: float = 1.0,
+        collect_only: CollectFiltered | None = None,
+        collector_names: Callable[[], Sequence[str]] | None = None,
     ) -> None:
-        host, port = parse_listen(listen)
-        self._httpd = _Server((host, port), _Handler, collect, max_connections, request_timeout)
+        self.listen = listen
+        self._host, self._port = parse_listen(listen)
+        self._collect = collect
+        self._collect_only = collect_only
+        self._collector_names = collector_names
+        self.front = WebFront(web_config)  # raises WebConfigError on a bad file
+        self.http = HttpServer(
+            limits,
+            tls=self.front.ssl_context,
+            authenticate=self.front.authenticate,
+            extra_headers=self.front.headers,
+            on_connection=self.front.maybe_reload,
+            allowed_sans=self.front.allowed_sans,
+        )
+        self.front.counters = self.http.counters
+        self.front.events = self.http.events
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, max_renders), thread_name_prefix="dtagent-render"
+        )
+        self.bodies = SharedBodies(self._produce, self._executor, reuse_within)
+        self.http.add_route("/metrics", self._metrics)
+        self.http.add_route("/healthz", lambda _r: Response.text(200, "ok\n"))
+        self.http.add_route(
+            "/", lambda _r: Response(200, LANDING, "text/html; charset=utf-8")
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # bound now: a busy address is an OSError here, before anything starts
+        self._sock: socket.socket | None = self.http.bind(self._host, self._port)
+        bound = self._sock.getsockname()
+        self._address: tuple[str, int] | None = (str(bound[0]), int(bound[1]))
+        self._stopped = threading.Event()
+
+    def use_agent(self, agent: Any) -> None:
+        """Serve this agent: full collections, collect[] filters and the names they take."""
+        self._collect = agent.collect
+        self._collect_only = agent.collect_only
+        self._collector_names = agent.names
+
+    # -- for the control API (issue: control hooks) and other mounts ---------------
+
+    def add_route(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        methods: Iterable[str] = ("GET", "HEAD"),
+        web_auth: bool = True,
+        max_body: int = 0,
+        oversized_to_handler: bool = False,
+    ) -> Route:
+        """Mount ``handler`` on ``path`` (a prefix when it ends in ``/``) before start().
+
+        See :meth:`dtagent.httpd.HttpServer.add_route`. ``web_auth=False`` for routes
+        that authenticate themselves (bearer tokens); the TLS client certificate, when
+        the web-config asks for one, is on ``request.client_certificate``.
+        """
+        return self.http.add_route(
+            path,
+            handler,
+            methods=methods,
+            web_auth=web_auth,
+            max_body=max_body,
+            oversized_to_handler=oversized_to_handler,
+        )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener serves TLS (the web-config has a tls_server_config)."""
+        return self.front.ssl_context() is not None
+
+    # -- lifecycle -------------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._httpd.server_address[:2]
-        return str(host), int(port)
+        if self._address is None:
+            raise RuntimeError("server not started")
+        return self._address
 
     @property
     def url(self) -> str:
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}/metrics"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{shown}:{port}/metrics"
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="dtagent-http", daemon=True
-        )
+        """Serve in a background thread (the socket was bound by the constructor)."""
+        sock = self._sock
+        if sock is None:
+            raise RuntimeError("server closed")
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_loop_exception)
+        self._loop = loop
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._address = loop.run_until_complete(self.http.start(sock))
+            except BaseException as exc:
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.http.stop())
+                loop.close()
+                self._stopped.set()
+
+        self._thread = threading.Thread(target=run, name="dtagent-http", daemon=True)
         self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        if not self.tls and not is_loopback(self.address[0]):
+            log.warning(
+                "serving plain HTTP on a non-loopback address: anyone who can reach it "
+                "reads the metrics; set agent.web_config with tls_server_config",
+                listen=self.listen,
+            )
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        self.start()
+        self._stopped.wait()
 
     def close(self) -> None:
-        """Release the socket of a server that was never started."""
-        self._httpd.server_close()
+        """Release the socket of a server that was never started (a refused reload)."""
+        if self._thread is None and self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def reload_web_config(self) -> bool:
+        """Re-read the web-config now; False when it is invalid (the old one is kept)."""
+        return self.front.reload()
+
+    def request_reload(self) -> None:
+        """Re-read the web-config soon, in the server's thread: safe in a signal handler."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.front.reload)
+
+    # -- /metrics ----------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """What collect[] accepts: the running collectors and DTrace scripts."""
+        return sorted(self._collector_names()) if self._collector_names is not None else []
+
+    def _produce(self, key: BodyKey) -> list[bytes]:
+        only, openmetrics = key
+        if only is None or self._collect_only is None:
+            families = self._collect()
+        else:
+            families = self._collect_only(only)
+        # OpenMetrics (with _created start times) only when the scraper asks for it;
+        # the 0.0.4 text format stays the default.
+        render = render_openmetrics_chunks if openmetrics else render_chunks
+        return render([*families, *self.families()])
+
+    def families(self) -> list[MetricFamily]:
+        """The front's own metrics (requests by code, auth failures, TLS, ...)."""
+        counters = self.http.counters
+        requests = REQUESTS.family()
+        for code, n in sorted(counters.requests.items()):
+            requests.add((str(code),), n)
+        auth = AUTH_FAILURES.family()
+        auth.add((), counters.auth_failures)
+        tls = TLS.family()
+        tls.add((), 1 if self.tls else 0)
+        timeouts = TIMEOUTS.family()
+        for phase in ("header", "write"):
+            timeouts.add((phase,), counters.timeouts.get(phase, 0))
+        tls_failures = TLS_FAILURES.family()
+        tls_failures.add((), counters.tls_failures)
+        connections = CONNECTIONS.family()
+        connections.add((), counters.open_connections)
+        bodies = BODIES.family()
+        for encoding, n in sorted(self.bodies.rendered.items()):
+            bodies.add((encoding,), n)
+        reloads = WEB_CONFIG_RELOADS.family()
+        for result in ("success", "failure"):
+            reloads.add((result,), self.front.reloads.get(result, 0))
+        return [requests, auth, tls, timeouts, tls_failures, connections, bodies, reloads]
+
+    async def _metrics(self, request: Request) -> Response:
+        wanted = request.query_values("collect[]")
+        key: frozenset[str] | None = None
+        if wanted:
+            known = self.names()
+            unknown = sorted(set(wanted) - set(known))
+            if unknown or self._collect_only is None:
+                return Response.text(
+                    400,
+                    f"unknown collector {', '.join(unknown)} in collect[]; known: "
+                    f"{', '.join(known)}\n",
+                )
+            key = frozenset(wanted)
+        gzip = accepts_gzip(request.headers.get("accept-encoding"))
+        openmetrics = wants_openmetrics(request.headers.get("accept", ""))
+        try:
+            chunks = await self.bodies.body((key, openmetrics), gzip)
+        except Exception as exc:
+            log.error("collection failed", error=f"{type(exc).__name__}: {exc}")
+            return Response.text(500, "collection failed; see the agent's log\n")
+        headers = {"Vary": "Accept, Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE
+        return Response(200, chunks, content_type, headers)
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """asyncio's own complaints, as one JSON log line (never a traceback on stderr)."""
+    exc = context.get("exception")
+    log.warning(
+        "event loop",
+        message=str(context.get("message", "")),
+        error=f"{type(exc).__name__}: {exc}" if exc is not None else None,
+    )
+
+
+def limits_of(config: Any) -> Limits:
+    """The HTTP limits a config sets (agent.header_timeout, ...)."""
+    return Limits(
+        header_timeout=config.get("agent", "header_timeout"),
+        idle_timeout=config.get("agent", "idle_timeout"),
+        write_timeout=config.get("agent", "write_timeout"),
+        max_connections=config.get("agent", "max_connections"),
+    )
+
+
+def make_server(config: Any, agent: Any) -> MetricsServer:
+    """The server a config asks for, serving ``agent`` (binds its address now)."""
+    server = MetricsServer(
+        config.get("agent", "listen"),
+        agent.collect,
+        limits=limits_of(config),
+        web_config=config.get("agent", "web_config") or None,
+        max_renders=config.get("agent", "max_renders"),
+    )
+    server.use_agent(agent)
+    return server
+
+
+HTTP_KEYS = ("web_config", "header_timeout", "idle_timeout", "write_timeout",
+             "max_connections")
+
+
+class HttpHook:
+    """A reload (SIGHUP) re-reads the web-config, changed or not, and applies new
+    deadlines and limits in place; a web-config that does not check refuses the reload
+    (the settings in force stay). A new listen address is the server hook's."""
+
+    name = "http"
+
+    def __init__(self, state: Any) -> None:
+        self.state = state  # dtagent.reload.ServeState
+
+    def prepare(self, old: Any, new: Any) -> Any:
+        from dtagent.reload import Change, ReloadRefused, section_changes
+
+        changed = section_changes(old, new, "agent", list(HTTP_KEYS))
+        later = section_changes(old, new, "agent", ["max_renders"])
+        path = new.get("agent", "web_config") or None
+        front = self.state.server.front
+        if not path and front.path is None and not changed:
+            return None if not later else Change("; ".join(
+                f"{c} (takes effect at the next restart)" for c in later), lambda: None)
+        try:
+            prepared = front.prepare(path)  # None: no web-config, plain HTTP
+        except WebConfigError as exc:
+            raise ReloadRefused(str(exc)) from None
+        limits = limits_of(new)
+
+        def apply() -> None:
+            server = self.state.server  # the new one when the listen address moved
+            server.http.limits = limits
+            server.front.install(path, prepared)
+
+        describe = changed + [f"{c} (takes effect at the next restart)" for c in later]
+        if path:
+            describe.append(f"web-config {path} re-read")
+        return Change("; ".join(describe) or "nothing", apply)

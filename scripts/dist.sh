@@ -8,8 +8,9 @@
 #   dtagent-VERSION/etc/dtagent.toml      the annotated example config
 #   dtagent-VERSION/docs/*.md, README.md
 #
-# psutil has C code and no wheel for illumos, so it is not in the wheelhouse: the
-# installer's venv takes it from pkgsrc (py311-psutil) through --system-site-packages.
+# psutil, PyYAML and bcrypt have C (or Rust) code and no wheel for illumos, so they are
+# not in the wheelhouse: the installer's venv takes them from pkgsrc (py311-psutil,
+# py311-yaml, py311-bcrypt) through --system-site-packages.
 # Usage: scripts/dist.sh [--wheels-from DIR]   (DIR: wheels to use instead of PyPI)
 . "$(dirname "$0")/_env.sh"
 set -o pipefail
@@ -31,11 +32,12 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/wheels" "$STAGE/smf" "$STAGE/etc" "$STAGE/docs" "$ROOT/dist"
 
 "$VENV/bin/python" -m pip wheel -q --no-deps "$ROOT" -w "$STAGE/wheels"
-# The runtime dependencies of pyproject.toml, except psutil (pkgsrc provides it).
+# The runtime dependencies of pyproject.toml, except those pkgsrc provides.
 deps=$("$VENV/bin/python" - <<'PY'
 import tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print(" ".join(d for d in deps if not d.startswith("psutil")))
+binary = ("psutil", "pyyaml", "bcrypt")
+print(" ".join(d for d in deps if not d.lower().startswith(binary)))
 PY
 )
 if [ -n "$WHEELS_FROM" ]; then

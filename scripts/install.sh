@@ -24,9 +24,10 @@
 # they are installed already).
 #
 # What it needs: root (unless --root), a Python 3.11 or newer with the venv module
-# (on SmartOS: pkgsrc-setup, then 'pkgin install python311'), and psutil for that
-# Python where the wheelhouse has none for this platform ('pkgin install
-# py311-psutil'): the venv sees the system's packages (--system-site-packages).
+# (on SmartOS: pkgsrc-setup, then 'pkgin install python311'), and psutil, PyYAML and
+# bcrypt for that Python where the wheelhouse has none for this platform ('pkgin install
+# py311-psutil py311-yaml py311-bcrypt'): the venv sees the system's packages
+# (--system-site-packages).
 #
 # Layout (docs/install-smartos.md): PREFIX/lib/dtagent-VERSION (a venv), PREFIX/venv
 # (a link to the running one), PREFIX/bin/dtagent, PREFIX/etc/dtagent.toml (never
@@ -122,7 +123,7 @@ find_python() {
     for p in python3.11 python3.12 python3.13 python3; do
         if command -v "$p" >/dev/null 2>&1; then command -v "$p"; return; fi
     done
-    die "no Python found. On SmartOS: run pkgsrc-setup, then 'pkgin install python311 py311-psutil', or pass --python PATH"
+    die "no Python found. On SmartOS: run pkgsrc-setup, then 'pkgin install python311 py311-psutil py311-yaml py311-bcrypt', or pass --python PATH"
 }
 
 check_python() {
@@ -173,11 +174,15 @@ build_venv() {
     check_python "$py"
     "$py" -m venv --without-pip --system-site-packages "$1"
     if [ "$SOURCE" = release ]; then
-        if ! ls "$HERE"/wheels/psutil-*.whl >/dev/null 2>&1 &&
-                ! "$1/bin/python" -c 'import psutil' 2>/dev/null; then
-            rm -rf "$1"
-            die "psutil is missing for $py: 'pkgin install py311-psutil' (the venv uses the system's packages)"
-        fi
+        # the dependencies with C code come from pkgsrc: wheel, module, pkgsrc package
+        for dep in psutil:psutil:py311-psutil PyYAML:yaml:py311-yaml bcrypt:bcrypt:py311-bcrypt; do
+            wheel=${dep%%:*}; rest=${dep#*:}; module=${rest%%:*}; pkg=${rest#*:}
+            if ! ls "$HERE"/wheels/"$wheel"-*.whl >/dev/null 2>&1 &&
+                    ! "$1/bin/python" -c "import $module" 2>/dev/null; then
+                rm -rf "$1"
+                die "$wheel is missing for $py: 'pkgin install $pkg' (the venv uses the system's packages)"
+            fi
+        done
         pip_in "$1" install -q --no-index --find-links "$HERE/wheels" "dtagent==$VERSION" ||
             { rm -rf "$1"; die "pip could not install dtagent from $HERE/wheels"; }
     else

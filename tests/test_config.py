@@ -66,8 +66,8 @@ def test_flags_override_and_are_checked(tmp_path: Path) -> None:
 
 
 def test_cli_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, '[agent]\nrequest_timeout = "soon"\n')
+    path = write(tmp_path, '[agent]\nheader_timeout = "soon"\n')
     assert main(["scrape", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and "agent.request_timeout" in err and "expected a number" in err
+    assert str(path) in err and "agent.header_timeout" in err and "expected a number" in err
     assert main(["serve", "--listen", "localhost"]) == 2

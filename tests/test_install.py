@@ -36,8 +36,9 @@ def _run(argv: list[str], env: dict[str, str] | None = None,
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """`make dist`'s tarball, unpacked; psutil's wheel for this machine added to its
-    wheelhouse (on SmartOS pkgsrc's py311-psutil stands there instead)."""
+    """`make dist`'s tarball, unpacked; the wheels of psutil, PyYAML and bcrypt for this
+    machine added to its wheelhouse (on SmartOS pkgsrc's py311-psutil, py311-yaml and
+    py311-bcrypt stand there instead)."""
     res = _run([str(REPO / "scripts" / "dist.sh")],
                env=dict(os.environ, DTAGENT_VENV=str(Path(sys.executable).parent.parent)))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -46,12 +47,13 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with tarfile.open(tarball) as tar:
         tar.extractall(out, filter="data")
     (unpacked,) = out.iterdir()
-    import psutil
+    from importlib.metadata import version
 
-    got = _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                "--only-binary=:all:", f"psutil=={psutil.__version__}", "-d",
-                str(unpacked / "wheels")])
-    assert got.returncode == 0, got.stderr
+    for binary in ("psutil", "PyYAML", "bcrypt"):
+        got = _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary=:all:", f"{binary}=={version(binary)}", "-d",
+                    str(unpacked / "wheels")])
+        assert got.returncode == 0, got.stderr
     yield unpacked
 
 
@@ -60,7 +62,8 @@ def test_the_tarball_holds_what_the_docs_say(release: Path) -> None:
     assert any(n.startswith("dtagent-") for n in names)
     assert any(n.startswith("prometheus_client-") for n in names)
     assert any(n.startswith("structlog-") for n in names)
-    assert all(n.endswith("-none-any.whl") for n in names if not n.startswith("psutil-"))
+    assert all(n.endswith("-none-any.whl") for n in names
+               if not n.startswith(("psutil-", "pyyaml-", "PyYAML-", "bcrypt-")))
     for part in ("install.sh", "VERSION", "smf/dtagent.xml.in", "etc/dtagent.toml",
                  "docs/install-smartos.md", "docs/bundle.md", "README.md"):
         assert (release / part).is_file(), part

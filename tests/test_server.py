@@ -1,4 +1,7 @@
-"""The HTTP endpoint: /metrics with gzip, /healthz, 404, concurrency, idle clients."""
+"""The HTTP endpoint: /metrics with gzip, /healthz, 404, concurrency, idle clients.
+
+The strict HTTP/1.1 details, slow clients and load are in test_httpd.py and
+test_http_load.py; TLS and basic auth in test_webconfig.py."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dtagent.httpd import Limits
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.server import MetricsServer, gzip_chunks, parse_listen
 
@@ -28,7 +32,11 @@ def families() -> list[MetricFamily]:
 
 @pytest.fixture
 def server() -> Iterator[MetricsServer]:
-    srv = MetricsServer("127.0.0.1:0", families, max_connections=4, request_timeout=0.5)
+    srv = MetricsServer(
+        "127.0.0.1:0",
+        families,
+        limits=Limits(max_connections=4, idle_timeout=0.5, header_timeout=0.5),
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -68,7 +76,7 @@ def test_health_and_unknown_paths(server: MetricsServer) -> None:
 
 
 def test_concurrent_scrapes_all_complete() -> None:
-    server = MetricsServer("127.0.0.1:0", families, max_connections=16, request_timeout=2)
+    server = MetricsServer("127.0.0.1:0", families, limits=Limits(header_timeout=2))
     server.start()
     results: list[int] = []
     lock = threading.Lock()
@@ -77,7 +85,7 @@ def test_concurrent_scrapes_all_complete() -> None:
         for _ in range(5):
             status, _, body = get(server, "/metrics")
             with lock:
-                results.append(status if body.endswith(b"1999\n") else -1)
+                results.append(status if b"t_up{zonename=\"zone-1999\"} 1999\n" in body else -1)
 
     threads = [threading.Thread(target=scrape) for _ in range(8)]
     for t in threads:
@@ -125,3 +133,52 @@ def test_gzip_of_chunks_is_gzip_of_the_whole(chunks: list[bytes]) -> None:
     whole = b"".join(chunks)
     packed = gzip_chunks(list(chunks))
     assert gzip.decompress(b"".join(packed)) == whole
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
+    """The real agent on a simulated host (collectors and D scripts), served."""
+    from dtagent.config import load
+    from dtagent.runtime import build
+    from dtagent.simulate import simulate
+
+    bundle = tmp_path_factory.mktemp("collect") / "host.bundle"
+    simulate(str(bundle), 4, seed=3, duration=30, step=5)
+    config = load(None)
+    config.set("sources", "replay", str(bundle))
+    runtime = build(config)
+    srv = MetricsServer("127.0.0.1:0", runtime.agent.collect)
+    srv.use_agent(runtime.agent)
+    srv.start()
+    yield srv
+    srv.stop()
+    runtime.close()
+
+
+def _family_names(body: bytes) -> set[str]:
+    return {line.split()[2] for line in body.decode().splitlines() if line.startswith("# TYPE")}
+
+
+def test_collect_filter_serves_only_the_named_collectors_and_scripts(
+    replayed: MetricsServer,
+) -> None:
+    status, _, body = get(replayed, "/metrics?collect[]=zone_cpu&collect%5B%5D=runq")
+    assert status == 200
+    platform = {n for n in _family_names(body) if n.startswith("illumos_")}
+    assert "illumos_zone_runq_latency_seconds" in platform
+    assert any(n.startswith("illumos_zone_cpu") for n in platform)
+    assert not any(n.startswith(("illumos_zfs", "illumos_link", "illumos_zone_memory"))
+                   for n in platform)
+    assert b'dtagent_collector_success{collector="zone_cpu"} 1\n' in body
+    assert b'collector="zone_memory"' not in body.split(b"dtagent_collector_available")[0]
+    full = _family_names(get(replayed, "/metrics")[2])
+    assert {"illumos_zfs_arc_size_bytes", "illumos_zone_memory_rss_bytes"} & full
+    assert platform < full
+
+
+def test_collect_filter_refuses_unknown_names_with_the_list(replayed: MetricsServer) -> None:
+    status, _, body = get(replayed, "/metrics?collect[]=zone_cpu&collect[]=zonecpu")
+    assert status == 400
+    text = body.decode()
+    assert "unknown collector zonecpu" in text
+    assert "zone_cpu" in text and "runq" in text and "zfs_arc" in text
