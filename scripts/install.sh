@@ -213,9 +213,16 @@ write_if_changed() {
 run_check() {
     # $1: the venv; extra arguments go to dtagent check. Prints its report.
     venv="$1"; shift
-    say "checking: $venv/bin/dtagent check --config $CONFIG $*"
+    # With the service's own privilege set where ppriv(1) can give it (not under --root):
+    # what passes here is what the service will be allowed to do.
+    as_service=""
+    if [ -z "$ROOT" ] && [ "$PRIVILEGES" != all ] && command -v ppriv >/dev/null 2>&1; then
+        as_service="ppriv -e -s A=$PRIVILEGES"
+    fi
+    say "checking: $as_service $venv/bin/dtagent check --config $CONFIG $*"
     # -I: only the venv's own dtagent, whatever the current directory or PYTHONPATH hold
-    if "$venv/bin/python" -I -m dtagent check --config "$CONFIG" "$@" >&2; then
+    # shellcheck disable=SC2086
+    if $as_service "$venv/bin/python" -I -m dtagent check --config "$CONFIG" "$@" >&2; then
         return 0
     fi
     return 1
