@@ -110,3 +110,26 @@ def test_an_unknown_skip_is_a_usage_error() -> None:
     res = dtagent("check", "--skip", "nonsense")
     assert res.returncode == 2 and "not a check" in res.stderr
     assert free_port() > 0
+
+
+def test_under_smf_the_service_state_is_reported(tmp_path: Path) -> None:
+    fakesmf = Path(__file__).resolve().parent / "fakesmf"
+    state = tmp_path / "smf"
+    state.mkdir()
+    manifest = tmp_path / "dtagent.xml"
+    res = subprocess.run([str(REPO / "scripts" / "install.sh"), "--print-manifest"],
+                         capture_output=True, text=True, check=True)
+    manifest.write_text(res.stdout)
+    env = {"DTAGENT_FAKE_SMF": str(state)}
+    path = f"{fakesmf}:/usr/bin:/bin"
+    subprocess.run([str(fakesmf / "svccfg"), "import", str(manifest)], check=True,
+                   env={**env, "PATH": path})
+    online = _check(tmp_path / "a", ready_config(tmp_path), "--json", PATH=path, **env)
+    assert _findings(online)["smf"] == ("ok", "svc:/application/dtagent:default is online")
+    (state / "fail-starts").write_text("1")
+    subprocess.run([str(fakesmf / "svcadm"), "restart", "dtagent"], check=True,
+                   env={**env, "PATH": path})
+    broken = _check(tmp_path / "b", ready_config(tmp_path), "--json", PATH=path, **env)
+    status, detail = _findings(broken)["smf"]
+    assert status == "warn" and "maintenance" in detail and "svcadm clear" in detail
+    assert broken.returncode == 0  # the service's state is reported, not needed
