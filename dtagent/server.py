@@ -564,6 +564,18 @@ def limits_of(config: Any) -> Limits:
     )
 
 
+Mount = Callable[["MetricsServer", Any], None]
+"""Adds routes to a new server from the config: ``mount(server, config)``."""
+_mounts: list[Mount] = []
+
+
+def register_mount(mount: Mount) -> Mount:
+    """Have every server :func:`make_server` builds (at start and when a reload moves
+    the listener) carry more routes, e.g. the control API's ``/api/v1/``."""
+    _mounts.append(mount)
+    return mount
+
+
 def make_server(config: Any, agent: Any) -> MetricsServer:
     """The server a config asks for, serving ``agent`` (binds its address now)."""
     server = MetricsServer(
@@ -574,6 +586,12 @@ def make_server(config: Any, agent: Any) -> MetricsServer:
         max_renders=config.get("agent", "max_renders"),
     )
     server.use_agent(agent)
+    try:
+        for mount in _mounts:
+            mount(server, config)
+    except Exception:
+        server.close()
+        raise
     return server
 
 

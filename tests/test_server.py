@@ -182,3 +182,43 @@ def test_collect_filter_refuses_unknown_names_with_the_list(replayed: MetricsSer
     text = body.decode()
     assert "unknown collector zonecpu" in text
     assert "zone_cpu" in text and "runq" in text and "zfs_arc" in text
+
+
+def test_registered_mounts_add_routes_to_every_server_make_server_builds() -> None:
+    from dtagent import server as server_module
+    from dtagent.config import load
+    from dtagent.httpd import Response
+
+    seen: list[str] = []
+
+    def mount(srv: MetricsServer, config: object) -> None:
+        seen.append(srv.listen)
+        srv.add_route("/api/v1/", lambda r: Response.json(200, {"path": r.path}),
+                      web_auth=False)
+
+    class Agent:
+        def collect(self) -> list[MetricFamily]:
+            return families()
+
+        def collect_only(self, names: frozenset[str]) -> list[MetricFamily]:
+            return families()
+
+        def names(self) -> list[str]:
+            return ["t"]
+
+    config = load(None)
+    config.set("agent", "listen", "127.0.0.1:0")
+    server_module.register_mount(mount)
+    try:
+        srv = server_module.make_server(config, Agent())
+    finally:
+        server_module._mounts.remove(mount)
+    srv.start()
+    try:
+        status, headers, body = get(srv, "/api/v1/zones")
+        assert (status, headers["content-type"], body) == (
+            200, "application/json", b'{"path": "/api/v1/zones"}\n')
+        assert seen == ["127.0.0.1:0"]
+        assert get(srv, "/metrics?collect[]=t")[0] == 200
+    finally:
+        srv.stop()
