@@ -17,6 +17,7 @@ from dtagent import __version__
 from dtagent import log as logsetup
 from dtagent.bundle import BundleError, Frame, write_bundle
 from dtagent.config import Config, ConfigError, load
+from dtagent.control.policy import PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -31,6 +32,7 @@ commands (each with an example):
   anonymize      dtagent anonymize myhost.bundle --out myhost-anon.bundle
   dtrace list    dtagent dtrace list
   check          dtagent check --config /opt/dtagent/etc/dtagent.toml --json
+  caps           dtagent caps set web-1 cpu_cap=400 --reason 'ticket 12' --config /opt/dtagent/etc/dtagent.toml
 
 'dtagent COMMAND --help' tells more. Exit status: 0 ok, 1 runtime error, 2 bad usage or config.
 """
@@ -188,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register(sub)
+    from dtagent.control.cli import register as register_control
+
+    register_control(sub)
     return parser
 
 
@@ -442,5 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as exc:
         print(f"dtagent: bundle error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except PolicyError as exc:
+        print(f"dtagent: policy error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

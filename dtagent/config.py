@@ -142,6 +142,33 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             (int, float), 60.0, "longest wait before restarting a failed DTrace worker", _positive
         ),
     },
+    # The control wing (docs/control.md): off unless enabled, and then only with a policy
+    # that names who may do what.
+    "control": {
+        "enabled": Setting(
+            bool, False, "serve the control API (/api/v1) beside /metrics; needs a policy"
+        ),
+        "policy": Setting(str, "", "the control policy file (TOML; see docs/control.md)"),
+        "audit_log": Setting(
+            str, "/var/log/dtagent/control.log", "the audit log: one JSON line per request"
+        ),
+        "audit_max_bytes": Setting(
+            int, 10 * 1024 * 1024, "size at which the audit log is rotated", _positive
+        ),
+        "audit_keep": Setting(int, 5, "rotated audit logs kept", _positive),
+        "command_timeout": Setting(
+            (int, float), 30.0, "seconds vmadm, prctl, zonecfg, dladm or zfs may take", _positive
+        ),
+        "max_body_bytes": Setting(
+            int, 64 * 1024, "largest request body the API reads", _positive
+        ),
+        "allow_plaintext_on_network": Setting(
+            bool,
+            False,
+            "serve the control API without TLS on a non-loopback address (tokens then "
+            "cross the network in clear text)",
+        ),
+    },
 }
 
 

@@ -86,7 +86,24 @@ class CommandRunner:
             self._cache[key] = _Entry(result, self._clock(), generation)
             return result
 
-    def _execute(self, argv: tuple[str, ...], timeout: float) -> CommandResult:
+    def run_once(
+        self, argv: Sequence[str], *, timeout: float = 10.0, stdin: bytes | None = None
+    ) -> CommandResult:
+        """Run a command that changes something: never cached, ``stdin`` fed to it.
+
+        The control wing uses this for ``vmadm update`` (a JSON payload on stdin),
+        ``prctl``, ``zonecfg``, ``dladm set-linkprop`` and ``zfs set``, and for the
+        read-back right after, which must not be an answer from before the change.
+        """
+        key = tuple(argv)
+        if not key:
+            raise ValueError("empty argv")
+        with self._lock_for(key):
+            return self._execute(key, timeout, stdin)
+
+    def _execute(
+        self, argv: tuple[str, ...], timeout: float, stdin: bytes | None = None
+    ) -> CommandResult:
         exe = shutil.which(argv[0], path=self.path) if "/" not in argv[0] else argv[0]
         if exe is None:
             return CommandResult(argv, 127, error=f"{argv[0]}: command not found")
@@ -98,7 +115,7 @@ class CommandRunner:
         try:
             proc = subprocess.Popen(
                 [exe, *argv[1:]],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -107,7 +124,7 @@ class CommandRunner:
         except OSError as exc:
             return CommandResult(argv, 126, error=f"{argv[0]}: cannot run ({exc.strerror})")
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(input=stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.communicate()
@@ -139,6 +156,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 class NoCommands:
     """A CommandSource for hosts where platform commands do not exist (not illumos)."""
+
+    def run_once(
+        self, argv: Sequence[str], *, timeout: float = 10.0, stdin: bytes | None = None
+    ) -> CommandResult:
+        return CommandResult(tuple(argv), 127, error="not available on this platform")
 
     def run(
         self,

@@ -11,6 +11,8 @@ from files named by environment variables, how they behave from others:
                             (<CMD> = VMADM, ZONEADM, ZFS)
   DTAGENT_FAKE_HANG_SECONDS how long "hang" sleeps before answering (default 60)
   DTAGENT_FAKE_LOG       file each run appends its argv to (counts the forks)
+  DTAGENT_FAKE_HOST      a state file: the commands become a stateful host that can
+                         be changed (vmadm update, zfs set, ...); see _fakehost.py
 
 Formats:
 * vmadm list (smartos-live src/vm/sbin/vmadm.js outputVMListLine/formatVMList): -p joins
@@ -67,7 +69,7 @@ def _opts(args: list[str], with_value: str) -> tuple[dict[str, str], list[str]]:
     return opts, rest
 
 
-def vmadm(args: list[str]) -> tuple[str, str, int]:
+def vmadm(args: list[str], vms: list[dict[str, object]] | None = None) -> tuple[str, str, int]:
     if not args or args[0] != "list":
         return "", "Usage: vmadm <command> [options]\n", 2
     opts, _filters = _opts(args[1:], "os")
@@ -77,7 +79,8 @@ def vmadm(args: list[str]) -> tuple[str, str, int]:
     lines = []
     if header:
         lines.append("  ".join(f.upper() for f in fields))
-    for vm in sorted(_load("DTAGENT_FAKE_VMS"), key=lambda v: str(v["uuid"])):
+    vms = _load("DTAGENT_FAKE_VMS") if vms is None else vms
+    for vm in sorted(vms, key=lambda v: str(v["uuid"])):
         if vm.get("zonename") == "global":
             continue
         values = []
@@ -91,11 +94,11 @@ def vmadm(args: list[str]) -> tuple[str, str, int]:
     return "".join(line + "\n" for line in lines), "", 0
 
 
-def zoneadm(args: list[str]) -> tuple[str, str, int]:
+def zoneadm(args: list[str], zones: list[dict[str, object]] | None = None) -> tuple[str, str, int]:
     if not args or args[0] != "list":
         return "", "usage: zoneadm list [-cinpv]\n", 253
     opts, _ = _opts(args[1:], "")
-    zones = _load("DTAGENT_FAKE_VMS")
+    zones = _load("DTAGENT_FAKE_VMS") if zones is None else zones
     running = [z for z in zones if z.get("state") == "running"]
     others = [z for z in zones if z.get("state") != "running"]
     if "c" not in opts:
@@ -120,7 +123,7 @@ def zoneadm(args: list[str]) -> tuple[str, str, int]:
     return "".join(out), "", 0
 
 
-def zfs(args: list[str]) -> tuple[str, str, int]:
+def zfs(args: list[str], datasets: list[dict[str, object]] | None = None) -> tuple[str, str, int]:
     if not args or args[0] != "list":
         return "", "usage: zfs list ...\n", 2
     opts, rest = _opts(args[1:], "otsSd")
@@ -129,7 +132,7 @@ def zfs(args: list[str]) -> tuple[str, str, int]:
     root = rest[0]
     fields = opts.get("o", "name,used,available,referenced,mountpoint").split(",")
     rows = [
-        d for d in _load("DTAGENT_FAKE_DATASETS")
+        d for d in (_load("DTAGENT_FAKE_DATASETS") if datasets is None else datasets)
         if d["name"] == root or str(d["name"]).startswith(root + "/")
     ]
     if not any(d["name"] == root for d in rows):
@@ -144,6 +147,11 @@ COMMANDS = {"vmadm": vmadm, "zoneadm": zoneadm, "zfs": zfs}
 
 
 def main(cmd: str) -> None:
+    if os.environ.get("DTAGENT_FAKE_HOST"):
+        # The stateful mode the control wing's tests use (see _fakehost.py).
+        import _fakehost
+
+        _fakehost.main(cmd, sys.argv[1:])
     log = os.environ.get("DTAGENT_FAKE_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as fh:
