@@ -178,7 +178,8 @@ class Host:
         path = self.dir / "dtagent.toml"
         path.write_text(
             f'[sources]\ncommand_path = "{FAKEBIN}"\n\n'
-            f'[control]\npolicy = "{policy}"\naudit_log = "{audit}"\ncommand_timeout = 5\n{extra}'
+            f'[control]\npolicy = "{policy}"\naudit_log = "{audit}"\n'
+            + (extra if "command_timeout" in extra else f"command_timeout = 5\n{extra}")
         )
         return path
 

@@ -122,6 +122,8 @@ class AuditLog:
         """
         paths = [self._numbered(i) for i in range(generations, 0, -1)] + [self.path]
         for path in paths:
+            if not path.is_file():
+                continue  # only regular files: a device (say /dev/full) never ends
             try:
                 fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
             except OSError:

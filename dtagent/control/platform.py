@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -158,6 +159,16 @@ def _to_unit(rctl: str, raw: int | None) -> int | None:
     return raw // prop.factor
 
 
+def _wanted(keys: Collection[str] | None) -> set[str]:
+    if keys is None:
+        return {"rctl", "quota", "maxbw"}
+    names = {k.partition(".")[0] for k in keys}
+    out = {n for n in names if n in ("quota", "maxbw")}
+    if names - out:
+        out.add("rctl")
+    return out
+
+
 class Platform:
     """What the SmartOS and illumos platforms share: prctl, zfs and dladm."""
 
@@ -173,9 +184,11 @@ class Platform:
     def inventory(self) -> list[ZoneCaps]:
         raise NotImplementedError
 
-    def read(self, zone: ZoneCaps) -> ZoneCaps:
-        """The zone with its live values (prctl), quota (zfs) and maxbw (dladm) filled in."""
-        if zone.running:
+    def read(self, zone: ZoneCaps, keys: Collection[str] | None = None) -> ZoneCaps:
+        """The zone with its live values (prctl), quota (zfs) and maxbw (dladm) filled in;
+        with ``keys``, only the commands those properties need run."""
+        want = _wanted(keys)
+        if zone.running and "rctl" in want:
             r = self._run(["prctl", "-P", "-t", "privileged", "-i", "zone", zone.zonename])
             if r.ok:
                 values, usage = parse_prctl(r.stdout)
@@ -185,14 +198,14 @@ class Platform:
                 zone.live_known = True
             else:
                 zone.problems.append(f"live values unknown: {_describe(r)}")
-        if zone.dataset:
+        if zone.dataset and "quota" in want:
             r = self._run(["zfs", "get", "-Hp", "-o", "value", "quota", zone.dataset])
             text = r.stdout.strip()
             if r.ok and text.isdigit():
                 zone.live["quota"] = int(text) // GIB
             else:
                 zone.problems.append(f"quota unknown: {_describe(r)}")
-        if zone.links and zone.running:
+        if zone.links and zone.running and "maxbw" in want:
             r = self._run(
                 [
                     "dladm",
@@ -408,13 +421,14 @@ class Illumos(Platform):
             )
         return zones
 
-    def read(self, zone: ZoneCaps) -> ZoneCaps:
-        r = self._run(["zonecfg", "-z", zone.zonename, "info"])
-        if r.ok:
-            zone.configured = parse_zonecfg_info(r.stdout)
-        else:
-            zone.problems.append(f"configuration unknown: {_describe(r)}")
-        return super().read(zone)
+    def read(self, zone: ZoneCaps, keys: Collection[str] | None = None) -> ZoneCaps:
+        if "rctl" in _wanted(keys):
+            r = self._run(["zonecfg", "-z", zone.zonename, "info"])
+            if r.ok:
+                zone.configured = parse_zonecfg_info(r.stdout)
+            else:
+                zone.problems.append(f"configuration unknown: {_describe(r)}")
+        return super().read(zone, keys)
 
     def apply_rctls(self, zone: ZoneCaps, changes: dict[str, int]) -> list[str]:
         problems: list[str] = []

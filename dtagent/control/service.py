@@ -222,7 +222,7 @@ class ControlService:
         asked: dict[str, int],
         dry_run: bool,
     ) -> Outcome:
-        zone = self.platform.read(zone)
+        zone = self.platform.read(zone, asked)
         before = {k: zone.current(k) for k in asked}
         after_memory = {
             k: zone.current(k) for k in ("max_physical_memory", "max_swap", "max_locked_memory")
@@ -306,9 +306,13 @@ class ControlService:
                 dry_run=True,
             )
         problems = self.platform.apply(zone, asked)
-        fresh = self._reread(zone)
+        fresh = self._reread(zone, asked)
         after = {k: fresh.current(k) for k in asked}
-        side = {k: v for k, v in fresh.values().items() if k not in asked and v != zone.current(k)}
+        side = {
+            k: v
+            for k, v in fresh.values().items()
+            if k not in asked and k in zone.live and v != zone.current(k)
+        }
         differences = {
             k: {"asked": v, "live": after[k]}
             for k, v in asked.items()
@@ -394,7 +398,7 @@ class ControlService:
             200, "applied", "", base["id"], zone.zonename, asked, before, dict(after, **side)
         )
 
-    def _reread(self, zone: ZoneCaps) -> ZoneCaps:
+    def _reread(self, zone: ZoneCaps, keys: dict[str, int]) -> ZoneCaps:
         try:
             fresh = next(
                 (z for z in self.platform.inventory() if z.zonename == zone.zonename), None
@@ -406,7 +410,7 @@ class ControlService:
             fresh = ZoneCaps(
                 zonename=zone.zonename, state=zone.state, dataset=zone.dataset, links=zone.links
             )
-        return self.platform.read(fresh)
+        return self.platform.read(fresh, keys)
 
     def _refuse(
         self,
