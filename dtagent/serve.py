@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -40,20 +41,39 @@ class Serve:
     def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         from dtagent.runtime import build
 
+        control = None
+        if config.get("control", "enabled"):
+            from dtagent.control.serve import Control
+
+            # Checked before anything starts: a control API that cannot be secured is a
+            # configuration error (exit 2), never a silently open one. The policy is
+            # read once; a reload (SIGHUP) keeps it (restart the service to change it).
+            control = Control(config)
         self.runtime = build(config)
         from dtagent.server import HttpHook, make_server
 
+        agent = self.runtime.agent if control is None else control.wrap(self.runtime.agent)
+
+        def server_for(c: Config) -> Any:
+            server = make_server(c, agent)
+            if control is not None:
+                try:
+                    control.attach(server, c)
+                except Exception:
+                    server.close()
+                    raise
+            return server
+
         try:
-            server = make_server(config, self.runtime.agent)
+            server = server_for(config)
         except Exception:  # a busy address, a web-config changed since it was checked
             self.runtime.close()
             raise
         self.state = ServeState(config=config, runtime=self.runtime, server=server)
-        agent = self.runtime.agent
         self.reloader = Reloader(
             self.state,
             load or (lambda: config),
-            [LoggingHook(), ServerHook(self.state, lambda c: make_server(c, agent)),
+            [LoggingHook(), ServerHook(self.state, server_for),
              HttpHook(self.state), CollectorsHook(self.state), DTraceHook(self.state)],
         )
         self._pending: collections.deque[int] = collections.deque()

@@ -478,3 +478,34 @@ def test_the_stand_in_commands_keep_their_read_only_behaviour_without_host_mode(
     r = CommandRunner(path=str(FAKEBIN)).run_once(["vmadm", "list", "-p", "-o", "uuid,alias"])
     assert r.stdout == f"{OTHER}:x\n"
     assert shutil.which("prctl", path=str(FAKEBIN)) is not None
+
+
+# --- every settable property is a metric ----------------------------------------------
+
+
+def test_cpu_shares_and_zfs_io_priority_are_exported_from_vmadm(host: Host) -> None:
+    from dtagent.collectors.zone_settings import ZoneSettingsCollector
+    from tests.helpers import collected
+
+    runner = CommandRunner(path=str(FAKEBIN))
+    state = host.load()
+    state["zones"][WEB]["config"].update(cpu_shares=250, zfs_io_priority=300)
+    host.save(state)
+    samples = collected(ZoneSettingsCollector(), [], runner)
+    assert samples[("illumos_zone_cpu_shares", (WEB,))] == 250
+    assert samples[("illumos_zone_zfs_io_priority", (WEB,))] == 300
+    assert samples[("illumos_zone_cpu_shares", (DB,))] == 100
+    # Cached: a second scrape within the refresh forks nothing.
+    collector = ZoneSettingsCollector(refresh=60)
+    snap_runner = CommandRunner(path=str(FAKEBIN))
+    collected(collector, [], snap_runner)
+    collected(collector, [], snap_runner)
+    assert snap_runner.forks == 1
+
+
+def test_zone_settings_parser_refuses_garbage_lines() -> None:
+    from dtagent.collectors.zone_settings import parse
+
+    rows, bad = parse(f"{WEB}:{WEB}:100:200\n{DB}::x:1\ngarbage\n{IDLE}:{IDLE}::\n")
+    assert rows == {WEB: (100, 200), IDLE: (None, None)}
+    assert len(bad) == 2

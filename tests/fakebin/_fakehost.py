@@ -653,6 +653,7 @@ def _inventory(host: Host) -> list[dict[str, object]]:
         if z.get("state") == "running":
             vm["zoneid"] = z.get("zoneid")
         vm["image_uuid"] = z.get("image_uuid", "")
+        vm.update(z.get("config", {}))  # vmadm list -o cpu_shares,... (listable: yes)
         out.append(vm)
     return out
 
