@@ -141,12 +141,29 @@ def handle_webhook(
             before=outcome.before,
             dry_run=outcome.dry_run,
         )
+    # One record per notification, so repeated deliveries are visible even when they
+    # change nothing.
+    service.audit.write(
+        {
+            "time": _now_iso(service.clock()),
+            "phase": "webhook",
+            "source": "alertmanager",
+            "who": principal.id,
+            "from": peer,
+            "receiver": str(body.get("receiver", ""))[:100],
+            "alerts": [
+                {k: e.get(k) for k in ("alertname", "zonename", "key", "result", "id")}
+                for e in results
+            ],
+            "result": "handled",
+        }
+    )
     return 200, {"status": 200, "results": results}
 
 
 def _current(service: ControlService, zonename: str, key: str) -> int | None:
     try:
         zone = service.platform.read(service.find(zonename), [key])
-    except (LookupError, ValueError, OSError, Exception):
+    except Exception:  # no zone, no value: the change below is refused and audited
         return None
     return zone.current(key)
