@@ -495,6 +495,7 @@ def test_cpu_shares_and_zfs_io_priority_are_exported_from_vmadm(host: Host) -> N
     assert samples[("illumos_zone_cpu_shares", (WEB,))] == 250
     assert samples[("illumos_zone_zfs_io_priority", (WEB,))] == 300
     assert samples[("illumos_zone_cpu_shares", (DB,))] == 100
+    assert samples[("illumos_zone_lwps_cap", (WEB,))] == 2000
     # Cached: a second scrape within the refresh forks nothing.
     collector = ZoneSettingsCollector(refresh=60)
     snap_runner = CommandRunner(path=str(FAKEBIN))
@@ -506,6 +507,6 @@ def test_cpu_shares_and_zfs_io_priority_are_exported_from_vmadm(host: Host) -> N
 def test_zone_settings_parser_refuses_garbage_lines() -> None:
     from dtagent.collectors.zone_settings import parse
 
-    rows, bad = parse(f"{WEB}:{WEB}:100:200\n{DB}::x:1\ngarbage\n{IDLE}:{IDLE}::\n")
-    assert rows == {WEB: (100, 200), IDLE: (None, None)}
+    rows, bad = parse(f"{WEB}:{WEB}:100:200:2000\n{DB}::x:1:1\ngarbage\n{IDLE}:{IDLE}:::\n")
+    assert rows == {WEB: (100, 200, 2000), IDLE: (None, None, None)}
     assert len(bad) == 2

@@ -1,10 +1,10 @@
-"""Per-zone CPU shares and ZFS I/O priority: the settable caps no kstat carries.
+"""Per-zone CPU shares, ZFS I/O priority and LWP cap: the settable caps no kstat carries.
 
-``zone.cpu-shares`` and ``zone.zfs-io-priority`` have no kstat (illumos-joyent
-uts/common/os/zone.c creates caps kstats only for lockedmem, swapresv, nprocs,
-physicalmem and cpucaps), so they come from one cached ``vmadm list -p -o
-uuid,zonename,cpu_shares,zfs_io_priority`` on SmartOS (smartos-live
-src/vm/man/vmadm.8.md: both "listable: yes"; -p joins the fields with ':' and prints an
+``zone.cpu-shares``, ``zone.zfs-io-priority`` and ``zone.max-lwps`` have no kstat
+(illumos-joyent uts/common/os/zone.c creates caps kstats only for lockedmem, swapresv,
+nprocs, physicalmem and cpucaps), so they come from one cached ``vmadm list -p -o
+uuid,zonename,cpu_shares,zfs_io_priority,max_lwps`` on SmartOS (smartos-live
+src/vm/man/vmadm.8.md: all "listable: yes"; -p joins the fields with ':' and prints an
 unset value as ''). The command runs again when the set of running zones changes or after
 ``refresh`` seconds, never per zone. Off SmartOS (no vmadm) the collector exports
 nothing. With these, every property the control wing can set (docs/control.md) is
@@ -20,7 +20,7 @@ from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot
 from dtagent.zonemap import running_zones
 
-FIELDS = ("uuid", "zonename", "cpu_shares", "zfs_io_priority")
+FIELDS = ("uuid", "zonename", "cpu_shares", "zfs_io_priority", "max_lwps")
 ARGV = ("vmadm", "list", "-p", "-o", ",".join(FIELDS))
 SOURCE = "vmadm list -p -o " + ",".join(FIELDS)
 
@@ -40,11 +40,23 @@ IO_PRIORITY = MetricSpec(
     "",
     SOURCE,
 )
+LWPS = MetricSpec(
+    "illumos_zone_lwps_cap",
+    "gauge",
+    "The most lightweight processes the zone may have (zone.max-lwps), as vmadm "
+    "configures it.",
+    ("zonename",),
+    "",
+    SOURCE,
+)
 
 
-def parse(text: str) -> tuple[dict[str, tuple[int | None, int | None]], list[str]]:
-    """zonename → (cpu_shares, zfs_io_priority); and the lines not understood."""
-    rows: dict[str, tuple[int | None, int | None]] = {}
+Settings = tuple[int | None, ...]  # in FIELDS order after uuid and zonename
+
+
+def parse(text: str) -> tuple[dict[str, Settings], list[str]]:
+    """zonename → (cpu_shares, zfs_io_priority, max_lwps); and the lines not understood."""
+    rows: dict[str, Settings] = {}
     bad: list[str] = []
     for line in text.splitlines():
         if not line.strip():
@@ -53,23 +65,23 @@ def parse(text: str) -> tuple[dict[str, tuple[int | None, int | None]], list[str
         if len(parts) != len(FIELDS) or not parts[0]:
             bad.append(line[:200])
             continue
-        uuid, zonename, shares, prio = parts
-        values = []
-        for v in (shares, prio):
+        uuid, zonename, *raw = parts
+        values: list[int | None] = []
+        for v in raw:
             v = v.strip()
             if v and not v.isdigit():
                 bad.append(line[:200])
                 break
             values.append(int(v) if v else None)
         else:
-            rows[zonename or uuid] = (values[0], values[1])
+            rows[zonename or uuid] = tuple(values)
     return rows, bad
 
 
 class ZoneSettingsCollector(Collector):
     name = "zone_settings"
-    description = "Per-zone CPU shares and ZFS I/O priority (vmadm, cached)"
-    specs = (SHARES, IO_PRIORITY)
+    description = "Per-zone CPU shares, ZFS I/O priority and LWP cap (vmadm, cached)"
+    specs = (SHARES, IO_PRIORITY, LWPS)
     settings_help = {
         "refresh": "seconds before vmadm is run again when no zone booted or halted",
         "command_timeout": "seconds vmadm may take before it is killed",
@@ -93,7 +105,7 @@ class ZoneSettingsCollector(Collector):
         if not res.ok:
             self.warn_once(
                 "cmd",
-                "vmadm failed; no cpu_shares or zfs_io_priority this scrape",
+                "vmadm failed; no cpu_shares, zfs_io_priority or max_lwps this scrape",
                 rc=res.returncode,
                 error=res.error,
                 stderr=res.stderr.strip()[:300],
@@ -105,9 +117,7 @@ class ZoneSettingsCollector(Collector):
                 "parse", "vmadm lines not understood; left out", count=len(bad), text=bad[0]
             )
         for zonename in sorted(rows):
-            shares, prio = rows[zonename]
-            if shares is not None:
-                fams[SHARES.name].add((zonename,), shares)
-            if prio is not None:
-                fams[IO_PRIORITY.name].add((zonename,), prio)
+            for spec, value in zip(self.specs, rows[zonename], strict=True):
+                if value is not None:
+                    fams[spec.name].add((zonename,), value)
         return fams.all()
