@@ -160,6 +160,8 @@ def test_patch_applies_and_reports_before_and_after(served: tuple[Client, Host])
             400,
         ),
         ("PATCH", "/api/v1/zones/web-1%0Aid/caps", {"caps": {"cpu_cap": 300}}, "setter", None, 400),
+        ("PATCH", "/api/v1/zones/../web-1/caps", {"caps": {"cpu_cap": 300}}, "setter", None, 400),
+        ("PATCH", "/api/v1/zones/web-1;id/caps", {"caps": {"cpu_cap": 300}}, "setter", None, 400),
         (
             "PATCH",
             "/api/v1/zones/" + "a" * 200 + "/caps",
@@ -401,4 +403,31 @@ def test_the_api_refuses_to_start_without_auth_or_on_the_network_in_clear(
     )
     with pytest.raises(PolicyError):
         mount(config)
+    structlog.reset_defaults()
+
+
+def test_a_client_certificate_subject_authenticates_like_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listener passes the verified certificate's subject; the API maps it through
+    # the policy's [[clients]] (the TLS handshake itself is the server's job).
+    from dtagent.server import ApiRequest
+
+    host = Host(tmp_path)
+    for k, v in host.env().items():
+        monkeypatch.setenv(k, v)
+    text = policy_text() + (
+        '[[clients]]\nid = "grafana"\nsubject = "CN=grafana,O=ops"\nscopes = ["read"]\n'
+    )
+    config = load(host.write_config(host.write_policy(text), extra="enabled = true\n"))
+    api, _ = mount(config, tls=True)
+    request = ApiRequest("GET", "/api/v1/zones/web-1", {}, b"", "10.0.0.9", "CN=grafana,O=ops")
+    assert api(request).status == 200
+    request.client_subject = "CN=mallory"
+    denied = api(request)
+    assert denied.status == 401 and "CN=mallory" in denied.body["error"]
+    request.method, request.path = "PATCH", "/api/v1/zones/web-1/caps"
+    request.client_subject, request.body = "CN=grafana,O=ops", b'{"caps": {"cpu_cap": 300}}'
+    assert api(request).status == 403  # read scope only
+    assert not changed(host)
     structlog.reset_defaults()

@@ -115,6 +115,10 @@ class ControlAPI:
                 return self._with(req, "read", "GET", zonename, self._show)
             if parts[2] == "caps":
                 return self._with(req, "set", "PATCH", zonename, self._patch)
+        if parts[0] == "zones":
+            # zones/../x, zones/a/b/c: nothing here, and worth a record.
+            return self._refused(req, 400, "not a zone path: /api/v1/zones/ZONENAME[/caps]",
+                                 None)
         if parts == ["alertmanager"]:
             return self._with(req, "alertmanager", "POST", None, self._alertmanager)
         return _error(404, "not found")
