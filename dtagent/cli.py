@@ -32,7 +32,7 @@ commands (each with an example):
   anonymize      dtagent anonymize myhost.bundle --out myhost-anon.bundle
   dtrace list    dtagent dtrace list
   check          dtagent check --config /opt/dtagent/etc/dtagent.toml --json
-  caps           dtagent caps set web-1 cpu_cap=400 --reason 'ticket 12' --config /opt/dtagent/etc/dtagent.toml
+  caps set       dtagent caps set web-1 cpu_cap=400 --reason 'ticket 12' --dry-run
 
 'dtagent COMMAND --help' tells more. Exit status: 0 ok, 1 runtime error, 2 bad usage or config.
 """
