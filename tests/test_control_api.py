@@ -14,7 +14,7 @@ import structlog
 
 from dtagent.config import ConfigError, load
 from dtagent.control.policy import PolicyError, hash_token
-from dtagent.control.serve import mount
+from dtagent.control.serve import Control, mount
 from dtagent.server import MetricsServer
 from tests.control_host import POLICY, WEB, Host
 
@@ -34,6 +34,16 @@ def policy_text(extra: str = "") -> str:
             f"scopes = {json.dumps(scopes)}\nzones = {json.dumps(zones)}\n"
         )
     return "\n".join(out)
+
+
+def serve_api(config: Any, control: Control | None = None) -> MetricsServer:
+    """The agent's real HTTP server on loopback with the control API mounted, as serve
+    mounts it."""
+    control = control or Control(config)
+    server = MetricsServer("127.0.0.1:0", lambda: [])
+    control.attach(server, config)
+    server.start()
+    return server
 
 
 class Client:
@@ -71,9 +81,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cl
     cfg = host.write_config(host.write_policy(policy_text()), extra="enabled = true\n")
     config = load(cfg)
     config.set("agent", "listen", "127.0.0.1:0")
-    api, _families = mount(config)
-    server = MetricsServer("127.0.0.1:0", lambda: [], api=api, max_body_bytes=4096)
-    server.start()
+    config.set("control", "max_body_bytes", 4096)
+    server = serve_api(config)
     try:
         yield Client(server.address[1]), host
     finally:
@@ -215,9 +224,9 @@ def test_a_cooldown_is_409(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     text = policy_text().replace("cooldown_seconds = 0", "cooldown_seconds = 600")
     config = load(host.write_config(host.write_policy(text), extra="enabled = true\n"))
     config.set("agent", "listen", "127.0.0.1:0")
-    api, families = mount(config)
-    server = MetricsServer("127.0.0.1:0", lambda: [], api=api)
-    server.start()
+    control = Control(config)
+    server = serve_api(config, control)
+    families = control.families
     try:
         client = Client(server.address[1])
         first = client.request(
@@ -290,9 +299,7 @@ def webhook(
         text = text.replace("automatic_dry_run = false", "automatic_dry_run = true")
     config = load(host.write_config(host.write_policy(text), extra="enabled = true\n"))
     config.set("agent", "listen", "127.0.0.1:0")
-    api, _ = mount(config)
-    server = MetricsServer("127.0.0.1:0", lambda: [], api=api)
-    server.start()
+    server = serve_api(config)
     try:
         yield Client(server.address[1]), host
     finally:
@@ -411,7 +418,8 @@ def test_a_client_certificate_subject_authenticates_like_a_token(
 ) -> None:
     # The listener passes the verified certificate's subject; the API maps it through
     # the policy's [[clients]] (the TLS handshake itself is the server's job).
-    from dtagent.server import ApiRequest
+    from dtagent.control.api import ApiRequest
+    from dtagent.httpd import ClientCertificate, Request
 
     host = Host(tmp_path)
     for k, v in host.env().items():
@@ -421,7 +429,10 @@ def test_a_client_certificate_subject_authenticates_like_a_token(
     )
     config = load(host.write_config(host.write_policy(text), extra="enabled = true\n"))
     api, _ = mount(config, tls=True)
-    request = ApiRequest("GET", "/api/v1/zones/web-1", {}, b"", "10.0.0.9", "CN=grafana,O=ops")
+    cert = ClientCertificate("CN=grafana,O=ops", (), "grafana")
+    raw = Request("GET", "/api/v1/zones/web-1", "/api/v1/zones/web-1", [], "HTTP/1.1", {}, b"",
+                  "10.0.0.9", True, cert)
+    request = ApiRequest(raw)
     assert api(request).status == 200
     request.client_subject = "CN=mallory"
     denied = api(request)
