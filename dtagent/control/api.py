@@ -6,7 +6,8 @@ itself) and sends back its :class:`~dtagent.httpd.Response`. Every answer is JSO
 every error has a message and the status that describes it (400 malformed, 401 no or
 wrong credentials, 403 not allowed, 404 no such zone, 409 cooldown or a change in
 progress, 413 body too large, 422 a value out of range or an unknown key, 429 rate or
-concurrency limit, 503 audit impossible). Every request — allowed or refused — leaves an audit record.
+concurrency limit, 503 audit impossible). Every request — allowed or refused — leaves
+an audit record.
 
 Routes:
   GET   /api/v1/zones                      (scope read)
