@@ -57,6 +57,14 @@ def _str_list(value: Any) -> str | None:
     return None if all(isinstance(v, str) for v in value) else "a list of strings"
 
 
+def _env_names(value: Any) -> str | None:
+    if not all(isinstance(v, str) and v and "=" not in v for v in value):
+        return "a list of environment variable names"
+    if {"PATH", "LC_ALL", "LANG"} & set(value):
+        return "no PATH, LC_ALL or LANG (the agent sets those)"
+    return None
+
+
 SCHEMA: dict[str, dict[str, Setting]] = {
     "agent": {
         "listen": Setting(str, DEFAULT_LISTEN, "address to serve /metrics on", _listen),
@@ -115,7 +123,15 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "command_path": Setting(
             str,
             "/usr/sbin:/usr/bin:/sbin:/bin",
-            "PATH used to find vmadm, zoneadm, zfs, dladm, flowadm",
+            "PATH used to find vmadm, zoneadm, zfs, dladm, flowadm (and the only PATH "
+            "they get)",
+        ),
+        "command_env": Setting(
+            list,
+            [],
+            "names of the agent's environment variables the commands get too (otherwise "
+            "they get only PATH and LC_ALL=C)",
+            _env_names,
         ),
     },
     "collectors": {
