@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtagent.server import parse_listen
+from dtagent.listen import parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:9718"
 

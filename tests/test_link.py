@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from dtagent.agent import Agent
 from dtagent.collectors.flow import FlowCollector
-from dtagent.collectors.link import LinkCollector, identify
+from dtagent.collectors.link import LinkCollector
 from dtagent.collectors.zfs_arc import ZfsArcCollector
 from dtagent.exposition import render
 from dtagent.kstat_text import parse
+from dtagent.linkid import identify
 from dtagent.snapshot import CommandSource, Kstat, KstatSnapshot
 from dtagent.sources.commands import CommandRunner
 from tests.conftest import FAKEBIN

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
-from dtagent.collectors.link import identify
+from dtagent.linkid import identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.parsers.network import (
     SHOW_FLOW_ARGV,

@@ -24,11 +24,10 @@ maxbw``, run by the command source for each zone when it boots and every
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from dtagent.collectors.base import Collector, Families
+from dtagent.linkid import LinkId, identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.parsers.network import MAXBW_ARGV, MaxbwTable, parse_maxbw, zone_maxbw_argv
 from dtagent.snapshot import (
@@ -44,7 +43,6 @@ from dtagent.zonemap import ZONES, running_zones
 SRC = "link:0:<link> (class net)"
 MAXBW_SRC = "dladm show-linkprop -c -o link,value -p maxbw [-z zonename]"
 LABELS = ("link", "zonename")
-_ZONE_PREFIX = re.compile(r"^z(\d+)_(.+)$")
 
 
 def _spec(name: str, mtype: MetricType, help_: str, unit: str = "", src: str = SRC) -> MetricSpec:
@@ -113,30 +111,6 @@ COUNTERS: tuple[tuple[str, MetricSpec], ...] = (
     ("collisions", COLLISIONS),
     ("unknowns", UNKNOWNS),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class LinkId:
-    """Who a link kstat belongs to and the name its owner sees."""
-
-    link: str
-    zonename: str  # "" when the platform does not say (illumos-gate)
-    zoneid: int | None  # from the z<N>_ prefix of a SmartOS zone VNIC
-
-    @property
-    def zone_owned(self) -> bool:
-        return self.zoneid is not None
-
-
-def identify(ks: Kstat) -> LinkId:
-    """The labels of a link kstat (see the module docstring)."""
-    zonename = ks.str_stat("zonename")
-    if zonename and zonename != "global":
-        m = _ZONE_PREFIX.match(ks.name)
-        if m is not None:
-            return LinkId(m[2], zonename, int(m[1]))
-        return LinkId(ks.name, zonename, None)
-    return LinkId(ks.name, zonename or "", None)
 
 
 class LinkCollector(Collector):
