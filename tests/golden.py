@@ -4,7 +4,8 @@ shows up as a diff in review (node_exporter's e2e-output files are the model).
 
 ``make golden`` (``python -m tests.golden``) rewrites the .prom file from the bundle;
 ``python -m tests.golden --new-bundle`` first writes a new bundle from the simulator
-(3 zones, two frames), which is only needed when the bundle format changes.
+(9 zones: every brand, a running KVM guest; one frame), needed when a collector or a
+D script reads something the committed bundle does not hold.
 tests/test_golden.py fails while the committed file differs from what the agent
 serves.
 """
@@ -15,10 +16,11 @@ import argparse
 import re
 from pathlib import Path
 
+from dtagent.bundle import write_bundle
 from dtagent.config import load
 from dtagent.exposition import render
 from dtagent.runtime import build
-from dtagent.simulate import simulate
+from dtagent.simulate import EPOCH, frames, make_host
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "golden"
 BUNDLE = HERE / "small-host.bundle"
@@ -38,7 +40,7 @@ VARYING = frozenset(
     }
 )
 HEADER = (
-    "# Golden exposition of tests/fixtures/golden/small-host.bundle (last frame), written\n"
+    "# Golden exposition of tests/fixtures/golden/small-host.bundle (its one frame), written\n"
     "# by `make golden`; the values of the agent's run-dependent series are NaN.\n"
 )
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{.*\})? (?P<value>\S+)$")
@@ -69,7 +71,9 @@ def main() -> int:
     parser.add_argument("--new-bundle", action="store_true", help="simulate the bundle anew")
     args = parser.parse_args()
     if args.new_bundle:
-        simulate(BUNDLE, 3, seed=12, duration=10.0, step=10.0)
+        # the first frame of a 9-zone host: every brand, a running KVM guest
+        host = make_host(9, seed=12, start=EPOCH, step=10.0, duration=10.0)
+        write_bundle(BUNDLE, frames(host, 1), source="simulate", zones=9, seed=12)
         print(f"wrote {BUNDLE}")
     PROM.write_text(exposition())
     print(f"wrote {PROM}")

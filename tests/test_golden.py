@@ -9,6 +9,8 @@ import subprocess
 import pytest
 
 from dtagent.collectors.host import HostCollector
+from dtagent.collectors.plugins import PluginsCollector
+from dtagent.collectors.textfile import TextfileCollector
 from dtagent.docgen import all_metric_names
 from tests.golden import BUNDLE, PROM, exposition
 
@@ -26,6 +28,8 @@ NOT_IN_REPLAY = {
     **{name: "host figures come from psutil on the live host" for name in
        (s.name for s in HostCollector.specs)},
     "illumos_link_maxbw_usage_ratio": "traffic between two collections; the golden is one",
+    **{s.name: "from the operator's files and executables" for s in
+       (*TextfileCollector.specs, *PluginsCollector.specs)},
     "dtagent_kstat_reopens_total": "a counter of the live libkstat reader",
     "dtagent_kstat_reads_skipped_total": "a counter of the live libkstat reader",
 }  # fmt: skip

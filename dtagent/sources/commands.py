@@ -70,6 +70,7 @@ def execute(
     path: str = DEFAULT_PATH,
     output_cap: int = MAX_OUTPUT,
     extra_env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
 ) -> CommandResult:
     """Run ``argv`` once, bounded by ``timeout`` in everything (see the module doc).
 
@@ -92,6 +93,7 @@ def execute(
             env=env,
             start_new_session=True,
             close_fds=True,
+            cwd=cwd,
         )
     except OSError as exc:
         return CommandResult(
