@@ -30,6 +30,8 @@ NOT_IN_REPLAY = {
     "illumos_link_maxbw_usage_ratio": "traffic between two collections; the golden is one",
     **{s.name: "from the operator's files and executables" for s in
        (*TextfileCollector.specs, *PluginsCollector.specs)},
+    **{name: "the HTTP front adds its own series as it serves" for name in
+       all_metric_names() if name.startswith("dtagent_http_")},
     "dtagent_kstat_reopens_total": "a counter of the live libkstat reader",
     "dtagent_kstat_reads_skipped_total": "a counter of the live libkstat reader",
 }  # fmt: skip
