@@ -31,14 +31,26 @@ def _stand_in_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("DTAGENT_FAKE_")}
 
 
+_RUNNERS: list[CommandRunner] = []
+
+
 def stand_in_runner(path: str | Path = FAKEBIN, **kw: object) -> CommandRunner:
     """The real command runner on the stand-ins in ``path`` (then /usr/bin:/bin, which
     the stand-ins themselves use). The agent gives commands a fixed environment, so
-    the DTAGENT_FAKE_* settings a test sets are passed on explicitly, read at each run."""
+    the DTAGENT_FAKE_* settings a test sets are passed on explicitly, read at each run.
+    It is closed when the test ends (tests/conftest.py), so its background threads
+    never run a command into the next test's stand-in directory."""
     search = str(path)
     if "/usr/bin" not in search.split(os.pathsep):
         search += os.pathsep + "/usr/bin:/bin"
-    return CommandRunner(search, extra_env=_stand_in_settings, **kw)  # type: ignore[arg-type]
+    runner = CommandRunner(search, extra_env=_stand_in_settings, **kw)  # type: ignore[arg-type]
+    _RUNNERS.append(runner)
+    return runner
+
+
+def close_stand_in_runners() -> None:
+    while _RUNNERS:
+        _RUNNERS.pop().close()
 
 
 def free_port() -> int:
