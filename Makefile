@@ -1,5 +1,5 @@
 # Shortcuts for the README commands.
-.PHONY: demo test bench dist
+.PHONY: demo test bench dist golden
 demo:
 	./scripts/demo.sh
 test:
@@ -8,3 +8,5 @@ bench:
 	./scripts/bench.sh
 dist:
 	./scripts/dist.sh
+golden:
+	./scripts/golden.sh

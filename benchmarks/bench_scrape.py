@@ -47,7 +47,7 @@ from dtagent.metrics import MetricFamily
 from dtagent.runtime import select_collectors
 from dtagent.simulate import EPOCH, frames
 from dtagent.simulate.model import make_host
-from dtagent.snapshot import CommandResult, KstatSnapshot
+from dtagent.snapshot import CommandRequest, CommandResult, CommandResults, KstatSnapshot
 from dtagent.zonemap import zones_of
 
 STEP = 5.0
@@ -73,16 +73,17 @@ class FrameFeed:
     def kstats(self) -> KstatSnapshot:
         return self._snap
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        key = tuple(argv)
-        return self._commands.get(key) or CommandResult(key, 127, error="not simulated")
+    def results(self, requests: Sequence[CommandRequest]) -> CommandResults:
+        def latest(req: CommandRequest) -> tuple[CommandResult, CommandResult | None]:
+            res = self._commands.get(req.argv)
+            if res is None:
+                return CommandResult(req.argv, 127, error="not simulated"), None
+            return res, res
+
+        return CommandResults.select(requests, latest, 0.0)
+
+    def settle(self, timeout: float) -> bool:
+        return True
 
     def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         out, self._pending = self._pending, []

@@ -397,6 +397,16 @@ def agent() -> dict[str, Any]:
           "measured it.", w=8),
         P("Samples per scrape", [Q(f"scrape_samples_scraped{{{HOST}}}", "samples")],
           "short", "Series the agent served per scrape.", w=8),
+        Row("Commands"),
+        P("Command result age", [
+            Q(f"dtagent_command_age_seconds{{{HOST}}}", "{{command}}"),
+            Q(f"dtagent_command_max_age_seconds{{{HOST}}}", "{{command}} (limit)")],
+          "s", "Age of the oldest result of each platform command the collectors read; past "
+          "its limit a result is dropped and the series it feeds are missing."),
+        P("Command failures", [
+            Q(f"increase(dtagent_command_failures_total{{{HOST}}}[{RI}])", "{{command}}")],
+          "short", "Runs that failed: not installed, non-zero exit, timed out or output over "
+          "the cap (the agent's log says which)."),
         Row("DTrace"),
         P("DTrace worker", [Q(f"dtagent_dtrace_worker_up{{{HOST}}}", "worker up")],
           "none", "1 while the DTrace worker process runs and reports.", kind="stat", w=6,

@@ -1,8 +1,10 @@
 """The agent: sources in, metric families out, one collection at a time.
 
-A scrape takes a kstat snapshot (libkstat or a replayed bundle), runs every enabled
-collector on it, adds the DTrace families and the agent's own health, and returns the
-families. Collections are serialised (libkstat handles are not thread-safe and
+A scrape takes a kstat snapshot (libkstat or a replayed bundle), asks every enabled
+collector which commands it reads and hands those requests to the command source
+(which runs them in the background and answers at once with the results it has), runs
+every collector on the snapshot, adds the DTrace families and the agent's own health,
+and returns the families. Collections are serialised (libkstat handles are not thread-safe and
 collectors remember what they already logged); scrapes that arrive while one runs wait
 for it and share its result.
 """
@@ -12,14 +14,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from dtagent.collectors.base import Collector
 from dtagent.metrics import MetricFamily
 from dtagent.selfmon import SelfMonitor
-from dtagent.snapshot import CommandSource, HostSnapshot, HostStats, KstatSnapshot
+from dtagent.snapshot import (
+    CommandRequest,
+    CommandResults,
+    CommandSource,
+    HostSnapshot,
+    HostStats,
+    KstatSnapshot,
+)
 
 log = structlog.get_logger("dtagent.agent")
 
@@ -47,6 +56,10 @@ def dtrace_script_metrics(dtrace: DTraceProvider | None) -> dict[str, frozenset[
         name: frozenset(agg.metric for agg in spec.aggregations)
         for name, spec in scripts.items()
     }
+
+
+# Called with each collection's snapshot (``dtagent capture`` records them).
+Observer = Callable[[HostSnapshot], None]
 
 
 class NoKstats:
@@ -86,6 +99,7 @@ class Agent:
         self._failing: dict[str, str] = {}
         self.selfmon = SelfMonitor()
         self.collections = 0
+        self._observers: list[Observer] = []
 
     def set_collectors(self, collectors: Sequence[Collector]) -> None:
         """Run these from the next collection on (a config reload)."""
@@ -93,11 +107,16 @@ class Agent:
             self.collectors = list(collectors)
             self._last = None
 
-    def collect(self) -> list[MetricFamily]:
-        """All families for one scrape (shared by scrapes less than a second apart)."""
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer`` with the snapshot of every collection from now on."""
+        self._observers.append(observer)
+
+    def collect(self, *, fresh: bool = False) -> list[MetricFamily]:
+        """All families for one scrape (shared by scrapes less than a second apart,
+        unless ``fresh``)."""
         with self._lock:
             now = time.monotonic()
-            if self._last is not None and now - self._last[0] < self.reuse_within:
+            if not fresh and self._last is not None and now - self._last[0] < self.reuse_within:
                 return self._last[1]
             # Let the previous scrape's families go before building the next ones, so
             # the agent does not hold two scrapes' worth at once.
@@ -117,14 +136,42 @@ class Agent:
         with self._lock:
             return self._collect(names)
 
+    def settle(self, timeout: float) -> bool:
+        """Declare this moment's command requests and wait (at most ``timeout``) until
+        they have run: for one-shot collections (``dtagent scrape``, a capture's first
+        frame). Serving never calls it."""
+        with self._lock:
+            self.commands.results(self._requests(self._kstats()))
+        return self.commands.settle(timeout)
+
+    def _kstats(self) -> KstatSnapshot:
+        try:
+            return self.kstat_provider.kstats()
+        except Exception as exc:  # a broken kstat chain must not take /metrics down
+            log.error("reading kstats failed", error=str(exc))
+            return KstatSnapshot()
+
+    def _requests(self, kstats: KstatSnapshot) -> list[CommandRequest]:
+        """Every collector's command requests for this moment (a collector that fails
+        to say is reported failed by its collection). Every collector's, also for a
+        ``collect[]`` scrape: the requests the command source keeps are the union."""
+        requests: list[CommandRequest] = []
+        for collector in self.collectors:
+            try:
+                requests.extend(collector.commands(kstats))
+            except Exception as exc:
+                self._report_failure(collector.name, exc)
+        return requests
+
     def _collect(self, only: frozenset[str] | None = None) -> list[MetricFamily]:
         started = time.perf_counter()
         self.collections += 1
+        kstats = self._kstats()
         try:
-            kstats = self.kstat_provider.kstats()
-        except Exception as exc:  # a broken kstat chain must not take /metrics down
-            log.error("reading kstats failed", error=str(exc))
-            kstats = KstatSnapshot()
+            commands = self.commands.results(self._requests(kstats))
+        except Exception as exc:
+            log.error("reading command results failed", error=str(exc))
+            commands = CommandResults()
         host: HostStats | None = None
         if self.host_stats is not None:
             try:
@@ -133,7 +180,7 @@ class Agent:
                 log.error("reading host figures failed", error=str(exc))
         snap = HostSnapshot(
             kstats=kstats,
-            commands=self.commands,
+            commands=commands,
             time=kstats.time or self._clock(),
             illumos=self.illumos,
             host=host,
@@ -177,9 +224,19 @@ class Agent:
         available = {c.name: True for c in self.collectors}
         available.update({name: False for name in self.unavailable})
         health = getattr(self.kstat_provider, "health", None)  # the live source has one
-        families.extend(self.selfmon.families(results, available, time.perf_counter() - started,
-                                              health() if callable(health) else None))
-        return _merge(families)
+        families.extend(
+            self.selfmon.families(
+                results,
+                available,
+                time.perf_counter() - started,
+                health() if callable(health) else None,
+                commands.status,
+            )
+        )
+        if only is None:
+            for observer in self._observers:
+                observer(snap)
+        return families
 
     def _report_failure(self, name: str, exc: Exception) -> None:
         """Log a failing collector when it starts failing or fails differently."""
@@ -187,27 +244,3 @@ class Agent:
         if self._failing.get(name) != message:
             self._failing[name] = message
             log.error("collector failed", collector=name, error=message, exc_info=exc)
-
-
-def _merge(families: list[MetricFamily]) -> list[MetricFamily]:
-    """One family per name: two collectors may fill the same family (e.g. ratios)."""
-    seen: dict[str, MetricFamily] = {}
-    out: list[MetricFamily] = []
-    for fam in families:
-        prev = seen.get(fam.name)
-        if prev is None:
-            seen[fam.name] = fam
-            out.append(fam)
-        elif prev.spec != fam.spec:
-            log.error("two different metrics share a name; keeping the first", metric=fam.name)
-        else:
-            prev.samples.extend(fam.samples)
-            prev.hist_samples.extend(fam.hist_samples)
-            prev.created.update(fam.created)
-    return out
-
-
-def describe_unavailable(unavailable: dict[str, str]) -> Any:
-    """Log, once at start, which collectors cannot run here and why."""
-    for name, reason in sorted(unavailable.items()):
-        log.warning("collector unavailable", collector=name, reason=reason)

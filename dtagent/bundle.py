@@ -347,7 +347,3 @@ def read_packed(path: str | os.PathLike[str]) -> Bundle:
     """Read and check a whole bundle, keeping its frames compressed (for replay)."""
     frames = PackedFrames(path)
     return Bundle(header=read_header(path), frames=frames)
-
-
-def command_key(argv: Sequence[str]) -> tuple[str, ...]:
-    return tuple(argv)

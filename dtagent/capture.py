@@ -1,60 +1,53 @@
 """``dtagent capture``: record a live host's sources into a bundle.
 
-Each frame holds the kstat snapshot the collectors saw and the command outputs they
-caused to be run (a cached answer is not recorded again), so replaying the bundle gives
-the same metrics the live agent served. A user can capture on a SmartOS host and replay
-anywhere, and a bug report can carry the bundle.
+Each frame holds the kstat snapshot the collectors saw, the command results that were
+new since the previous frame (a result already recorded is not recorded again) and the
+DTrace deltas taken, so replaying the bundle gives the same metrics the live agent
+served. A user can capture on a SmartOS host and replay anywhere, and a bug report can
+carry the bundle. The runtime's recording hook hands over each collection; nothing of
+the agent is replaced.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from dtagent.agent import KstatProvider
 from dtagent.bundle import BundleWriter, Frame
-from dtagent.dtrace.provider import DTraceMetrics
 from dtagent.runtime import Runtime
-from dtagent.snapshot import CommandResult, CommandSource, KstatSnapshot
+from dtagent.snapshot import CommandResult, HostSnapshot
 
 log = structlog.get_logger("dtagent.capture")
 
-
-class RecordingKstats:
-    """Passes snapshots through and keeps the last one for the frame."""
-
-    def __init__(self, inner: KstatProvider) -> None:
-        self.inner = inner
-        self.last: KstatSnapshot | None = None
-
-    def kstats(self) -> KstatSnapshot:
-        self.last = self.inner.kstats()
-        return self.last
+# How long the first frame waits for the commands to have run once.
+FIRST_RUN_WAIT = 30.0
 
 
-class RecordingCommands:
-    """Passes commands through and records the outputs that were freshly run."""
+class FrameRecorder:
+    """Turns collections into bundle frames: kstats, new command results, DTrace."""
 
-    def __init__(self, inner: CommandSource) -> None:
-        self.inner = inner
-        self.recorded: list[CommandResult] = []
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._recorded: dict[tuple[str, ...], float] = {}  # argv -> finished of the last
+        self.last: Frame | None = None
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        result = self.inner.run(argv, max_age=max_age, timeout=timeout, generation=generation)
-        if result.age == 0.0:
-            self.recorded.append(result)
-        return result
+    def __call__(self, snap: HostSnapshot, dtrace: list[Any]) -> None:
+        fresh: list[CommandResult] = []
+        for res in snap.commands:
+            # a result dropped as too old keeps its run's time: it is not recorded twice
+            if self._recorded.get(res.argv) != res.finished:
+                self._recorded[res.argv] = res.finished
+                fresh.append(res)
+        self.last = Frame(
+            time=snap.kstats.time or self._clock(),
+            kstats=list(snap.kstats),
+            commands=fresh,
+            dtrace=dtrace,
+        )
 
 
 def capture(
@@ -68,41 +61,25 @@ def capture(
 ) -> int:
     """Record ``count`` frames, ``interval`` seconds apart; returns frames written."""
     agent = runtime.agent
-    kstats = RecordingKstats(agent.kstat_provider)
-    commands = RecordingCommands(agent.commands)
-    agent.kstat_provider = kstats
-    agent.commands = commands
-    agent.reuse_within = 0.0
-    # The DTrace provider hands every delta record it takes to this list, so each
-    # frame carries the deltas that arrived since the previous one.
-    dtrace_records: list[dict[str, Any]] | None = None
-    if isinstance(agent.dtrace, DTraceMetrics):
-        dtrace_records = agent.dtrace.recording = []
+    recorder = FrameRecorder(clock)
+    runtime.record(recorder)
     stop = stop or threading.Event()
+    if not agent.settle(FIRST_RUN_WAIT):
+        log.warning("some commands had not finished for the first frame", waited_s=FIRST_RUN_WAIT)
     with BundleWriter(out, source="capture", mode=runtime.mode) as writer:
         for i in range(count):
             started = time.monotonic()
-            commands.recorded = []
-            if dtrace_records is not None:
-                dtrace_records.clear()
-            agent.collect()
-            snap = kstats.last or KstatSnapshot()
-            dtrace = list(dtrace_records or ())
-            writer.write(
-                Frame(
-                    time=snap.time or clock(),
-                    kstats=list(snap),
-                    commands=commands.recorded,
-                    dtrace=dtrace,
+            agent.collect(fresh=True)
+            frame = recorder.last
+            if frame is not None:
+                writer.write(frame)
+                log.info(
+                    "frame captured",
+                    frame=i,
+                    kstats=len(frame.kstats),
+                    commands=len(frame.commands),
+                    dtrace_records=len(frame.dtrace),
                 )
-            )
-            log.info(
-                "frame captured",
-                frame=i,
-                kstats=len(snap),
-                commands=len(commands.recorded),
-                dtrace_records=len(dtrace),
-            )
             if i + 1 < count and stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 break
         return writer.frames

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from dtagent.config import Config, ConfigError, load
+from dtagent.listen import parse_listen
+from dtagent.parsers.network import MAXBW_ARGV, SHOW_FLOW_ARGV
 from dtagent.parsers.zones import VMADM_ARGV, ZONEADM_ARGV, zfs_list_argv
-from dtagent.server import parse_listen
+from dtagent.sources.commands import execute
 
 Status = Literal["ok", "warn", "fail", "skip"]
 EXIT_OK, EXIT_MISSING, EXIT_CONFIG = 0, 1, 2
@@ -187,9 +189,6 @@ def _zone_attribution() -> tuple[Status, str]:
 
 def _commands(config: Config) -> list[tuple[tuple[str, ...], bool]]:
     """(argv, needed): the commands the enabled collectors run, as they run them."""
-    from dtagent.collectors.flow import SHOW_FLOW_ARGV
-    from dtagent.collectors.link import MAXBW_ARGV
-
     root = config.collector_settings.get("zone_dataset", {}).get("root", "zones")
     # vmadm exists on SmartOS only; elsewhere zone metadata comes from zoneadm alone
     smartos = platform.system() != "SunOS" or platform.version().startswith("joyent_")
@@ -204,6 +203,7 @@ def _commands(config: Config) -> list[tuple[tuple[str, ...], bool]]:
 
 def check_commands(config: Config) -> list[Finding]:
     path = config.get("sources", "command_path")
+    env = {n: os.environ[n] for n in config.get("sources", "command_env") if n in os.environ}
     out = []
     for argv, needed in _commands(config):
         name = f"command:{argv[0]}"
@@ -212,19 +212,16 @@ def check_commands(config: Config) -> list[Finding]:
             out.append(Finding(name, "fail" if needed else "warn",
                                f"not found in sources.command_path ({path})"))
             continue
-        try:
-            res = subprocess.run([exe, *argv[1:]], capture_output=True, timeout=COMMAND_TIMEOUT,
-                                 stdin=subprocess.DEVNULL, check=False,
-                                 env=dict(os.environ, LC_ALL="C"))
-        except subprocess.TimeoutExpired:
-            out.append(Finding(name, "fail", f"{' '.join(argv)}: no answer in "
-                               f"{COMMAND_TIMEOUT:g} s"))
+        # as the agent runs it: one deadline for everything, LC_ALL=C, PATH from the config
+        res = execute(argv, timeout=COMMAND_TIMEOUT, path=path, extra_env=env)
+        if res.error is not None and res.returncode in (126, 127):
+            out.append(Finding(name, "fail", f"{exe}: {res.error}"))
             continue
-        except OSError as exc:
-            out.append(Finding(name, "fail", f"{exe}: {exc.strerror}"))
+        if res.error is not None:
+            out.append(Finding(name, "fail", f"{' '.join(argv)}: {res.error}"))
             continue
         if res.returncode != 0:
-            message = res.stderr.decode("utf-8", "replace").strip().splitlines()
+            message = res.stderr.strip().splitlines()
             out.append(Finding(name, "fail", f"{' '.join(argv)}: exit {res.returncode}"
                                + (f": {message[-1]}" if message else "")))
             continue

@@ -263,6 +263,10 @@ def _serve(config: Config, announce: bool = False,
     return EXIT_OK
 
 
+# The longest ``dtagent scrape`` waits for the commands' first results.
+SCRAPE_COMMAND_WAIT = 15.0
+
+
 def cmd_scrape(args: argparse.Namespace) -> int:
     from dtagent.exposition import render
     from dtagent.runtime import build
@@ -277,6 +281,8 @@ def cmd_scrape(args: argparse.Namespace) -> int:
     frame = args.frame if config.get("sources", "replay") else None
     runtime = build(config, replay_frame=frame)
     try:
+        # one scrape: let the commands run once first (each is bounded by its timeout)
+        runtime.agent.settle(SCRAPE_COMMAND_WAIT)
         sys.stdout.buffer.write(render(runtime.agent.collect()))
         sys.stdout.flush()
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtagent.server import parse_listen
+from dtagent.listen import parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:9718"
 
@@ -55,6 +55,14 @@ def _listen(value: Any) -> str | None:
 
 def _str_list(value: Any) -> str | None:
     return None if all(isinstance(v, str) for v in value) else "a list of strings"
+
+
+def _env_names(value: Any) -> str | None:
+    if not all(isinstance(v, str) and v and "=" not in v for v in value):
+        return "a list of environment variable names"
+    if {"PATH", "LC_ALL", "LANG"} & set(value):
+        return "no PATH, LC_ALL or LANG (the agent sets those)"
+    return None
 
 
 SCHEMA: dict[str, dict[str, Setting]] = {
@@ -115,7 +123,15 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "command_path": Setting(
             str,
             "/usr/sbin:/usr/bin:/sbin:/bin",
-            "PATH used to find vmadm, zoneadm, zfs, dladm, flowadm",
+            "PATH used to find vmadm, zoneadm, zfs, dladm, flowadm (and the only PATH "
+            "they get)",
+        ),
+        "command_env": Setting(
+            list,
+            [],
+            "names of the agent's environment variables the commands get too (otherwise "
+            "they get only PATH and LC_ALL=C)",
+            _env_names,
         ),
     },
     "collectors": {

@@ -12,7 +12,6 @@ into text without per-sample objects.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,8 +138,3 @@ class MetricFamily:
 
     def __len__(self) -> int:
         return len(self.samples) + len(self.hist_samples)
-
-
-def is_valid_number(value: float) -> bool:
-    """True for a finite number (collectors drop NaN and infinities from kstats)."""
-    return not (math.isnan(value) or math.isinf(value))

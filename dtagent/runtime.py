@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,17 +19,13 @@ from dtagent.agent import Agent, DTraceProvider, KstatProvider, NoKstats
 from dtagent.collectors import available as available_collectors
 from dtagent.collectors.base import Collector
 from dtagent.config import Config
-from dtagent.snapshot import CommandSource, KstatSnapshot
+from dtagent.snapshot import CommandSource, HostSnapshot, KstatInput, modules_of
+from dtagent.zonemap import ZONES
 
 if TYPE_CHECKING:
     from dtagent.dtrace.provider import DTraceSettings
 
 log = structlog.get_logger("dtagent.runtime")
-
-# kstat modules the collectors read; the live reader skips everything else.
-KSTAT_MODULES = frozenset(
-    {"zones", "memory_cap", "caps", "zone_vfs", "zone_zfs", "zfs", "link", "unix", "tcp"}
-)
 
 
 def is_illumos() -> bool:
@@ -44,20 +40,29 @@ class Runtime:
     mode: str
     closers: list[Callable[[], None]] = field(default_factory=list)
 
+    def record(self, observer: Callable[[HostSnapshot, list[Any]], None]) -> None:
+        """Call ``observer`` after every collection with its snapshot and the DTrace
+        delta records it took (``dtagent capture`` writes them as bundle frames)."""
+        from dtagent.dtrace.provider import DTraceMetrics
+
+        taken: list[Any] | None = None
+        if isinstance(self.agent.dtrace, DTraceMetrics):
+            taken = self.agent.dtrace.recording = []
+
+        def on_collection(snap: HostSnapshot) -> None:
+            records = list(taken or ())
+            if taken is not None:
+                taken.clear()
+            observer(snap, records)
+
+        self.agent.observe(on_collection)
+
     def close(self) -> None:
         for close in reversed(self.closers):
             try:
                 close()
             except Exception as exc:
                 log.warning("error while stopping", error=str(exc))
-
-
-class _ReplayKstats:
-    def __init__(self, replay: object) -> None:
-        self._replay = replay
-
-    def kstats(self) -> KstatSnapshot:
-        return self._replay.kstats()  # type: ignore[attr-defined, no-any-return]
 
 
 def select_collectors(
@@ -81,10 +86,15 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     ``replay_frame`` pins a replay to one frame (negative counts from the end), for
     ``dtagent scrape --replay``; otherwise the replay advances with the clock.
     """
-    from dtagent.sources.commands import CommandRunner, NoCommands
+    from dtagent.sources.commands import CommandRunner, NoCommands, passed_env
     from dtagent.sources.hoststats import read_host_stats
 
     collectors = select_collectors(config)
+    # what the sources read: the union of what the collectors declare (and the zone
+    # names the DTrace families are labelled with)
+    inputs: set[KstatInput] = {i for c in collectors for i in c.kstat_inputs}
+    if config.get("dtrace", "enabled"):
+        inputs.add(ZONES)
     replay_path = config.get("sources", "replay")
     unavailable: dict[str, str] = {}
     closers: list[Callable[[], None]] = []
@@ -96,9 +106,12 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         from dtagent.sources.replay import ReplaySource
 
         replay = ReplaySource.open(
-            replay_path, speed=config.get("sources", "replay_speed"), frame=replay_frame
+            replay_path,
+            speed=config.get("sources", "replay_speed"),
+            frame=replay_frame,
+            inputs=inputs,
         )
-        kstats = _ReplayKstats(replay)
+        kstats = replay
         commands = replay
         illumos = True
         mode = "replay"
@@ -108,11 +121,15 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     elif is_illumos() or config.get("sources", "platform") == "illumos":
         from dtagent.sources.libkstat import LiveKstats
 
-        modules = KSTAT_MODULES.union(*(c.kstat_modules for c in collectors))
-        live = LiveKstats(config.get("sources", "libkstat"), modules)
+        live = LiveKstats(config.get("sources", "libkstat"), modules_of(inputs))
         closers.append(live.close)
         kstats = live
-        commands = CommandRunner(path=config.get("sources", "command_path"))
+        runner = CommandRunner(
+            path=config.get("sources", "command_path"),
+            extra_env=passed_env(config.get("sources", "command_env")),
+        )
+        closers.append(runner.close)
+        commands = runner
         host_stats = read_host_stats
         illumos = True
         mode = "live"

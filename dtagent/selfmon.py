@@ -7,12 +7,14 @@ rather than in a collector.
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from typing import Protocol
 
 import psutil
 
 from dtagent import __version__
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.snapshot import CommandStatus
 
 SRC = "the agent itself"
 
@@ -100,8 +102,58 @@ KSTAT_SKIPPED = MetricSpec(
     SRC,
 )
 
-SPECS = (BUILD_INFO, SUCCESS, DURATION, AVAILABLE, CPU, RSS, START, SCRAPE, KSTAT_REOPENS,
-         KSTAT_SKIPPED)
+COMMAND_SRC = "the agent's command source (dtagent.sources.commands)"
+COMMAND_AGE = MetricSpec(
+    "dtagent_command_age_seconds",
+    "gauge",
+    "Age of the oldest result of the command that the last collection had; a result "
+    "older than dtagent_command_max_age_seconds is not used.",
+    ("command",),
+    "seconds",
+    COMMAND_SRC,
+)
+COMMAND_LIMIT = MetricSpec(
+    "dtagent_command_max_age_seconds",
+    "gauge",
+    "The oldest a result of the command may be and still be used.",
+    ("command",),
+    "seconds",
+    COMMAND_SRC,
+)
+COMMAND_RUNS = MetricSpec(
+    "dtagent_command_runs_total",
+    "counter",
+    "Runs of the command (every argv of it, e.g. each zone's dladm).",
+    ("command",),
+    "",
+    COMMAND_SRC,
+)
+COMMAND_FAILURES = MetricSpec(
+    "dtagent_command_failures_total",
+    "counter",
+    "Runs of the command that failed: not installed, non-zero exit, timed out or output "
+    "over the cap (the log says which).",
+    ("command",),
+    "",
+    COMMAND_SRC,
+)
+
+SPECS = (
+    BUILD_INFO,
+    SUCCESS,
+    DURATION,
+    AVAILABLE,
+    CPU,
+    RSS,
+    START,
+    SCRAPE,
+    KSTAT_REOPENS,
+    KSTAT_SKIPPED,
+    COMMAND_AGE,
+    COMMAND_LIMIT,
+    COMMAND_RUNS,
+    COMMAND_FAILURES,
+)
 
 
 class KstatHealthLike(Protocol):
@@ -130,6 +182,7 @@ class SelfMonitor:
         available: dict[str, bool],
         scrape_seconds: float,
         kstat_health: KstatHealthLike | None = None,
+        commands: Sequence[CommandStatus] = (),
     ) -> list[MetricFamily]:
         build = BUILD_INFO.family()
         build.add((__version__, platform.python_version()), 1)
@@ -154,4 +207,13 @@ class SelfMonitor:
             skipped.add(("invalid",), kstat_health.invalid)
             skipped.add(("error",), kstat_health.errors)
             out += [reopens, skipped]
-        return out
+        age, limit = COMMAND_AGE.family(), COMMAND_LIMIT.family()
+        runs, failures = COMMAND_RUNS.family(), COMMAND_FAILURES.family()
+        for status in commands:
+            labels = (status.command,)
+            if status.age is not None:
+                age.add(labels, status.age)
+            limit.add(labels, status.limit)
+            runs.add(labels, status.runs)
+            failures.add(labels, status.failures)
+        return out + [f for f in (age, limit, runs, failures) if len(f)]

@@ -85,6 +85,7 @@ class Serve:
         return str(self.state.server.url)
 
     def start(self) -> None:
+        self.runtime.agent.settle(0)  # the commands start running now, not at a scrape
         self.state.server.start()
         log.info("serving", url=self.url, mode=self.runtime.mode, tls=self.state.server.tls)
 

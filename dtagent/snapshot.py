@@ -7,8 +7,8 @@ a live SmartOS host, a recorded bundle and a simulated host.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 # kstat types, from illumos usr/src/uts/common/sys/kstat.h.
@@ -77,6 +77,27 @@ class Kstat:
         return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class KstatInput:
+    """kstats a collector reads: a module, and within it one class (None: every class).
+
+    The kstat sources read the union of what the enabled collectors declare and
+    nothing else, so a collector that reads a module it does not declare gets
+    nothing, on a live host and in replay alike.
+    """
+
+    module: str
+    ks_class: str | None = None
+
+    def matches(self, ks: Kstat) -> bool:
+        return ks.module == self.module and (self.ks_class is None or ks.ks_class == self.ks_class)
+
+
+def modules_of(inputs: Iterable[KstatInput]) -> frozenset[str]:
+    """The kstat modules to read for ``inputs``."""
+    return frozenset(i.module for i in inputs)
+
+
 class KstatSnapshot:
     """All kstats read at one moment, indexed by module, class and full key."""
 
@@ -132,16 +153,10 @@ class KstatSnapshot:
     def klass(self, ks_class: str) -> list[Kstat]:
         return self._by_class.get(ks_class, [])
 
-    def select(self, module: str | None = None, ks_class: str | None = None) -> list[Kstat]:
-        """kstats matching module and/or class (None is a wildcard)."""
-        if module is not None:
-            found = self.module(module)
-            if ks_class is not None:
-                found = [ks for ks in found if ks.ks_class == ks_class]
-            return found
-        if ks_class is not None:
-            return self.klass(ks_class)
-        return list(self)
+    def only(self, inputs: Iterable[KstatInput]) -> KstatSnapshot:
+        """The kstats matching any of ``inputs`` (what a source declared to read)."""
+        wanted = tuple(inputs)
+        return KstatSnapshot((ks for ks in self if any(i.matches(ks) for i in wanted)), self.time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +164,10 @@ class CommandResult:
     """The outcome of running one command (live or recorded).
 
     ``error`` is set when the command could not produce usable output: it was not
-    found, it timed out, or the output was not recorded in a bundle. ``age`` is how
-    many seconds old the output is (commands are cached).
+    found, it timed out, its output passed the cap (``truncated``), the result is older
+    than its request allows, or the output was not recorded in a bundle. ``finished``
+    is when the run ended on its source's clock; ``age`` is how old the result was
+    when the snapshot holding it was taken.
     """
 
     argv: tuple[str, ...]
@@ -159,28 +176,192 @@ class CommandResult:
     stderr: str = ""
     error: str | None = None
     age: float = 0.0
+    truncated: bool = False
+    finished: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.returncode == 0
 
+    @property
+    def reason(self) -> str:
+        """Why the result is not usable, in a few words ("" when it is)."""
+        if self.error is not None:
+            return self.error
+        if self.returncode != 0:
+            return f"exit status {self.returncode}: {self.stderr.strip()[:200]}"
+        return ""
 
-class CommandSource(Protocol):
-    """Runs (or replays) the platform commands collectors need, with caching.
 
-    ``max_age`` is how old a cached output may be; ``generation`` is any hashable
-    token whose change forces a refresh (for example the set of running zone ids,
-    so zone metadata is re-read when a zone boots or halts).
+# How long a failed run waits before it is tried again, at most (a command that works
+# again should not stay failed for a whole refresh interval).
+FAILED_RETRY = 30.0
+# No command runs more often than this, whatever its refresh (0 means "as often as
+# that"): the source must never spin on a command that fails at once.
+MIN_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """One command a collector reads, and the schedule it runs on.
+
+    Collectors return these from :meth:`~dtagent.collectors.base.Collector.commands`;
+    the command source runs each on its own schedule, off the scrape path, and the
+    collector reads the result from ``snap.commands.get(argv)`` at a later scrape.
+
+    * ``refresh``: seconds between runs while the ``generation`` stays the same.
+    * ``generation``: any hashable value; when it changes (the set of running zone ids,
+      a zone's id after a reboot) the command is due at once.
+    * ``timeout``: the deadline of one run; the child's process group is killed then.
+    * ``max_age``: a result older than this is not served (the collector gets an error
+      result saying so); by default two refresh intervals plus the timeout.
+    * ``fallbacks``: argvs tried in order when the one before is not installed
+      (``vmadm``, else ``zoneadm``); the result's ``argv`` says which one answered.
+    * ``name``: the ``command`` label of the agent's ``dtagent_command_*`` series;
+      by default the program and its subcommand (``dladm show-linkprop``), so the
+      per-zone variants of one command share a series.
     """
 
-    def run(
+    argv: tuple[str, ...]
+    refresh: float
+    timeout: float = 5.0
+    generation: Hashable = None
+    max_age: float | None = None
+    fallbacks: tuple[tuple[str, ...], ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for argv in (self.argv, *self.fallbacks):
+            if not argv or not all(isinstance(a, str) and a for a in argv):
+                raise ValueError(f"a command is a non-empty tuple of strings, got {argv!r}")
+        if self.refresh < 0 or self.timeout <= 0:
+            raise ValueError(f"{self.argv!r}: refresh must be >= 0 and timeout > 0")
+        if self.max_age is not None and self.max_age <= 0:
+            raise ValueError(f"{self.argv!r}: max_age must be > 0")
+
+    @property
+    def limit(self) -> float:
+        """The oldest a result may be and still be served."""
+        if self.max_age is not None:
+            return self.max_age
+        return 2 * self.refresh + self.timeout
+
+    @property
+    def command(self) -> str:
+        return self.name or " ".join(self.argv[:2])
+
+    def interval(self, last: CommandResult) -> float:
+        """Seconds from ``last`` to the next run (sooner after a failure)."""
+        wait = self.refresh if last.ok else min(self.refresh, FAILED_RETRY)
+        return max(wait, MIN_INTERVAL)
+
+    def due(self, last: CommandResult | None, ran_for: Hashable, now: float) -> bool:
+        """Whether the command should run now, given its latest result and the
+        generation that result was run for."""
+        if last is None or ran_for != self.generation:
+            return True
+        return now - last.finished >= self.interval(last)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStatus:
+    """How one command (a request ``name``) is doing, for the agent's own metrics."""
+
+    command: str
+    age: float | None  # of the oldest result served or dropped; None before any run
+    limit: float
+    runs: int = 0
+    failures: int = 0
+
+
+class CommandResults:
+    """The command results one snapshot holds, by the argv they were requested with.
+
+    Built by :meth:`select` from what a source has; collectors only call :meth:`get`.
+    """
+
+    __slots__ = ("_by_argv", "status")
+
+    def __init__(
         self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult: ...
+        results: Mapping[tuple[str, ...], CommandResult] | None = None,
+        status: Sequence[CommandStatus] = (),
+    ) -> None:
+        self._by_argv = dict(results or {})
+        self.status = tuple(status)
+
+    def get(self, argv: Sequence[str]) -> CommandResult | None:
+        """The result for ``argv`` (as requested), or None when it has not run yet."""
+        return self._by_argv.get(tuple(argv))
+
+    def __iter__(self) -> Iterator[CommandResult]:
+        return iter(self._by_argv.values())
+
+    def __len__(self) -> int:
+        return len(self._by_argv)
+
+    @classmethod
+    def select(
+        cls,
+        requests: Iterable[CommandRequest],
+        latest: Callable[[CommandRequest], tuple[CommandResult | None, CommandResult | None]],
+        now: float,
+        counts: Mapping[str, tuple[int, int]] | None = None,
+    ) -> CommandResults:
+        """Serve each request from its source's (latest, latest successful) results.
+
+        The latest successful result is served while it is younger than the request's
+        limit, even when a later run failed; past the limit it is dropped and the
+        collector gets an error result saying how old it was, never the old output.
+        ``counts`` are (runs, failures) by command name.
+        """
+        served: dict[tuple[str, ...], CommandResult] = {}
+        ages: dict[str, float | None] = {}
+        limits: dict[str, float] = {}
+        for req in requests:
+            last, last_ok = latest(req)
+            name = req.command
+            limits[name] = max(limits.get(name, 0.0), req.limit)
+            ages.setdefault(name, None)
+            chosen = last_ok if last_ok is not None else last
+            if chosen is None:
+                continue
+            age = max(0.0, now - chosen.finished)
+            prev = ages[name]
+            ages[name] = age if prev is None else max(prev, age)
+            if chosen.ok and age > req.limit:
+                served[req.argv] = replace(
+                    chosen,
+                    stdout="",
+                    stderr="",
+                    age=age,
+                    error=f"the latest good result is {age:.0f} s old "
+                    f"(older than its limit of {req.limit:g} s)",
+                )
+            else:
+                served[req.argv] = replace(chosen, age=age)
+        counts = counts or {}
+        status = [
+            CommandStatus(name, ages[name], limits[name], *counts.get(name, (0, 0)))
+            for name in sorted(limits)
+        ]
+        return cls(served, status)
+
+
+class CommandSource(Protocol):
+    """Runs (or replays) the platform commands collectors need.
+
+    ``results`` is called once per collection with every request of every collector:
+    it records what is wanted (a live source runs what is due in the background) and
+    returns the results at hand at once; it never waits for a command.
+    """
+
+    def results(self, requests: Sequence[CommandRequest]) -> CommandResults: ...
+
+    def settle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every wanted command that is due has run;
+        True when none is left. For one-shot uses only: a scrape never waits."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +387,7 @@ class HostSnapshot:
     """
 
     kstats: KstatSnapshot
-    commands: CommandSource
+    commands: CommandResults
     time: float
     illumos: bool = True
     host: HostStats | None = None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dtagent.snapshot import Kstat, KstatSnapshot
+from dtagent.snapshot import Kstat, KstatInput, KstatSnapshot
 
 # illumos usr/src/uts/common/sys/zone.h GLOBAL_ZONEID; the global zone's name.
 GLOBAL_ZONEID = 0
 GLOBAL_ZONENAME = "global"
+# What running_zones reads: every reader of zone names declares it among its inputs.
+ZONES = KstatInput("zones")
 
 
 def running_zones(kstats: KstatSnapshot) -> dict[int, str]:

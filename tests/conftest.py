@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,12 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _stand_in_runners_closed() -> Iterator[None]:
+    """Command runners a test made on the stand-ins stop with the test."""
+    yield
+    from tests.helpers import close_stand_in_runners
+
+    close_stand_in_runners()

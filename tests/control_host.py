@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.standin_host import STAND_IN_SETTINGS
+
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -177,7 +179,9 @@ class Host:
         audit = audit or self.dir / "audit.log"
         path = self.dir / "dtagent.toml"
         path.write_text(
-            f'[sources]\ncommand_path = "{FAKEBIN}"\n\n'
+            f"[sources]\ncommand_path = {json.dumps(str(FAKEBIN) + ':/usr/bin:/bin')}\n"
+            # the commands get a fixed environment: the stand-ins' settings are passed on
+            f"command_env = {json.dumps(STAND_IN_SETTINGS)}\n\n"
             f'[control]\npolicy = "{policy}"\naudit_log = "{audit}"\n'
             + (extra if "command_timeout" in extra else f"command_timeout = 5\n{extra}")
         )

@@ -13,15 +13,44 @@ from pathlib import Path
 
 from dtagent.collectors.base import Collector
 from dtagent.snapshot import (
+    CommandRequest,
     CommandResult,
+    CommandResults,
     CommandSource,
     HostSnapshot,
     Kstat,
     KstatSnapshot,
 )
-from dtagent.sources.commands import NoCommands
+from dtagent.sources.commands import CommandRunner, NoCommands
 
 REPO = Path(__file__).resolve().parent.parent
+FAKEBIN = REPO / "tests" / "fakebin"
+
+
+def _stand_in_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("DTAGENT_FAKE_")}
+
+
+_RUNNERS: list[CommandRunner] = []
+
+
+def stand_in_runner(path: str | Path = FAKEBIN, **kw: object) -> CommandRunner:
+    """The real command runner on the stand-ins in ``path`` (then /usr/bin:/bin, which
+    the stand-ins themselves use). The agent gives commands a fixed environment, so
+    the DTAGENT_FAKE_* settings a test sets are passed on explicitly, read at each run.
+    It is closed when the test ends (tests/conftest.py), so its background threads
+    never run a command into the next test's stand-in directory."""
+    search = str(path)
+    if "/usr/bin" not in search.split(os.pathsep):
+        search += os.pathsep + "/usr/bin:/bin"
+    runner = CommandRunner(search, extra_env=_stand_in_settings, **kw)  # type: ignore[arg-type]
+    _RUNNERS.append(runner)
+    return runner
+
+
+def close_stand_in_runners() -> None:
+    while _RUNNERS:
+        _RUNNERS.pop().close()
 
 
 def free_port() -> int:
@@ -69,21 +98,34 @@ def wait_http(url: str, timeout: float = 30) -> bytes:
 
 
 class Answers:
-    """A command source that answers every command with ``answer(argv)`` (exit 0)."""
+    """A command source that answers every request with ``answer(argv)`` (exit 0)."""
 
     def __init__(self, answer: Callable[[tuple[str, ...]], str]) -> None:
         self.answer = answer
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        key = tuple(argv)
-        return CommandResult(key, 0, self.answer(key))
+    def results(self, requests: Sequence[CommandRequest]) -> CommandResults:
+        def latest(req: CommandRequest) -> tuple[CommandResult, CommandResult]:
+            res = CommandResult(req.argv, 0, self.answer(req.argv))
+            return res, res
+
+        return CommandResults.select(requests, latest, 0.0)
+
+    def settle(self, timeout: float) -> bool:
+        return True
+
+
+def command_results(
+    collectors: Iterable[Collector],
+    kstats: KstatSnapshot,
+    source: CommandSource,
+    timeout: float = 30.0,
+) -> CommandResults:
+    """The results ``source`` has for the collectors' requests once it has run them all
+    (a live runner runs them in the background: this waits, as a scrape never does)."""
+    requests = [r for c in collectors for r in c.commands(kstats)]
+    source.results(requests)
+    assert source.settle(timeout), "the commands did not finish"
+    return source.results(requests)
 
 
 Samples = dict[tuple[str, tuple[str, ...]], float]
@@ -100,9 +142,21 @@ def samples_of(collector: Collector, snap: HostSnapshot) -> Samples:
     return out
 
 
+def snapshot_of(
+    collectors: Iterable[Collector],
+    kstats: Iterable[Kstat],
+    commands: CommandSource | None = None,
+    time: float = 0.0,
+) -> HostSnapshot:
+    """A snapshot of ``kstats`` with the results of the collectors' commands, run to the
+    end by ``commands`` (none by default)."""
+    snap = KstatSnapshot(kstats, time=time)
+    results = command_results(collectors, snap, commands or NoCommands())
+    return HostSnapshot(snap, results, time=time)
+
+
 def collected(
     collector: Collector, kstats: Iterable[Kstat], commands: CommandSource | None = None
 ) -> Samples:
     """One collection of ``kstats`` (and ``commands``: none by default)."""
-    snap = HostSnapshot(KstatSnapshot(kstats), commands or NoCommands(), time=0.0)
-    return samples_of(collector, snap)
+    return samples_of(collector, snapshot_of([collector], kstats, commands))

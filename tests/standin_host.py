@@ -14,6 +14,13 @@ from tests.native.dtrace_stub import Scenario
 from tests.native.dtrace_stub import library as libdtrace
 
 MANIFEST_PRIVILEGES = "basic,dtrace_kernel,dtrace_proc,dtrace_user"
+# What the stand-in commands read from their environment (tests/fakebin).
+STAND_IN_SETTINGS = [
+    "DTAGENT_FAKE_DIR", "DTAGENT_FAKE_VMS", "DTAGENT_FAKE_DATASETS", "DTAGENT_FAKE_LOG",
+    "DTAGENT_FAKE_HANG_SECONDS", "DTAGENT_FAKE_HOST",
+    *(f"DTAGENT_FAKE_{c}_MODE" for c in
+      ("VMADM", "ZONEADM", "ZFS", "DLADM", "FLOWADM", "PRCTL", "ZONECFG")),
+]  # fmt: skip
 
 
 def ready_config(tmp_path: Path, *, listen: str | None = None, extra: str = "") -> str:
@@ -25,6 +32,8 @@ def ready_config(tmp_path: Path, *, listen: str | None = None, extra: str = "") 
         'platform = "illumos"\n'
         f"libkstat = {json.dumps(str(build_shared('libkstat_stub.c')))}\n"
         f"command_path = {json.dumps(str(FAKEBIN) + ':/usr/bin:/bin')}\n"
+        # the commands get a fixed environment: the stand-ins' settings are passed on
+        f"command_env = {json.dumps(STAND_IN_SETTINGS)}\n"
         "[dtrace]\n"
         f"libdtrace = {json.dumps(str(libdtrace()))}\n" + extra
     )

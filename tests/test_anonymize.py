@@ -60,7 +60,7 @@ def captured(tmp_path: Path) -> tuple[Path, str, set[str]]:
     runtime = build(load(cfg))
     served: list[str] = []
     collect = runtime.agent.collect
-    runtime.agent.collect = lambda: (fams := collect(), served.append(  # type: ignore[method-assign]
+    runtime.agent.collect = lambda **kw: (fams := collect(**kw), served.append(  # type: ignore[method-assign]
         render(fams).decode()))[0]
     try:
         assert capture(runtime, str(bundle), interval=0.05, count=2) == 2

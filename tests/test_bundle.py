@@ -17,7 +17,7 @@ from dtagent.bundle import (
     read_packed,
     write_bundle,
 )
-from dtagent.snapshot import KSTAT_TYPE_IO, CommandResult, Kstat
+from dtagent.snapshot import KSTAT_TYPE_IO, CommandRequest, CommandResult, Kstat
 from dtagent.sources.replay import ReplaySource
 from dtagent.zonemap import zones_of
 
@@ -109,24 +109,31 @@ def _values(replay: ReplaySource) -> list[list[int]]:
     return [[d["value"] for d in records] for records, _ in replay.dtrace_batches()]
 
 
+def _run(replay: ReplaySource, argv: list[str]) -> CommandResult:
+    """The replay's answer to one request for ``argv``."""
+    res = replay.results([CommandRequest(tuple(argv), refresh=60)]).get(argv)
+    assert res is not None
+    return res
+
+
 def test_replay_advances_with_the_clock(tmp_path: Path) -> None:
     path = tmp_path / "b.bundle"
     write_bundle(path, frames())
     now = [0.0]
     replay = ReplaySource(read_bundle(path), speed=2.0, clock=lambda: now[0])
     assert replay.kstats().get("zones", 3, "web").data["nsec_user"] == 0  # type: ignore[union-attr]
-    assert replay.run(["vmadm", "list"]).stdout == "out0\n"
+    assert _run(replay, ["vmadm", "list"]).stdout == "out0\n"
     assert _values(replay) == [[0]]
     now[0] = 5.0  # ×2 speed: 10 bundle seconds later, frame 1 (which has no command record)
     assert replay.time() == 110.0
-    res = replay.run(["vmadm", "list"])
+    res = _run(replay, ["vmadm", "list"])
     assert (res.stdout, res.age) == ("out0\n", 10.0)
     now[0] = 100.0  # past the end: the last frame stays
     assert replay.time() == 120.0
-    assert replay.run(["vmadm", "list"]).stdout == "out2\n"
+    assert _run(replay, ["vmadm", "list"]).stdout == "out2\n"
     assert _values(replay) == [[1], [2]]  # one batch per frame
     assert replay.dtrace_batches() == []
-    missing = replay.run(["zfs", "list"])
+    missing = _run(replay, ["zfs", "list"])
     assert not missing.ok and missing.error == "not recorded in the bundle"
 
 

@@ -25,8 +25,8 @@ from dtagent.control.policy import (
     load_policy,
 )
 from dtagent.control.service import ControlService, Requester
-from dtagent.sources.commands import CommandRunner
 from tests.control_host import DB, FAKEBIN, GIB, IDLE, MIB, OTHER, POLICY, WEB, Host
+from tests.helpers import stand_in_runner
 
 ME = Requester("test", "cli")
 
@@ -131,22 +131,26 @@ def test_unknown_zone_is_404_and_runs_nothing_that_changes(host: Host) -> None:
 
 
 def test_the_stand_ins_refuse_an_unknown_zone_like_the_real_commands(host: Host) -> None:
-    runner = CommandRunner(path=str(FAKEBIN))
-    r = runner.run_once(
-        ["vmadm", "update", "00000000-0000-0000-0000-000000000000"], stdin=b'{"cpu_cap": 100}'
+    runner = stand_in_runner()
+    r = runner.run_now(
+        ["vmadm", "update", "00000000-0000-0000-0000-000000000000"],
+        timeout=10,
+        stdin=b'{"cpu_cap": 100}',
     )
     assert r.returncode == 1 and "not found" in r.stderr
-    r = runner.run_once(["vmadm", "update", "web-1"], stdin=b"{}")
+    r = runner.run_now(["vmadm", "update", "web-1"], timeout=10, stdin=b"{}")
     assert r.returncode == 2 and "Invalid or missing UUID" in r.stderr
-    r = runner.run_once(["prctl", "-P", "-i", "zone", "nope"])
+    r = runner.run_now(["prctl", "-P", "-i", "zone", "nope"], timeout=10)
     assert r.returncode == 1 and r.stderr == "prctl: nope: unknown zone\n"
-    r = runner.run_once(["prctl", "-P", "-n", "zone.cpu-cap", "-v", "1", "-i", "zone", WEB])
+    r = runner.run_now(
+        ["prctl", "-P", "-n", "zone.cpu-cap", "-v", "1", "-i", "zone", WEB], timeout=10
+    )
     assert r.returncode == 2  # -P with an operation is a usage error (prctl.c)
 
 
 def test_vmadm_raises_a_swap_below_memory_so_the_wing_refuses_it_first(host: Host) -> None:
-    runner = CommandRunner(path=str(FAKEBIN))
-    r = runner.run_once(["vmadm", "update", WEB], stdin=b'{"max_swap": 512}')
+    runner = stand_in_runner()
+    r = runner.run_now(["vmadm", "update", WEB], timeout=10, stdin=b'{"max_swap": 512}')
     assert r.returncode == 0 and "raising to 1024" in r.stderr
     assert host.load()["zones"][WEB]["config"]["max_swap"] == 1024
     out = service(host).change("web-1", {"max_swap": 600}, ME)
@@ -475,7 +479,7 @@ def test_the_stand_in_commands_keep_their_read_only_behaviour_without_host_mode(
         )
     )
     monkeypatch.setenv("DTAGENT_FAKE_VMS", str(vms))
-    r = CommandRunner(path=str(FAKEBIN)).run_once(["vmadm", "list", "-p", "-o", "uuid,alias"])
+    r = stand_in_runner().run_now(["vmadm", "list", "-p", "-o", "uuid,alias"], timeout=10)
     assert r.stdout == f"{OTHER}:x\n"
     assert shutil.which("prctl", path=str(FAKEBIN)) is not None
 
@@ -487,7 +491,7 @@ def test_cpu_shares_and_zfs_io_priority_are_exported_from_vmadm(host: Host) -> N
     from dtagent.collectors.zone_settings import ZoneSettingsCollector
     from tests.helpers import collected
 
-    runner = CommandRunner(path=str(FAKEBIN))
+    runner = stand_in_runner()
     state = host.load()
     state["zones"][WEB]["config"].update(cpu_shares=250, zfs_io_priority=300)
     host.save(state)
@@ -498,7 +502,7 @@ def test_cpu_shares_and_zfs_io_priority_are_exported_from_vmadm(host: Host) -> N
     assert samples[("illumos_zone_lwps_cap", (WEB,))] == 2000
     # Cached: a second scrape within the refresh forks nothing.
     collector = ZoneSettingsCollector(refresh=60)
-    snap_runner = CommandRunner(path=str(FAKEBIN))
+    snap_runner = stand_in_runner()
     collected(collector, [], snap_runner)
     collected(collector, [], snap_runner)
     assert snap_runner.forks == 1

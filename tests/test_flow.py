@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from dtagent.collectors.flow import FlowCollector
 from dtagent.parsers.network import escape_ofmt, format_bw
-from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
-from dtagent.sources.commands import CommandRunner
+from dtagent.snapshot import Kstat
 from tests.conftest import FAKEBIN
-from tests.helpers import Answers, Samples, collected
+from tests.helpers import Answers, Samples, collected, snapshot_of, stand_in_runner
 
 LONG = "a-flow-with-a-name-longer-than-thirty-characters"
 
@@ -64,7 +63,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samples_dir: Path) -> 
 
 
 def collect(collector: FlowCollector, kstats: list[Kstat]) -> Samples:
-    return collected(collector, kstats, CommandRunner(path=str(FAKEBIN)))
+    return collected(collector, kstats, stand_in_runner(str(FAKEBIN)))
 
 
 KSTATS = [
@@ -90,11 +89,11 @@ def test_flows_joined_with_kstats(fake: Path) -> None:
     assert not any(k[1][0] == "bge0" for k in got)
 
 
-def test_flow_commands_are_cached(fake: Path) -> None:
+def test_flow_commands_run_once_per_refresh(fake: Path) -> None:
     collector = FlowCollector(max_age=60)
-    cmds = CommandRunner(path=str(FAKEBIN))
+    cmds = stand_in_runner(str(FAKEBIN))
     for _ in range(3):
-        collector.collect(HostSnapshot(KstatSnapshot(KSTATS), cmds, time=0.0))
+        collector.collect(snapshot_of([collector], KSTATS, cmds))
     assert len((fake / "calls.log").read_text().splitlines()) == 2
 
 
@@ -168,8 +167,8 @@ def _text(flows: str, props: str) -> Answers:
 @settings(max_examples=60, deadline=None)
 @given(st.text(), st.text())
 def test_any_flowadm_output_is_survived(flows: str, props: str) -> None:
-    snap = HostSnapshot(KstatSnapshot(KSTATS), _text(flows, props), time=0.0)
-    for fam in FlowCollector().collect(snap):
+    collector = FlowCollector()
+    for fam in collector.collect(snapshot_of([collector], KSTATS, _text(flows, props))):
         for labels, value in fam.samples:
             assert labels[0] != "bge0" or "bge0" in flows  # implicit flows only if listed
             assert value >= 0

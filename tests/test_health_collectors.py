@@ -12,8 +12,8 @@ from dtagent.parsers.fma import FMADM_ARGV, FMSTAT_ARGV
 from dtagent.parsers.smf import SVCS_ARGV
 from dtagent.parsers.zpool import LIST_ARGV, STATUS_ARGV
 from dtagent.simulate import frames, make_host
-from dtagent.snapshot import CommandResult, HostSnapshot, KstatSnapshot
-from tests.helpers import Answers, Samples, collected, samples_of
+from dtagent.snapshot import CommandRequest, CommandResult, CommandResults
+from tests.helpers import Answers, Samples, collected, samples_of, snapshot_of
 from tests.test_health_parsers import fixture
 
 
@@ -22,8 +22,16 @@ def answers(outputs: dict[tuple[str, ...], str]) -> Answers:
 
 
 class Failing:
-    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
-        return CommandResult(tuple(argv), 1, "", "internal error: out of memory\n")
+    """A command source whose every command fails."""
+
+    def results(self, requests: Sequence[CommandRequest]) -> CommandResults:
+        def latest(req: CommandRequest) -> tuple[CommandResult, None]:
+            return CommandResult(req.argv, 1, "", "internal error: out of memory\n"), None
+
+        return CommandResults.select(requests, latest, 0.0)
+
+    def settle(self, timeout: float) -> bool:
+        return True
 
 
 def test_zpool_real_degraded_status_and_list() -> None:
@@ -63,9 +71,8 @@ def test_unknown_health_sets_every_state_to_zero() -> None:
 
 
 def test_failing_commands_give_no_series_and_no_error() -> None:
-    snap = HostSnapshot(KstatSnapshot(), Failing(), time=0.0)
     for collector in (ZpoolCollector(), SmfCollector(), FmaCollector()):
-        assert samples_of(collector, snap) == {}
+        assert samples_of(collector, snapshot_of([collector], [], Failing())) == {}
 
 
 def test_smf_counts_and_per_instance_state_sets() -> None:
@@ -112,8 +119,8 @@ def _run_of_simulated_host() -> list[Samples]:
     for frame in frames(host, 61):
         for res in frame.commands:
             history[res.argv] = res
-        snap = HostSnapshot(frame.snapshot(), answers({a: r.stdout for a, r in history.items()}),
-                            time=frame.time)
+        snap = snapshot_of(collectors, frame.snapshot(),
+                           answers({a: r.stdout for a, r in history.items()}), frame.time)
         got: Samples = {}
         for c in collectors:
             got.update(samples_of(c, snap))

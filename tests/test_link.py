@@ -13,26 +13,28 @@ from hypothesis import strategies as st
 
 from dtagent.agent import Agent
 from dtagent.collectors.flow import FlowCollector
-from dtagent.collectors.link import LinkCollector, identify
+from dtagent.collectors.link import LinkCollector
 from dtagent.collectors.zfs_arc import ZfsArcCollector
 from dtagent.exposition import render
 from dtagent.kstat_text import parse
-from dtagent.snapshot import CommandSource, HostSnapshot, Kstat, KstatSnapshot
-from dtagent.sources.commands import CommandRunner, NoCommands
+from dtagent.linkid import identify
+from dtagent.snapshot import CommandSource, Kstat, KstatSnapshot
+from dtagent.sources.commands import CommandRunner
 from tests.conftest import FAKEBIN
-from tests.helpers import Answers, samples_of
+from tests.helpers import Answers, Samples, samples_of, snapshot_of, stand_in_runner
 
 ZONE_A = "3bab6c39-8d88-448a-beed-8d14f06d3fef"
 ZONE_B = "8a1e7c2f-3b4d-4e5f-9a0b-1c2d3e4f5a6b"
 
 
-def snapshot(
-    kstats: Iterable[Kstat], commands: CommandSource | None = None, t: float = 0.0
-) -> HostSnapshot:
-    return HostSnapshot(KstatSnapshot(list(kstats), time=t), commands or NoCommands(), time=t)
-
-
-samples = samples_of
+def collect(
+    collector: LinkCollector,
+    kstats: Iterable[Kstat],
+    commands: CommandSource | None = None,
+    t: float = 0.0,
+) -> Samples:
+    """One collection, once ``commands`` has run what the collector asks for."""
+    return samples_of(collector, snapshot_of([collector], kstats, commands, t))
 
 
 def zone_kstat(zoneid: int, zonename: str) -> Kstat:
@@ -71,14 +73,14 @@ def calls(fake: Path) -> list[str]:
 
 
 def runner() -> CommandRunner:
-    return CommandRunner(path=str(FAKEBIN))
+    return stand_in_runner(str(FAKEBIN))
 
 
 def test_omnios_vnic_sample(samples_dir: Path) -> None:
     kstats = parse((samples_dir / "omnios_kstat_link_vnic_decoded.txt").read_text().splitlines())
     for ks in kstats.kstats:
         ks.ks_class = "net"  # the decoded fixture has values only; link kstats are class net
-    got = samples(LinkCollector(), snapshot(kstats.kstats))
+    got = collect(LinkCollector(), kstats.kstats)
     lab = ("dns_net0", "")  # illumos-gate: the VNIC's own name, no zonename statistic
     assert got[("illumos_link_received_bytes_total", lab)] == 1518773044
     assert got[("illumos_link_transmitted_bytes_total", lab)] == 69053870
@@ -96,7 +98,7 @@ def test_smartos_zone_sample_truncated(samples_dir: Path) -> None:
     # Human `kstat link:0:net0` inside a SmartOS zone, cut off at rbytes64.
     text = (samples_dir / "kstat_link_net0_smartos_ngz_partial.txt").read_text()
     kstats = parse(text.splitlines()).kstats
-    got = samples(LinkCollector(), snapshot(kstats))
+    got = collect(LinkCollector(), kstats)
     lab = ("net0", "")
     assert got[("illumos_link_transmitted_bytes_total", lab)] == 25407245
     assert got[("illumos_link_received_packets_total", lab)] == 185022
@@ -109,13 +111,10 @@ def test_smartos_zone_sample_truncated(samples_dir: Path) -> None:
 
 def test_zone_vnic_labels_survive_a_reboot() -> None:
     collector = LinkCollector()
-    before = samples(
-        collector, snapshot([zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)])
-    )
+    uplink = vnic("ixgbe0", None)
+    before = collect(collector, [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), uplink])
     # the zone reboots: new zone id, the VNIC is re-created under a new kstat name
-    after = samples(
-        collector, snapshot([zone_kstat(9, ZONE_A), vnic("z9_net0", ZONE_A), vnic("ixgbe0", None)])
-    )
+    after = collect(collector, [zone_kstat(9, ZONE_A), vnic("z9_net0", ZONE_A), uplink])
     assert set(before) == set(after)
     assert ("illumos_link_received_bytes_total", ("net0", ZONE_A)) in after
     assert ("illumos_link_received_bytes_total", ("ixgbe0", "")) in after
@@ -129,8 +128,8 @@ def test_two_kstats_for_one_zone_link_give_one_series() -> None:
     collector = LinkCollector()
     kstats = [zone_kstat(9, ZONE_A), vnic("z5_net0", ZONE_A, 7), vnic("z9_net0", ZONE_A, 3)]
     with structlog.testing.capture_logs() as logs:
-        got = samples(collector, snapshot(kstats))
-        reverse = samples(collector, snapshot(list(reversed(kstats))))
+        got = collect(collector, kstats)
+        reverse = collect(collector, list(reversed(kstats)))
     assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 3
     assert reverse[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 3
     assert [e["event"] for e in logs].count(
@@ -154,7 +153,7 @@ def test_maxbw_from_dladm_global_and_per_zone(fake: Path) -> None:
     ]
     cmds = runner()
     collector = LinkCollector()
-    got = samples(collector, snapshot(kstats, cmds, 100.0))
+    got = collect(collector, kstats, cmds, 100.0)
     maxbw = {k[1]: v for k, v in got.items() if k[0] == "illumos_link_maxbw_bytes_per_second"}
     assert maxbw == {
         ("net0", ZONE_A): 12_500_000,
@@ -168,8 +167,8 @@ def test_maxbw_from_dladm_global_and_per_zone(fake: Path) -> None:
             f"dladm show-linkprop -z {ZONE_B} -c -o link,value -p maxbw",
         ]
     )
-    # Cached: the next scrapes fork nothing ...
-    samples(collector, snapshot(kstats, cmds, 110.0))
+    # Each runs once per refresh: the next scrapes fork nothing ...
+    collect(collector, kstats, cmds, 110.0)
     assert len(calls(fake)) == 3
     # ... until a zone reboots (new zone id, new VNIC): only that zone is asked again.
     kstats2 = [zone_kstat(8, ZONE_A) if k.key == ("zones", 5, ZONE_A[:30]) else k for k in kstats]
@@ -177,48 +176,25 @@ def test_maxbw_from_dladm_global_and_per_zone(fake: Path) -> None:
         vnic(k.name.replace("z5_", "z8_"), ZONE_A) if k.name.startswith("z5_") else k
         for k in kstats2
     ]
-    got = samples(collector, snapshot(kstats2, cmds, 120.0))
+    got = collect(collector, kstats2, cmds, 120.0)
     assert got[("illumos_link_maxbw_bytes_per_second", ("net0", ZONE_A))] == 12_500_000
     assert calls(fake)[3:] == [f"dladm show-linkprop -z {ZONE_A} -c -o link,value -p maxbw"]
-
-
-def test_maxbw_zones_refreshed_a_few_per_scrape(fake: Path) -> None:
-    zones = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
-    kstats: list[Kstat] = []
-    for i, z in enumerate(zones):
-        (fake / f"dladm-maxbw-{z}.txt").write_text("net0:  100\n")
-        kstats += [zone_kstat(i + 1, z), vnic(f"z{i + 1}_net0", z)]
-    collector = LinkCollector(maxbw_zones_per_scrape=2)
-    cmds = runner()
-    counts = []
-    for t in (0.0, 10.0, 20.0, 30.0):
-        got = samples(collector, snapshot(kstats, cmds, t))
-        counts.append(sum(1 for k in got if k[0] == "illumos_link_maxbw_bytes_per_second"))
-    assert counts == [2, 4, 5, 5]
-    assert len([c for c in calls(fake) if "-z" in c]) == 5
 
 
 def test_maxbw_usage_ratio_between_collections() -> None:
     answers = Answers(lambda argv: "net0:  100\n" if "-z" in argv else "")
     collector = LinkCollector()
     z = zone_kstat(5, ZONE_A)
-    first = samples(
-        collector, snapshot([z, vnic("z5_net0", ZONE_A, 0, 0, 10 * 10**9)], answers, 10.0)
-    )
+    first = collect(collector, [z, vnic("z5_net0", ZONE_A, 0, 0, 10 * 10**9)], answers, 10.0)
     assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in first)
     # 10 s later: 62.5 MB in (50 Mbit/s of 100), 125 MB out (100 Mbit/s)
-    second = samples(
-        collector,
-        snapshot(
+    second = collect(collector,
             [z, vnic("z5_net0", ZONE_A, 62_500_000, 125_000_000, 20 * 10**9)], answers, 20.0
-        ),
-    )
+        )
     assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "in"))] == 0.5
     assert second[("illumos_link_maxbw_usage_ratio", ("net0", ZONE_A, "out"))] == 1.0
     # counters that went back (a re-created VNIC) give no ratio rather than a bogus one
-    third = samples(
-        collector, snapshot([z, vnic("z5_net0", ZONE_A, 5, 5, 30 * 10**9)], answers, 30.0)
-    )
+    third = collect(collector, [z, vnic("z5_net0", ZONE_A, 5, 5, 30 * 10**9)], answers, 30.0)
     assert not any(k[0] == "illumos_link_maxbw_usage_ratio" for k in third)
 
 
@@ -230,25 +206,30 @@ def test_dladm_trouble_is_logged_and_links_still_reported(
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
     kstats += [zone_kstat(6, ZONE_B), vnic("z6_net0", ZONE_B)]
     arcstats = Kstat("zfs", 0, "arcstats", "misc", data={"hits": 5, "size": 7})
+    cmds = runner()
     agent = Agent(
         [LinkCollector(command_timeout=0.5), ZfsArcCollector()],
         _Static([*kstats, arcstats]),
-        runner(),
+        cmds,
         illumos=True,
         reuse_within=0,
     )
-    started = time.monotonic()
     with structlog.testing.capture_logs() as logs:
+        started = time.monotonic()
+        agent.collect()  # the scrape that sets dladm off does not wait for it
+        assert time.monotonic() - started < 0.4
+        assert cmds.settle(10)
+        started = time.monotonic()
         text = render(agent.collect()).decode()
-    assert time.monotonic() - started < 3
-    if mode != "garbage":
-        # one failure, no pile of per-zone timeouts behind it
-        assert calls(fake) == ["dladm show-linkprop -c -o link,value -p maxbw"]
+        assert time.monotonic() - started < 0.4
+    assert len(calls(fake)) == 3  # the global query and one per zone, each once
     assert 'illumos_link_received_bytes_total{link="net0",zonename="' + ZONE_A in text
     assert 'illumos_link_received_bytes_total{link="ixgbe0",zonename=""} 1000' in text
     assert "illumos_zfs_arc_hits_total 5" in text
     assert "illumos_link_maxbw_bytes_per_second" not in text
     assert 'dtagent_collector_success{collector="link"} 1' in text
+    failures = 0 if mode == "garbage" else 3
+    assert f'dtagent_command_failures_total{{command="dladm show-linkprop"}} {failures}' in text
     warnings = [e for e in logs if e["log_level"] == "warning" and e.get("collector") == "link"]
     assert warnings, logs
     w = warnings[0]
@@ -277,7 +258,7 @@ def _text(text: str) -> Answers:
 @given(st.text())
 def test_any_dladm_output_leaves_the_link_counters_alone(text: str) -> None:
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
-    got = samples(LinkCollector(), snapshot(kstats, _text(text), 1.0))
+    got = collect(LinkCollector(), kstats, _text(text), 1.0)
     assert got[("illumos_link_received_bytes_total", ("net0", ZONE_A))] == 1000
     assert got[("illumos_link_received_bytes_total", ("ixgbe0", ""))] == 1000
     for (name, _), value in got.items():
@@ -291,17 +272,17 @@ def test_collector_settings_from_the_config(tmp_path: Path) -> None:
 
     path = tmp_path / "dtagent.toml"
     path.write_text(
-        "[collectors.link]\nmaxbw_max_age = 60\nmaxbw_zones_per_scrape = 4\n"
+        "[collectors.link]\nmaxbw_max_age = 60\ncommand_timeout = 4\n"
         "[collectors.flow]\nmax_age = 30.0\ncommand_timeout = 2\n"
     )
     by_name = {c.name: c for c in select_collectors(load(path))}
     link, flow = by_name["link"], by_name["flow"]
     assert isinstance(link, LinkCollector)
-    assert (link.maxbw_max_age, link.maxbw_zones_per_scrape) == (60, 4)
+    assert (link.maxbw_max_age, link.command_timeout) == (60, 4)
     assert isinstance(flow, FlowCollector)
     assert (flow.max_age, flow.command_timeout) == (30.0, 2)
-    path.write_text('[collectors.link]\nmaxbw_zones_per_scrape = "many"\n')
-    with pytest.raises(ConfigError, match="maxbw_zones_per_scrape"):
+    path.write_text('[collectors.link]\ncommand_timeout = "long"\n')
+    with pytest.raises(ConfigError, match="command_timeout"):
         load(path)
 
 
@@ -310,14 +291,18 @@ def test_a_zone_cap_is_dropped_once_dladm_has_failed_for_two_intervals(
 ) -> None:
     (fake / "dladm-maxbw.txt").write_text("")
     (fake / f"dladm-maxbw-{ZONE_A}.txt").write_text("net0:  100\n")
-    # with a global-zone link, the global query runs first; while it fails, the
-    # zones' queries are not even tried
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
-    collector = LinkCollector(maxbw_max_age=300.0)
+    collector = LinkCollector(maxbw_max_age=300.0, command_timeout=5.0)
+    now = [100.0]
+    cmds = stand_in_runner(clock=lambda: now[0])
     key = ("illumos_link_maxbw_bytes_per_second", ("net0", ZONE_A))
-    assert samples(collector, snapshot(kstats, runner(), 100.0))[key] == 12_500_000
+    assert collect(collector, kstats, cmds)[key] == 12_500_000
     monkeypatch.setenv("DTAGENT_FAKE_DLADM_MODE", "fail")
     # due again, dladm fails: the last answer stands for a while ...
-    assert samples(collector, snapshot(kstats, runner(), 401.0))[key] == 12_500_000
-    # ... but not once it is two refresh intervals old
-    assert key not in samples(collector, snapshot(kstats, runner(), 701.0))
+    now[0] = 401.0
+    assert collect(collector, kstats, cmds)[key] == 12_500_000
+    # ... but not once it is older than two refresh intervals and a timeout
+    now[0] = 706.0
+    with structlog.testing.capture_logs() as logs:
+        assert key not in collect(collector, kstats, cmds)
+    assert any("older than its limit" in str(e.get("reason")) for e in logs), logs

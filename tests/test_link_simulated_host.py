@@ -19,8 +19,8 @@ from dtagent.collectors.zfs_arc import ZfsArcCollector
 from dtagent.collectors.zfs_pool import ZfsPoolCollector
 from dtagent.exposition import render
 from dtagent.simulate import simulate
-from dtagent.snapshot import HostSnapshot
 from dtagent.sources.replay import ReplaySource
+from tests.helpers import snapshot_of
 
 # The names the dashboards and alert rules use (dashboards/generate.py, dashboards/alerts).
 EXPECTED = [
@@ -89,7 +89,7 @@ def test_every_frame_has_it_all_and_vnic_series_survive_reboots(bundle: Path) ->
     usage: dict[tuple[str, ...], float] = {}
     for i in range(len(data.frames)):
         replay = ReplaySource(data, pin=i)
-        snap = HostSnapshot(replay.kstats(), replay, time=replay.time())
+        snap = snapshot_of(cols, replay.kstats(), replay, time=replay.time())
         names: set[str] = set()
         for c in cols:
             for fam in c.collect(snap):

@@ -87,6 +87,7 @@ def test_live_libkstat_and_replay_agree(tmp_path: Path) -> None:
         )
         live = build(load(config_file))
         try:
+            assert live.agent.settle(30)  # as dtagent scrape: the commands run once first
             live_text = render(live.agent.collect()).decode()
         finally:
             live.close()

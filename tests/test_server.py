@@ -17,8 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dtagent.httpd import Limits
+from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.server import MetricsServer, gzip_chunks, parse_listen
+from dtagent.server import MetricsServer, gzip_chunks
 
 SPEC = MetricSpec("t_up", "gauge", "Up.", ("zonename",))
 

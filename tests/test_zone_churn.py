@@ -94,7 +94,8 @@ def _expected(metric: str, running: list[ZoneState]) -> set[str]:
                     "cpu_cap_max_usage_cpus", "cpu_cap_ratio", "cpu_cap_waiting_threads",
                     "cpu_below_cap_seconds_total", "cpu_above_cap_seconds_total",
                     "cpu_bursting_seconds"),
-        "baseline": ("cpu_baseline_cpus", "cpu_above_baseline_seconds_total"),
+        "baseline": ("cpu_baseline_cpus", "cpu_above_baseline_seconds_total",
+                     "cpu_burst_limit_seconds"),
         "memory_cap": ("memory_cap_bytes", "memory_cap_ratio"),
         "swap_cap": ("swap_cap_bytes", "swap_cap_ratio"),
         "locked_memory_cap": ("locked_memory_cap_bytes", "locked_memory_cap_ratio"),
@@ -107,8 +108,6 @@ def _expected(metric: str, running: list[ZoneState]) -> set[str]:
             return {s.uuid for s in running if has[key](s)}
     if short in ("memory_rss_bytes", "boot_time_seconds") or short.startswith("dataset_"):
         return ngz  # the simulated global zone reads rss 0 and boot_time 0; has no dataset
-    if short == "cpu_burst_limit_seconds":
-        return set()  # the simulator sets no burst limit (0 = unlimited)
     return allz
 
 

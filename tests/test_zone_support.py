@@ -19,7 +19,8 @@ from dtagent.config import load
 from dtagent.exposition import render
 from dtagent.metrics import MetricFamily
 from dtagent.runtime import build
-from dtagent.snapshot import CommandSource, HostSnapshot, Kstat, KstatSnapshot
+from dtagent.snapshot import CommandSource, Kstat
+from tests.helpers import snapshot_of
 
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"
 ZONE_COLLECTORS = ("zone_info", "zone_cpu", "zone_memory", "zone_processes", "zone_vfs",
@@ -62,7 +63,8 @@ def collect(
     commands: CommandSource,
     time: float = 1_790_000_000.0,
 ) -> Series:
-    snap = HostSnapshot(kstats=KstatSnapshot(kstats, time=time), commands=commands, time=time)
+    collectors = list(collectors)
+    snap = snapshot_of(collectors, kstats, commands, time)
     families: list[MetricFamily] = []
     for c in collectors:
         families.extend(c.collect(snap))

@@ -1,8 +1,11 @@
 """What every collector is: a named, pure function of a host snapshot.
 
-A collector never touches the OS. It reads a :class:`~dtagent.snapshot.HostSnapshot`
-and returns metric families built from the specs it declares in ``specs``; those
-declarations are also what docs/metrics.md is generated from.
+A collector never touches the OS. It declares what it reads: the kstats
+(``kstat_inputs``; the kstat source reads the union of every enabled collector's) and
+the commands (``commands()``, run by the command source on their own schedule); it
+reads a :class:`~dtagent.snapshot.HostSnapshot` holding those and returns metric
+families built from the specs it declares in ``specs``, which are also what
+docs/metrics.md is generated from.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import ClassVar
 import structlog
 
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import CommandRequest, HostSnapshot, KstatInput, KstatSnapshot
 
 
 class Collector(ABC):
@@ -29,13 +32,19 @@ class Collector(ABC):
     description: ClassVar[str] = ""
     specs: ClassVar[tuple[MetricSpec, ...]] = ()
     illumos_only: ClassVar[bool] = True
-    # kstat modules the collector reads beyond the agent's base set; the live reader
-    # reads the union of every enabled collector's modules.
-    kstat_modules: ClassVar[tuple[str, ...]] = ()
+    kstat_inputs: ClassVar[tuple[KstatInput, ...]] = ()
 
     def __init__(self) -> None:
         self.log = structlog.get_logger("dtagent.collector").bind(collector=self.name)
         self._warned: set[str] = set()
+
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        """The commands this collector reads, given this moment's kstats (which zones run).
+
+        Called at every collection before :meth:`collect`; the results arrive in
+        ``snap.commands`` (see dtagent.sources.commands for the schedule).
+        """
+        return ()
 
     @abstractmethod
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:

@@ -7,7 +7,7 @@ uint64 fields rbytes ipackets ierrors obytes opackets oerrors (illumos-gate
 usr/src/uts/common/io/mac/mac_flow.c ``flow_stat_create``), including the implicit flow
 of each MAC client, which is named after its link. Only the flows flowadm lists are
 reported, so those implicit ones are not (flowadm(8), usr/src/cmd/flowadm/flowadm.c). Both
-flowadm commands are cached (``max_age``); when show-flow fails no flow is reported,
+flowadm commands run every ``max_age`` seconds; when show-flow fails no flow is reported,
 because the user flows could not be told from the implicit ones.
 
 ``zonename`` is the zone of the flow's link, from the link kstats' SmartOS ``zonename``
@@ -23,24 +23,28 @@ from collections import Counter
 from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
-from dtagent.collectors.link import identify
+from dtagent.linkid import identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.parsers.network import FlowProps, FlowTable, parse_flowprops, parse_show_flow
-from dtagent.snapshot import CommandResult, HostSnapshot, Kstat
+from dtagent.parsers.network import (
+    SHOW_FLOW_ARGV,
+    SHOW_FLOWPROP_ARGV,
+    FlowProps,
+    FlowTable,
+    parse_flowprops,
+    parse_show_flow,
+)
+from dtagent.snapshot import (
+    CommandRequest,
+    CommandResult,
+    HostSnapshot,
+    Kstat,
+    KstatInput,
+    KstatSnapshot,
+)
 
 SRC = "unix:0:<flow> (class flow); flowadm show-flow -p -o flow,link"
 PROPS_SRC = "flowadm show-flowprop -c -o flow,property,value -p maxbw,priority"
 LABELS = ("flow", "link", "zonename")
-SHOW_FLOW_ARGV = ("flowadm", "show-flow", "-p", "-o", "flow,link")
-SHOW_FLOWPROP_ARGV = (
-    "flowadm",
-    "show-flowprop",
-    "-c",
-    "-o",
-    "flow,property,value",
-    "-p",
-    "maxbw,priority",
-)
 KSTAT_NAME_MAX = 30  # KSTAT_STRLEN - 1
 
 
@@ -89,8 +93,9 @@ class FlowCollector(Collector):
         "lists, their maxbw and priority (implicit per-link flows are not reported)"
     )
     specs = (*(s for _, s in COUNTERS), MAXBW, INFO)
+    kstat_inputs = (KstatInput("unix", "flow"), KstatInput("link", "net"),)
     settings_help = {
-        "max_age": "seconds a flowadm answer is reused",
+        "max_age": "seconds between flowadm runs",
         "command_timeout": "seconds before a hung flowadm is killed",
     }
 
@@ -98,6 +103,10 @@ class FlowCollector(Collector):
         super().__init__()
         self.max_age = max_age
         self.command_timeout = command_timeout
+
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        for argv in (SHOW_FLOW_ARGV, SHOW_FLOWPROP_ARGV):
+            yield CommandRequest(argv, refresh=self.max_age, timeout=self.command_timeout)
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         flows = self._show_flow(snap)
@@ -134,15 +143,14 @@ class FlowCollector(Collector):
         return fams.all()
 
     def _run(self, snap: HostSnapshot, argv: tuple[str, ...]) -> CommandResult | None:
-        res = snap.commands.run(argv, max_age=self.max_age, timeout=self.command_timeout)
-        if res.ok:
+        res = snap.commands.get(argv)
+        if res is None or res.ok:
             return res
-        reason = res.error or f"exit status {res.returncode}: {res.stderr.strip()[:200]}"
         self.warn_once(
             f"fail:{argv[1]}:{res.error or res.returncode}",
             "flowadm failed",
             command=" ".join(argv),
-            reason=reason,
+            reason=res.reason,
             effect="no flows reported" if argv[1] == "show-flow" else "flows without maxbw",
         )
         return None

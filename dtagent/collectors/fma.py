@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.fma import FMADM_ARGV, FMSTAT_ARGV, parse_fmadm_faulty, parse_fmstat
-from dtagent.snapshot import CommandResult, HostSnapshot
+from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 
 FMADM_SRC = " ".join(FMADM_ARGV)
 FMSTAT_SRC = " ".join(FMSTAT_ARGV)
@@ -71,10 +71,14 @@ class FmaCollector(Collector):
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        for argv in (FMADM_ARGV, FMSTAT_ARGV):
+            yield CommandRequest(argv, refresh=self.refresh, timeout=self.command_timeout)
+
     def _run(self, snap: HostSnapshot, argv: tuple[str, ...]) -> CommandResult | None:
-        res = snap.commands.run(argv, max_age=self.refresh, timeout=self.command_timeout)
-        if res.ok:
-            return res
+        res = snap.commands.get(argv)
+        if res is None or res.ok:
+            return res  # None: not run yet
         self.warn_once(f"cmd:{argv[0]}", "fault manager command failed; its series are left out",
                        argv=list(argv), rc=res.returncode, error=res.error,
                        stderr=res.stderr.strip()[:300])

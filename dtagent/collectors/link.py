@@ -18,34 +18,31 @@ maxbw (reference §4.3): the links of the global zone, and every VNIC on illumos
 come from one cached ``dladm show-linkprop -c -o link,value -p maxbw``. On SmartOS the
 global zone sees every zone's links under the zone's own names (``net0`` once per zone),
 so a zone's caps come from ``dladm show-linkprop -z <zonename> -c -o link,value -p
-maxbw``, cached per zone until the zone reboots or ``maxbw_max_age`` passes, and at most
-``maxbw_zones_per_scrape`` zones are refreshed per scrape so a host with many zones
-never forks dladm per zone per scrape.
+maxbw``, run by the command source for each zone when it boots and every
+``maxbw_max_age`` seconds (a few at a time, off the scrape path), never per scrape.
 """
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from dtagent.collectors.base import Collector, Families
+from dtagent.linkid import LinkId, identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.parsers.network import MaxbwTable, parse_maxbw
-from dtagent.snapshot import CommandResult, HostSnapshot, Kstat
-from dtagent.zonemap import running_zones
+from dtagent.parsers.network import MAXBW_ARGV, MaxbwTable, parse_maxbw, zone_maxbw_argv
+from dtagent.snapshot import (
+    CommandRequest,
+    CommandResult,
+    HostSnapshot,
+    Kstat,
+    KstatInput,
+    KstatSnapshot,
+)
+from dtagent.zonemap import ZONES, running_zones
 
 SRC = "link:0:<link> (class net)"
 MAXBW_SRC = "dladm show-linkprop -c -o link,value -p maxbw [-z zonename]"
 LABELS = ("link", "zonename")
-MAXBW_ARGV = ("dladm", "show-linkprop", "-c", "-o", "link,value", "-p", "maxbw")
-_ZONE_PREFIX = re.compile(r"^z(\d+)_(.+)$")
-
-
-def zone_maxbw_argv(zonename: str) -> tuple[str, ...]:
-    """The per-zone maxbw command (SmartOS dladm: ``-z`` selects the zone's links)."""
-    return ("dladm", "show-linkprop", "-z", zonename, "-c", "-o", "link,value", "-p", "maxbw")
 
 
 def _spec(name: str, mtype: MetricType, help_: str, unit: str = "", src: str = SRC) -> MetricSpec:
@@ -116,37 +113,6 @@ COUNTERS: tuple[tuple[str, MetricSpec], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LinkId:
-    """Who a link kstat belongs to and the name its owner sees."""
-
-    link: str
-    zonename: str  # "" when the platform does not say (illumos-gate)
-    zoneid: int | None  # from the z<N>_ prefix of a SmartOS zone VNIC
-
-    @property
-    def zone_owned(self) -> bool:
-        return self.zoneid is not None
-
-
-def identify(ks: Kstat) -> LinkId:
-    """The labels of a link kstat (see the module docstring)."""
-    zonename = ks.str_stat("zonename")
-    if zonename and zonename != "global":
-        m = _ZONE_PREFIX.match(ks.name)
-        if m is not None:
-            return LinkId(m[2], zonename, int(m[1]))
-        return LinkId(ks.name, zonename, None)
-    return LinkId(ks.name, zonename or "", None)
-
-
-@dataclass(slots=True)
-class _ZoneCaps:
-    zoneid: int
-    checked: float
-    bw: dict[str, int | None]
-
-
 class LinkCollector(Collector):
     name = "link"
     description = (
@@ -155,29 +121,36 @@ class LinkCollector(Collector):
         "bandwidth caps (maxbw) from dladm, and traffic against them"
     )
     specs = (*(s for _, s in COUNTERS), SPEED, UP, MAXBW, MAXBW_USAGE)
+    kstat_inputs = (KstatInput("link", "net"), ZONES,)
     settings_help = {
-        "maxbw_max_age": "seconds a dladm maxbw answer is reused (a zone's also until it reboots)",
-        "maxbw_zones_per_scrape": "most zones whose maxbw is re-read by one scrape "
-        "(SmartOS, one dladm run per zone)",
+        "maxbw_max_age": "seconds between dladm maxbw runs (a zone's also when it reboots)",
         "command_timeout": "seconds before a hung dladm is killed",
     }
 
-    def __init__(
-        self,
-        maxbw_max_age: float = 300.0,
-        maxbw_zones_per_scrape: int = 16,
-        command_timeout: float = 5.0,
-    ) -> None:
+    def __init__(self, maxbw_max_age: float = 300.0, command_timeout: float = 5.0) -> None:
         super().__init__()
         self.maxbw_max_age = maxbw_max_age
-        self.maxbw_zones_per_scrape = maxbw_zones_per_scrape
         self.command_timeout = command_timeout
-        self._zone_caps: dict[str, _ZoneCaps] = {}
         # (link, zonename) -> (snaptime ns, rbytes64, obytes64) at the previous collection
         self._prev: dict[tuple[str, str], tuple[int, int, int]] = {}
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        links = self._links(kstats)
+        if any(not lid.zone_owned for lid in links):
+            yield CommandRequest(
+                MAXBW_ARGV, refresh=self.maxbw_max_age, timeout=self.command_timeout
+            )
+        zones = {lid.zonename: lid.zoneid for lid in links if lid.zoneid is not None}
+        for zonename, zoneid in sorted(zones.items()):
+            yield CommandRequest(
+                zone_maxbw_argv(zonename),
+                refresh=self.maxbw_max_age,
+                timeout=self.command_timeout,
+                generation=zoneid,
+            )
+
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
-        links = self._links(snap)
+        links = self._links(snap.kstats)
         fams = Families(self.specs)
         for lid, ks in links.items():
             labels = (lid.link, lid.zonename)
@@ -213,11 +186,11 @@ class LinkCollector(Collector):
         self._prev = seen
         return fams.all()
 
-    def _links(self, snap: HostSnapshot) -> dict[LinkId, Kstat]:
+    def _links(self, kstats: KstatSnapshot) -> dict[LinkId, Kstat]:
         """Link kstats by identity; of two kstats with one identity, the current zone's."""
-        zone_ids = {name: zid for zid, name in running_zones(snap.kstats).items()}
+        zone_ids = {name: zid for zid, name in running_zones(kstats).items()}
         out: dict[tuple[str, str], tuple[LinkId, Kstat]] = {}
-        for ks in snap.kstats.module("link"):
+        for ks in kstats.module("link"):
             if ks.instance != 0 or ks.ks_class != "net":
                 continue  # the per-link mac_* kstats have other names/classes
             lid = identify(ks)
@@ -239,71 +212,27 @@ class LinkCollector(Collector):
     def _maxbw(self, snap: HostSnapshot, links: dict[LinkId, Kstat]) -> dict[LinkId, int]:
         """maxbw in bit/s of every link that has a cap."""
         caps: dict[LinkId, int] = {}
-        plain = [lid for lid in links if not lid.zone_owned]
-        dladm_ok = True
-        if plain:
-            res = snap.commands.run(
-                MAXBW_ARGV, max_age=self.maxbw_max_age, timeout=self.command_timeout
-            )
-            table = self._parse(res)
-            dladm_ok = table is not None
-            if table is not None:
-                for lid in plain:
-                    bw = table.bw.get(lid.link)
-                    if bw:
-                        caps[lid] = bw
-        zones: dict[str, int] = {
-            lid.zonename: lid.zoneid for lid in links if lid.zoneid is not None
-        }
-        for zonename in [z for z in self._zone_caps if z not in zones]:
-            del self._zone_caps[zonename]
-        due = sorted(
-            (z for z, zid in zones.items() if self._due(z, zid, snap.time)),
-            key=lambda z: self._zone_caps[z].checked if z in self._zone_caps else -1.0,
-        )
-        # when dladm just failed (or hung), the zones wait for a later scrape; nor do
-        # the per-zone queries of one scrape together take longer than one timeout
-        started = time.monotonic()
-        for zonename in due[: self.maxbw_zones_per_scrape if dladm_ok else 0]:
-            if time.monotonic() - started > self.command_timeout:
-                break
-            zoneid = zones[zonename]
-            res = snap.commands.run(
-                zone_maxbw_argv(zonename),
-                max_age=self.maxbw_max_age,
-                timeout=self.command_timeout,
-                generation=zoneid,
-            )
-            table = self._parse(res)
-            if table is None:
-                # dladm that fails (or hangs) for one zone does for the next: leave the
-                # rest to later scrapes rather than stack timeouts in this one
-                self._zone_caps.pop(zonename, None)
-                break
-            self._zone_caps[zonename] = _ZoneCaps(zoneid, snap.time, dict(table.bw))
+        tables: dict[tuple[str, ...], MaxbwTable | None] = {}
         for lid in links:
-            zc = self._zone_caps.get(lid.zonename) if lid.zone_owned else None
-            # an answer older than two refresh intervals (dladm failing since) is stale
-            fresh = zc is not None and snap.time - zc.checked <= 2 * self.maxbw_max_age
-            if zc is not None and fresh and zc.zoneid == lid.zoneid:
-                bw = zc.bw.get(lid.link)
-                if bw:
-                    caps[lid] = bw
+            argv = zone_maxbw_argv(lid.zonename) if lid.zone_owned else MAXBW_ARGV
+            if argv not in tables:
+                tables[argv] = self._parse(snap.commands.get(argv))
+            table = tables[argv]
+            bw = table.bw.get(lid.link) if table is not None else None
+            if bw:
+                caps[lid] = bw
         return caps
 
-    def _due(self, zonename: str, zoneid: int | None, now: float) -> bool:
-        zc = self._zone_caps.get(zonename)
-        return zc is None or zc.zoneid != zoneid or now - zc.checked >= self.maxbw_max_age
-
-    def _parse(self, res: CommandResult) -> MaxbwTable | None:
+    def _parse(self, res: CommandResult | None) -> MaxbwTable | None:
+        if res is None:
+            return None  # not run yet
         cmd = " ".join(res.argv)
         if not res.ok:
-            reason = res.error or f"exit status {res.returncode}: {res.stderr.strip()[:200]}"
             self.warn_once(
                 f"fail:{res.argv[:3]}:{res.error or res.returncode}",
                 "dladm maxbw query failed; links are reported without their caps",
                 command=cmd,
-                reason=reason,
+                reason=res.reason,
             )
             return None
         table = parse_maxbw(res.stdout)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.smf import STATES, SVCS_ARGV, parse_svcs
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
 
 SRC = " ".join(SVCS_ARGV)
 
@@ -91,9 +91,14 @@ class SmfCollector(Collector):
         self.quiet = frozenset(quiet)
         self.max_instances = max_instances
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        yield CommandRequest(SVCS_ARGV, refresh=self.refresh, timeout=self.command_timeout)
+
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         fams = Families(self.specs)
-        res = snap.commands.run(SVCS_ARGV, max_age=self.refresh, timeout=self.command_timeout)
+        res = snap.commands.get(SVCS_ARGV)
+        if res is None:
+            return []  # not run yet
         if not res.ok:
             self.warn_once("cmd", "svcs failed; SMF series are left out", rc=res.returncode,
                            error=res.error, stderr=res.stderr.strip()[:300])

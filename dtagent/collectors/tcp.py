@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import ZoneNames
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import HostSnapshot, KstatInput
+from dtagent.zonemap import ZONES
 
 SRC = "tcp:<zoneid>:tcp (class mib2)"
 
@@ -91,6 +92,7 @@ class ZoneTcpCollector(Collector):
         "established, resets, retransmissions, listen-queue drops, labelled by zonename"
     )
     specs = tuple(spec for _, spec in FIELDS)
+    kstat_inputs = (KstatInput("tcp", "mib2"), ZONES)
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         zones = ZoneNames(snap.kstats)

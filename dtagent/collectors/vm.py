@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import ClassVar
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.vms import VMADM_LOOKUP_ARGV, VmEntry, parse_vmadm_lookup
-from dtagent.snapshot import HostSnapshot, Kstat
+from dtagent.snapshot import CommandRequest, HostSnapshot, Kstat, KstatInput, KstatSnapshot
 
 BHYVE_SRC = "vmm:<minor>:vcpu<N> (misc)"
 KVM_SRC = "kvm:<vcpu>:vcpu-<vm> (misc)"
@@ -118,7 +117,7 @@ class VmCollector(Collector):
     )
     specs = (TIME, EXITS, ALL_EXITS, WAKEUPS, HYPERCALLS, GUEST_PF, FIXED_PF, EMULATIONS,
              INJECTIONS, INFO, VCPUS, RAM, DISK)
-    kstat_modules: ClassVar[tuple[str, ...]] = ("vmm", "kvm")
+    kstat_inputs = (KstatInput("vmm"), KstatInput("kvm"))
     settings_help = {
         "metadata_refresh": "seconds between runs of vmadm lookup",
         "command_timeout": "seconds vmadm may take before it is killed",
@@ -131,9 +130,15 @@ class VmCollector(Collector):
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        yield CommandRequest(
+            VMADM_LOOKUP_ARGV, refresh=self.metadata_refresh, timeout=self.command_timeout
+        )
+
     def _vms(self, snap: HostSnapshot) -> list[VmEntry]:
-        res = snap.commands.run(VMADM_LOOKUP_ARGV, max_age=self.metadata_refresh,
-                                timeout=self.command_timeout)
+        res = snap.commands.get(VMADM_LOOKUP_ARGV)
+        if res is None:
+            return []  # not run yet
         if not res.ok:
             if res.returncode != 127:
                 self.warn_once("cmd", "vmadm lookup failed; VM sizes are left out",

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import HostSnapshot, KstatInput
 
 SRC = "zfs:0:arcstats"
 
@@ -284,6 +284,7 @@ class ZfsArcCollector(Collector):
         "as illumos_zfs_arcstats_value{field}. No ZIL figures: illumos has no ZIL kstat"
     )
     specs = SPECS
+    kstat_inputs = (KstatInput("zfs", "misc"),)
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         ks = snap.kstats.get("zfs", 0, "arcstats")

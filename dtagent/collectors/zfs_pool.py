@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.snapshot import KSTAT_TYPE_IO, HostSnapshot
+from dtagent.snapshot import KSTAT_TYPE_IO, HostSnapshot, KstatInput
 
 SRC = "zfs:0:<pool> (io, class disk)"
 NS = 1e9  # kstat_io_t times are hrtime nanoseconds
@@ -88,6 +88,7 @@ class ZfsPoolCollector(Collector):
         "and not separated)"
     )
     specs = tuple(spec for _, spec, _ in FIELDS)
+    kstat_inputs = (KstatInput("zfs", "disk"),)
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         fams = Families(self.specs)

@@ -26,7 +26,8 @@ from dtagent.collectors.zone_common import (
     zone_rctl,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot, Kstat
+from dtagent.snapshot import HostSnapshot, Kstat, KstatInput
+from dtagent.zonemap import ZONES
 
 MISC = "zones:<zoneid>:<zonename> (zone_misc)"
 CAPS = "caps:<zoneid>:cpucaps_zone_<zoneid> (zone_caps)"
@@ -170,6 +171,7 @@ class ZoneCpuCollector(Collector):
         "its usage and throttling (cpucaps_zone_N kstats)"
     )
     specs = SPECS
+    kstat_inputs = (ZONES, KstatInput("caps"))
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)

@@ -2,11 +2,12 @@
 zone's datasets, and how full the quota is.
 
 One ``zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r
-ROOT`` for all zones (format in dtagent.parsers.zones), cached for ``zfs_list_interval``
-seconds (space changes slowly; cmon-agent caches its per-zone ``zfs list`` for 300 s,
-TritonDataCenter/triton-cmon-agent lib/instrumenter/collectors-vm/zfs.js), with the age
-of the output exported. A zone's datasets are ``ROOT/<zonename>`` (the SmartOS zone
-root, which carries the quota), its children (``ROOT/<zonename>/data``, delegated) and
+ROOT`` for all zones (format in dtagent.parsers.zones), run by the command source
+every ``zfs_list_interval`` seconds (space changes slowly; cmon-agent caches its
+per-zone ``zfs list`` for 300 s, TritonDataCenter/triton-cmon-agent
+lib/instrumenter/collectors-vm/zfs.js), with the age of the output exported. A zone's
+datasets are ``ROOT/<zonename>`` (the SmartOS zone root, which carries the quota), its
+children (``ROOT/<zonename>/data``, delegated) and
 ``ROOT/<zonename>-disk<N>`` (bhyve and KVM disk volumes). Only running zones (zone_misc
 kstats) are reported, so a zone that halts disappears at the next scrape even though its
 datasets stay.
@@ -21,8 +22,8 @@ from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import ratio
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.zones import DatasetEntry, parse_zfs_list, zfs_list_argv
-from dtagent.snapshot import HostSnapshot
-from dtagent.zonemap import running_zones
+from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
+from dtagent.zonemap import ZONES, running_zones
 
 SRC = "zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r ROOT"
 ZD = ("zonename", "dataset")
@@ -82,10 +83,11 @@ class ZoneDatasetCollector(Collector):
     name = "zone_dataset"
     description = "Space and quota of each running zone's ZFS datasets (one cached zfs list)"
     specs = (USED, AVAIL, REFER, QUOTA, QUOTA_RATIO, AGE)
+    kstat_inputs = (ZONES,)
     settings_help = {
         "zfs_list_interval": "seconds a zfs list output is reused before zfs runs again",
-        "command_timeout": "seconds zfs list may take before it is killed (a hang costs one "
-        "scrape this long, then the failure is cached for zfs_list_interval)",
+        "command_timeout": "seconds zfs list may take before it is killed (it runs in the "
+        "background: a hang never delays a scrape)",
         "root": "dataset under which the zones' datasets live (SmartOS: zones)",
     }
 
@@ -114,20 +116,26 @@ class ZoneDatasetCollector(Collector):
             return base
         return None
 
-    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
-        zones = set(running_zones(snap.kstats).values())
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        zones = set(running_zones(kstats).values())
         if not zones:
-            return []
-        # A zone not in the cached listing (just created) forces a new one; zones
+            return
+        # A zone not in the last listing (just created) forces a new one; zones
         # halting or rebooting (same name, same datasets) do not.
         if not zones <= self._listed:
             self._listed = frozenset(zones)
-        res = snap.commands.run(
+        yield CommandRequest(
             self.argv,
-            max_age=self.zfs_list_interval,
+            refresh=self.zfs_list_interval,
             timeout=self.command_timeout,
             generation=self._listed,
         )
+
+    def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
+        zones = set(running_zones(snap.kstats).values())
+        res = snap.commands.get(self.argv)
+        if not zones or res is None:
+            return []
         if not res.ok:
             self.warn_once(
                 "cmd:zfs",

@@ -6,9 +6,10 @@ Running zones and their ids come from the ``zones:<zoneid>:*`` kstats (class
 ``zone_misc_kstat_create``). Metadata (alias, brand, image, and the zones that
 are not running) comes from one inventory command, cached: ``vmadm list -p`` on SmartOS,
 ``zoneadm list -cp`` where vmadm does not exist (formats in dtagent.parsers.zones). The
-command runs again when the set of running zone ids changes (a boot, halt or reboot) or
-after ``metadata_refresh`` seconds, never per zone. When it fails or hangs, the last
-good inventory is used for the zones still present and the problem is logged once.
+command source runs it again when the set of running zone ids changes (a boot, halt or
+reboot) or after ``metadata_refresh`` seconds, never per zone. When it fails or hangs,
+the last good inventory is used for the zones still present, until it is older than two
+refresh intervals; the problem is logged once.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from dtagent.parsers.zones import (
     parse_vmadm_list,
     parse_zoneadm_list,
 )
-from dtagent.snapshot import CommandResult, HostSnapshot
-from dtagent.zonemap import running_zones
+from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
+from dtagent.zonemap import ZONES, running_zones
 
 MISC = "zones:<zoneid>:<zonename> (zone_misc)"
 INVENTORY = "vmadm list -p -o uuid,zonename,zoneid,state,brand,image_uuid,alias | zoneadm list -cp"
@@ -90,12 +91,12 @@ class ZoneInfoCollector(Collector):
         "(zone_misc kstats and vmadm or zoneadm)"
     )
     specs = (INFO, BY_STATE, BOOT, AGE)
+    kstat_inputs = (ZONES,)
     settings_help = {
         "metadata_refresh": "seconds before vmadm/zoneadm is run again when no zone "
         "booted or halted (a change of running zones always refreshes it)",
-        "command_timeout": "seconds vmadm/zoneadm may take before it is killed (under "
-        "Prometheus' default 10 s scrape timeout: a hang costs one scrape this long, then "
-        "the failure is cached for metadata_refresh)",
+        "command_timeout": "seconds vmadm/zoneadm may take before it is killed (it runs in "
+        "the background: a hang never delays a scrape)",
     }
 
     def __init__(self, metadata_refresh: float = 300.0, command_timeout: float = 5.0) -> None:
@@ -104,53 +105,50 @@ class ZoneInfoCollector(Collector):
             raise ValueError("metadata_refresh must be >= 0 and command_timeout > 0")
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
-        # The last inventory that parsed: (argv, rows, time it was produced).
-        self._good: tuple[tuple[str, ...], list[ZoneEntry], float] | None = None
 
-    def _inventory(
-        self, snap: HostSnapshot, running: dict[int, str]
-    ) -> tuple[tuple[str, ...], list[ZoneEntry], float] | None:
-        generation = tuple(sorted(running))
-        for argv in (VMADM_ARGV, ZONEADM_ARGV):
-            res = snap.commands.run(
-                argv,
-                max_age=self.metadata_refresh,
-                timeout=self.command_timeout,
-                generation=generation,
-            )
-            if _not_there(res):
-                continue
-            if not res.ok:
-                self.warn_once(
-                    f"cmd:{argv[0]}",
-                    "zone inventory command failed; using the last good inventory",
-                    argv=list(argv),
-                    rc=res.returncode,
-                    error=res.error,
-                    stderr=res.stderr.strip()[:300],
-                )
-                break
-            parsed = _PARSERS[argv](res.stdout)
-            if parsed.bad:
-                lineno, line, reason = parsed.bad[0]
-                self.warn_once(
-                    f"parse:{argv[0]}",
-                    "zone inventory lines not understood; they are left out",
-                    argv=list(argv),
-                    count=len(parsed.bad),
-                    first_line=lineno,
-                    text=line[:200],
-                    reason=reason,
-                )
-            if parsed.rows or not parsed.bad:
-                self._good = (argv, parsed.rows, snap.time - res.age)
-            break
-        else:
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        # a boot, halt or reboot changes the running zone ids: the inventory runs at once
+        yield CommandRequest(
+            VMADM_ARGV,
+            refresh=self.metadata_refresh,
+            timeout=self.command_timeout,
+            generation=tuple(sorted(running_zones(kstats))),
+            fallbacks=(ZONEADM_ARGV,),
+        )
+
+    def _inventory(self, snap: HostSnapshot) -> tuple[CommandResult, list[ZoneEntry]] | None:
+        res = snap.commands.get(VMADM_ARGV)
+        if res is None:
+            return None  # not run yet: the zones come from the kstats alone
+        if _not_there(res):
             self.warn_once(
                 "cmd:none",
                 "neither vmadm nor zoneadm is available; zone metadata comes from kstats only",
             )
-        return self._good
+            return None
+        if not res.ok:
+            self.warn_once(
+                f"cmd:{res.argv[0]}:{res.error or res.returncode}",
+                "zone inventory command failed; zone metadata comes from kstats only",
+                argv=list(res.argv),
+                rc=res.returncode,
+                error=res.error,
+                stderr=res.stderr.strip()[:300],
+            )
+            return None
+        parsed = _PARSERS[res.argv](res.stdout)
+        if parsed.bad:
+            lineno, line, reason = parsed.bad[0]
+            self.warn_once(
+                f"parse:{res.argv[0]}",
+                "zone inventory lines not understood; they are left out",
+                argv=list(res.argv),
+                count=len(parsed.bad),
+                first_line=lineno,
+                text=line[:200],
+                reason=reason,
+            )
+        return res, parsed.rows
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         fams = Families(self.specs)
@@ -162,15 +160,15 @@ class ZoneInfoCollector(Collector):
                 bt = uint(self, ks, "boot_time", required=False)
                 if bt:
                     boot[name] = bt
-        inventory = self._inventory(snap, running)
+        inventory = self._inventory(snap)
         entries: dict[str, ZoneEntry] = {}
         down_state = "installed"
         if inventory is not None:
-            argv, rows, produced = inventory
-            down_state = "stopped" if argv == VMADM_ARGV else "installed"
+            res, rows = inventory
+            down_state = "stopped" if res.argv == VMADM_ARGV else "installed"
             for row in rows:
                 entries.setdefault(row.zonename, row)
-            fams[AGE.name].add((), max(0.0, snap.time - produced))
+            fams[AGE.name].add((), res.age)
         names_running = {name: zid for zid, name in running.items()}
         for name, entry in list(entries.items()):
             zid = names_running.get(name)

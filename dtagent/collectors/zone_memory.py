@@ -32,8 +32,8 @@ from dtagent.collectors.zone_common import (
     zone_rctl,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot
-from dtagent.zonemap import GLOBAL_ZONENAME
+from dtagent.snapshot import HostSnapshot, KstatInput
+from dtagent.zonemap import GLOBAL_ZONENAME, ZONES
 
 MCAP = "memory_cap:<zoneid>:<zonename> (zone_memory_cap)"
 CAPS = "caps:<zoneid>:{}_zone_<zoneid> (zone_caps)"
@@ -185,6 +185,7 @@ class ZoneMemoryCollector(Collector):
         "pressure (memory_cap and caps kstats)"
     )
     specs = SPECS
+    kstat_inputs = (ZONES, KstatInput("memory_cap"), KstatInput("caps"))
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)

@@ -24,7 +24,8 @@ from dtagent.collectors.zone_common import (
     zone_rctl,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import HostSnapshot, KstatInput
+from dtagent.zonemap import ZONES
 
 NPROCS = "caps:<zoneid>:nprocs_zone_<zoneid> (zone_caps)"
 MISC = "zones:<zoneid>:<zonename> (zone_misc)"
@@ -85,6 +86,7 @@ class ZoneProcessesCollector(Collector):
         "failures (zone_misc kstats)"
     )
     specs = SPECS
+    kstat_inputs = (ZONES, KstatInput("caps"))
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)

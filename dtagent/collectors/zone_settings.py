@@ -17,11 +17,12 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.snapshot import HostSnapshot
-from dtagent.zonemap import running_zones
+from dtagent.parsers.zones import VMADM_SETTINGS_ARGV, VMADM_SETTINGS_FIELDS
+from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
+from dtagent.zonemap import ZONES, running_zones
 
-FIELDS = ("uuid", "zonename", "cpu_shares", "zfs_io_priority", "max_lwps")
-ARGV = ("vmadm", "list", "-p", "-o", ",".join(FIELDS))
+FIELDS = VMADM_SETTINGS_FIELDS
+ARGV = VMADM_SETTINGS_ARGV
 SOURCE = "vmadm list -p -o " + ",".join(FIELDS)
 
 SHARES = MetricSpec(
@@ -82,9 +83,11 @@ class ZoneSettingsCollector(Collector):
     name = "zone_settings"
     description = "Per-zone CPU shares, ZFS I/O priority and LWP cap (vmadm, cached)"
     specs = (SHARES, IO_PRIORITY, LWPS)
+    kstat_inputs = (ZONES,)  # the running zones decide when vmadm runs again
     settings_help = {
         "refresh": "seconds before vmadm is run again when no zone booted or halted",
-        "command_timeout": "seconds vmadm may take before it is killed",
+        "command_timeout": "seconds vmadm may take before it is killed (it runs in the "
+        "background: a hang never delays a scrape)",
     }
 
     def __init__(self, refresh: float = 60.0, command_timeout: float = 5.0) -> None:
@@ -94,20 +97,29 @@ class ZoneSettingsCollector(Collector):
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        # a boot or halt changes the running zone ids: vmadm runs again at once
+        yield CommandRequest(
+            ARGV,
+            refresh=self.refresh,
+            timeout=self.command_timeout,
+            generation=tuple(sorted(running_zones(kstats))),
+        )
+
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         fams = Families(self.specs)
-        generation = tuple(sorted(running_zones(snap.kstats)))
-        res = snap.commands.run(
-            ARGV, max_age=self.refresh, timeout=self.command_timeout, generation=generation
-        )
+        res = snap.commands.get(ARGV)
+        if res is None:
+            return fams.all()  # not run yet
         if res.returncode == 127 and res.error is not None:
             return fams.all()  # no vmadm here (or not recorded in a bundle)
         if not res.ok:
             self.warn_once(
-                "cmd",
+                f"cmd:{res.error or res.returncode}",
                 "vmadm failed; no cpu_shares, zfs_io_priority or max_lwps this scrape",
                 rc=res.returncode,
                 error=res.error,
+                reason=res.reason,
                 stderr=res.stderr.strip()[:300],
             )
             return fams.all()

@@ -30,7 +30,8 @@ from dtagent.collectors.zone_common import (
     uint,
 )
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import HostSnapshot, KstatInput
+from dtagent.zonemap import ZONES
 
 VFS = "zone_vfs:<zoneid>:<zonename> (zone_vfs)"
 ZFS = "zone_zfs:<zoneid>:<zonename> (zone_zfs)"
@@ -105,6 +106,7 @@ class ZoneVfsCollector(Collector):
         "(zone_vfs kstats), and ZFS I/O (zone_zfs kstats)"
     )
     specs = VFS_SPECS + ZFS_SPECS
+    kstat_inputs = (ZONES, KstatInput("zone_vfs"), KstatInput("zone_zfs"))
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)

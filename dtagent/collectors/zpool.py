@@ -29,7 +29,7 @@ from dtagent.parsers.zpool import (
     parse_zpool_list,
     parse_zpool_status,
 )
-from dtagent.snapshot import CommandResult, HostSnapshot
+from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 
 LIST_SRC = " ".join(LIST_ARGV)
 STATUS_SRC = " ".join(STATUS_ARGV)
@@ -188,8 +188,14 @@ class ZpoolCollector(Collector):
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 
+    def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
+        for argv in (LIST_ARGV, STATUS_ARGV):
+            yield CommandRequest(argv, refresh=self.refresh, timeout=self.command_timeout)
+
     def _run(self, snap: HostSnapshot, argv: tuple[str, ...]) -> CommandResult | None:
-        res = snap.commands.run(argv, max_age=self.refresh, timeout=self.command_timeout)
+        res = snap.commands.get(argv)
+        if res is None:
+            return None  # not run yet
         if not res.ok:
             self.warn_once(
                 f"cmd:{argv[1]}",

@@ -96,7 +96,7 @@ def build_service(config: Config, need_policy: bool = True) -> Any:
     from dtagent.control.platform import detect
     from dtagent.control.policy import Policy, PolicyError, ZoneSelector, load_policy
     from dtagent.control.service import ControlService
-    from dtagent.sources.commands import CommandRunner
+    from dtagent.sources.commands import CommandRunner, passed_env
 
     path = config.get("control", "policy")
     if not path:
@@ -109,7 +109,10 @@ def build_service(config: Config, need_policy: bool = True) -> Any:
     else:
         policy = load_policy(path)
     command_path = config.get("sources", "command_path")
-    runner = CommandRunner(path=command_path)
+    # the same path and environment as the agent's own commands (sources.command_*)
+    runner = CommandRunner(
+        path=command_path, extra_env=passed_env(config.get("sources", "command_env"))
+    )
     platform = detect(runner, command_path, config.get("control", "command_timeout"))
     audit = AuditLog(
         config.get("control", "audit_log"),

@@ -1,7 +1,7 @@
 """Reading and changing a zone's caps on the host: the only control code that runs commands.
 
 Every command goes through the agent's :class:`~dtagent.sources.commands.CommandRunner`
-(argv lists, a timeout that kills the whole process group, bounded output, never a
+(``run_now``: argv lists, a timeout that kills the whole process group, bounded output, never a
 shell). Two platforms:
 
 * SmartOS (``vmadm`` on the command path): ``vmadm lookup -j -o ...`` lists every zone
@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,11 +66,14 @@ RCTL_KEYS: dict[str, str] = {p.rctl: p.name for p in RCTL_PROPERTIES if p.rctl i
 
 
 class Runner(Protocol):
-    def run_once(
+    """What the control wing needs of the command source: one bounded run, now."""
+
+    def run_now(
         self,
-        argv: list[str] | tuple[str, ...],
+        argv: Sequence[str],
         *,
-        timeout: float = 10.0,
+        timeout: float,
+        name: str = "",
         stdin: bytes | None = None,
     ) -> CommandResult: ...
 
@@ -179,7 +182,7 @@ class Platform:
         self.timeout = timeout
 
     def _run(self, argv: list[str], stdin: bytes | None = None) -> CommandResult:
-        return self.runner.run_once(argv, timeout=self.timeout, stdin=stdin)
+        return self.runner.run_now(argv, timeout=self.timeout, stdin=stdin)
 
     def inventory(self) -> list[ZoneCaps]:
         raise NotImplementedError

@@ -17,8 +17,8 @@ import structlog
 from dtagent.config import Config, ConfigError
 from dtagent.control.api import ApiRequest, ApiResponse, ControlAPI
 from dtagent.control.audit import AuditCounters
+from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.server import parse_listen
 
 log = structlog.get_logger("dtagent.control")
 

@@ -36,6 +36,25 @@ _UNKNOWN = {"--", "?"}
 _PRIORITY = re.compile(r"^[a-z]{1,16}$")
 MAX_PROBLEMS = 20
 
+# The commands whose output is parsed here, as the link and flow collectors run them
+# (and the simulator records them).
+MAXBW_ARGV = ("dladm", "show-linkprop", "-c", "-o", "link,value", "-p", "maxbw")
+SHOW_FLOW_ARGV = ("flowadm", "show-flow", "-p", "-o", "flow,link")
+SHOW_FLOWPROP_ARGV = (
+    "flowadm",
+    "show-flowprop",
+    "-c",
+    "-o",
+    "flow,property,value",
+    "-p",
+    "maxbw,priority",
+)
+
+
+def zone_maxbw_argv(zonename: str) -> tuple[str, ...]:
+    """The per-zone maxbw command (SmartOS dladm: ``-z`` selects the zone's links)."""
+    return ("dladm", "show-linkprop", "-z", zonename, "-c", "-o", "link,value", "-p", "maxbw")
+
 
 def split_ofmt(line: str, nfields: int) -> list[str] | None:
     """The fields of one libofmt parsable line, unescaped; None when malformed.

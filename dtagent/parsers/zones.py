@@ -35,6 +35,9 @@ from dtagent.parsers import complete_lines
 VMADM_FIELDS = ("uuid", "zonename", "zoneid", "state", "brand", "image_uuid", "alias")
 VMADM_ARGV = ("vmadm", "list", "-p", "-o", ",".join(VMADM_FIELDS))
 ZONEADM_ARGV = ("zoneadm", "list", "-cp")
+# The settable caps no kstat carries (dtagent.collectors.zone_settings parses the output).
+VMADM_SETTINGS_FIELDS = ("uuid", "zonename", "cpu_shares", "zfs_io_priority", "max_lwps")
+VMADM_SETTINGS_ARGV = ("vmadm", "list", "-p", "-o", ",".join(VMADM_SETTINGS_FIELDS))
 ZFS_FIELDS = ("name", "used", "available", "referenced", "quota")
 
 

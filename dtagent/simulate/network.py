@@ -10,18 +10,23 @@
 * Command records (docs/bundle.md): ``dladm show-linkprop -c -o link,value -p maxbw``
   (every link of the host, each zone's under the zone's own name), the per-zone
   ``dladm show-linkprop -z <zone> ...`` (recorded when the zone boots), and the
-  flowadm show-flow / show-flowprop outputs, in libofmt parsable format.
+  flowadm show-flow / show-flowprop outputs, in libofmt parsable format, each recorded
+  as often as the agent runs it by default.
 """
 
 from __future__ import annotations
 
 import random
-import zlib
 
 from dtagent.bundle import Frame
-from dtagent.collectors.flow import SHOW_FLOW_ARGV, SHOW_FLOWPROP_ARGV
-from dtagent.collectors.link import MAXBW_ARGV, zone_maxbw_argv
-from dtagent.parsers.network import escape_ofmt, format_bw
+from dtagent.parsers.network import (
+    MAXBW_ARGV,
+    SHOW_FLOW_ARGV,
+    SHOW_FLOWPROP_ARGV,
+    escape_ofmt,
+    format_bw,
+    zone_maxbw_argv,
+)
 from dtagent.simulate.model import SimHost, SimZone
 from dtagent.snapshot import CommandResult, Kstat
 
@@ -158,21 +163,33 @@ def _record(frame: Frame, argv: tuple[str, ...], lines: list[str]) -> None:
     frame.commands.append(CommandResult(argv, 0, text, ""))
 
 
+# How often the agent's command source runs these by default (the link collector's
+# maxbw_max_age, the flow collector's max_age): the bundle records them as often.
+MAXBW_REFRESH = 300.0
+FLOW_REFRESH = 60.0
+
+
+def _due(acc: dict[str, float], key: str, now: float, every: float) -> bool:
+    """True (and remembered) when ``key`` was last recorded ``every`` seconds ago or never."""
+    last = acc.get(key)
+    if last is not None and now - last < every:
+        return False
+    acc[key] = now
+    return True
+
+
 def _commands(host: SimHost, frame: Frame) -> None:
     running = host.running()
     lines = [escape_ofmt([p, ""]) for p in PHYS]
     for zone in running:
         lines.extend(_maxbw_lines(zone))
-    crc = float(zlib.crc32("\n".join(lines).encode()))
-    if host.acc.get("net_maxbw_crc") != crc:
-        host.acc["net_maxbw_crc"] = crc
+    if _due(host.acc, "net_maxbw_at", host.time, MAXBW_REFRESH):
         _record(frame, MAXBW_ARGV, lines)
     for zone in running:
-        if not zone.acc.get("net_maxbw_recorded"):
-            zone.acc["net_maxbw_recorded"] = 1.0
+        # at boot (a new zone id: the zone's acc starts afresh) and every refresh
+        if _due(zone.acc, "net_maxbw_at", host.time, MAXBW_REFRESH):
             _record(frame, zone_maxbw_argv(zone.uuid), _maxbw_lines(zone))
-    if not host.acc.get("net_flows_recorded"):
-        host.acc["net_flows_recorded"] = 1.0
+    if _due(host.acc, "net_flows_at", host.time, FLOW_REFRESH):
         _record(frame, SHOW_FLOW_ARGV, [escape_ofmt([f, link]) for f, link, *_ in FLOWS])
         props: list[str] = []
         for flow, _, _, bw, prio in FLOWS:

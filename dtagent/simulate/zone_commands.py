@@ -6,11 +6,15 @@
 * ``zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r zones``:
   tab-separated exact integers, quota ``0`` when none, ``-`` where the property does not
   apply (volumes), as libzfs prints with ``literal`` set.
+* ``vmadm list -p -o uuid,zonename,cpu_shares,zfs_io_priority,max_lwps``: the same
+  format; every zone's shares and I/O priority (vmadm's default 100 for most, a few
+  raised) and its LWP cap (vmadm's default 2000 unless set), fixed per zone.
 
 Outputs are recorded as docs/bundle.md says: when they change (vmadm: a zone boots or
 halts) and whenever the agent's cache would have run the command again (every
-``REFRESH`` seconds). Values are derived from the zone and the clock, not from the
-host's random stream, so adding these outputs changes no other part of a frame.
+``REFRESH`` seconds, ``SETTINGS_REFRESH`` for the settings list). Values are derived
+from the zone and the clock, not from the host's random stream, so adding these outputs
+changes no other part of a frame.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import random
 import zlib
 
 from dtagent.bundle import Frame
-from dtagent.parsers.zones import VMADM_ARGV, zfs_list_argv
+from dtagent.parsers.zones import VMADM_ARGV, VMADM_SETTINGS_ARGV, zfs_list_argv
 from dtagent.simulate.model import GiB, SimHost, SimZone
 from dtagent.snapshot import CommandResult
 
 REFRESH = 300.0  # the zone_info metadata_refresh and zone_dataset zfs_list_interval defaults
+SETTINGS_REFRESH = 60.0  # the zone_settings refresh default
 POOL = "zones"
 POOL_SIZE = 20 * 1024 * GiB
 _ZFS_ARGV = zfs_list_argv(POOL)
@@ -37,6 +42,18 @@ def vmadm_list(host: SimHost) -> str:
         state = "running" if z.running else "stopped"
         fields = (z.uuid, z.uuid, zoneid, state, z.brand, z.image_uuid, z.alias)
         lines.append(":".join(fields) + "\n")
+    return "".join(lines)
+
+
+def vmadm_settings(host: SimHost) -> str:
+    """vmadm list -p output of every zone's cpu_shares, zfs_io_priority and max_lwps."""
+    lines = []
+    for z in sorted(host.zones, key=lambda z: z.uuid):
+        rng = random.Random(zlib.crc32(("settings:" + z.uuid).encode()))
+        shares = rng.choice((100, 100, 100, 200, 500))
+        priority = rng.choice((100, 100, 100, 50, 300))
+        lwps = rng.choice((2000, 2000, 4000))
+        lines.append(f"{z.uuid}:{z.uuid}:{shares}:{priority}:{lwps}\n")
     return "".join(lines)
 
 
@@ -105,6 +122,15 @@ def contribute(host: SimHost, frame: Frame, rng: random.Random) -> None:
         frame.commands.append(CommandResult(VMADM_ARGV, 0, vmadm, ""))
         host.acc["cmd_vmadm_crc"] = crc
         host.acc["cmd_vmadm_at"] = host.time
+    last_settings = host.acc.get("cmd_settings_at")
+    if (
+        last_settings is None
+        or host.acc.get("cmd_settings_crc") != crc
+        or host.time - last_settings >= SETTINGS_REFRESH
+    ):
+        frame.commands.append(CommandResult(VMADM_SETTINGS_ARGV, 0, vmadm_settings(host), ""))
+        host.acc["cmd_settings_crc"] = crc
+        host.acc["cmd_settings_at"] = host.time
     last_zfs = host.acc.get("cmd_zfs_at")
     if last_zfs is None or host.time - last_zfs >= REFRESH:
         frame.commands.append(CommandResult(_ZFS_ARGV, 0, zfs_list(host), ""))

@@ -34,9 +34,8 @@ def _walk(zone: SimZone, key: str, rng: random.Random, lo: float, hi: float) -> 
     return cur
 
 
-def _kname(zone: SimZone) -> str:
-    # kstat names are cut to KSTAT_STRLEN - 1 = 30 characters (sys/kstat.h).
-    return zone.uuid[:30]
+# The burst time (seconds above the baseline) a simulated zone with a baseline may use.
+BURST_TIME = 3600
 
 
 def _cpu_percent(zone: SimZone, rng: random.Random) -> float:
@@ -158,7 +157,8 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
                     "value": zone.cpu_cap,
                     "baseline": baseline,
                     "effective": zone.cpu_cap,
-                    "burst_limit_sec": 0,
+                    # zone.cpu-burst-time of a zone with a baseline; 0 = unlimited
+                    "burst_limit_sec": BURST_TIME if baseline else 0,
                     "bursting_sec": 0,
                     "usage": int(cpu),
                     "nwait": rng.randint(2, 12) if above else 0,

@@ -13,7 +13,6 @@ keeps no metrics for that run; the others are not affected.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import structlog
 
 from dtagent.metrics import MetricFamily
 from dtagent.parsers.textformat import TextFormatError, parse_exposition
+from dtagent.sources.commands import DEFAULT_PATH, execute
 
 log = structlog.get_logger("dtagent.plugins")
 
@@ -106,7 +106,6 @@ class PluginRunner:
 
     def _run(self, path: Path) -> PluginResult:
         started = time.monotonic()
-        env = dict(os.environ, LC_ALL="C", LANG="C")
 
         def done(ok: bool, error: str | None = None,
                  families: list[MetricFamily] | None = None) -> PluginResult:
@@ -115,30 +114,22 @@ class PluginRunner:
             return PluginResult(path.name, ok, time.monotonic() - started, self._clock(),
                                 families or [], error)
 
-        try:
-            proc = subprocess.Popen([str(path)], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                    start_new_session=True, cwd=str(self.directory))
-        except OSError as exc:
-            return done(False, f"cannot run ({exc.strerror})")
-        try:
-            out, err = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                proc.kill()
-            proc.communicate()
-            return done(False, f"timed out after {self.timeout:g}s")
-        if proc.returncode != 0:
-            return done(False, f"exit status {proc.returncode}: "
-                               f"{err.decode('utf-8', 'replace').strip()[:200]}")
-        if len(out) > self.max_output:
+        # bounded as every command is: one deadline for the run and the reading of its
+        # pipes, the process group killed then, output capped while it is read
+        env = {k: v for k, v in os.environ.items() if k not in ("PATH", "LC_ALL", "LANG")}
+        res = execute((str(path),), timeout=self.timeout, output_cap=self.max_output,
+                      path=os.environ.get("PATH", DEFAULT_PATH), extra_env=env,
+                      cwd=str(self.directory))
+        if res.truncated:
             return done(False, f"printed more than {self.max_output} bytes")
-        try:
-            families = parse_exposition(out.decode("utf-8"), f"plugin {path.name}")
-        except UnicodeDecodeError:
+        if res.error is not None:
+            return done(False, res.error)
+        if res.returncode != 0:
+            return done(False, f"exit status {res.returncode}: {res.stderr.strip()[:200]}")
+        if "\ufffd" in res.stdout:  # execute() decodes with replacement characters
             return done(False, "output is not UTF-8")
+        try:
+            families = parse_exposition(res.stdout, f"plugin {path.name}")
         except TextFormatError as exc:
             return done(False, str(exc))
         return done(True, families=families)

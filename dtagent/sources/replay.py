@@ -3,8 +3,8 @@
 The replay maps the agent's clock onto the bundle's: at ``start`` it serves the first
 frame, and ``speed`` seconds of bundle time pass per second of wall time. After the
 last frame it keeps serving the last one (and says so once in the log), so counters
-never go backwards. Commands are answered with the latest output recorded at or
-before the current frame; DTrace deltas are handed out once each, in order.
+never go backwards. Command requests are answered with the latest output recorded at
+or before the current frame; DTrace deltas are handed out once each, in order.
 """
 
 from __future__ import annotations
@@ -12,13 +12,21 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from dtagent.bundle import Bundle, BundleError, Frame, PackedFrames, read_packed
-from dtagent.snapshot import CommandResult, KstatSnapshot
+from dtagent.snapshot import (
+    CommandRequest,
+    CommandResult,
+    CommandResults,
+    KstatInput,
+    KstatSnapshot,
+    modules_of,
+)
 from dtagent.zonemap import zones_of
 
 log = structlog.get_logger("dtagent.replay")
@@ -34,6 +42,7 @@ class ReplaySource:
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
         pin: int | None = None,
+        inputs: Iterable[KstatInput] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("replay speed must be positive")
@@ -57,23 +66,37 @@ class ReplaySource:
         self._lock = threading.Lock()
         self._ended_logged = False
         self._pin = pin
-        # Command history: argv → list of (frame time, result), in time order.
-        self._commands: dict[tuple[str, ...], list[tuple[float, CommandResult]]] = {}
+        # only the modules the collectors declared, as the live reader reads them (by
+        # module: an imported ``kstat -p`` dump may not say a kstat's class)
+        self._inputs = (
+            tuple(KstatInput(m) for m in sorted(modules_of(inputs))) if inputs is not None else None
+        )
+        # Command history: argv → its results in time order, ``finished`` the frame time.
+        self._commands: dict[tuple[str, ...], list[CommandResult]] = {}
+        self._command_times: dict[tuple[str, ...], list[float]] = {}
         for at, results in zip(self._times, commands, strict=True):
             for res in results:
-                self._commands.setdefault(res.argv, []).append((at, res))
+                self._commands.setdefault(res.argv, []).append(replace(res, finished=at))
+                self._command_times.setdefault(res.argv, []).append(at)
 
     @classmethod
-    def open(cls, path: str, speed: float = 1.0, frame: int | None = None) -> ReplaySource:
-        """Open a bundle; ``frame`` pins the replay to that frame (negative: from the end)."""
+    def open(
+        cls,
+        path: str,
+        speed: float = 1.0,
+        frame: int | None = None,
+        inputs: Iterable[KstatInput] | None = None,
+    ) -> ReplaySource:
+        """Open a bundle; ``frame`` pins the replay to that frame (negative: from the end);
+        ``inputs`` are the kstats served (None: all)."""
         bundle = read_packed(path)
         if frame is None:
-            return cls(bundle, speed=speed, name=str(path))
+            return cls(bundle, speed=speed, name=str(path), inputs=inputs)
         count = len(bundle.frames)
         index = frame if frame >= 0 else count + frame
         if not 0 <= index < count:
             raise BundleError(f"{path}: no frame {frame} (it has {count})")
-        return cls(bundle, name=str(path), pin=index)
+        return cls(bundle, name=str(path), pin=index, inputs=inputs)
 
     @property
     def frames(self) -> Sequence[Frame]:
@@ -100,7 +123,10 @@ class ReplaySource:
             index = self._current()
             if index != self._index or self._snapshot is None:
                 self._index = index
-                self._snapshot = self.frames[index].snapshot()
+                snapshot = self.frames[index].snapshot()
+                if self._inputs is not None:
+                    snapshot = snapshot.only(self._inputs)
+                self._snapshot = snapshot
             return self._snapshot
 
     def time(self) -> float:
@@ -125,24 +151,35 @@ class ReplaySource:
             return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
         return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        max_age: float = 0.0,
-        timeout: float = 10.0,
-        generation: object = None,
-    ) -> CommandResult:
-        """The latest recorded output of ``argv`` at or before the current frame."""
-        key = tuple(argv)
+    def results(self, requests: Sequence[CommandRequest]) -> CommandResults:
+        """Each request served from the latest output recorded at or before the current
+        frame (of its argv, else of its first fallback that was recorded), its age the
+        bundle time since; the same age limit as live applies."""
         now = self.time()
-        history = self._commands.get(key)
-        if not history:
-            return CommandResult(key, 127, error="not recorded in the bundle")
-        pos = bisect.bisect_right([t for t, _ in history], now) - 1
-        if pos < 0:
-            return CommandResult(key, 127, error="not recorded yet at this point of the bundle")
-        recorded_at, res = history[pos]
-        return CommandResult(
-            key, res.returncode, res.stdout, res.stderr, res.error, age=now - recorded_at
-        )
+        return CommandResults.select(requests, lambda req: self._recorded(req, now), now)
+
+    def settle(self, timeout: float) -> bool:
+        """Recorded results are always at hand."""
+        return True
+
+    def _recorded(
+        self, req: CommandRequest, now: float
+    ) -> tuple[CommandResult | None, CommandResult | None]:
+        """(latest, latest successful) recorded result for the request at ``now``."""
+        missing = CommandResult(req.argv, 127, error="not recorded in the bundle", finished=now)
+        for argv in (req.argv, *req.fallbacks):
+            history = self._commands.get(argv)
+            if not history:
+                continue
+            pos = bisect.bisect_right(self._command_times[argv], now) - 1
+            if pos < 0:
+                missing = CommandResult(
+                    argv, 127, error="not recorded yet at this point of the bundle", finished=now
+                )
+                continue
+            last = history[pos]
+            if last.returncode == 127 and argv != (req.fallbacks or (argv,))[-1]:
+                continue  # not installed on the recorded host: its fallback answered
+            last_ok = next((r for r in reversed(history[: pos + 1]) if r.ok), None)
+            return last, last_ok
+        return missing, None
