@@ -176,7 +176,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         collectors=[c.name for c in agent.collectors],
         dtrace=dtrace is not None,
     )
-    closers.extend(c.close for c in agent.collectors)
+    closers.append(agent.close_collectors)  # the collectors of the moment (reloads swap them)
     return Runtime(agent=agent, mode=mode, closers=closers)
 
 
