@@ -19,7 +19,7 @@ import structlog
 from dtagent.agent import Agent, DTraceProvider, KstatProvider, NoKstats
 from dtagent.collectors import available as available_collectors
 from dtagent.collectors.base import Collector
-from dtagent.config import Config
+from dtagent.config import Config, ConfigError
 from dtagent.snapshot import CommandSource, HostSnapshot, KstatInput, modules_of
 from dtagent.zonemap import ZONES
 
@@ -84,7 +84,11 @@ def select_collectors(
     for name in names:
         if name in disabled:
             continue
-        out.append(classes[name](**config.collector_settings.get(name, {})))
+        try:
+            out.append(classes[name](**config.collector_settings.get(name, {})))
+        except ValueError as exc:  # a setting out of range: the collector says which
+            origin = config.path or "defaults"
+            raise ConfigError(f"{origin}: key 'collectors.{name}': {exc}") from None
     return out
 
 

@@ -71,3 +71,23 @@ def test_cli_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert str(path) in err and "agent.header_timeout" in err and "expected a number" in err
     assert main(["serve", "--listen", "localhost"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[collectors.plugins]\ndirectory = "/x"\ninterval = 1.0\n',
+         "key 'collectors.plugins': interval and timeout must be > 0, and timeout at most"),
+        ('[collectors.smf]\nquiet_states = ["online", "bogus"]\n',
+         "key 'collectors.smf': quiet_states: unknown state 'bogus'"),
+        ("[collectors.zone_info]\nmetadata_refresh = -1.0\n",
+         "key 'collectors.zone_info': metadata_refresh must be >= 0"),
+    ],
+)
+def test_a_collector_setting_out_of_range_is_a_config_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = write(tmp_path, text + "[dtrace]\nenabled = false\n")
+    assert main(["scrape", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err and "Traceback" not in err
