@@ -8,6 +8,8 @@ import pytest
 
 from dtagent.cli import main
 from dtagent.config import DEFAULT_LISTEN, ConfigError, load
+from dtagent.runtime import build
+from tests.helpers import dtagent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -84,10 +86,17 @@ def test_cli_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixtu
          "key 'collectors.zone_info': metadata_refresh must be >= 0"),
     ],
 )
-def test_a_collector_setting_out_of_range_is_a_config_error_not_a_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+def test_a_collector_setting_out_of_range_is_a_config_error(
+    tmp_path: Path, text: str, message: str
 ) -> None:
     path = write(tmp_path, text + "[dtrace]\nenabled = false\n")
-    assert main(["scrape", "--config", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert str(path) in err and message in err and "Traceback" not in err
+    with pytest.raises(ConfigError) as exc:
+        build(load(path))
+    assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+def test_the_cli_reports_it_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, '[collectors.plugins]\ndirectory = "/x"\ninterval = 1.0\n')
+    res = dtagent("scrape", "--config", str(path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "collectors.plugins" in res.stderr and str(path) in res.stderr
