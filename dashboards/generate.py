@@ -407,6 +407,18 @@ def agent() -> dict[str, Any]:
             Q(f"increase(dtagent_command_failures_total{{{HOST}}}[{RI}])", "{{command}}")],
           "short", "Runs that failed: not installed, non-zero exit, timed out or output over "
           "the cap (the agent's log says which)."),
+        Row("Operators' metrics"),
+        P("Textfiles refused", [Q(f"dtagent_textfile_scrape_error{{{HOST}}}", "refused")],
+          "none", "1 while a *.prom file of the textfile directory is refused (the log "
+          "says which and why).", w=6, min=0, max=1),
+        P("Textfile age", [Q(f"time() - dtagent_textfile_mtime_seconds{{{HOST}}}", "{{file}}")],
+          "s", "Time since each *.prom file was last written: a writer that stopped shows "
+          "here.", w=6),
+        P("Plugin success", [Q(f"dtagent_plugin_success{{{HOST}}}", "{{plugin}}")], "none",
+          "Last run of each plugin: 1 succeeded, 0 failed (the log says why).", w=6,
+          min=0, max=1),
+        P("Plugin duration", [Q(f"dtagent_plugin_duration_seconds{{{HOST}}}", "{{plugin}}")],
+          "s", "How long each plugin's last run took.", w=6),
         Row("DTrace"),
         P("DTrace worker", [Q(f"dtagent_dtrace_worker_up{{{HOST}}}", "worker up")],
           "none", "1 while the DTrace worker process runs and reports.", kind="stat", w=6,

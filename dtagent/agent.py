@@ -102,10 +102,19 @@ class Agent:
         self._observers: list[Observer] = []
 
     def set_collectors(self, collectors: Sequence[Collector]) -> None:
-        """Run these from the next collection on (a config reload)."""
+        """Run these from the next collection on (a config reload); the collectors left
+        out are closed (a plugin runner stops)."""
         with self._lock:
+            dropped = [c for c in self.collectors if not any(c is n for n in collectors)]
             self.collectors = list(collectors)
             self._last = None
+        for c in dropped:
+            _close(c)
+
+    def close_collectors(self) -> None:
+        """Close every collector (the agent is stopping)."""
+        for c in self.collectors:
+            _close(c)
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer`` with the snapshot of every collection from now on."""
@@ -244,3 +253,10 @@ class Agent:
         if self._failing.get(name) != message:
             self._failing[name] = message
             log.error("collector failed", collector=name, error=message, exc_info=exc)
+
+
+def _close(collector: Collector) -> None:
+    try:
+        collector.close()
+    except Exception as exc:
+        log.warning("closing a collector failed", collector=collector.name, error=str(exc))

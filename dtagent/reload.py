@@ -10,7 +10,8 @@ what the reload did.
 
 Counters survive: kstat counters are the kernel's; the DTrace accumulator keeps its
 series across a reload (:meth:`~dtagent.dtrace.accumulator.Accumulator.reconfigure`),
-and the DTrace worker is only restarted when a script it runs changed.
+and the running DTrace worker is told the new set of scripts: only those added, changed
+or removed start or stop, each on its own libdtrace handle; the others trace on.
 
 Other parts of the agent (the web-config, the control policy) add their own hooks with
 :func:`register`: a factory called with the serving state when ``dtagent serve``
@@ -220,7 +221,12 @@ class DTraceHook:
         self.state = state
 
     def prepare(self, old: Config, new: Config) -> Change | None:
-        from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas, worker_argv
+        from dtagent.dtrace.provider import (
+            DTraceMetrics,
+            ReplayDeltas,
+            worker_argv,
+            worker_scripts,
+        )
         from dtagent.dtrace.spec import SpecError, enabled_scripts, load_scripts, script_dirs
 
         provider = self.state.runtime.agent.dtrace
@@ -247,8 +253,12 @@ class DTraceHook:
         supervisor = provider.supervisor
         argv = worker_argv(new.get("dtrace", "libdtrace"), running) \
             if supervisor is not None else []
-        restart = supervisor is not None and (
-            argv != supervisor.argv or bool(changed_scripts))
+        # another libdtrace: the worker starts again; otherwise it is told the scripts
+        whole = supervisor is not None and bool(section_changes(old, new, "dtrace",
+                                                                ["libdtrace"]))
+        touched = bool(changed_scripts or stopped)
+        restart = supervisor is not None and (whole or touched)
+        scripts = worker_scripts(running) if supervisor is not None else []
 
         def apply() -> None:
             provider.accumulator.reconfigure(
@@ -273,8 +283,10 @@ class DTraceHook:
                 supervisor.argv = argv
                 provider.source = supervisor
                 supervisor.start()
-            elif restart:
+            elif whole:
                 supervisor.restart_with(argv)
+            elif touched or argv != supervisor.argv:
+                supervisor.update_scripts(argv, scripts)
 
         parts = [*settings]
         if changed_scripts:
@@ -282,7 +294,7 @@ class DTraceHook:
         if stopped:
             parts.append("D scripts stopped: " + ", ".join(stopped))
         unchanged = sorted({s.name for s in running} - set(changed_scripts))
-        if restart and unchanged:
-            # one worker runs every script: it restarts as a whole (counters go on)
-            parts.append("restarted with them: " + ", ".join(unchanged))
+        if unchanged and restart:
+            parts.append(("restarted with them (another libdtrace): " if whole else
+                          "D scripts kept running: ") + ", ".join(unchanged))
         return Change("; ".join(parts) or "D script specs", apply)

@@ -18,7 +18,7 @@ import structlog
 from dtagent.agent import Agent, DTraceProvider, KstatProvider, NoKstats
 from dtagent.collectors import available as available_collectors
 from dtagent.collectors.base import Collector
-from dtagent.config import Config
+from dtagent.config import Config, ConfigError
 from dtagent.snapshot import CommandSource, HostSnapshot, KstatInput, modules_of
 from dtagent.zonemap import ZONES
 
@@ -76,7 +76,11 @@ def select_collectors(
     for name in names:
         if name in disabled:
             continue
-        out.append(classes[name](**config.collector_settings.get(name, {})))
+        try:
+            out.append(classes[name](**config.collector_settings.get(name, {})))
+        except ValueError as exc:  # a setting out of range: the collector says which
+            origin = config.path or "defaults"
+            raise ConfigError(f"{origin}: key 'collectors.{name}': {exc}") from None
     return out
 
 
@@ -168,7 +172,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         collectors=[c.name for c in agent.collectors],
         dtrace=dtrace is not None,
     )
-    closers.extend(c.close for c in agent.collectors)
+    closers.append(agent.close_collectors)  # the collectors of the moment (reloads swap them)
     return Runtime(agent=agent, mode=mode, closers=closers)
 
 

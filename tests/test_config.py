@@ -8,6 +8,8 @@ import pytest
 
 from dtagent.cli import main
 from dtagent.config import DEFAULT_LISTEN, ConfigError, load
+from dtagent.runtime import build
+from tests.helpers import dtagent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -71,3 +73,30 @@ def test_cli_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert str(path) in err and "agent.header_timeout" in err and "expected a number" in err
     assert main(["serve", "--listen", "localhost"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[collectors.plugins]\ndirectory = "/x"\ninterval = 1.0\n',
+         "key 'collectors.plugins': interval and timeout must be > 0, and timeout at most"),
+        ('[collectors.smf]\nquiet_states = ["online", "bogus"]\n',
+         "key 'collectors.smf': quiet_states: unknown state 'bogus'"),
+        ("[collectors.zone_info]\nmetadata_refresh = -1.0\n",
+         "key 'collectors.zone_info': metadata_refresh must be >= 0"),
+    ],
+)
+def test_a_collector_setting_out_of_range_is_a_config_error(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text + "[dtrace]\nenabled = false\n")
+    with pytest.raises(ConfigError) as exc:
+        build(load(path))
+    assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+def test_the_cli_reports_it_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, '[collectors.plugins]\ndirectory = "/x"\ninterval = 1.0\n')
+    res = dtagent("scrape", "--config", str(path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "collectors.plugins" in res.stderr and str(path) in res.stderr

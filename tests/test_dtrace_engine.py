@@ -252,12 +252,18 @@ error stub:other 0 1 invalid address (0x8) in action #1
     drops = {r["drop"]: r["count"] for r in records if "drop" in r}
     assert drops == {kind: k + 1 for k, kind in enumerate(ld.DROP_KINDS)}
     errors = [(r["script"], r["count"]) for r in records if "error" in r]
-    # epids 1-5 are every's, 6-7 other's (exec order): attributed per script
+    # each script has its own handle and its own epids: attributed per script
     assert sorted(errors) == [("every", 1), ("other", 1), ("other", 1)]
     calls = sc.calls()
     assert calls.index("handle_err") < calls.index("go handlers=drop,err,buffered")
     assert calls[-1] == "close"
-    assert "stop" in calls and calls.index("stop") < calls.index("close")
+    per_handle: dict[str, list[str]] = {}
+    for handle, call in sc.handle_calls():
+        per_handle.setdefault(handle, []).append(call)
+    traced = [c for c in per_handle.values() if "go handlers=drop,err,buffered" in c]
+    assert len(traced) == 2  # every and other, one handle each; broken's was closed
+    for own in traced:  # each stopped, then its last work and walk, then closed
+        assert own[own.index("stop"):][-1] == "close" and "walk n=0" in own[own.index("stop"):]
     assert "script broken not enabled" in err
 
 
@@ -357,7 +363,9 @@ rec stub:every calls count | z:5 s:write | 0
         sup.stop()
     calls = sc.calls()
     assert calls.count("crash") == 1 and calls.count("hang") == 1
-    assert calls.count("open version=3 flags=0") == 3
+    # three worker processes (runs), each with a handle per script it runs
+    assert {c for c in calls if c.startswith("opened run=")} == {f"opened run={n}"
+                                                                 for n in (1, 2, 3)}
     assert calls[-1] == "close" and "stop" in calls[-5:]  # the last worker stopped cleanly
     assert sup.health().up is False
 
@@ -676,12 +684,12 @@ rec stub:every calls count | z:3 s:read | 0 0 0 0
     assert not any(c.startswith("setopt") for c in after_go)
 
 
-def test_a_partly_failed_enable_restarts_without_that_script(
+def test_a_partly_failed_enable_closes_that_scripts_handle_only(
     tmp_path: Path, lib_path: str
 ) -> None:
     """An enabling that fails part way keeps its enabled probes and their ids
-    (dtrace.c dtrace_enabling_match): the worker starts again on a new handle without
-    the script, so its probes feed nothing and later scripts' errors are theirs."""
+    (dtrace.c dtrace_enabling_match): they belong to that script's own handle, which the
+    worker closes, so its probes feed nothing and the other scripts' handles go on."""
     sc = _scenario(tmp_path, SETUP + """\
 enable_fail stub:every 3 28
 tick 1
@@ -698,8 +706,15 @@ error stub:other 0 1 invalid address (0x0) in action #1
     assert [(r["script"], r["count"]) for r in records if "error" in r] == [("other", 1)]
     every = next(r for r in records if r.get("script") == "every" and "status" in r)
     assert every["message"] == "enabling failed: No space left on device"
-    assert sum(c.startswith("opened run=") for c in sc.calls()) == 2
-    assert "starts again without it" in err
+    per_handle: dict[str, list[str]] = {}
+    for handle, call in sc.handle_calls():
+        per_handle.setdefault(handle, []).append(call)
+    failed = next(c for c in per_handle.values()
+                  if any(x.startswith("exec") and "failed after 3 probes" in x for x in c))
+    assert failed[-1] == "close" and not any(x.startswith("go") for x in failed)
+    other = [c for c in per_handle.values() if any(x.startswith("go") for x in c)]
+    assert len(other) == 1 and other[0].count("close") == 1 and other[0][-1] == "close"
+    assert "its handle is closed" in err
 
 
 def _script(d: Path, name: str, probe: str, helper: str) -> Path:
@@ -824,3 +839,108 @@ def test_output_goes_to_the_buffered_handler(
     _records, returncode, err = run_worker(lib_path, SCRIPTS[:1], env_for(sc), 2)
     assert returncode == 0, err
     assert err.count("D script output ignored") == 1 and "hello from D" in err
+
+
+def _counting_script(d: Path, name: str, comment: str = "") -> Path:
+    (d / f"{name}.d").write_text(
+        f"/* stand-in selector: stub:{name} {comment}*/\nprofile-97\n{{\n"
+        f"\t@{name}_n[curpsinfo->pr_zoneid] = count();\n}}\n")
+    (d / f"{name}.toml").write_text(f"""\
+description = "test: {name}"
+providers = ["profile"]
+[[aggregation]]
+name = "{name}_n"
+function = "count"
+metric = "test_{name}_total"
+type = "counter"
+help = "Firings."
+[[aggregation.keys]]
+kind = "zoneid"
+""")
+    return d / f"{name}.d"
+
+
+def test_a_reload_restarts_only_the_scripts_that_changed(tmp_path: Path, lib_path: str) -> None:
+    """The agent tells the running worker its new scripts (a control line on stdin):
+    alpha, unchanged, keeps its handle and its counts go on every tick; beta, changed,
+    restarts on a new handle; gamma, removed, is stopped with its last walk (its END
+    data kept) and closed; a reload that changes nothing touches no handle."""
+    from dtagent.dtrace.provider import worker_scripts
+
+    d = tmp_path / "scripts"
+    d.mkdir()
+    paths = [_counting_script(d, n) for n in ("alpha", "beta", "gamma")]
+    lines = ["run *"]
+    for t in range(1, 2000):
+        lines += [f"tick {t}"] + [f"rec stub:{n} {n}_n count | z:0 | 0"
+                                  for n in ("alpha", "beta", "gamma")]
+    lines += ["end", "rec stub:gamma gamma_n count | z:0 | 0 0 0 0 0 0 0"]
+    sc = _scenario(tmp_path, "\n".join(lines) + "\n")
+
+    def control(scripts: list[Path]) -> None:
+        specs = [load_script(p) for p in scripts]
+        line = json.dumps({"scripts": [{"path": p, "digest": g}
+                                       for p, g in worker_scripts(specs)]})
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    def handles() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for handle, call in sc.handle_calls():
+            out.setdefault(handle, []).append(call)
+        return out
+
+    proc = subprocess.Popen(worker_argv(lib_path, paths), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(sc))
+    try:
+        records = read_until_tick(proc, 5)
+        before = len(sc.calls())
+        control(paths)  # nothing changed
+        records += read_until_tick(proc, 10)
+        assert not [c for c in sc.calls()[before:]
+                    if c.startswith(("open", "close", "stop", "compile", "exec", "go"))]
+        at_reload = len(records)
+        _counting_script(d, "beta", comment="changed ")
+        control(paths[:2])  # beta changed, gamma removed
+        records += read_until_tick(proc, 20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    records += [json.loads(line) for line in rest.splitlines()]
+
+    # alpha: one count on every tick, before, across and after the reload
+    ticks: list[list[Any]] = [[]]
+    for r in records:
+        if "tick" in r:
+            ticks.append([])
+        else:
+            ticks[-1].append(r)
+    alpha = [sum(r["value"] for r in t if r.get("script") == "alpha") for t in ticks[1:-1]]
+    assert len(alpha) >= 19 and alpha[1:] == [1] * (len(alpha) - 1), alpha
+    after = records[at_reload:]
+    gamma_after = [r["value"] for r in after if r.get("script") == "gamma" and "agg" in r]
+    assert gamma_after and max(gamma_after) >= 7, "gamma's END data was walked"
+    assert ("beta", "running") in [(r["script"], r["status"]) for r in after if "status" in r]
+    assert not any(r.get("script") == "gamma" for r in after[len(after) // 2:])
+
+    by_handle = handles()
+    opened = [h for h, calls in by_handle.items() if any(c.startswith("go") for c in calls)]
+    assert len(opened) == 4  # alpha, beta, gamma, then the new beta
+    alpha_h, beta_h, gamma_h, new_beta_h = opened
+    # alpha's handle: closed once, at the very end, after its final stop, work, walk
+    assert by_handle[alpha_h].count("close") == 1
+    alpha_stop = by_handle[alpha_h].index("stop")
+    assert by_handle[alpha_h][alpha_stop + 1].startswith("work")
+    assert all(c.startswith(("work", "walk")) for c in by_handle[alpha_h][alpha_stop + 1:-1])
+    assert by_handle[alpha_h].count("stop") == 1
+    full = sc.handle_calls()
+    alpha_stopped = full.index((alpha_h, "stop"))  # at SIGTERM, its only stop
+    for gone in (beta_h, gamma_h):  # stopped, last work and walk, closed: at the reload
+        tail = by_handle[gone][by_handle[gone].index("stop"):]
+        assert tail[1].startswith("work") and tail[-2].startswith("walk") and tail[-1] == "close"
+        assert full.index((gone, "close")) < full.index((new_beta_h, "opened run=1"))
+    assert full.index((new_beta_h, "opened run=1")) < alpha_stopped
+    assert by_handle[new_beta_h][-1] == "close"

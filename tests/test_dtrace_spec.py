@@ -164,7 +164,7 @@ def test_load_scripts_override_and_errors(tmp_path: Path) -> None:
     errors = []
     specs = sp.load_scripts([a, b], errors)
     assert [s.name for s in specs] == ["every"]
-    assert "share one libdtrace handle" in str(errors[0]) and "@calls" in str(errors[0])
+    assert "one namespace across" in str(errors[0]) and "@calls" in str(errors[0])
     (a / "other.d").unlink()
     (a / "other.toml").unlink()
     write(a, name="broken", toml="description = 1")

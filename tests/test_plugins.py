@@ -96,3 +96,25 @@ def test_configured_through_the_config_file_and_stopped_with_the_agent(tmp_path:
         assert "collectors.plugins.interval" in str(exc)
     else:
         raise AssertionError("a bad interval was accepted")
+
+
+def test_a_reload_that_replaces_the_plugins_collector_stops_the_old_runner(
+    tmp_path: Path,
+) -> None:
+    plugin(tmp_path, "ok", "echo 'site_up 1'\n")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[collectors.plugins]\ndirectory = "{tmp_path}"\ninterval = 5.0\n'
+                    "timeout = 2.0\n[dtrace]\nenabled = false\n")
+    rt = build(load(conf))
+    try:
+        rt.agent.collect()
+        (old,) = [c for c in rt.agent.collectors if c.name == "plugins"]
+        assert isinstance(old, PluginsCollector) and old.runner is not None
+        fresh = PluginsCollector(directory=str(tmp_path), interval=7.0, timeout=2.0)
+        rt.agent.set_collectors([c for c in rt.agent.collectors if c is not old] + [fresh])
+        assert old.runner._thread is not None and not old.runner._thread.is_alive()
+        rt.agent.collect()
+    finally:
+        rt.close()
+    assert fresh.runner is not None and fresh.runner._thread is not None
+    assert not fresh.runner._thread.is_alive()

@@ -168,11 +168,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for seed in SEEDS
         ]
         assert all(p.wait(timeout=120) == 0 for p in sims)
+        # Operators' own metrics: a textfile and a plugin, as a site would add them.
+        (tmp / "textfile").mkdir()
+        (tmp / "textfile" / "backup.prom").write_text(
+            "# HELP site_backup_last_success_seconds When the last backup finished.\n"
+            "# TYPE site_backup_last_success_seconds gauge\n"
+            "site_backup_last_success_seconds 1790000000\n", encoding="utf-8")
+        (tmp / "plugins").mkdir()
+        plugin = tmp / "plugins" / "site-check"
+        plugin.write_text("#!/bin/sh\necho 'site_check_ok 1'\n", encoding="utf-8")
+        plugin.chmod(0o755)
+        agent_conf = tmp / "agent.toml"
+        agent_conf.write_text(
+            f'[collectors.textfile]\ndirectory = "{tmp / "textfile"}"\n'
+            f'[collectors.plugins]\ndirectory = "{tmp / "plugins"}"\n'
+            "interval = 2.0\ntimeout = 1.0\n", encoding="utf-8")
         targets = []
         for seed in SEEDS:
             port = free_port()
-            _spawn([sys.executable, "-m", "dtagent", "serve", "--replay",
-                    str(tmp / f"host{seed}.bundle"), "--listen", f"127.0.0.1:{port}"],
+            _spawn([sys.executable, "-m", "dtagent", "serve", "--config", str(agent_conf),
+                    "--replay", str(tmp / f"host{seed}.bundle"),
+                    "--listen", f"127.0.0.1:{port}"],
                    tmp / f"agent{seed}.log", procs)
             targets.append({"targets": [f"127.0.0.1:{port}"],
                             "labels": {"__hostname__": _hostname(seed)}})

@@ -249,6 +249,22 @@ def worker_argv(libdtrace: str, running: Sequence[ScriptSpec]) -> list[str]:
     return argv
 
 
+def worker_scripts(running: Sequence[ScriptSpec]) -> list[tuple[str, str]]:
+    """(path, digest) of each script, as the worker loads it from its path (so the
+    digest is the one the worker computes for what it runs), for
+    :meth:`~dtagent.dtrace.supervisor.Supervisor.update_scripts`."""
+    from dtagent.dtrace.spec import load_script, spec_digest
+
+    out = []
+    for s in running:
+        try:
+            digest = spec_digest(load_script(s.path))
+        except SpecError:
+            digest = spec_digest(s)
+        out.append((str(s.path), digest))
+    return out
+
+
 def live_provider(settings: DTraceSettings) -> DTraceMetrics:
     """The supervised worker running the enabled scripts, feeding an accumulator."""
     specs, _ = load_config_scripts(settings)

@@ -666,13 +666,15 @@ def load_scripts(
 def one_handle(
     specs: Sequence[ScriptSpec], errors: list[SpecError] | None = None
 ) -> list[ScriptSpec]:
-    """The scripts that can share one libdtrace handle, in order.
+    """The scripts whose aggregation and metric names do not clash, in order.
 
     Aggregation names belong to the handle, not to a program (dt_open.c creates one
-    ``dt_aggs`` hash per handle): a later script using an aggregation name an earlier
-    one uses, declared or a helper, would fail to compile with "aggregation
-    redefined" (dt_parser.c) or, with the same function, silently merge the two. Such
-    a script, or one declaring a metric another declares, is an error naming both
+    ``dt_aggs`` hash per handle): scripts compiled together on one handle (``dtagent
+    check`` does so) using the same aggregation name, declared or a helper, fail to
+    compile with "aggregation redefined" (dt_parser.c) or, with the same function,
+    silently merge. The worker gives each script its own handle, but the names stay one
+    namespace: a script using an aggregation name an earlier one uses, or declaring a
+    metric another declares, is an error naming both
     (appended to ``errors`` and left out; raised when ``errors`` is None).
     """
     out: list[ScriptSpec] = []
@@ -692,8 +694,8 @@ def one_handle(
         elif agg_clash:
             err = SpecError(
                 f"{spec.path}: aggregation @{agg_clash[0]} is also used by script "
-                f"{agg_owner[agg_clash[0]]}: all scripts share one libdtrace handle, where "
-                f"aggregation names are shared; rename it in one of them"
+                f"{agg_owner[agg_clash[0]]}: aggregation names are one namespace across "
+                f"the scripts; rename it in one of them"
             )
         if err is not None:
             if errors is None:
@@ -755,10 +757,10 @@ def rate_ns(text: str) -> int:
 
 
 def merge_options(specs: Sequence[ScriptSpec]) -> dict[str, str]:
-    """The options of one handle running all ``specs``.
-
-    All scripts share one libdtrace handle, so: buffer sizes (bufsize, aggsize,
-    dynvarsize, specsize) add up; strsize, nspec and frame counts take the largest;
+    """The options of one handle running all ``specs`` (``dtagent check`` compiles
+    them together; the worker gives each script its own handle and options), so:
+    buffer sizes (bufsize, aggsize, dynvarsize, specsize) add up; strsize, nspec and
+    frame counts take the largest;
     rates take the fastest.
     """
     out: dict[str, str] = {}
@@ -774,3 +776,12 @@ def merge_options(specs: Sequence[ScriptSpec]) -> dict[str, str]:
         else:
             out[name] = str(max(int(v) for v in values))
     return out
+
+
+def spec_digest(spec: ScriptSpec) -> str:
+    """A digest of everything that makes ``spec`` run the way it does (its D text and
+    every setting of its spec): equal digests, the same script, left running on a
+    reload."""
+    import hashlib
+
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]

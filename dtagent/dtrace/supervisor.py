@@ -5,7 +5,9 @@ each walk. The supervisor's reader thread turns them into batches; a worker that
 exits is restarted after an exponential backoff (reset once a worker has run well
 for a while); one that writes no tick for ``hang_timeout`` seconds (``start_timeout``
 before its first tick: compiling takes a while) is killed (SIGTERM, then SIGKILL) and
-restarted. Deltas are only ever added by the accumulator,
+restarted. A config reload tells the running worker its new set of scripts
+(:meth:`Supervisor.update_scripts`, a JSON line on its stdin), so only the scripts that
+changed stop and start. Deltas are only ever added by the accumulator,
 so counters stay monotonic across restarts.
 """
 
@@ -119,6 +121,24 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def update_scripts(self, argv: Sequence[str], scripts: Sequence[tuple[str, str]]) -> bool:
+        """Run ``argv`` from now on, telling the running worker the scripts it names
+        (path, :func:`~dtagent.dtrace.spec.spec_digest`) on its stdin: it stops and
+        starts only the scripts that changed, the others trace on. False when no
+        worker could be told (none runs now; the next one starts with ``argv``)."""
+        line = json.dumps({"scripts": [{"path": p, "digest": d} for p, d in scripts]})
+        with self._lock:
+            self.argv = list(argv)
+            proc = self._proc
+        if proc is None or proc.poll() is not None or proc.stdin is None:
+            return False
+        try:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+        except (OSError, ValueError):  # it is exiting (a broken pipe) or gone
+            return False
+        return True
+
     @property
     def running(self) -> bool:
         """Whether the supervisor loop runs (started and not stopped)."""
@@ -178,7 +198,7 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # control lines (update_scripts)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self.env,
@@ -216,6 +236,9 @@ class Supervisor:
         self._terminate(proc, graceful=self._stopping.is_set())
         for t in readers:
             t.join(5)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         with self._lock:
             # deltas of an unfinished walk are still deltas: keep them
             self._queue(self._batch)

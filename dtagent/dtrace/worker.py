@@ -1,23 +1,32 @@
-"""The DTrace worker: one process, one libdtrace handle, deltas out on stdout.
+"""The DTrace worker: one process, one libdtrace handle per script, deltas on stdout.
 
     python -m dtagent.dtrace.worker --libdtrace libdtrace.so.1 --script scripts/d/runq.d ...
 
-It compiles each script separately (a script that fails to compile or enable is
-reported with libdtrace's message and left out; the rest run), starts tracing, then
-every ``--interval`` seconds calls ``dtrace_work`` (status, drops, errors: the kernel's
+Each script runs on its own handle: every ``dtrace_open`` is a consumer state of its
+own, with its own options, enabled probe ids and aggregations (illumos-gate
+usr/src/lib/libdtrace/common/dt_open.c opens /dev/dtrace once per handle, which makes
+a new ``dtrace_state_t`` in usr/src/uts/common/dtrace/dtrace.c, ``dtrace_open``;
+``dt_aggs`` is per handle). So one script can be stopped, changed and started again
+while the others go on tracing. A script that fails to compile or enable is reported
+with libdtrace's message and its handle closed; the rest run. Every ``--interval``
+seconds each handle in turn gets ``dtrace_work`` (status, drops, errors: the kernel's
 deadman kills an enabling nobody polls; under the default ``switch`` buffer policy it
-also snapshots the aggregations, usr/src/lib/libdtrace/common/dt_work.c) and walks
-them with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout
-in the format of docs/bundle-dtrace.md, each walk closed by a ``{"tick": N}`` line.
-SIGTERM (or SIGINT) stops tracing the way dtrace(1M) does: ``dtrace_stop`` (END
-clauses fire), ``dtrace_work`` (which forces a last snapshot once tracing has
-stopped), a last walk, ``dtrace_close``.
+also snapshots the aggregations, usr/src/lib/libdtrace/common/dt_work.c) and a walk
+with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout in the
+format of docs/bundle-dtrace.md, each round closed by a ``{"tick": N}`` line.
 
-A script whose enabling fails part way leaves the probes it had enabled running,
-with their enabled probe ids (usr/src/uts/common/dtrace/dtrace.c,
-``dtrace_enabling_match``). The worker then closes the handle and starts again
-without that script, so no live probe of a failed script feeds an aggregation and
-every later script's probe ids are what the worker counted.
+A script stops the way dtrace(1M) does: ``dtrace_stop`` (END clauses fire),
+``dtrace_work`` (which forces a last snapshot once tracing has stopped), a last walk,
+``dtrace_close``. All of them stop so on SIGTERM (or SIGINT); one stops so when the
+agent's control line (a JSON object on stdin, ``{"scripts": [{"path": P, "digest": D},
+...]}``, sent on a config reload) no longer names it or names it with another digest
+(:func:`~dtagent.dtrace.spec.spec_digest`); a changed script then starts again on a
+new handle, a new one starts, the others are left alone.
+
+A script whose enabling fails part way leaves the probes it had enabled running
+(usr/src/uts/common/dtrace/dtrace.c, ``dtrace_enabling_match``); they belong to its
+own consumer state, which closing its handle destroys (``dtrace_close`` →
+``dtrace_state_destroy``), so they feed nothing and no other script is touched.
 
 Exit status: 0 stopped on request, 3 libdtrace failed while tracing (the supervisor
 restarts the worker), 4 libdtrace could not be loaded or opened.
@@ -26,11 +35,14 @@ restarts the worker), 4 libdtrace could not be loaded or opened.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
+import select
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -56,6 +68,7 @@ from dtagent.dtrace.spec import (
     load_script,
     merge_options,
     one_handle,
+    spec_digest,
 )
 
 EXIT_STOPPED, EXIT_FAILED, EXIT_NO_LIBRARY = 0, 3, 4
@@ -69,6 +82,27 @@ class _Target:
     buckets: Buckets | None
 
 
+def _targets(spec: ScriptSpec) -> dict[str, _Target]:
+    out: dict[str, _Target] = {}
+    for a in spec.aggregations:
+        b = a.buckets() if a.type == "histogram" else None
+        out[a.name] = _Target(spec, a, False, b)
+        if a.sum:
+            out[a.sum] = _Target(spec, a, True, None)
+    return out
+
+
+@dataclass
+class _Consumer:
+    """One script on its own libdtrace handle."""
+
+    spec: ScriptSpec
+    digest: str
+    handle: ld.Handle
+    targets: dict[str, _Target]
+    on_entry: Callable[[ld.AggEntry], None]
+
+
 class Worker:
     """The consumer loop (one instance per process)."""
 
@@ -80,6 +114,7 @@ class Worker:
         err: IO[str],
         interval: float = 1.0,
         failed: Sequence[tuple[str, str]] = (),
+        control: int | None = None,
     ) -> None:
         self.lib_path = lib_path
         self.specs = list(specs)
@@ -91,16 +126,15 @@ class Worker:
         self._pending: list[Record] = []
         self._drops: dict[str, int] = {}
         self._errors: dict[str, tuple[int, str]] = {}
-        self._programs: list[ld.Program] = []
         self._logged: set[str] = set()
         self._failed = list(failed)
-        self._targets: dict[str, _Target] = {}
-        for s in self.specs:
-            for a in s.aggregations:
-                b = a.buckets() if a.type == "histogram" else None
-                self._targets[a.name] = _Target(s, a, False, b)
-                if a.sum:
-                    self._targets[a.sum] = _Target(s, a, True, None)
+        self._consumers: list[_Consumer] = []
+        # scripts that failed to start, with the digest they failed with: a reload
+        # that names them unchanged leaves them failed
+        self._failed_digests: dict[str, str] = {}
+        self._control = control  # fd of the control lines (stdin), None: none
+        self._control_buffer = b""
+        self._lib: ctypes.CDLL | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -136,14 +170,8 @@ class Worker:
     def _on_drop(self, drop: ld.Drop) -> None:
         self._drops[drop.kind] = self._drops.get(drop.kind, 0) + drop.drops
 
-    def _script_of_epid(self, epid: int) -> str:
-        for p in self._programs:
-            if p.first_epid <= epid < p.first_epid + p.matches:
-                return p.name
-        return "unknown"
-
-    def _on_error(self, info: ld.RuntimeErrorInfo) -> None:
-        script = self._script_of_epid(info.epid)
+    def _on_error(self, script: str, info: ld.RuntimeErrorInfo) -> None:
+        # each handle runs one script: its errors are that script's
         count, _ = self._errors.get(script, (0, ""))
         self._errors[script] = (count + 1, info.message)
 
@@ -151,8 +179,8 @@ class Worker:
         self.log_once("output", f"D script output ignored (the agent reads aggregations): "
                       f"{text.strip()[:200]}")
 
-    def _on_entry(self, entry: ld.AggEntry) -> None:
-        target = self._targets.get(entry.name)
+    def _on_entry(self, targets: dict[str, _Target], entry: ld.AggEntry) -> None:
+        target = targets.get(entry.name)
         if target is None:
             return  # not declared in any spec (a helper aggregation): removed, ignored
         spec, agg = target.script, target.agg
@@ -219,37 +247,66 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for name, message in self._failed:
             self.emit(Status(name, "failed", message))
-        excluded: set[str] = set()
-        while True:
-            try:
-                handle = ld.Handle(ld.load_library(self.lib_path))
-            except (OSError, ld.DTraceError) as exc:
-                self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
-                for s in self.specs:
-                    if s.name not in excluded:
-                        self.emit(Status(s.name, "failed", str(exc)))
-                self.flush(tick=False)
-                return EXIT_NO_LIBRARY
-            mark = len(self._pending)
-            try:
-                partly = self._enable(handle, excluded)
-                if partly is None:
-                    return self._trace(handle)
-            finally:
-                handle.close()
-            # Probes of the failed script stay enabled on that handle: start again
-            # on a new one without it (and report the others' status once, then).
-            failure = self._pending[-1]
-            self._pending[mark:] = [failure]
-            excluded.add(partly)
-            self._programs = []
-            self.log(f"script {partly} failed part way through enabling; its probes "
-                     f"stay enabled on that handle, so tracing starts again without it")
+        try:
+            self._lib = ld.load_library(self.lib_path)
+            for spec in self.specs:
+                self._start(spec)
+        except (OSError, ld.DTraceError) as exc:
+            self.log(f"cannot use libdtrace {self.lib_path}: {exc}")
+            self._pending = [r for r in self._pending if not isinstance(r, Status)
+                             or r.status == "failed"]
+            for c in self._consumers:
+                c.handle.close()
+            self._consumers = []
+            done = {r.script for r in self._pending if isinstance(r, Status)}
+            for s in self.specs:
+                if s.name not in done:
+                    self.emit(Status(s.name, "failed", str(exc)))
+            self.flush(tick=False)
+            return EXIT_NO_LIBRARY
+        if not self._consumers:
+            self.log("no D script could be enabled; idling")
+        self.flush(tick=False)
+        deadline = time.monotonic()
+        while not self.stopping:
+            deadline += self.interval
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
+                self._wait_control(min(left, 0.1))
+            if self.stopping:
+                break
+            deadline = max(deadline, time.monotonic() - self.interval)
+            code = self._tick()
+            if code is not None:
+                self._close_all()
+                return code
+        for c in self._consumers:
+            self._finish(c)
+        self._consumers = []
+        self.ticks += 1
+        self.flush()
+        return EXIT_STOPPED
 
-    def _enable(self, handle: ld.Handle, excluded: set[str]) -> str | None:
-        """Compile and enable every script not ``excluded``: None, or the name of a
-        script whose enabling failed (its probes may be partly enabled)."""
-        for problem in _set_options(handle, self.specs):
+    def _start(self, spec: ScriptSpec) -> None:
+        """Open, compile, enable and start ``spec`` on a handle of its own; a script that
+        fails is reported and its handle closed. Raises when dtrace_open fails."""
+        assert self._lib is not None
+        handle = ld.Handle(self._lib)
+        digest = spec_digest(spec)
+        try:
+            self._enable(handle, spec)
+        except ld.DTraceError as exc:
+            handle.close()  # destroys its consumer state, probes partly enabled included
+            self.emit(Status(spec.name, "failed", str(exc)))
+            self._failed_digests[spec.name] = digest
+            return
+        targets = _targets(spec)
+        self._consumers.append(_Consumer(spec, digest, handle, targets,
+                                         lambda e: self._on_entry(targets, e)))
+        self._failed_digests.pop(spec.name, None)
+        self.emit(Status(spec.name, "running"))
+
+    def _enable(self, handle: ld.Handle, spec: ScriptSpec) -> None:
+        for problem in _set_options(handle, [spec]):
             self.log(f"DTrace option not set: {problem}")
         # The worker's ticks pace the snapshots; aggrate only rate-limits them. libdtrace
         # skips a snapshot that comes sooner than aggrate after a reference that then
@@ -261,104 +318,147 @@ class Worker:
             handle.setopt("aggrate", f"{max(1, int(self.interval * 1e9 / 2))}ns")
         except ld.DTraceError as exc:
             self.log(f"DTrace option not set: {exc}")
+        name = spec.name
         handle.handle_drop(self._on_drop)
-        handle.handle_err(self._on_error)  # before go: dtrace_go enables the ERROR probe
+        # before go: dtrace_go enables the ERROR probe
+        handle.handle_err(lambda info: self._on_error(name, info))
         handle.handle_buffered(self._on_output)
-        next_epid = 1
-        for spec in self.specs:
-            if spec.name in excluded:
-                continue
-            try:
-                program = handle.compile(spec.name, spec.source, _cflags(handle, spec))
-            except ld.DTraceError as exc:  # nothing enabled: the others go on
-                self.log(f"script {spec.name} not enabled: {exc}")
-                self.emit(Status(spec.name, "failed", str(exc)))
-                continue
-            try:
-                handle.exec(program)
-            except ld.DTraceError as exc:
-                self.emit(Status(spec.name, "failed", f"enabling failed: {exc}"))
-                return spec.name
-            # The kernel gives the program's enabled probes consecutive ids
-            # (dtrace_ecb_add: epid = state->dts_epid++), one per matched probe.
-            program.first_epid = next_epid
-            next_epid += program.matches
-            self._programs.append(program)
-            self.emit(Status(spec.name, "running"))
-        return None
-
-    def _trace(self, handle: ld.Handle) -> int:
-        if not self._programs:
-            self.log("no D script could be enabled; idling")
-            self.flush(tick=False)
-            while not self.stopping:  # heartbeats only, so the supervisor sees it alive
-                time.sleep(self.interval)
-                self.ticks += 1
-                self.flush()
-            return EXIT_STOPPED
+        try:
+            program = handle.compile(name, spec.source, _cflags(handle, spec))
+        except ld.DTraceError as exc:  # nothing enabled
+            self.log(f"script {name} not enabled: {exc}")
+            raise
+        try:
+            handle.exec(program)
+        except ld.DTraceError as exc:
+            self.log(f"script {name} failed part way through enabling; its handle is "
+                     f"closed, which disables the probes it had enabled")
+            raise ld.DTraceError(f"enabling failed: {exc}", exc.errno) from None
         try:
             handle.go()
         except ld.DTraceError as exc:
-            self.log(f"dtrace_go failed: {exc}")
-            self._pending.clear()
-            for p in self._programs:
-                self.emit(Status(p.name, "failed", f"dtrace_go: {exc}"))
-            self.flush(tick=False)
-            return EXIT_FAILED
-        self.flush(tick=False)
-        deadline = time.monotonic()
-        while not self.stopping:
-            deadline += self.interval
-            while not self.stopping and (left := deadline - time.monotonic()) > 0:
-                time.sleep(min(left, 0.1))
-            if self.stopping:
-                break
-            deadline = max(deadline, time.monotonic() - self.interval)
-            code = self._tick(handle)
-            if code is not None:
-                return code
-        # As dtrace(1M) ends (usr/src/cmd/dtrace/dtrace.c): stop first (END clauses
-        # fire), then dtrace_work, which forces a last snapshot once tracing has
-        # stopped whatever aggrate says (dt_work.c), then the last walk. Nothing that
-        # arrived after the previous walk is lost.
-        try:
-            handle.stop()
-            if handle.work() == ld.DTRACE_WORKSTATUS_ERROR:
-                raise handle.error()
-            handle.walk(self._on_entry)
-        except ld.DTraceError as exc:
-            self.log(f"stopping: {exc}")
-        self.ticks += 1
-        self.flush()
-        return EXIT_STOPPED
+            self.log(f"dtrace_go failed for {name}: {exc}")
+            raise ld.DTraceError(f"dtrace_go: {exc}", exc.errno) from None
 
-    def _tick(self, handle: ld.Handle) -> int | None:
-        self.ticks += 1
-        status = handle.work()
-        if status == ld.DTRACE_WORKSTATUS_ERROR:
-            exc = handle.error()
-            self.log(f"dtrace_work failed: {exc}")
-            self.flush()
-            return EXIT_FAILED
+    def _finish(self, c: _Consumer) -> None:
+        """Stop one script as dtrace(1M) ends (usr/src/cmd/dtrace/dtrace.c): stop first
+        (END clauses fire), then dtrace_work, which forces a last snapshot once tracing
+        has stopped whatever aggrate says (dt_work.c), the last walk, then close.
+        Nothing that arrived after the previous walk is lost."""
         try:
-            # dtrace_work took the snapshot (bufpolicy switch: the worker never sets
-            # another, spec.KNOWN_OPTIONS); once tracing has stopped by itself it
-            # was the last one, forced
-            failures = handle.walk(self._on_entry)
+            c.handle.stop()
+            if c.handle.work() == ld.DTRACE_WORKSTATUS_ERROR:
+                raise c.handle.error()
+            c.handle.walk(c.on_entry)
         except ld.DTraceError as exc:
-            self.log(f"aggregation walk failed: {exc}")
-            self.flush()
-            return EXIT_FAILED
-        if failures:
-            self.log_once("decode", f"{failures} aggregation entries could not be decoded")
+            self.log(f"stopping {c.spec.name}: {exc}")
+        finally:
+            c.handle.close()
+
+    def _close_all(self) -> None:
+        for c in self._consumers:
+            c.handle.close()
+        self._consumers = []
+
+    def _tick(self) -> int | None:
+        self.ticks += 1
+        done = False
+        for c in self._consumers:
+            status = c.handle.work()
+            if status == ld.DTRACE_WORKSTATUS_ERROR:
+                exc = c.handle.error()
+                self.log(f"dtrace_work failed: {exc} (script {c.spec.name})")
+                self.flush()
+                return EXIT_FAILED
+            try:
+                # dtrace_work took the snapshot (bufpolicy switch: the worker never sets
+                # another, spec.KNOWN_OPTIONS); once tracing has stopped by itself it
+                # was the last one, forced
+                failures = c.handle.walk(c.on_entry)
+            except ld.DTraceError as exc:
+                self.log(f"aggregation walk failed: {exc} (script {c.spec.name})")
+                self.flush()
+                return EXIT_FAILED
+            if failures:
+                self.log_once("decode", f"{failures} aggregation entries could not be decoded")
+            done = done or status == ld.DTRACE_WORKSTATUS_DONE
         self.flush()
-        if status == ld.DTRACE_WORKSTATUS_DONE:
+        if done:
             # dtrace_status saw exit() (DTRACE_STATUS_EXITED) or a filled buffer and
             # stopped tracing itself (dt_work.c); this walk held the last data
             self.log("tracing stopped by itself (exit() or a full buffer)")
             return EXIT_FAILED
         return None
 
+    # --------------------------------------------------------------- control
+
+    def _wait_control(self, timeout: float) -> None:
+        """Sleep up to ``timeout``, applying any control line that arrives."""
+        if self._control is None:
+            time.sleep(timeout)
+            return
+        try:
+            ready, _, _ = select.select([self._control], [], [], timeout)
+        except InterruptedError:
+            return
+        if not ready:
+            return
+        chunk = os.read(self._control, 65536)
+        if not chunk:  # nobody will send more: go on as configured
+            self._control = None
+            return
+        self._control_buffer += chunk
+        while b"\n" in self._control_buffer:
+            line, self._control_buffer = self._control_buffer.split(b"\n", 1)
+            if line.strip():
+                self._apply_control(line)
+
+    def _apply_control(self, line: bytes) -> None:
+        """Run the scripts the control line names: stop those gone or changed (after
+        their last walk), start the new and changed ones, leave the others alone."""
+        try:
+            msg = json.loads(line)
+            wanted = [(str(s["path"]), str(s["digest"])) for s in msg["scripts"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log(f"control line ignored (expected {{\"scripts\": [{{\"path\", "
+                     f"\"digest\"}}]}}): {exc}")
+            return
+        by_name = {Path(path).stem: (path, digest) for path, digest in wanted}
+        kept: list[_Consumer] = []
+        for c in self._consumers:
+            if by_name.get(c.spec.name, ("", ""))[1] == c.digest:
+                kept.append(c)
+            else:
+                self._finish(c)  # its last data goes out with the next tick
+        self._consumers = kept
+        running = {c.spec.name for c in kept}
+        fresh: list[ScriptSpec] = []
+        for name, (path, digest) in by_name.items():
+            if name in running or self._failed_digests.get(name) == digest:
+                continue
+            try:
+                fresh.append(load_script(Path(path)))
+            except SpecError as exc:
+                self.emit(Status(name, "failed", str(exc)))
+                self._failed_digests[name] = digest
+        for name in list(self._failed_digests):
+            if name not in by_name:
+                del self._failed_digests[name]
+        clashes: list[SpecError] = []
+        allowed = one_handle([c.spec for c in kept] + fresh, clashes)
+        allowed_names = {s.name for s in allowed}
+        refused = [s for s in fresh if s.name not in allowed_names]
+        for spec, clash in zip(refused, clashes, strict=True):
+            self.emit(Status(spec.name, "failed", str(clash)))
+            self._failed_digests[spec.name] = spec_digest(spec)
+        self.specs = [c.spec for c in kept]
+        for spec in fresh:
+            if spec.name in allowed_names:
+                try:
+                    self._start(spec)
+                except ld.DTraceError as exc:  # dtrace_open failed
+                    self.emit(Status(spec.name, "failed", str(exc)))
+        self.specs = [c.spec for c in self._consumers]
 
 def check_scripts(lib_path: str, specs: Sequence[ScriptSpec]) -> list[tuple[str, str | None]]:
     """Compile each script without enabling it: (name, None if it compiles, else the
@@ -422,7 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dropped = [s.name for s in specs if s.name not in kept_names]
     failed += [(name, str(e)) for name, e in zip(dropped, clashes, strict=True)]
     specs = kept
-    worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed)
+    worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed,
+                    control=sys.stdin.fileno() if not sys.stdin.closed else None)
     try:
         return worker.run()
     except BrokenPipeError:  # the agent is gone

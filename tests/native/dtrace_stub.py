@@ -65,6 +65,15 @@ class Scenario:
         monkeypatch.setenv("DTRACE_STUB_RUNS", str(self.dir / "runs"))
 
     def calls(self) -> list[str]:
+        """Every call, in order (without its process and handle)."""
+        return [call for _, call in self.handle_calls()]
+
+    def handle_calls(self) -> list[tuple[str, str]]:
+        """(handle, call) for every call; a handle is "PID/hN", N its dtrace_open."""
         if not self.log_path.exists():
             return []
-        return [line.split(" ", 1)[1] for line in self.log_path.read_text().splitlines()]
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            pid, handle, call = line.split(" ", 2)
+            out.append((f"{pid}/{handle}", call))
+        return out

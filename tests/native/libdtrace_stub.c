@@ -65,8 +65,9 @@
  *
  * The scenario is a text file named by $DTRACE_STUB_SCENARIO, read by dtrace_open:
  *
- *   run N | run *                 following lines apply to the N-th dtrace_open only
- *                                 (counted in $DTRACE_STUB_RUNS, a file) or to all
+ *   run N | run *                 following lines apply to the handles of the N-th
+ *                                 process that opens one (counted in
+ *                                 $DTRACE_STUB_RUNS, a file) or to all
  *   open_fail ERRNO               dtrace_open fails with this errno
  *   matches SEL N                 the program whose text contains SEL matches N probes
  *   compile_fail SEL MESSAGE...   compiling a program containing SEL fails
@@ -94,7 +95,12 @@
  *                                 it, stops tracing and returns EXITED
  *   done                          the same as exit
  *
- * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each. With
+ * Each handle replays the scenario on its own (its own ticks, programs, aggregations);
+ * events naming a program (SEL) happen on the handle running it, the others (drop,
+ * crash, hang, exit, done) on the process's oldest active handle.
+ *
+ * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each:
+ * "PID hN CALL", N the handle (the process's N-th dtrace_open, h0 before one). With
  * $DTRACE_STUB_DEADMAN set (seconds), a status request later than that after the
  * previous one fails with EDT_BRICKED, as the kernel's deadman would make it.
  */
@@ -572,6 +578,8 @@ typedef struct agg {
 } agg_t;
 
 struct dtrace_hdl {
+	int id; /* this process's N-th dtrace_open, for the call log */
+	struct dtrace_hdl *next_open;
 	int err;
 	char errmsg[512];
 	int run;
@@ -639,10 +647,12 @@ bricked(dtrace_hdl_t *dtp)
 }
 
 static void
-stub_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+stub_hlog(const dtrace_hdl_t *dtp, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
+/* One line per call: "PID hN CALL", N the handle's id (0 before dtrace_open has one). */
 static void
-stub_log(const char *fmt, ...)
+stub_hlog(const dtrace_hdl_t *dtp, const char *fmt, ...)
 {
 	const char *path = getenv("DTRACE_STUB_LOG");
 	FILE *fp;
@@ -651,22 +661,53 @@ stub_log(const char *fmt, ...)
 	if (path == NULL || (fp = fopen(path, "a")) == NULL)
 		return;
 	va_start(ap, fmt);
-	(void) fprintf(fp, "%d ", (int)getpid());
+	(void) fprintf(fp, "%d h%d ", (int)getpid(), dtp != NULL ? dtp->id : 0);
 	(void) vfprintf(fp, fmt, ap);
 	(void) fputc('\n', fp);
 	va_end(ap);
 	(void) fclose(fp);
 }
 
+#define	stub_log(...) stub_hlog(dtp, __VA_ARGS__)
+
+/*
+ * The handles open in this process, oldest first. Each handle is a consumer state
+ * of its own (dt_open.c: one /dev/dtrace descriptor, one dtrace_state_t each), so
+ * everything it has is its own; the scenario's process-wide events (drop, crash,
+ * hang, exit/done, which name no program) happen on the oldest active handle.
+ */
+static dtrace_hdl_t *open_handles;
+static int handles_opened;
+
+static int
+primary(const dtrace_hdl_t *dtp)
+{
+	const dtrace_hdl_t *h;
+
+	for (h = open_handles; h != NULL; h = h->next_open)
+		if (h->active && !h->stopped)
+			return (h == dtp);
+	return (1); /* none other active: this one */
+}
+
+/*
+ * The run: the N-th process to open a handle (counted in $DTRACE_STUB_RUNS); every
+ * handle a process opens belongs to its run. A new counter file (a new test) counts
+ * afresh.
+ */
 static int
 next_run(void)
 {
+	static char counted[4096];
+	static int this_run;
 	const char *path = getenv("DTRACE_STUB_RUNS");
 	FILE *fp;
 	int n = 0;
 
 	if (path == NULL)
 		return (1);
+	if (this_run != 0 && strcmp(counted, path) == 0)
+		return (this_run);
 	if ((fp = fopen(path, "r")) != NULL) {
 		if (fscanf(fp, "%d", &n) != 1)
 			n = 0;
@@ -677,6 +718,8 @@ next_run(void)
 		(void) fprintf(fp, "%d\n", n);
 		(void) fclose(fp);
 	}
+	(void) snprintf(counted, sizeof (counted), "%s", path);
+	this_run = n;
 	return (n);
 }
 
@@ -820,7 +863,7 @@ set_err(dtrace_hdl_t *dtp, int err)
 dtrace_hdl_t *
 dtrace_open(int version, int flags, int *errp)
 {
-	dtrace_hdl_t *dtp;
+	dtrace_hdl_t *dtp = NULL, **hp;
 	event_t *ev;
 
 	stub_log("open version=%d flags=%d", version, flags);
@@ -845,6 +888,10 @@ dtrace_open(int version, int flags, int *errp)
 			return (NULL);
 		}
 	}
+	dtp->id = ++handles_opened;
+	for (hp = &open_handles; *hp != NULL; hp = &(*hp)->next_open)
+		continue;
+	*hp = dtp;
 	stub_log("opened run=%d", dtp->run);
 	return (dtp);
 }
@@ -1283,7 +1330,15 @@ dtrace_close(dtrace_hdl_t *dtp)
 	agg_t *a, *na;
 	entry_t *e, *ne;
 
+	dtrace_hdl_t **hp;
+
 	stub_log("close");
+	for (hp = &open_handles; *hp != NULL; hp = &(*hp)->next_open) {
+		if (*hp == dtp) {
+			*hp = dtp->next_open;
+			break;
+		}
+	}
 	for (ev = dtp->events; ev != NULL; ev = nev) {
 		nev = ev->next;
 		free(ev->values);
@@ -1321,7 +1376,8 @@ status_of(dtrace_hdl_t *dtp)
 		return (set_err(dtp, EDT_BRICKED));
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
 		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks ||
-		    (strcmp(ev->kind, "exit") != 0 && strcmp(ev->kind, "done") != 0))
+		    (strcmp(ev->kind, "exit") != 0 && strcmp(ev->kind, "done") != 0) ||
+		    !primary(dtp))
 			continue;
 		ev->done = 1;
 		stub_log("exited");
@@ -1661,7 +1717,8 @@ snap(dtrace_hdl_t *dtp)
 		if (strcmp(ev->kind, "rec") == 0) {
 			ev->done = 1;
 			apply_rec(dtp, ev);
-		} else if (strcmp(ev->kind, "drop") == 0 && ev->n1 == DTRACEDROP_AGGREGATION) {
+		} else if (strcmp(ev->kind, "drop") == 0 && ev->n1 == DTRACEDROP_AGGREGATION &&
+		    primary(dtp)) {
 			ev->done = 1;
 			if (deliver_drop(dtp, ev) != 0)
 				return (-1);
@@ -1738,6 +1795,8 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
 		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks)
 			continue;
+		if (ev->sel[0] == '\0' && !primary(dtp))
+			continue; /* a process-wide event: the oldest active handle's */
 		if (strcmp(ev->kind, "crash") == 0) {
 			stub_log("crash");
 			abort();
