@@ -79,6 +79,9 @@
  *                                 enables N probes, then fails with ERRNO
  *   tick N                        following events happen at the N-th dtrace_work
  *   end                           following events happen at dtrace_stop (END)
+ *   loop P                        following rec events (P > 0) happen again every P
+ *                                 dtrace_work after their tick (a steady record rate
+ *                                 for benchmarks); loop 0 ends it
  *   rec SEL AGG FUNC [P...] | KEYS... | VALUES...
  *                                 AGG of program SEL fires once per value; FUNC is
  *                                 count, sum, min, max, avg, quantize,
@@ -547,6 +550,8 @@ typedef struct event {
 	long n1, n2;
 	char message[512];
 	int done; /* delivered */
+	int loop; /* rec only: fire again every loop ticks (0: once) */
+	long fired; /* rec with loop: times applied */
 	struct event *next;
 } event_t;
 
@@ -733,7 +738,7 @@ rest_of(char *p)
 
 /* Parse one scenario line into an event; returns NULL for blank lines. */
 static event_t *
-parse_line(char *line, int run, int tick)
+parse_line(char *line, int run, int tick, int loop)
 {
 	event_t *ev;
 	char *save = NULL, *tok;
@@ -746,6 +751,7 @@ parse_line(char *line, int run, int tick)
 		abort();
 	ev->run = run;
 	ev->tick = tick;
+	ev->loop = loop;
 	(void) snprintf(ev->kind, sizeof (ev->kind), "%s", tok);
 	if (strcmp(tok, "matches") == 0 || strcmp(tok, "compile_fail") == 0 ||
 	    strcmp(tok, "error") == 0 || strcmp(tok, "no_probe") == 0 ||
@@ -805,6 +811,11 @@ parse_line(char *line, int run, int tick)
 				ev->values[ev->nvalues++] = strtoll(tok, NULL, 0);
 			}
 		}
+		/* keep only what was read: scenarios may hold many thousands of records */
+		ev->values = realloc(ev->values, (ev->nvalues ? ev->nvalues : 1) *
+		    sizeof (int64_t));
+		if (ev->values == NULL)
+			abort();
 		return (ev);
 	}
 	return (ev); /* crash, hang, done */
@@ -817,7 +828,7 @@ load_scenario(dtrace_hdl_t *dtp)
 	char *line = NULL;
 	size_t cap = 0;
 	FILE *fp;
-	int run = 0, tick = 0;
+	int run = 0, tick = 0, loop = 0;
 	event_t *last = NULL, *ev;
 
 	if (path == NULL || (fp = fopen(path, "r")) == NULL)
@@ -836,7 +847,11 @@ load_scenario(dtrace_hdl_t *dtp)
 			tick = END_TICK;
 			continue;
 		}
-		if ((ev = parse_line(line, run, tick)) == NULL)
+		if (strncmp(line, "loop ", 5) == 0) {
+			loop = atoi(line + 5);
+			continue;
+		}
+		if ((ev = parse_line(line, run, tick, loop)) == NULL)
 			continue;
 		if (ev->run != 0 && ev->run != dtp->run) {
 			free(ev->values);
@@ -1714,7 +1729,11 @@ snap(dtrace_hdl_t *dtp)
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
 		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks)
 			continue;
-		if (strcmp(ev->kind, "rec") == 0) {
+		if (strcmp(ev->kind, "rec") == 0 && ev->loop > 0) {
+			long due = (dtp->ticks - ev->tick) / ev->loop + 1;
+			for (; ev->fired < due; ev->fired++)
+				apply_rec(dtp, ev);
+		} else if (strcmp(ev->kind, "rec") == 0) {
 			ev->done = 1;
 			apply_rec(dtp, ev);
 		} else if (strcmp(ev->kind, "drop") == 0 && ev->n1 == DTRACEDROP_AGGREGATION &&

@@ -35,6 +35,20 @@
  *    KSTAT_FLAG_VAR_SIZE or KSTAT_FLAG_LONGSTRINGS; for any other kstat it is -1
  *    with errno ENOMEM.
  *
+ * A feed (for benchmarks): with $KSTAT_STUB_FEED naming a file, kstat_open and
+ * kstat_chain_update first reload the "kernel" from it whenever the file was replaced
+ * (a new inode or mtime; writers rename a complete file into place). Lines, fields
+ * separated by tabs:
+ *   h HRTIME                           the hrtime later reads stamp as ks_snaptime
+ *   k MODULE INSTANCE NAME CLASS TYPE  a kstat (TYPE 1 named, 3 io); its data follows
+ *   u|i|d|s NAME VALUE                 a named uint64, int64, double or string stat
+ *   io V1 ... V12                      the kstat_io_t fields in declaration order
+ * A kstat in the file with the same statistics as before is updated in place (its
+ * header stays); one with other statistics is replaced; one no longer in the file is
+ * deleted, as the kernel deletes a halted zone's kstats. The CPU time spent reloading
+ * is written (nanoseconds, cumulative) to $KSTAT_STUB_FEED.cpu, so a benchmark can
+ * leave the stand-in's own work out of the consumer's CPU.
+ *
  * Misuse is fatal: reading a kstat_t that is not on the caller's chain (for example
  * one freed by kstat_chain_update) aborts the process, so a binding that keeps stale
  * pointers fails its tests loudly instead of reading freed memory.
@@ -49,6 +63,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 /* usr/src/uts/common/sys/types.h, sys/int_types.h, sys/time.h */
 typedef int kid_t;
@@ -475,15 +491,10 @@ stub_reset(void)
 	eagain_retries = chain_updates_changed = freed_headers = 0;
 }
 
-/* Create a kstat; returns its handle for the stub_add_* and stub_set_* calls. */
-int
-stub_add_kstat(const char *module, int instance, const char *name, const char *class,
-    int type)
+static int
+stub_add_kstat_unchecked(const char *module, int instance, const char *name,
+    const char *class, int type)
 {
-	if (find_live(module, instance, name) != NULL) {
-		fprintf(stderr, "libkstat_stub: %s:%d:%s exists\n", module, instance, name);
-		abort();
-	}
 	if (nfixture == cfixture) {
 		cfixture = cfixture ? cfixture * 2 : 64;
 		fixture = realloc(fixture, cfixture * sizeof (*fixture));
@@ -502,6 +513,18 @@ stub_add_kstat(const char *module, int instance, const char *name, const char *c
 	f->crtime = now_hrtime;
 	kernel_kcid++;
 	return ((int)nfixture++);
+}
+
+/* Create a kstat; returns its handle for the stub_add_* and stub_set_* calls. */
+int
+stub_add_kstat(const char *module, int instance, const char *name, const char *class,
+    int type)
+{
+	if (find_live(module, instance, name) != NULL) {
+		fprintf(stderr, "libkstat_stub: %s:%d:%s exists\n", module, instance, name);
+		abort();
+	}
+	return (stub_add_kstat_unchecked(module, instance, name, class, type));
 }
 
 int
@@ -790,6 +813,244 @@ stub_kernel_kcid(void)
 	return (kernel_kcid);
 }
 
+/* ---- the feed (benchmarks): reload the "kernel" from a file ---- */
+
+struct pending {		/* one kstat as read from the feed */
+	char module[KSTAT_STRLEN], name[KSTAT_STRLEN], class[KSTAT_STRLEN];
+	int instance, type, used;
+	struct fstat *stats;
+	uint_t nstats, cstats;
+	uint64_t io[12];
+};
+
+static uint64_t
+hash_key(const char *module, int instance, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *p = module; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	h = (h ^ (uint64_t)(unsigned)instance) * 1099511628211ULL;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return (h);
+}
+
+static size_t *feed_table;	/* open addressing: fixture index + 1, 0 = empty */
+static size_t feed_cap;
+static char *feed_seen;
+
+static void
+index_live(void)
+{
+	free(feed_table);
+	feed_cap = 64;
+	while (feed_cap < nfixture * 2 + 2)
+		feed_cap *= 2;
+	feed_table = calloc(feed_cap, sizeof (*feed_table));
+	if (feed_table == NULL)
+		abort();
+	for (size_t i = 0; i < nfixture; i++) {
+		struct fks *f = &fixture[i];
+		if (!f->live)
+			continue;
+		size_t j = hash_key(f->module, f->instance, f->name) & (feed_cap - 1);
+		while (feed_table[j] != 0)
+			j = (j + 1) & (feed_cap - 1);
+		feed_table[j] = i + 1;
+	}
+}
+
+static struct fks *
+feed_find(const char *module, int instance, const char *name, size_t *index)
+{
+	size_t j = hash_key(module, instance, name) & (feed_cap - 1);
+	for (; feed_table[j] != 0; j = (j + 1) & (feed_cap - 1)) {
+		struct fks *f = &fixture[feed_table[j] - 1];
+		if (f->live && f->instance == instance && strcmp(f->module, module) == 0 &&
+		    strcmp(f->name, name) == 0) {
+			*index = feed_table[j] - 1;
+			return (f);
+		}
+	}
+	return (NULL);
+}
+
+static int
+same_layout(const struct fks *f, const struct pending *p)
+{
+	if (f->type != p->type || (p->type == KSTAT_TYPE_NAMED && f->nstats != p->nstats))
+		return (0);
+	for (uint_t i = 0; p->type == KSTAT_TYPE_NAMED && i < p->nstats; i++)
+		if (f->stats[i].kn.data_type != p->stats[i].kn.data_type ||
+		    strcmp(f->stats[i].kn.name, p->stats[i].kn.name) != 0)
+			return (0);
+	return (1);
+}
+
+static void
+feed_flush(struct pending *p)
+{
+	size_t i;
+	if (!p->used)
+		return;
+	p->used = 0;
+	struct fks *f = feed_find(p->module, p->instance, p->name, &i);
+	if (f != NULL && same_layout(f, p)) {
+		for (uint_t s = 0; s < p->nstats; s++) {
+			free(f->stats[s].str);
+			f->stats[s] = p->stats[s];
+		}
+		free(p->stats);
+	} else {
+		if (f != NULL) {
+			f->live = 0;
+			free_fks(f);
+			kernel_kcid++;
+		}
+		int h = stub_add_kstat_unchecked(p->module, p->instance, p->name, p->class,
+		    p->type);
+		i = (size_t)h;
+		f = &fixture[i];
+		f->stats = p->stats;
+		f->nstats = p->nstats;
+		feed_seen = realloc(feed_seen, nfixture);
+		if (feed_seen == NULL)
+			abort();
+	}
+	if (p->type == KSTAT_TYPE_IO)
+		stub_set_io((int)i, p->io);
+	feed_seen[i] = 1;
+	p->stats = NULL;
+	p->nstats = p->cstats = 0;
+}
+
+static struct fstat *
+feed_stat(struct pending *p, const char *name, int type)
+{
+	if (p->nstats == p->cstats) {
+		p->cstats = p->cstats ? p->cstats * 2 : 16;
+		p->stats = realloc(p->stats, p->cstats * sizeof (*p->stats));
+		if (p->stats == NULL)
+			abort();
+	}
+	struct fstat *s = &p->stats[p->nstats++];
+	memset(s, 0, sizeof (*s));
+	copy_name(s->kn.name, name);
+	s->kn.data_type = (uchar_t)type;
+	return (s);
+}
+
+static void
+load_feed(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	if (fp == NULL)
+		return;
+	char *line = NULL, *fields[16];
+	size_t cap = 0;
+	struct pending p;
+	memset(&p, 0, sizeof (p));
+	index_live();
+	free(feed_seen);
+	feed_seen = calloc(nfixture + 1, 1);
+	if (feed_seen == NULL)
+		abort();
+	while (getline(&line, &cap, fp) != -1) {
+		int n = 0;
+		line[strcspn(line, "\n")] = '\0';
+		for (char *tok = line; n < 16; ) {
+			fields[n++] = tok;
+			char *tab = strchr(tok, '\t');
+			if (tab == NULL)
+				break;
+			*tab = '\0';
+			tok = tab + 1;
+		}
+		if (strcmp(fields[0], "k") == 0 && n == 6) {
+			feed_flush(&p);
+			copy_name(p.module, fields[1]);
+			p.instance = atoi(fields[2]);
+			copy_name(p.name, fields[3]);
+			copy_name(p.class, fields[4]);
+			p.type = atoi(fields[5]);
+			p.used = 1;
+			memset(p.io, 0, sizeof (p.io));
+		} else if (strcmp(fields[0], "h") == 0 && n == 2) {
+			now_hrtime = strtoll(fields[1], NULL, 10);
+		} else if (strcmp(fields[0], "io") == 0 && n == 13 && p.used) {
+			for (int j = 0; j < 12; j++)
+				p.io[j] = strtoull(fields[j + 1], NULL, 10);
+		} else if (n == 3 && p.used && fields[0][1] == '\0') {
+			switch (fields[0][0]) {
+			case 'u':
+				feed_stat(&p, fields[1], KSTAT_DATA_UINT64)->kn.value.ui64 =
+				    strtoull(fields[2], NULL, 10);
+				break;
+			case 'i':
+				feed_stat(&p, fields[1], KSTAT_DATA_INT64)->kn.value.i64 =
+				    strtoll(fields[2], NULL, 10);
+				break;
+			case 'd':
+				feed_stat(&p, fields[1], KSTAT_DATA_DOUBLE)->kn.value.d =
+				    strtod(fields[2], NULL);
+				break;
+			case 's': {
+				struct fstat *s = feed_stat(&p, fields[1], KSTAT_DATA_STRING);
+				s->str = strdup(fields[2]);
+				if (s->str == NULL)
+					abort();
+				break;
+			}
+			default:
+				fprintf(stderr, "libkstat_stub: bad feed line %s\n", fields[0]);
+				abort();
+			}
+		} else {
+			fprintf(stderr, "libkstat_stub: bad feed line %s\n", fields[0]);
+			abort();
+		}
+	}
+	feed_flush(&p);
+	free(line);
+	(void) fclose(fp);
+	for (size_t i = 0; i < nfixture; i++) {
+		if (fixture[i].live && !feed_seen[i]) {
+			fixture[i].live = 0;
+			free_fks(&fixture[i]);
+			kernel_kcid++;
+		}
+	}
+}
+
+static void
+poll_feed(void)
+{
+	static ino_t last_ino;
+	static struct timespec last_mtime;
+	static long long cpu_ns;
+	const char *path = getenv("KSTAT_STUB_FEED");
+	struct stat st;
+	struct timespec t0, t1;
+	if (path == NULL || stat(path, &st) != 0)
+		return;
+	if (st.st_ino == last_ino && st.st_mtim.tv_sec == last_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == last_mtime.tv_nsec)
+		return;
+	last_ino = st.st_ino;
+	last_mtime = st.st_mtim;
+	(void) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+	load_feed(path);
+	(void) clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+	cpu_ns += (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+	char out[4096];
+	(void) snprintf(out, sizeof (out), "%s.cpu", path);
+	FILE *fp = fopen(out, "w");
+	if (fp != NULL) {
+		fprintf(fp, "%lld\n", cpu_ns);
+		(void) fclose(fp);
+	}
+}
+
 /* ---- the libkstat ABI ---- */
 
 static size_t
@@ -909,6 +1170,7 @@ kstat_open(void)
 		errno = fail_open_errno;
 		return (NULL);
 	}
+	poll_feed();
 	struct handle *h = calloc(1, sizeof (*h));
 	if (h == NULL)
 		return (NULL);
@@ -952,6 +1214,7 @@ kstat_chain_update(kstat_ctl_t *kc)
 		errno = fail_update_errno;
 		return (-1);
 	}
+	poll_feed();
 	if (kc->kc_chain_id == kernel_kcid)
 		return (0);
 	sync_chain(kc);

@@ -1,0 +1,112 @@
+"""The stand-ins' benchmark modes: the libkstat feed file and looping DTrace records.
+
+benchmarks/bench_serve.py drives `dtagent serve` in its own process, so the simulated
+host reaches the libkstat stand-in through a feed file it reloads, and the libdtrace
+stand-in repeats a scenario's records at a steady rate. Both must behave as the
+kernel does (kstats updated in place, deleted, created; one walk per tick), or the
+benchmark would measure something the agent never meets.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import live_host
+from dtagent.simulate import EPOCH, frames, make_host
+from dtagent.snapshot import KSTAT_TYPE_IO, Kstat
+from dtagent.sources.libkstat import KstatReader
+from tests.helpers import REPO
+from tests.native import build_shared
+from tests.native.dtrace_stub import Scenario, library
+from tests.native.kstat_stub import open_stub
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
+
+
+@pytest.fixture
+def feed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    lib = open_stub()
+    lib.stub_reset()
+    path = tmp_path / "kstat.feed"
+    monkeypatch.setenv("KSTAT_STUB_FEED", str(path))
+    yield path
+    monkeypatch.delenv("KSTAT_STUB_FEED")
+    lib.stub_reset()
+
+
+def _zone(zid: int, name: str, nsec: int) -> Kstat:
+    return Kstat("zones", zid, name[:30], "zone_misc",
+                 data={"zonename": name, "nsec_user": nsec, "avenrun_1min": 3})
+
+
+def test_feed_updates_in_place_deletes_and_creates(feed: Path) -> None:
+    disk = Kstat("zfs", 0, "zones", "disk", KSTAT_TYPE_IO,
+                 data={"nread": 10, "reads": 2, "wtime": 5})
+    live_host.write_atomic(feed, live_host.feed_text(
+        [_zone(1, "web", 100), _zone(2, "db", 7), disk], 5_000_000_000))
+    lib = open_stub()
+    with KstatReader(str(build_shared("libkstat_stub.c"))) as reader:
+        snap = reader.snapshot()
+        assert snap.get("zones", 1, "web").data["nsec_user"] == 100  # type: ignore[union-attr]
+        assert snap.get("zfs", 0, "zones").data["nread"] == 10  # type: ignore[union-attr]
+        assert snap.get("zones", 1, "web").snaptime == 5_000_000_000  # type: ignore[union-attr]
+        live_host.write_atomic(feed, live_host.feed_text(
+            [_zone(1, "web", 250), _zone(3, "batch", 1), disk], 10_000_000_000))
+        snap = reader.snapshot()
+        assert snap.get("zones", 1, "web").data["nsec_user"] == 250  # type: ignore[union-attr]
+        assert snap.get("zones", 2, "db") is None  # halted: its kstat is gone
+        assert snap.get("zones", 3, "batch").data["zonename"] == "batch"  # type: ignore[union-attr]
+        # only the deleted zone's header was freed; the others stayed where they were
+        assert lib.stub_freed_headers() == 1
+        # an unchanged file is not reloaded
+        before = (feed.parent / "kstat.feed.cpu").read_text()
+        reader.snapshot()
+        assert (feed.parent / "kstat.feed.cpu").read_text() == before
+
+
+def test_feed_of_a_simulated_frame_reads_back_as_the_frame(feed: Path) -> None:
+    frame = next(frames(make_host(3, 2, EPOCH, 5.0, 100.0), 1))
+    live_host.write_atomic(feed, live_host.feed_text(frame.kstats, 1))
+    with KstatReader(str(build_shared("libkstat_stub.c"))) as reader:
+        snap = reader.snapshot()
+    assert len(snap) == len(frame.kstats)
+    for ks in frame.kstats:
+        got = snap.get(*ks.key)
+        assert got is not None and got.data == ks.data, ks.key
+
+
+def test_looping_records_repeat_at_their_period(tmp_path: Path) -> None:
+    sc = Scenario(tmp_path).write(
+        "matches stub:every 5\nloop 2\ntick 1\nrec stub:every calls count | z:3 s:read | 0 0\n"
+    )
+    argv = [sys.executable, "-m", "dtagent.dtrace.worker", "--libdtrace", str(library()),
+            "--interval", "0.05", "--script", str(FIXTURES / "every.d")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(sc.env(), PYTHONPATH=str(REPO)))
+    walks: dict[int, list[dict[str, object]]] = {}
+    pending: list[dict[str, object]] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline and len(walks) < 6:
+            rec = json.loads(proc.stdout.readline())
+            if "tick" in rec:
+                walks[int(rec["tick"])] = pending  # type: ignore[call-overload]
+                pending = []
+            elif rec.get("agg") == "calls":
+                pending.append(rec)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    fired = sorted(t for t, recs in walks.items() if recs)
+    assert fired and all(t % 2 == 1 for t in fired), walks
+    assert all(walks[t][0]["value"] == 2 for t in fired)
+    assert len(fired) >= 2
