@@ -56,6 +56,11 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     )
 
 
+def _braces(text: str) -> str:
+    """``text`` as a literal inside a str.format template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def render(families: Iterable[MetricFamily]) -> bytes:
     """Render families (each name once) as text format 0.0.4, UTF-8 encoded."""
     return b"".join(render_chunks(families))
@@ -84,9 +89,17 @@ def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
         if spec.type == "histogram":
             bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
             bucket = f"{name}_bucket"
+            # One str.format per series writes all its lines: {0} is the series' head,
+            # {1} its label block, {2} the sum, {3} the count, {4}... the bucket counts.
+            series = "".join(
+                f"{{0}}{_braces(b)}{{{i + 4}}}\n" for i, b in enumerate(bounds)
+            ) + f'{{0}}le="+Inf"}}}} {{3}}\n{name}_sum{{1}} {{2}}\n{name}_count{{1}} {{3}}\n'
             for values, cumulative, total, count in fam.hist_samples:
                 block = _label_block(labels, values)
                 head = bucket + (block[:-1] + "," if block else "{")
+                if all(type(c) is int for c in cumulative):  # whole counts: str() is exact
+                    append(series.format(head, block, fmt(total), fmt(count), *cumulative))
+                    continue
                 for bound, cum in zip(bounds, cumulative, strict=True):
                     append(f"{head}{bound}{fmt(cum)}\n")
                 n = fmt(count)
