@@ -572,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node-exporter", default="prometheus-node-exporter")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     args = ap.parse_args(argv)
+    # stopped by a signal: unwind, so the finally blocks stop the served processes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -171,7 +171,8 @@ def dtrace_scenario(zone_ids: Sequence[int], seed: int = 1) -> Scenario:
                         per_second += 1 / period
                     counter = COUNTERS.get(agg.name)
                     if counter and counter in by_agg:
-                        lines.append(f"rec {sel} {counter} count | {key} | {vals}")
+                        fn = by_agg[counter][1].function
+                        lines.append(f"rec {sel} {counter} {fn} | {key} | {vals}")
                         per_second += 1 / period
     lines.append("")
     return Scenario("\n".join(lines), per_second)
