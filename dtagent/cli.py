@@ -443,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = handler(args)
         return result
     except ConfigError as exc:
-        print(f"dtagent: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"dtagent: config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except BundleError as exc:
         print(f"dtagent: bundle error: {exc}", file=sys.stderr)
