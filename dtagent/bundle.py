@@ -51,9 +51,27 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
-# What can make a value bad (a surrogate escape, a number of 19 or more digits, a
-# three-digit exponent): a line without any of them needs no walk over its values.
-_SUSPECT = re.compile(r"\\u[dD][89a-fA-F]|[0-9]{19}|[eE][+]?[0-9]{3}")
+# What can make a value bad that the frame decoder does not see: a lone surrogate
+# (only ever a JSON escape: the file is strict UTF-8), an integer of more than 20 digits
+# (past 64 bits, and past a double's range when it is long enough). A line without
+# either needs no walk over its values; floats are checked as they are parsed.
+_HUGE_NUMBER = re.compile(r"[0-9]{21}")
+
+
+def _suspect(line: str) -> bool:
+    if "\\u" in line:  # an escape: walk everything (names may be escaped too)
+        return True
+    # kstat values and exit statuses are range-checked as they are decoded; the DTrace
+    # records (written last by encode_frame) are not, so look at them for huge integers
+    at = line.find('"dtrace"')
+    return at >= 0 and _HUGE_NUMBER.search(line, at) is not None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:24]} is not a finite number")
+    return value
 
 
 def parse_json(line: str, where: str, *, walk: bool = False) -> Any:
@@ -66,14 +84,14 @@ def parse_json(line: str, where: str, *, walk: bool = False) -> Any:
     in it (or ``walk``); nesting is bounded by the frame decoder's structural checks.
     """
     try:
-        obj = json.loads(line, parse_constant=_no_constant)
+        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise BundleError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as exc:  # NaN/Infinity, or an integer of thousands of digits
         raise BundleError(f"{where}: not a valid number ({_first_line(exc)})") from None
-    problem = check_json(obj) if walk or _SUSPECT.search(line) else None
+    problem = check_json(obj) if walk or _suspect(line) else None
     if problem is not None:
         field_path, what = problem
         raise BundleError(f"{where}: field {field_path}: {what}")
@@ -184,7 +202,7 @@ def _decode_kstat(obj: Any, where: str) -> Kstat:
         raise BundleError(f"{where}: field i: {ident}: expected a 32-bit integer instance")
     if not isinstance(ks_class, str):
         raise BundleError(f"{where}: field c: {ident}: expected a string class")
-    if ks_type not in KSTAT_TYPE_NAMES or not _is_int(ks_type):
+    if not _is_int(ks_type) or ks_type not in KSTAT_TYPE_NAMES:
         known = ", ".join(str(k) for k in sorted(KSTAT_TYPE_NAMES))
         raise BundleError(f"{where}: field t: {ident}: expected a kstat type ({known})")
     if not _is_int(snaptime) or not 0 <= snaptime <= INT_MAX:
@@ -194,10 +212,17 @@ def _decode_kstat(obj: Any, where: str) -> Kstat:
     if not isinstance(data, dict):
         raise BundleError(f"{where}: field d: {ident}: expected an object of statistics")
     for stat, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = type(value)
+        if kind is int:
+            if not INT_MIN <= value <= INT_MAX:
+                raise BundleError(
+                    f"{where}: field d.{stat}: {module}:{instance}:{name}:{stat} is outside "
+                    "the 64-bit range"
+                )
+        elif kind is not float and kind is not str:
             raise BundleError(
                 f"{where}: field d.{stat}: {module}:{instance}:{name}:{stat} has a "
-                f"{type(value).__name__} value; expected a number or a string"
+                f"{kind.__name__} value; expected a number or a string"
             )
     return Kstat(
         module=module,
@@ -268,10 +293,6 @@ def encode_frame(frame: Frame) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, str | int | float)
-
-
 def _record_shape(record: Any) -> str | None:
     """Where a DTrace delta record is not an object of scalars, lists of scalars or
     lists of scalar lists (keys, ``[count, total]``, ``[lo, n]`` bucket pairs; see
@@ -279,14 +300,16 @@ def _record_shape(record: Any) -> str | None:
     if not isinstance(record, dict):
         return ": expected a record object"
     for name, value in record.items():
-        if _scalar(value):
-            continue
-        if not isinstance(value, list):
+        kind = type(value)
+        if kind is dict:
             return f".{name}: expected a number, a string or a list"
+        if kind is not list:
+            continue
         for item in value:
-            if _scalar(item):
-                continue
-            if not isinstance(item, list) or not all(_scalar(x) for x in item):
+            kind = type(item)
+            if kind is dict or (
+                kind is list and any(type(x) is list or type(x) is dict for x in item)
+            ):
                 return f".{name}: expected a list of numbers, strings or [lo, n] pairs"
     return None
 
