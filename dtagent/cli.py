@@ -33,7 +33,9 @@ class Parser(argparse.ArgumentParser):
     """argparse, with every usage error on one line (exit 2) instead of the usage text."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        # an argument may hold a newline or other control characters: escape them
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        print(f"{self.prog}: error: {shown} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
