@@ -122,6 +122,19 @@ BAD_SETTINGS = [
         "key 'dtrace.scripts.nosuchscript': expected the name of a D script (cpucaps, disk,",
     ),
     (
+        "[collectors.plugins]\ninterval = 5\ntimeout = 10\n",
+        "key 'collectors.plugins.timeout': expected at most interval (5 s), got 10.0",
+    ),
+    (
+        '[collectors.smf]\nquiet_states = ["onlien"]\n',
+        "key 'collectors.smf.quiet_states': expected a list of SMF states; known: degraded, "
+        "disabled, legacy_run, maintenance, offline, online, uninitialized, got ['onlien']",
+    ),
+    (
+        "[collectors.textfile]\nmax_bytes = 0\n",
+        "key 'collectors.textfile.max_bytes': expected an integer from 1 to 1073741824, got 0",
+    ),
+    (
         "[dtrace]\nseries_cap = 0\n",
         "key 'dtrace.series_cap': expected an integer from 1 to 10000000, got 0",
     ),
