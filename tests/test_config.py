@@ -91,9 +91,8 @@ BAD_SETTINGS = [
         "key 'collectors.link.command_timeout': expected seconds above 0, at most 60, got 0",
     ),
     (
-        "[collectors.link]\nmaxbw_zones_per_scrape = -3\n",
-        "key 'collectors.link.maxbw_zones_per_scrape': expected an integer from 1 to 10000, "
-        "got -3",
+        "[collectors.link]\nmaxbw_max_age = -3\n",
+        "key 'collectors.link.maxbw_max_age': expected seconds from 0 to 86400, got -3",
     ),
     (
         "[collectors.flow]\nmax_age = nan\n",
