@@ -85,6 +85,7 @@ class Agent:
         unavailable: dict[str, str] | None = None,
         reuse_within: float = 1.0,
         clock: Callable[[], float] = time.time,
+        source_mode: str = "live",
     ) -> None:
         self.collectors = list(collectors)
         self.kstat_provider = kstats
@@ -98,7 +99,7 @@ class Agent:
         self._lock = threading.Lock()
         self._last: tuple[float, list[MetricFamily]] | None = None
         self._failing: dict[str, str] = {}
-        self.selfmon = SelfMonitor()
+        self.selfmon = SelfMonitor(source_mode)
         self.collections = 0
         self._observers: list[Observer] = []
         self._gc = ScrapeGC()

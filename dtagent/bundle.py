@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import re
 import tempfile
 import threading
 import zlib
@@ -27,7 +29,123 @@ VERSION = 1
 
 
 class BundleError(Exception):
-    """A bundle that cannot be read: names the file, the line and the problem."""
+    """A bundle that cannot be read: names the file, the frame (or line) and the problem."""
+
+
+class BundleUsageError(BundleError):
+    """The command line names a bundle or frame that is not there (a missing path, a
+    directory, an unreadable file, no such frame): a usage error (exit 2), where a bad
+    bundle's content is a runtime one (exit 1)."""
+
+
+# Limits of what a bundle may hold. kstat integers are 64-bit (sys/kstat.h: the
+# KSTAT_DATA_* integer types are at most 64 bits, signed or unsigned); a frame is a few
+# levels deep (frame → kstats → kstat → statistics → value; DTrace records carry a key
+# list and bucket pairs), so anything deeper than MAX_DEPTH is not a frame.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+INSTANCE_MIN, INSTANCE_MAX = -(1 << 31), (1 << 31) - 1
+MAX_DEPTH = 8
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+# What can make a value bad that the frame decoder does not see: a lone surrogate
+# (only ever a JSON escape: the file is strict UTF-8), an integer of more than 20 digits
+# (past 64 bits, and past a double's range when it is long enough). A line without
+# either needs no walk over its values; floats are checked as they are parsed.
+_HUGE_NUMBER = re.compile(r"[0-9]{21}")
+
+
+def _suspect(line: str) -> bool:
+    if "\\u" in line:  # an escape: walk everything (names may be escaped too)
+        return True
+    # kstat values and exit statuses are range-checked as they are decoded; the DTrace
+    # records (written last by encode_frame) are not, so look at them for huge integers
+    at = line.find('"dtrace"')
+    return at >= 0 and _HUGE_NUMBER.search(line, at) is not None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:24]} is not a finite number")
+    return value
+
+
+def parse_json(line: str, where: str, *, walk: bool = False) -> Any:
+    """A JSON value whose every string is valid text and every number finite and 64-bit.
+
+    Everything a bundle holds ends up in labels, values and log lines: a lone surrogate
+    (``"\\udcff"``) cannot be encoded as UTF-8, NaN or an integer past 64 bits cannot be
+    a kstat value, so they are refused here, naming the field, rather than failing a
+    scrape later. Values are walked only when the line has something that could be bad
+    in it (or ``walk``); nesting is bounded by the frame decoder's structural checks.
+    """
+    try:
+        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer of thousands of digits
+        raise BundleError(f"{where}: not a valid number ({_first_line(exc)})") from None
+    problem = check_json(obj) if walk or _suspect(line) else None
+    if problem is not None:
+        field_path, what = problem
+        raise BundleError(f"{where}: field {field_path}: {what}")
+    return obj
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _text_problem(s: str) -> str | None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid UTF-8 text (lone surrogate U+{ord(s[exc.start]):04X})"
+    return None
+
+
+def check_json(obj: Any, max_depth: int = MAX_DEPTH) -> tuple[str, str] | None:
+    """(field path, problem) of the first bad value in ``obj``, or None.
+
+    Walks iteratively, so depth costs no stack; the path reads like
+    ``kstats[3].d.zonename``.
+    """
+    stack: list[tuple[str, Any, int]] = [("", obj, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, str):
+            if (problem := _text_problem(value)) is not None:
+                return path or "(top)", problem
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if not INT_MIN <= value <= INT_MAX:
+                return path or "(top)", "integer outside the 64-bit range"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return path or "(top)", f"{value!r} is not a finite number"
+        elif isinstance(value, dict | list):
+            if depth >= max_depth:
+                return path or "(top)", f"nested more than {max_depth} levels deep"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if (problem := _text_problem(key)) is not None:
+                        return f"{path}.{shown_key(key)}".lstrip("."), "name " + problem
+                    stack.append((f"{path}.{key}".lstrip("."), item, depth + 1))
+            else:
+                for i, item in enumerate(value):
+                    stack.append((f"{path}[{i}]", item, depth + 1))
+    return None
+
+
+def shown_key(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
 
 
 @dataclass(slots=True)
@@ -72,29 +190,47 @@ def _decode_kstat(obj: Any, where: str) -> Kstat:
     except KeyError as exc:
         raise BundleError(f"{where}: kstat without {exc.args[0]!r}") from None
     ks_type = obj.get("t", 1)
+    ks_class = obj.get("c", "")
+    snaptime = obj.get("s", 0)
     data = obj.get("d", {})
-    if (
-        not isinstance(module, str)
-        or not isinstance(name, str)
-        or isinstance(instance, bool)
-        or not isinstance(instance, int)
-        or ks_type not in KSTAT_TYPE_NAMES
-        or not isinstance(data, dict)
-    ):
-        raise BundleError(f"{where}: malformed kstat {module!r}:{instance!r}:{name!r}")
+    ident = f"kstat {module!r}:{instance!r}:{name!r}"
+    if not isinstance(module, str) or not module:
+        raise BundleError(f"{where}: field m: {ident}: expected a non-empty module name")
+    if not isinstance(name, str):
+        raise BundleError(f"{where}: field n: {ident}: expected a string name")
+    if not _is_int(instance) or not INSTANCE_MIN <= instance <= INSTANCE_MAX:
+        raise BundleError(f"{where}: field i: {ident}: expected a 32-bit integer instance")
+    if not isinstance(ks_class, str):
+        raise BundleError(f"{where}: field c: {ident}: expected a string class")
+    if not _is_int(ks_type) or ks_type not in KSTAT_TYPE_NAMES:
+        known = ", ".join(str(k) for k in sorted(KSTAT_TYPE_NAMES))
+        raise BundleError(f"{where}: field t: {ident}: expected a kstat type ({known})")
+    if not _is_int(snaptime) or not 0 <= snaptime <= INT_MAX:
+        raise BundleError(
+            f"{where}: field s: {ident}: expected a snaptime in nanoseconds, got {snaptime!r}"
+        )
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: field d: {ident}: expected an object of statistics")
     for stat, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = type(value)
+        if kind is int:
+            if not INT_MIN <= value <= INT_MAX:
+                raise BundleError(
+                    f"{where}: field d.{stat}: {module}:{instance}:{name}:{stat} is outside "
+                    "the 64-bit range"
+                )
+        elif kind is not float and kind is not str:
             raise BundleError(
-                f"{where}: {module}:{instance}:{name}:{stat} has a "
-                f"{type(value).__name__} value; expected a number or a string"
+                f"{where}: field d.{stat}: {module}:{instance}:{name}:{stat} has a "
+                f"{kind.__name__} value; expected a number or a string"
             )
     return Kstat(
         module=module,
         instance=instance,
         name=name,
-        ks_class=str(obj.get("c", "")),
+        ks_class=ks_class,
         ks_type=ks_type,
-        snaptime=int(obj.get("s", 0)),
+        snaptime=snaptime,
         crtime=_crtime(obj.get("cr", 0), where),
         data=data,
     )
@@ -102,9 +238,16 @@ def _decode_kstat(obj: Any, where: str) -> Kstat:
 
 def _crtime(value: Any, where: str) -> int:
     """ks_crtime (hrtime ns, optional in a bundle): a non-negative integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BundleError(f"{where}: a kstat's 'cr' (creation time) must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise BundleError(
+            f"{where}: field cr: expected the kstat's creation time in nanoseconds, "
+            f"got {value!r}"
+        )
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _encode_command(res: CommandResult) -> dict[str, Any]:
@@ -126,8 +269,12 @@ def _decode_command(obj: Any, where: str) -> CommandResult:
     stdout = obj.get("stdout", "")
     stderr = obj.get("stderr", "")
     error = obj.get("error")
-    if not isinstance(rc, int) or not isinstance(stdout, str) or not isinstance(stderr, str):
-        raise BundleError(f"{where}: command {argv!r} has a malformed rc/stdout/stderr")
+    if not _is_int(rc) or not -(1 << 31) <= rc <= 255:
+        raise BundleError(f"{where}: field rc: command {argv!r}: expected an exit status")
+    if not isinstance(stdout, str) or not isinstance(stderr, str):
+        raise BundleError(f"{where}: field stdout/stderr: command {argv!r}: expected strings")
+    if error is not None and not isinstance(error, str):
+        raise BundleError(f"{where}: field error: command {argv!r}: expected a string")
     return CommandResult(
         argv=tuple(argv),
         returncode=rc,
@@ -146,27 +293,51 @@ def encode_frame(frame: Frame) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+def _record_shape(record: Any) -> str | None:
+    """Where a DTrace delta record is not an object of scalars, lists of scalars or
+    lists of scalar lists (keys, ``[count, total]``, ``[lo, n]`` bucket pairs; see
+    docs/bundle-dtrace.md), or None. Their content is the accumulator's to check."""
+    if not isinstance(record, dict):
+        return ": expected a record object"
+    for name, value in record.items():
+        kind = type(value)
+        if kind is dict:
+            return f".{name}: expected a number, a string or a list"
+        if kind is not list:
+            continue
+        for item in value:
+            kind = type(item)
+            if kind is dict or (
+                kind is list and any(type(x) is list or type(x) is dict for x in item)
+            ):
+                return f".{name}: expected a list of numbers, strings or [lo, n] pairs"
+    return None
+
+
 def decode_frame(line: str, where: str) -> Frame:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{where}: not JSON ({exc.msg})") from None
+    """One frame line, checked completely (``where`` names the frame in errors)."""
+    obj = parse_json(line, where)
     if not isinstance(obj, dict):
         raise BundleError(f"{where}: a frame must be a JSON object")
     t = obj.get("t")
     if isinstance(t, bool) or not isinstance(t, int | float):
-        raise BundleError(f"{where}: frame without a numeric 't' timestamp")
+        raise BundleError(f"{where}: field t: expected the frame time in seconds, got {t!r}")
     kstats = obj.get("kstats", [])
     commands = obj.get("commands", [])
     dtrace = obj.get("dtrace", [])
-    if not isinstance(kstats, list) or not isinstance(commands, list):
-        raise BundleError(f"{where}: 'kstats' and 'commands' must be lists")
-    if not isinstance(dtrace, list) or not all(isinstance(d, dict) for d in dtrace):
-        raise BundleError(f"{where}: 'dtrace' must be a list of objects")
+    if not isinstance(kstats, list):
+        raise BundleError(f"{where}: field kstats: expected a list")
+    if not isinstance(commands, list):
+        raise BundleError(f"{where}: field commands: expected a list")
+    if not isinstance(dtrace, list):
+        raise BundleError(f"{where}: field dtrace: expected a list of records")
+    for i, record in enumerate(dtrace):
+        if (problem := _record_shape(record)) is not None:
+            raise BundleError(f"{where}: field dtrace[{i}]{problem}")
     return Frame(
         time=float(t),
-        kstats=[_decode_kstat(k, where) for k in kstats],
-        commands=[_decode_command(c, where) for c in commands],
+        kstats=[_decode_kstat(k, f"{where}: kstats[{i}]") for i, k in enumerate(kstats)],
+        commands=[_decode_command(c, f"{where}: commands[{i}]") for i, c in enumerate(commands)],
         dtrace=dtrace,
     )
 
@@ -222,12 +393,24 @@ def write_bundle(path: str | os.PathLike[str], frames: Iterable[Frame], **header
 
 def _lines(path: Path) -> Iterator[str]:
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            yield from fh
+        fh = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        raise BundleError(f"{path}: no such bundle") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not a readable bundle ({exc})") from None
+        raise BundleUsageError(f"{path}: no such bundle") from None
+    except IsADirectoryError:
+        raise BundleUsageError(f"{path}: is a directory, not a bundle") from None
+    except OSError as exc:
+        raise BundleUsageError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        with fh:
+            yield from fh
+    except IsADirectoryError:
+        raise BundleUsageError(f"{path}: is a directory, not a bundle") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{path}: not a readable bundle ({_first_line(exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            f"{path}: not a readable bundle (not UTF-8 text at byte {exc.start} of a line)"
+        ) from None
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -238,15 +421,13 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_header(line: str, path: Path) -> dict[str, Any]:
-    try:
-        header = json.loads(line)
-    except json.JSONDecodeError:
-        raise BundleError(f"{path}:1: header is not JSON") from None
+    header = parse_json(line, f"{path}: header (line 1)", walk=True)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise BundleError(f"{path}:1: not a {FORMAT} file")
+        raise BundleError(f"{path}: header (line 1): not a {FORMAT} file")
     if header.get("version") != VERSION:
         raise BundleError(
-            f"{path}:1: bundle version {header.get('version')!r}; this agent reads {VERSION}"
+            f"{path}: header (line 1): bundle version {header.get('version')!r}; "
+            f"this agent reads {VERSION}"
         )
     return header
 
@@ -263,16 +444,19 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
 def _frames_and_lines(p: Path) -> Iterator[tuple[Frame, str]]:
     header: dict[str, Any] | None = None
     last: float | None = None
+    index = 0
     for lineno, line in enumerate(_lines(p), start=1):
         if header is None:
             header = _check_header(line, p)
             continue
         if not line.strip():
             continue
-        frame = decode_frame(line, f"{p}:{lineno}")
+        where = f"{p}: frame {index} (line {lineno})"
+        frame = decode_frame(line, where)
         if last is not None and frame.time < last:
-            raise BundleError(f"{p}:{lineno}: frame time goes backwards")
+            raise BundleError(f"{where}: field t: frame time goes backwards")
         last = frame.time
+        index += 1
         yield frame, line
     if header is None:
         raise BundleError(f"{p}: empty bundle")
@@ -304,6 +488,8 @@ class PackedFrames(Sequence[Frame]):
         self.zones: list[dict[int, str]] = []
         self._packed: list[bytes] = []
         self._packed_dtrace: dict[int, bytes] = {}
+        # scripts named by any DTrace record: what ran when the bundle was recorded
+        self.dtrace_scripts: set[str] = set()
         self._cached: tuple[int, Frame] | None = None
         self._lock = threading.Lock()
         for frame, line in _frames_and_lines(self.path):
@@ -311,6 +497,7 @@ class PackedFrames(Sequence[Frame]):
             self.commands.append(frame.commands)
             self.zones.append(zones_of(frame.kstats))
             if frame.dtrace:
+                self.dtrace_scripts.update(recorded_scripts(frame.dtrace))
                 packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
                 self._packed_dtrace[len(self._packed)] = packed
             self._packed.append(zlib.compress(line.encode("utf-8"), 1))
@@ -341,6 +528,18 @@ class PackedFrames(Sequence[Frame]):
             return []
         records: list[dict[str, Any]] = json.loads(zlib.decompress(packed))
         return records
+
+
+def recorded_scripts(records: Iterable[dict[str, Any]]) -> set[str]:
+    """The D scripts that DTrace delta records name (aggregations, status, errors)."""
+    return {r["script"] for r in records if isinstance(r.get("script"), str)}
+
+
+def bundle_scripts(bundle: Bundle) -> set[str]:
+    """Every D script a bundle's DTrace deltas name: the scripts that really ran."""
+    if isinstance(bundle.frames, PackedFrames):
+        return set(bundle.frames.dtrace_scripts)
+    return {s for f in bundle.frames for s in recorded_scripts(f.dtrace)}
 
 
 def read_packed(path: str | os.PathLike[str]) -> Bundle:

@@ -4,22 +4,70 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 
 from dtagent import __version__
 from dtagent import log as logsetup
-from dtagent.bundle import BundleError, Frame, write_bundle
+from dtagent.bundle import BundleError, BundleUsageError, Frame, write_bundle
 from dtagent.config import Config, ConfigError, load
 from dtagent.control.policy import PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit 2); the message is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every usage error on one line (exit 2) instead of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        # an argument may hold a newline or other control characters: escape them
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        print(f"{self.prog}: error: {shown} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _frame_index(text: str) -> int:
+    """--frame N: a frame number from 0 (argparse reports the ValueError as one line)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise argparse.ArgumentTypeError(f"expected a frame number from 0, got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, at most a year, got {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 EPILOG = """\
 commands (each with an example):
@@ -46,8 +94,17 @@ def _add_replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", metavar="BUNDLE", help="serve a recorded or simulated host")
 
 
+def _add_log_level(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default,
+        help="log level (overrides agent.log_level); debug also shows tracebacks",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dtagent",
         description="SmartOS/illumos telemetry for Prometheus: per-zone DTrace latency "
         "histograms, zone caps and usage, ZFS and Crossbow statistics.",
@@ -55,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dtagent {__version__}")
+    _add_log_level(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -76,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(p)
     p.add_argument(
         "--replay-speed",
-        type=float,
+        type=_speed,
         metavar="X",
         help="bundle seconds per second of wall time (default 1)",
     )
@@ -91,10 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(p)
     p.add_argument(
         "--frame",
-        type=int,
-        default=-1,
+        type=_frame_index,
         metavar="N",
-        help="with --replay: the frame to show (default: the last)",
+        help="with --replay: the frame to show, from 0 (default: the last)",
     )
 
     p = sub.add_parser(
@@ -103,18 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a bundle of a simulated SmartOS host. "
         "Example: dtagent simulate --zones 50 --out sim.bundle --seed 7",
     )
-    p.add_argument("--zones", type=int, required=True, metavar="N")
+    p.add_argument("--zones", type=_count, required=True, metavar="N")
     p.add_argument("--out", required=True, metavar="BUNDLE")
-    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--seed", type=_count, default=1, metavar="S")
     p.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=3600.0,
         metavar="SECONDS",
         help="simulated time (default 3600)",
     )
     p.add_argument(
-        "--step", type=float, default=5.0, metavar="SECONDS", help="time between frames (default 5)"
+        "--step", type=_seconds, default=5.0, metavar="SECONDS",
+        help="time between frames (default 5)",
     )
 
     p = sub.add_parser(
@@ -123,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate a SmartOS host and serve it on /metrics. "
         "Example: dtagent demo --zones 12",
     )
-    p.add_argument("--zones", type=int, default=12, metavar="N")
+    p.add_argument("--zones", type=_count, default=12, metavar="N")
     p.add_argument("--listen", default="127.0.0.1:9718", metavar="HOST:PORT")
-    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--seed", type=_count, default=1, metavar="S")
     p.add_argument("--out", metavar="BUNDLE", help="keep the simulated bundle here")
 
     p = sub.add_parser(
@@ -137,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--out", required=True, metavar="BUNDLE")
-    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
                    help="time between frames (default 10)")
-    p.add_argument("--count", type=int, default=30, metavar="N",
+    p.add_argument("--count", type=_count, default=30, metavar="N",
                    help="frames to record (default 30)")
     p.add_argument("--anonymize", action="store_true",
                    help="replace zone names, aliases, host names and dataset names by stable "
@@ -178,11 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="BUNDLE")
     p.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="time between frames when the dumps carry no snaptime (default 10)",
     )
+
+    for command in sub.choices.values():
+        _add_log_level(command, argparse.SUPPRESS)
 
     try:
         from dtagent.dtrace.cli import register
@@ -208,6 +269,8 @@ def _load_config(args: argparse.Namespace) -> Config:
         config.set("sources", "replay", args.replay, "--replay")
     if getattr(args, "replay_speed", None) is not None:
         config.set("sources", "replay_speed", args.replay_speed, "--replay-speed")
+    if getattr(args, "log_level", None):
+        config.set("agent", "log_level", args.log_level, "--log-level")
     return config
 
 
@@ -229,7 +292,22 @@ def _load_smf_config(args: argparse.Namespace) -> Config:
         config.set("agent", "log_level", settings.log_level, origin + "log_level")
     if args.listen:
         config.set("agent", "listen", args.listen, "--listen")
+    if getattr(args, "log_level", None):
+        config.set("agent", "log_level", args.log_level, "--log-level")
     return config
+
+
+def _check_out(path: str, flag: str = "--out") -> None:
+    """A bundle can be written at ``path``: its directory exists and is writable, and
+    the path is not a directory (checked before any work is done)."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: no such directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {str(parent)!r} (permission denied)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -239,7 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve(config, load=lambda: _load_config(args))
 
 
-def _serve(config: Config, announce: bool = False,
+def _serve(config: Config, announce: str = "",
            load: Callable[[], Config] | None = None) -> int:
     from dtagent.serve import Serve
     from dtagent.webconfig import WebConfigError, load_web_config
@@ -258,8 +336,12 @@ def _serve(config: Config, announce: bool = False,
         return EXIT_USAGE
     except OSError as exc:
         log.error("cannot listen", listen=config.get("agent", "listen"), error=exc.strerror)
+        print(
+            f"dtagent: cannot listen on {config.get('agent', 'listen')}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
-    serve.run(announce="dtagent demo: open" if announce else None)
+    serve.run(announce=f"{announce}: open" if announce else None)
     return EXIT_OK
 
 
@@ -278,7 +360,9 @@ def cmd_scrape(args: argparse.Namespace) -> int:
         if config.get("agent", "log_format") == "auto"
         else config.get("agent", "log_format"),
     )
-    frame = args.frame if config.get("sources", "replay") else None
+    if args.frame is not None and not config.get("sources", "replay"):
+        raise UsageError("--frame needs a bundle (--replay BUNDLE or sources.replay)")
+    frame = (-1 if args.frame is None else args.frame) if config.get("sources", "replay") else None
     runtime = build(config, replay_frame=frame)
     try:
         # one scrape: let the commands run once first (each is bounded by its timeout)
@@ -293,32 +377,49 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from dtagent.simulate import simulate
 
-    logsetup.setup("info", "auto")
+    logsetup.setup(args_level(args), "auto")
+    _check_out(args.out)
     try:
         n = simulate(args.out, args.zones, seed=args.seed, duration=args.duration, step=args.step)
     except ValueError as exc:
-        print(f"dtagent simulate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
     structlog.get_logger("dtagent").info(
         "bundle written", out=args.out, zones=args.zones, frames=n, seed=args.seed
     )
     return EXIT_OK
 
 
+def args_level(args: argparse.Namespace) -> str:
+    return getattr(args, "log_level", None) or "info"
+
+
+DEMO_BANNER = (
+    "dtagent demo: serving a SIMULATED SmartOS host ({zones} zones, seed {seed}), "
+    "not this machine's data"
+)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dtagent.simulate import simulate
 
-    logsetup.setup("info", "auto")
     if args.zones < 1:
-        print("dtagent demo: --zones must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
-    out = args.out or os.path.join(tempfile.mkdtemp(prefix="dtagent-demo-"), "demo.bundle")
-    frames = simulate(out, args.zones, seed=args.seed)
-    structlog.get_logger("dtagent").info("simulated host written", bundle=out, frames=frames)
+        raise UsageError("--zones must be at least 1")
+    if args.out:
+        _check_out(args.out)
     config = load(None)
     config.set("agent", "listen", args.listen, "--listen")
-    config.set("sources", "replay", out, "demo")
-    return _serve(config, announce=True)
+    print(DEMO_BANNER.format(zones=args.zones, seed=args.seed), flush=True)
+    logsetup.setup(args_level(args), "auto")
+    tmpdir = None if args.out else tempfile.mkdtemp(prefix="dtagent-demo-")
+    out = args.out or os.path.join(str(tmpdir), "demo.bundle")
+    try:
+        frames = simulate(out, args.zones, seed=args.seed)
+        structlog.get_logger("dtagent").info("simulated host written", bundle=out, frames=frames)
+        config.set("sources", "replay", out, "demo")
+        return _serve(config, announce="dtagent demo (simulated host)")
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -327,13 +428,11 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     logsetup.setup(config.get("agent", "log_level"), config.get("agent", "log_format"))
-    if args.interval <= 0 or args.count < 1:
-        print("dtagent capture: --interval must be positive and --count at least 1",
-              file=sys.stderr)
-        return EXIT_USAGE
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
     if config.get("sources", "replay"):
-        print("dtagent capture: records a live host; drop sources.replay", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("capture records a live host; drop sources.replay / --replay")
+    _check_out(args.out)
     runtime = build(config)
     if runtime.mode != "live":
         runtime.close()
@@ -392,20 +491,57 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+# Most unrepresentable values listed before the rest are only counted.
+MAX_LISTED = 10
+
+
+def _read_text(name: str) -> list[str]:
+    """A dump's lines; a missing file or one that is not text is a UsageError."""
+    try:
+        with open(name, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise UsageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{name}: is a directory, not a kstat dump") from None
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read ({exc.strerror})") from None
+    if (nul := data.find(b"\0")) >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise UsageError(f"{name}:{line}: binary data (a NUL byte), not kstat text output")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(
+            f"{name}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); not kstat output"
+        ) from None
+    return text.split("\n")
+
+
 def cmd_import_kstat(args: argparse.Namespace) -> int:
     from dtagent.kstat_text import parse
 
+    _check_out(args.out)
     frames: list[Frame] = []
     for i, name in enumerate(args.files):
-        try:
-            with open(name, encoding="utf-8", errors="replace") as fh:
-                result = parse(fh)
-        except OSError as exc:
-            print(f"dtagent import-kstat: {name}: {exc.strerror}", file=sys.stderr)
-            return EXIT_ERROR
+        result = parse(_read_text(name))
+        if result.problems:
+            listed = result.problems[:MAX_LISTED]
+            for lineno, problem in listed:
+                print(f"dtagent import-kstat: {name}:{lineno}: {problem}", file=sys.stderr)
+            more = len(result.problems) - len(listed)
+            raise UsageError(
+                f"{name}: {len(result.problems)} values no kstat can hold"
+                + (f" ({more} more not listed)" if more else "")
+                + "; nothing written"
+            )
         if not result.kstats:
-            print(f"dtagent import-kstat: {name}: no kstat data found", file=sys.stderr)
-            return EXIT_ERROR
+            first = next(iter(result.skipped), None)
+            shown = f"; line {first[0]} is {first[1][:60]!r}" if first else " (it is empty)"
+            raise UsageError(
+                f"{name}: no module:instance:name:statistic lines (kstat -p output){shown}"
+            )
         snaptimes = [k.snaptime for k in result.kstats if k.snaptime]
         t = max(snaptimes) / 1e9 if snaptimes else i * args.interval
         if frames and t <= frames[-1].time:
@@ -435,6 +571,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every error is one line on stderr and an exit status: 2 for
+    usage and configuration, 1 at run time. A traceback is shown only with
+    ``--log-level debug``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -444,11 +583,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
+    prog = f"dtagent {args.command}"
     try:
         result: int = handler(args)
         return result
     except ConfigError as exc:
-        print(f"dtagent: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"dtagent: config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BundleUsageError as exc:
+        print(f"dtagent: bundle error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BundleError as exc:
         print(f"dtagent: bundle error: {exc}", file=sys.stderr)
@@ -458,3 +605,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if getattr(args, "log_level", None) == "debug":
+            traceback.print_exc()
+        else:
+            print(f"{prog}: {_describe(exc)} (--log-level debug shows the traceback)",
+                  file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an unexpected error: an OSError names the file and the reason."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

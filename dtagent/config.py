@@ -1,161 +1,165 @@
 """The agent's configuration: a TOML file (see examples/dtagent.toml), overridden by flags.
 
-Every key is checked: an unknown key, a wrong type or a bad value is a
-:class:`ConfigError` naming the file, the key and what was expected, and the CLI exits
-with status 2. Collector settings (``[collectors.<name>]``) are checked against the
-collector's own constructor, so a new collector setting needs no change here.
+Every setting is declared in :mod:`dtagent.settings` (type, range, default, help): the
+sections below, and each collector's ``[collectors.NAME]`` table in the collector's
+``settings``. :func:`load` checks the whole file before anything starts and raises one
+:class:`ConfigError` listing every problem, each naming the file, the key, the value
+and what was expected; the CLI prints them and exits with status 2.
 """
 
 from __future__ import annotations
 
-import inspect
 import tomllib
-import types
-import typing
-from collections.abc import Callable
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dtagent import settings as s
 from dtagent.listen import parse_listen
+from dtagent.settings import Problem, Setting
+
+if TYPE_CHECKING:
+    from dtagent.collectors.base import Collector
 
 DEFAULT_LISTEN = "127.0.0.1:9718"
+# A config is a few kilobytes; anything this large is not one.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(Exception):
-    """A configuration problem; the message names the file and the key."""
+    """Configuration problems; each line of the message names the file and the key."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        self.problems: list[str] = (
+            [problems] if isinstance(problems, str) else [str(p) for p in problems]
+        )
+        super().__init__("\n".join(self.problems))
 
 
-@dataclass(frozen=True)
-class Setting:
-    type: type | tuple[type, ...]
-    default: Any
-    doc: str
-    check: Callable[[Any], str | None] | None = None  # returns a problem or None
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else "a number greater than 0"
-
-
-def _choice(*options: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in options else "one of " + ", ".join(repr(o) for o in options)
-
-    return check
-
-
-def _listen(value: Any) -> str | None:
+def _listen_ok(value: str) -> bool:
     try:
         parse_listen(value)
-    except ValueError as exc:
-        return f"HOST:PORT ({exc})"
-    return None
+    except ValueError:
+        return False
+    return True
 
 
-def _str_list(value: Any) -> str | None:
-    return None if all(isinstance(v, str) for v in value) else "a list of strings"
+def _collector_names() -> Collection[str]:
+    from dtagent.collectors import available
+
+    return [*available(), "all"]
 
 
-def _env_names(value: Any) -> str | None:
-    if not all(isinstance(v, str) and v and "=" not in v for v in value):
-        return "a list of environment variable names"
-    if {"PATH", "LC_ALL", "LANG"} & set(value):
-        return "no PATH, LC_ALL or LANG (the agent sets those)"
-    return None
+def _env_name_ok(name: str) -> bool:
+    return bool(name) and "=" not in name and name not in ("PATH", "LC_ALL", "LANG")
 
 
 SCHEMA: dict[str, dict[str, Setting]] = {
     "agent": {
-        "listen": Setting(str, DEFAULT_LISTEN, "address to serve /metrics on", _listen),
-        "web_config": Setting(
-            str,
+        "listen": s.text(
+            DEFAULT_LISTEN,
+            "address to serve /metrics on",
+            expected="HOST:PORT or [V6]:PORT, the port 0 to 65535 in ASCII digits",
+            valid=_listen_ok,
+        ),
+        "web_config": s.text(
             "",
             "exporter-toolkit web-config.yml: TLS, basic auth, headers (see docs/security.md)",
+            expected="a file path, or empty",
         ),
-        "max_connections": Setting(
-            int, 1024, "open connections at most; more are closed at once", _positive
+        "max_connections": s.integer(
+            1024, "open connections at most; more are closed at once", minimum=1, maximum=65536
         ),
-        "header_timeout": Setting(
-            (int, float),
+        "header_timeout": s.timeout(
             10.0,
             "seconds for a whole request head (and body) to arrive, from its first byte",
-            _positive,
+            maximum=3600.0,
         ),
-        "idle_timeout": Setting(
-            (int, float), 60.0, "seconds an idle keep-alive connection is kept", _positive
+        "idle_timeout": s.timeout(
+            60.0, "seconds an idle keep-alive connection is kept", maximum=3600.0
         ),
-        "write_timeout": Setting(
-            (int, float),
+        "write_timeout": s.timeout(
             30.0,
             "seconds for a client to take a whole response before it is cut off",
-            _positive,
+            maximum=3600.0,
         ),
-        "max_renders": Setting(
-            int, 2, "collections and renders at once (different collect[] filters)", _positive
+        "max_renders": s.integer(
+            2,
+            "collections and renders at once (different collect[] filters)",
+            minimum=1,
+            maximum=64,
         ),
-        "log_level": Setting(
-            str,
-            "info",
-            "debug, info, warning or error",
-            _choice("debug", "info", "warning", "error"),
+        "log_level": s.choice(
+            "info", "debug, info, warning or error", ("debug", "info", "warning", "error")
         ),
-        "log_format": Setting(
-            str,
+        "log_format": s.choice(
             "auto",
             "auto (console on a terminal, else JSON), json, console",
-            _choice("auto", "json", "console"),
+            ("auto", "json", "console"),
         ),
     },
     "sources": {
-        "replay": Setting(str, "", "serve this bundle instead of the live host"),
-        "replay_speed": Setting(
-            (int, float), 1.0, "bundle seconds per wall-clock second", _positive
+        "replay": s.text("", "serve this bundle instead of the live host", expected="a path"),
+        "replay_speed": s.number(
+            1.0, "bundle seconds per wall-clock second", above=0.0, maximum=1000.0
         ),
-        "platform": Setting(
-            str,
+        "platform": s.choice(
             "auto",
             "auto (illumos sources when the host runs illumos) or illumos (use them anyway: "
             "for stand-in libraries and commands)",
-            _choice("auto", "illumos"),
+            ("auto", "illumos"),
         ),
-        "libkstat": Setting(str, "libkstat.so.1", "libkstat to load"),
-        "command_path": Setting(
-            str,
+        "libkstat": s.text(
+            "libkstat.so.1",
+            "libkstat to load",
+            expected="a library name or path",
+            valid=bool,
+        ),
+        "command_path": s.text(
             "/usr/sbin:/usr/bin:/sbin:/bin",
             "PATH used to find vmadm, zoneadm, zfs, dladm, flowadm (and the only PATH "
             "they get)",
+            expected="a PATH of directories separated by ':'",
+            valid=bool,
         ),
-        "command_env": Setting(
-            list,
+        "command_env": s.string_list(
             [],
             "names of the agent's environment variables the commands get too (otherwise "
             "they get only PATH and LC_ALL=C)",
-            _env_names,
+            what="environment variable names, not PATH, LC_ALL or LANG (the agent sets those)",
+            valid=_env_name_ok,
         ),
     },
     "collectors": {
-        "enabled": Setting(list, ["all"], 'collectors to run, or ["all"]', _str_list),
-        "disabled": Setting(list, [], "collectors not to run", _str_list),
+        "enabled": s.string_list(
+            ["all"], 'collectors to run, or ["all"]', choices=_collector_names,
+            what="collector names",
+        ),
+        "disabled": s.string_list(
+            [], "collectors not to run", choices=_collector_names, what="collector names"
+        ),
     },
     "dtrace": {
-        "enabled": Setting(bool, True, "run the D scripts (needs DTrace privileges)"),
-        "script_dirs": Setting(
-            list, [], "extra directories of NAME.d + NAME.toml scripts", _str_list
+        "enabled": s.boolean(True, "run the D scripts (needs DTrace privileges)"),
+        "script_dirs": s.string_list([], "extra directories of NAME.d + NAME.toml scripts"),
+        "scripts": s.switches(
+            {}, "per-script on/off, e.g. { syscall = false }; names must be known scripts"
         ),
-        "scripts": Setting(dict, {}, "per-script on/off, e.g. { syscall = false }"),
-        "libdtrace": Setting(str, "libdtrace.so.1", "libdtrace to load"),
-        "series_cap": Setting(
-            int, 10000, "most series per DTrace metric; more are refused and counted", _positive
+        "libdtrace": s.text(
+            "libdtrace.so.1", "libdtrace to load", expected="a library name or path", valid=bool
         ),
-        "hang_timeout": Setting(
-            (int, float),
-            15.0,
-            "seconds without a heartbeat before the DTrace worker is killed and restarted",
-            _positive,
+        "series_cap": s.integer(
+            10000,
+            "most series per DTrace metric; more are refused and counted",
+            minimum=1,
+            maximum=10_000_000,
         ),
-        "max_backoff": Setting(
-            (int, float), 60.0, "longest wait before restarting a failed DTrace worker", _positive
+        "hang_timeout": s.timeout(
+            15.0, "seconds without a heartbeat before the DTrace worker is killed and restarted"
+        ),
+        "max_backoff": s.timeout(
+            60.0, "longest wait before restarting a failed DTrace worker"
         ),
     },
     # The control wing (docs/control.md): off unless enabled, and then only with a policy
@@ -201,145 +205,124 @@ class Config:
 
     def set(self, section: str, key: str, value: Any, origin: str = "flag") -> None:
         """Override one setting (from a command-line flag), with the same checks."""
-        self.values[section][key] = _check(origin, f"{section}.{key}", SCHEMA[section][key], value)
+        checked = s.check_value(origin, f"{section}.{key}", SCHEMA[section][key], value)
+        if isinstance(checked, Problem):
+            raise ConfigError([checked])
+        self.values[section][key] = checked
 
 
-def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        bool: "true or false",
-        list: "a list",
-        dict: "a table",
-    }
-    if isinstance(t, tuple):
-        return "a number" if set(t) == {int, float} else " or ".join(names[x] for x in t)
-    return names.get(t, t.__name__)
-
-
-def _check(origin: str, key: str, setting: Setting, value: Any) -> Any:
-    expected = setting.type
-    ok = isinstance(value, expected) and not (
-        isinstance(value, bool)
-        and expected is not bool
-        and bool not in (expected if isinstance(expected, tuple) else (expected,))
-    )
-    if not ok:
-        raise ConfigError(f"{origin}: key {key!r}: expected {_type_name(expected)}, got {value!r}")
-    if setting.check is not None and (problem := setting.check(value)):
-        raise ConfigError(f"{origin}: key {key!r}: expected {problem}, got {value!r}")
-    return value
-
-
-def _collector_params(cls: type) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls)
-    return {
-        name: p
-        for name, p in sig.parameters.items()
-        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
-
-
-def _annotation_types(cls: type, name: str) -> tuple[type, ...] | None:
+def _read(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML document; any reason it cannot be read is one ConfigError line."""
     try:
-        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
-    except Exception:
-        return None
-    hint = hints.get(name)
-    if hint is None:
-        return None
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    out: list[type] = []
-    for a in args:
-        origin = typing.get_origin(a) or a
-        if isinstance(origin, type):
-            out.append(origin)
-            if origin is float:
-                out.append(int)
-    return tuple(out) or None
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML (not UTF-8 text: byte {exc.start} is 0x{data[exc.start]:02x})"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+
+
+def _known_scripts(script_dirs: list[str]) -> set[str]:
+    from dtagent.dtrace.spec import script_dirs as all_dirs
+
+    return {p.stem for d in all_dirs(script_dirs) if d.is_dir() for p in d.glob("*.d")}
 
 
 def _check_collectors(
-    origin: str, table: dict[str, Any], available: dict[str, type]
+    origin: str,
+    table: Mapping[str, Any],
+    available: Mapping[str, type[Collector]],
+    problems: list[Problem],
 ) -> dict[str, dict[str, Any]]:
-    settings: dict[str, dict[str, Any]] = {}
+    """Each ``[collectors.NAME]`` table against that collector's declared settings."""
+    out: dict[str, dict[str, Any]] = {}
     for name, sub in table.items():
         if name in SCHEMA["collectors"]:
             continue
+        key = f"collectors.{name}"
         if name not in available:
-            raise ConfigError(
-                f"{origin}: key 'collectors.{name}': unknown collector; known: "
-                + ", ".join(sorted(available))
-            )
+            known = ", ".join(sorted(available))
+            problems.append(s.missing_key_problem(origin, key, f"a known collector ({known})"))
+            continue
         if not isinstance(sub, dict):
-            raise ConfigError(f"{origin}: key 'collectors.{name}': expected a table")
-        params = _collector_params(available[name])
-        for key, value in sub.items():
-            if key not in params:
-                known = ", ".join(sorted(params)) or "none"
-                raise ConfigError(
-                    f"{origin}: key 'collectors.{name}.{key}': unknown setting; known: {known}"
-                )
-            types_ok = _annotation_types(available[name], key)
-            if types_ok and (
-                not isinstance(value, types_ok)
-                or (isinstance(value, bool) and bool not in types_ok)
-            ):
-                raise ConfigError(
-                    f"{origin}: key 'collectors.{name}.{key}': expected "
-                    f"{' or '.join(t.__name__ for t in types_ok)}, got {value!r}"
-                )
-        settings[name] = dict(sub)
-    return settings
+            problems.append(Problem(origin, key, sub, "a table of the collector's settings"))
+            continue
+        declared: Mapping[str, Setting] = available[name].settings
+        before = len(problems)
+        values = s.check_table(origin, key, declared, sub, problems)
+        if len(problems) == before:
+            for setting, expected in available[name].settings_problems(values).items():
+                problems.append(Problem(origin, f"{key}.{setting}", values[setting], expected))
+        out[name] = {k: v for k, v in values.items() if k in sub}
+    return out
 
 
-def load(path: str | Path | None, available: dict[str, type] | None = None) -> Config:
-    """Read and check a config file (None: all defaults)."""
+def _collector_table(key: str, value: Any) -> bool:
+    return isinstance(value, dict)  # a [collectors.NAME] table: checked by _check_collectors
+
+
+def _never(key: str, value: Any) -> bool:
+    return False
+
+
+def load(
+    path: str | Path | None, available: Mapping[str, type[Collector]] | None = None
+) -> Config:
+    """Read and check a config file (None: all defaults); every problem at once."""
     from dtagent.collectors import available as available_collectors
 
     collectors = available if available is not None else available_collectors()
-    raw: dict[str, Any] = {}
+    raw = _read(path) if path is not None else {}
     origin = str(path) if path is not None else "defaults"
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    problems: list[Problem] = []
     config = Config(path=str(path) if path is not None else None)
-    for section in raw:
+    for section, value in raw.items():
         if section not in SCHEMA:
-            raise ConfigError(f"{origin}: unknown section [{section}]; known: " + ", ".join(SCHEMA))
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{origin}: key {section!r}: expected a table")
-    for section, settings in SCHEMA.items():
+            known = ", ".join(SCHEMA)
+            problems.append(s.missing_key_problem(origin, section, f"a known section ({known})"))
+        elif not isinstance(value, dict):
+            problems.append(Problem(origin, section, value, f"a [{section}] table"))
+    for section, declared in SCHEMA.items():
         given = raw.get(section, {})
-        values: dict[str, Any] = {}
-        for key, value in given.items():
-            if key not in settings:
-                if section == "collectors" and isinstance(value, dict):
-                    continue
-                raise ConfigError(
-                    f"{origin}: key '{section}.{key}': unknown setting; known: "
-                    + ", ".join(settings)
+        config.values[section] = s.check_table(
+            origin,
+            section,
+            declared,
+            given if isinstance(given, dict) else {},
+            problems,
+            skip=_collector_table if section == "collectors" else _never,
+        )
+    collector_table = raw.get("collectors", {})
+    if isinstance(collector_table, dict):
+        config.collector_settings = _check_collectors(
+            origin, collector_table, collectors, problems
+        )
+    scripts = _known_scripts(config.values["dtrace"]["script_dirs"])
+    for script in config.values["dtrace"]["scripts"]:
+        if script not in scripts:
+            problems.append(
+                s.missing_key_problem(
+                    origin,
+                    f"dtrace.scripts.{script}",
+                    "the name of a D script (" + ", ".join(sorted(scripts)) + ")",
                 )
-            values[key] = _check(origin, f"{section}.{key}", settings[key], value)
-        for key, setting in settings.items():
-            values.setdefault(key, setting.default)
-        config.values[section] = values
-    for name in [*config.values["collectors"]["enabled"], *config.values["collectors"]["disabled"]]:
-        if name != "all" and name not in collectors:
-            raise ConfigError(
-                f"{origin}: key 'collectors.enabled/disabled': unknown collector {name!r}; "
-                "known: " + ", ".join(sorted(collectors))
             )
-    config.collector_settings = _check_collectors(origin, raw.get("collectors", {}), collectors)
-    for script, on in config.values["dtrace"]["scripts"].items():
-        if not isinstance(on, bool):
-            raise ConfigError(f"{origin}: key 'dtrace.scripts.{script}': expected true or false")
+    if problems:
+        raise ConfigError(problems)
     return config

@@ -1,4 +1,4 @@
-"""Generate docs/metrics.md from the metric specs the code declares.
+"""Generate docs/metrics.md and docs/configuration.md from what the code declares.
 
 ``python -m dtagent.docgen`` rewrites the file; a test fails when the committed file
 differs from what this produces, so the reference cannot go stale.
@@ -6,13 +6,15 @@ differs from what this produces, so the reference cannot go stale.
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dtagent import selfmon, server
 from dtagent.collectors import available
 from dtagent.metrics import MetricSpec
+from dtagent.settings import Setting
 
 HEADER = """# Metrics reference
 
@@ -77,24 +79,47 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
-def render_configuration() -> str:
-    """docs/configuration.md: every setting, from the schema and the collectors' own."""
-    import inspect
+def _settings_table(declared: Mapping[str, Setting]) -> list[str]:
+    lines = ["| key | default | accepted values | meaning |", "|---|---|---|---|"]
+    for key, setting in declared.items():
+        default = _toml(setting.default).replace("|", "\\|")
+        expected = setting.expected.replace("|", "\\|")
+        text = setting.help.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` | {expected} | {text} |")
+    return lines
 
+
+def _toml(value: object) -> str:
+    """A default as it is written in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def render_configuration() -> str:
+    """docs/configuration.md: every declared setting, the sections' and the collectors'."""
     from dtagent.config import SCHEMA
 
     out = [
         "# Configuration reference",
         "",
-        "Generated from the code by `python -m dtagent.docgen`; an annotated example is in",
-        "[examples/dtagent.toml](../examples/dtagent.toml). Command-line flags override the",
-        "file (`--listen`, `--replay`, `--replay-speed`). Any unknown key, wrong type or bad",
-        "value stops the agent with a message naming the file and the key (exit status 2).",
+        "Generated from the settings the code declares (`dtagent/settings.py`) by",
+        "`python -m dtagent.docgen`; do not edit by hand (a test fails when this file is out",
+        "of date). An annotated example is in [examples/dtagent.toml](../examples/dtagent.toml).",
+        "Command-line flags override the file (`--listen`, `--replay`, `--replay-speed`) and are",
+        "checked the same way. The whole file is checked before anything starts: every unknown",
+        "key, wrong type or value out of range is reported, one line each naming the file, the",
+        "key, the value and what was expected, and the agent exits with status 2.",
     ]
-    for section, settings in SCHEMA.items():
-        out += ["", f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
-        for key, setting in settings.items():
-            out.append(f"| `{key}` | `{setting.default!r}` | {setting.doc} |")
+    for section, declared in SCHEMA.items():
+        out += ["", f"## [{section}]", ""]
+        out += _settings_table(declared)
     out += [
         "",
         "## Per-collector settings",
@@ -107,16 +132,10 @@ def render_configuration() -> str:
         "```",
     ]
     for name, cls in available().items():
-        params = [
-            p for p in inspect.signature(cls).parameters.values()
-            if p.default is not inspect.Parameter.empty
-        ]
-        if not params:
+        if not cls.settings:
             continue
-        helps: dict[str, str] = getattr(cls, "settings_help", {})
-        out += ["", f"### [collectors.{name}]", "", "| key | default | meaning |", "|---|---|---|"]
-        for p in params:
-            out.append(f"| `{p.name}` | `{p.default!r}` | {helps.get(p.name, '')} |")
+        out += ["", f"### [collectors.{name}]", ""]
+        out += _settings_table(cls.settings)
     return "\n".join(out) + "\n"
 
 

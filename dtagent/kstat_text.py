@@ -15,6 +15,7 @@ skipped and counted, never guessed at.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,27 +65,67 @@ _HUMAN_MODULE = re.compile(r"^module:\s+(?P<module>\S+)\s+instance:\s+(?P<instan
 _HUMAN_NAME = re.compile(r"^name:\s+(?P<name>\S+)\s+class:\s+(?P<cls>\S+)\s*$")
 _HUMAN_STAT = re.compile(r"^\s+(?P<stat>\S+)\s+(?P<value>\S.*?)\s*$")
 _INT = re.compile(r"^-?\d+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ufffd]")
 _FLOAT = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 _TYPE_BY_NAME = {v.upper(): k for k, v in KSTAT_TYPE_NAMES.items()}
 
 
+# What a kstat can hold (sys/kstat.h): integers of at most 64 bits, signed or unsigned;
+# an instance is an int; names are at most KSTAT_STRLEN - 1 (30) characters.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+INSTANCE_MAX = (1 << 31) - 1
+_MAX_DIGITS = 40  # more digits than any 64-bit integer or printed hrtime has
+
+
+class Unrepresentable(ValueError):
+    """A value a kstat cannot hold (an integer past 64 bits, a float that overflows)."""
+
+
 @dataclass(slots=True)
 class ParseResult:
-    """kstats found in a text dump, and the lines that were not kstat data."""
+    """kstats found in a text dump, the lines that were not kstat data, and the kstat
+    lines whose values no kstat can hold (line number, problem)."""
 
     kstats: list[Kstat] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)
 
 
 def parse_value(text: str, dtype: int | None = None) -> StatValue:
-    """A statistic's value as kstat printed it."""
+    """A statistic's value as kstat printed it; :class:`Unrepresentable` when it is a
+    number no kstat can hold."""
     if dtype in _STRING_TYPES:
         return text
     if _INT.match(text):
+        if len(text) > _MAX_DIGITS or not INT_MIN <= int(text) <= INT_MAX:
+            raise Unrepresentable(f"{_short(text)} does not fit in a 64-bit integer")
         return int(text)
     if _FLOAT.match(text):
-        return float(text)
+        value = float(text)
+        if not math.isfinite(value):
+            raise Unrepresentable(f"{_short(text)} overflows a double")
+        return value
     return text
+
+
+def _short(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _hrtime_ns(raw: str) -> int:
+    """A crtime/snaptime printed as seconds with %.9f, in nanoseconds, exactly."""
+    if len(raw) > _MAX_DIGITS:
+        raise Unrepresentable(f"{_short(raw)} is not an hrtime")
+    ns = int(Decimal(raw) * 1_000_000_000)
+    if not 0 <= ns <= INT_MAX:
+        raise Unrepresentable(f"{_short(raw)} is not an hrtime")
+    return ns
+
+
+def _instance(text: str) -> int:
+    if len(text) > 11 or not -INSTANCE_MAX - 1 <= int(text) <= INSTANCE_MAX:
+        raise Unrepresentable(f"instance {_short(text)} does not fit in an int")
+    return int(text)
 
 
 class _Builder:
@@ -103,7 +144,7 @@ class _Builder:
         if stat == "class":
             ks.ks_class = raw
         elif stat in ("crtime", "snaptime") and _FLOAT.match(raw):
-            ns = int(Decimal(raw) * 1_000_000_000)  # exact: hrtime printed as %.9f
+            ns = _hrtime_ns(raw)
             if stat == "crtime":
                 ks.crtime = ns
             else:
@@ -129,34 +170,46 @@ def parse(lines: Iterable[str]) -> ParseResult:
         if not line.strip():
             human = None
             continue
-        if m := _HUMAN_MODULE.match(line):
-            human_module = (m["module"], int(m["instance"]))
-            human = None
+        try:
+            human, human_module, kind = _line(builder, line, human, human_module)
+        except Unrepresentable as exc:
+            result.problems.append((lineno, str(exc)))
             continue
-        if human_module and (m := _HUMAN_NAME.match(line)):
-            human = builder.get(human_module[0], human_module[1], m["name"])
-            human.ks_class = m["cls"]
-            human_module = None
-            continue
-        if human is not None and (m := _HUMAN_STAT.match(line)):
-            builder.set(human, m["stat"], m["value"], None)
-            continue
-        human = None
-        if m := _HEADER_LINE.match(line):
-            ks = builder.get(m["module"], int(m["instance"]), m["name"])
-            ks.ks_class = m["cls"]
-            ks.ks_type = _TYPE_BY_NAME.get(m["type"], KSTAT_TYPE_NAMED)
-            continue
-        if m := _P_LINE.match(line):
-            dtype = int(m["dtype"]) if m["dtype"] is not None else None
-            ks = builder.get(m["module"], int(m["instance"]), m["name"])
-            builder.set(ks, m["stat"], m["value"], dtype)
-            continue
-        if m := _P_EMPTY.match(line):
-            # an empty string value: kstat -p prints the name, a TAB and nothing
-            ks = builder.get(m["module"], int(m["instance"]), m["name"])
-            builder.set(ks, m["stat"], "", 9)
-            continue
-        result.skipped.append((lineno, line))
+        if kind is None:
+            result.skipped.append((lineno, line))
     result.kstats = builder.finish()
     return result
+
+
+def _line(
+    builder: _Builder, line: str, human: Kstat | None, human_module: tuple[str, int] | None
+) -> tuple[Kstat | None, tuple[str, int] | None, str | None]:
+    """Read one non-blank line: the human-format block state after it, and what the
+    line was (None: not kstat data). Raises :class:`Unrepresentable`."""
+    if _CONTROL.search(line):
+        return None, human_module, None  # kstat never prints control characters
+    if m := _HUMAN_MODULE.match(line):
+        return None, (m["module"], _instance(m["instance"])), "module"
+    if human_module and (m := _HUMAN_NAME.match(line)):
+        ks = builder.get(human_module[0], human_module[1], m["name"])
+        ks.ks_class = m["cls"]
+        return ks, None, "name"
+    if human is not None and (m := _HUMAN_STAT.match(line)):
+        builder.set(human, m["stat"], m["value"], None)
+        return human, human_module, "stat"
+    if m := _HEADER_LINE.match(line):
+        ks = builder.get(m["module"], _instance(m["instance"]), m["name"])
+        ks.ks_class = m["cls"]
+        ks.ks_type = _TYPE_BY_NAME.get(m["type"], KSTAT_TYPE_NAMED)
+        return None, human_module, "header"
+    if m := _P_LINE.match(line):
+        dtype = int(m["dtype"]) if m["dtype"] is not None else None
+        ks = builder.get(m["module"], _instance(m["instance"]), m["name"])
+        builder.set(ks, m["stat"], m["value"], dtype)
+        return None, human_module, "p"
+    if m := _P_EMPTY.match(line):
+        # an empty string value: kstat -p prints the name, a TAB and nothing
+        ks = builder.get(m["module"], _instance(m["instance"]), m["name"])
+        builder.set(ks, m["stat"], "", 9)
+        return None, human_module, "p"
+    return None, human_module, None

@@ -13,6 +13,7 @@ def parse_listen(value: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise ValueError(f"{value!r}: write an IPv6 address in brackets, like [::1]:9718")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
+    # isdigit() alone is true for other scripts' digits ("١٢٣٤"), which int() reads.
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535 in ASCII digits")
     return host, int(port_text)

@@ -106,6 +106,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     commands: CommandSource
     dtrace: DTraceProvider | None = None
     host_stats = None
+    source_mode = "live"
     if replay_path:
         from dtagent.sources.replay import ReplaySource
 
@@ -119,6 +120,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         commands = replay
         illumos = True
         mode = "replay"
+        source_mode = "simulated" if replay.bundle.header.get("source") == "simulate" else "replay"
         if any(c.name == "host" for c in collectors):
             unavailable["host"] = "replaying a bundle: it holds no host-wide psutil figures"
         dtrace = _replay_dtrace(config, replay)
@@ -165,10 +167,12 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         host_stats=host_stats,
         dtrace=dtrace,
         unavailable=unavailable,
+        source_mode=source_mode,
     )
     log.info(
         "agent ready",
         mode=mode,
+        source=source_mode,
         collectors=[c.name for c in agent.collectors],
         dtrace=dtrace is not None,
     )

@@ -74,6 +74,16 @@ START = MetricSpec(
     "seconds",
     SRC,
 )
+SOURCE_INFO = MetricSpec(
+    "dtagent_source_info",
+    "gauge",
+    "Where the served data comes from; always 1. mode is live (this host), replay (a "
+    "recorded or imported bundle) or simulated (a bundle of a simulated host).",
+    ("mode",),
+    "",
+    SRC,
+)
+SOURCE_MODES = ("live", "replay", "simulated")
 SCRAPE = MetricSpec(
     "dtagent_scrape_duration_seconds",
     "gauge",
@@ -140,6 +150,7 @@ COMMAND_FAILURES = MetricSpec(
 
 SPECS = (
     BUILD_INFO,
+    SOURCE_INFO,
     SUCCESS,
     DURATION,
     AVAILABLE,
@@ -172,7 +183,10 @@ class KstatHealthLike(Protocol):
 class SelfMonitor:
     """Builds the agent's own families from the last collection's outcome."""
 
-    def __init__(self) -> None:
+    def __init__(self, source_mode: str = "live") -> None:
+        if source_mode not in SOURCE_MODES:
+            raise ValueError(f"source mode {source_mode!r} is not one of {SOURCE_MODES}")
+        self.source_mode = source_mode
         self._proc = psutil.Process()
         self._start = self._proc.create_time()
 
@@ -186,6 +200,8 @@ class SelfMonitor:
     ) -> list[MetricFamily]:
         build = BUILD_INFO.family()
         build.add((__version__, platform.python_version()), 1)
+        source = SOURCE_INFO.family()
+        source.add((self.source_mode,), 1)
         success, duration, avail = SUCCESS.family(), DURATION.family(), AVAILABLE.family()
         for name, (ok, secs) in sorted(results.items()):
             success.add((name,), 1 if ok else 0)
@@ -199,7 +215,7 @@ class SelfMonitor:
             rss.add((), int(self._proc.memory_info().rss))
         start.add((), self._start)
         scrape.add((), scrape_seconds)
-        out = [build, success, duration, avail, cpu, rss, start, scrape]
+        out = [build, source, success, duration, avail, cpu, rss, start, scrape]
         if kstat_health is not None:  # the live kstat source only
             reopens, skipped = KSTAT_REOPENS.family(), KSTAT_SKIPPED.family()
             reopens.add((), kstat_health.reopens)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -33,3 +34,12 @@ def _stand_in_runners_closed() -> Iterator[None]:
     from tests.helpers import close_stand_in_runners
 
     close_stand_in_runners()
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """A test that runs the CLI in this process configures structlog onto its captured
+    stderr; put back what was there, so later tests do not log to a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

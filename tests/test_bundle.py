@@ -62,23 +62,83 @@ def _raw(path: Path, lines: list[str]) -> Path:
 HEADER = json.dumps({"format": "dtagent-bundle", "version": 1})
 
 
-@pytest.mark.parametrize(
-    ("lines", "message"),
-    [
-        (["{}"], ":1: not a dtagent-bundle file"),
-        ([json.dumps({"format": "dtagent-bundle", "version": 9})], "bundle version 9"),
-        ([HEADER], "bundle has no frames"),
-        ([HEADER, "{oops"], ":2: not JSON"),
-        ([HEADER, '{"kstats": []}'], ":2: frame without a numeric 't'"),
-        ([HEADER, '{"t": 1, "kstats": [{"m": "a"}]}'], ":2: kstat without 'i'"),
-        (
-            [HEADER, '{"t": 1, "kstats": [{"m": "a", "i": 0, "n": "x", "d": {"v": [1]}}]}'],
-            "a:0:x:v has a list value",
-        ),
-        ([HEADER, '{"t": 2}', '{"t": 1}'], ":3: frame time goes backwards"),
-        ([HEADER, '{"t": 1, "commands": [{"argv": []}]}'], "'argv' must be a non-empty list"),
-    ],
-)
+def _kstat_frame(data: str, extra: str = "") -> str:
+    return '{"t": 1, "kstats": [{"m": "a", "i": 0, "n": "x"' + extra + ', "d": ' + data + "}]}"
+
+
+# Each bad bundle with the one line it gets: the file, the frame and the field.
+BAD_BUNDLES = [
+    (["{}"], ": header (line 1): not a dtagent-bundle file"),
+    ([json.dumps({"format": "dtagent-bundle", "version": 9})], "bundle version 9"),
+    ([HEADER[:-1] + ', "host": "\\udcff"}'], ": header (line 1): field host: not valid UTF-8"),
+    ([HEADER], "bundle has no frames"),
+    ([HEADER, "{oops"], ": frame 0 (line 2): not JSON"),
+    ([HEADER, '{"kstats": []}'], ": frame 0 (line 2): field t: expected the frame time"),
+    ([HEADER, '{"t": NaN}'], ": frame 0 (line 2): not a valid number (NaN is not a finite"),
+    ([HEADER, '{"t": 1e400}'], ": frame 0 (line 2): not a valid number (1e400 is not a finite"),
+    ([HEADER, '{"t": "1"}'], "frame 0 (line 2): field t: expected the frame time in seconds"),
+    ([HEADER, '{"t": 1, "kstats": [{"m": "a"}]}'], ": kstats[0]: kstat without 'i'"),
+    (
+        [HEADER, _kstat_frame('{"v": [1]}')],
+        "frame 0 (line 2): kstats[0]: field d.v: a:0:x:v has a list value",
+    ),
+    (
+        [HEADER, _kstat_frame('{"zonename": "\\udcff"}')],
+        "frame 0 (line 2): field kstats[0].d.zonename: not valid UTF-8 text (lone surrogate "
+        "U+DCFF)",
+    ),
+    (
+        [HEADER, _kstat_frame('{"\\ud800x": 1}')],
+        "frame 0 (line 2): field kstats[0].d.\\ud800x: name not valid UTF-8 text",
+    ),
+    (
+        [HEADER, _kstat_frame("{}", ', "s": "soon"')],
+        "frame 0 (line 2): kstats[0]: field s: kstat 'a':0:'x': expected a snaptime in "
+        "nanoseconds, got 'soon'",
+    ),
+    (
+        [HEADER, _kstat_frame("{}", ', "s": -1')],
+        "kstats[0]: field s: kstat 'a':0:'x': expected a snaptime in nanoseconds, got -1",
+    ),
+    (
+        [HEADER, _kstat_frame(f'{{"v": {1 << 64}}}')],
+        "frame 0 (line 2): kstats[0]: field d.v: a:0:x:v is outside the 64-bit range",
+    ),
+    (
+        [HEADER, '{"t": 1, "dtrace": [{"script": "s", "value": ' + str(1 << 80) + '}]}'],
+        "frame 0 (line 2): field dtrace[0].value: integer outside the 64-bit range",
+    ),
+    (
+        [HEADER, '{"t": 1, "dtrace": [{"script": "s\\u00e9", "key": [{"a": 1}]}]}'],
+        "frame 0 (line 2): field dtrace[0].key: expected a list of numbers, strings or",
+    ),
+    (
+        [HEADER, _kstat_frame('{"v": %s}' % ("9" * 5000))],
+        "frame 0 (line 2): not a valid number (Exceeds the limit",
+    ),
+    (
+        [HEADER, '{"t": 1, "dtrace": [{"key": ' + "[" * 5000 + "]" * 5000 + "}]}"],
+        "frame 0 (line 2): nested more than 8 levels deep",
+    ),
+    (
+        [HEADER, '{"t": 1, "dtrace": [{"key": ' + "[" * 8 + "]" * 8 + "}]}"],
+        "frame 0 (line 2): field dtrace[0].key: expected a list of numbers, strings or [lo, n]",
+    ),
+    (
+        [HEADER, '{"t": 1, "dtrace": [{"script": "\\udcff"}]}'],
+        "frame 0 (line 2): field dtrace[0].script: not valid UTF-8 text",
+    ),
+    ([HEADER, '{"t": 1, "kstats": [{"m": "a", "i": 1e3, "n": "x"}]}'], "field i: kstat"),
+    ([HEADER, '{"t": 2}', '{"t": 1}'], ": frame 1 (line 3): field t: frame time goes backwards"),
+    ([HEADER, '{"t": 1, "commands": [{"argv": []}]}'], "'argv' must be a non-empty list"),
+    (
+        [HEADER, '{"t": 1, "commands": [{"argv": ["x"], "rc": 1.5}]}'],
+        "frame 0 (line 2): commands[0]: field rc: command ['x']: expected an exit status",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_BUNDLES)
 def test_bad_bundles_are_refused_clearly(tmp_path: Path, lines: list[str], message: str) -> None:
     path = _raw(tmp_path / "bad.bundle", lines)
     for read in (read_bundle, read_packed):  # the replay's reader checks every frame too
@@ -155,7 +215,7 @@ def test_frames_stream_one_at_a_time_and_a_bad_line_stops_there(tmp_path: Path) 
     frames = iter_frames(path)
     assert next(frames).time == 1.0
     assert next(frames).time == 2.0
-    with pytest.raises(BundleError, match=r"stream.bundle:4: "):
+    with pytest.raises(BundleError, match=r"stream.bundle: frame 2 \(line 4\): "):
         next(frames)
 
 

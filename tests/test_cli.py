@@ -61,7 +61,8 @@ def test_import_refuses_a_file_without_kstats(samples_dir: Path, tmp_path: Path)
         "--out",
         str(tmp_path / "x.bundle"),
     )
-    assert res.returncode == 1 and "no kstat data found" in res.stderr
+    assert res.returncode == 2 and "no module:instance:name:statistic lines" in res.stderr
+    assert "line 1 is " in res.stderr
     assert not (tmp_path / "x.bundle").exists()
 
 
@@ -79,8 +80,8 @@ def test_promtool_check_metrics_is_silent(tmp_path: Path) -> None:
         dtagent("simulate", "--zones", "8", "--out", str(bundle), "--duration", "300").returncode
         == 0
     )
-    for frame in ("0", "-1"):
-        text = dtagent("scrape", "--replay", str(bundle), "--frame", frame).stdout
+    for frame in (["--frame", "0"], []):  # the first and the last
+        text = dtagent("scrape", "--replay", str(bundle), *frame).stdout
         check = subprocess.run(
             ["promtool", "check", "metrics"],
             input=text,
@@ -126,8 +127,9 @@ def test_demo_serves_a_simulated_host(tmp_path: Path) -> None:
         body = wait_http(f"http://127.0.0.1:{port}/metrics", timeout=60).decode()
         assert "dtagent_build_info" in body
         assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("dtagent demo: serving a SIMULATED SmartOS host")
         assert proc.stdout.readline().strip() == (
-            f"dtagent demo: open http://127.0.0.1:{port}/metrics"
+            f"dtagent demo (simulated host): open http://127.0.0.1:{port}/metrics"
         )
     finally:
         proc.send_signal(signal.SIGTERM)

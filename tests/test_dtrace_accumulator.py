@@ -324,7 +324,8 @@ def test_runtime_replay_wiring(tmp_path: Path) -> None:
     from dtagent import runtime
 
     frames = [Frame(time=1.0, kstats=_zones_kstats({0: "global"}),
-                    dtrace=[{"drop": "aggregation", "count": 3}])]
+                    dtrace=[{"script": "every", "status": "running"},
+                            {"drop": "aggregation", "count": 3}])]
     path = tmp_path / "b.bundle"
     write_bundle(path, frames, source="test")
     cfg = tmp_path / "c.toml"
@@ -333,7 +334,11 @@ def test_runtime_replay_wiring(tmp_path: Path) -> None:
     rt = runtime.build(load(cfg), replay_frame=-1)
     text = render(rt.agent.collect()).decode()
     assert 'dtagent_dtrace_drops_total{kind="aggregation"} 3' in text
+    # what the bundle recorded ran; an enabled script it holds nothing of did not
     assert 'dtagent_dtrace_script_enabled{script="every"} 1' in text
+    assert 'dtagent_dtrace_script_enabled{script="other"} 0' in text
+    assert "dtagent_dtrace_worker_up 1" in text
+    assert 'dtagent_source_info{mode="replay"} 1' in text
     cfg.write_text(f'[sources]\nreplay = {json.dumps(str(path))}\n[dtrace]\nenabled = false\n')
     assert runtime.build(load(cfg), replay_frame=-1).agent.dtrace is None
 

@@ -311,5 +311,5 @@ def test_collector_settings_come_from_the_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="zfs_list_interval"):
         load(bad)
     bad.write_text("[collectors.zone_info]\nrefresh = 5\n")
-    with pytest.raises(ConfigError, match="unknown setting"):
+    with pytest.raises(ConfigError, match="expected a known setting"):
         load(bad)

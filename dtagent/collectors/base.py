@@ -10,13 +10,15 @@ docs/metrics.md is generated from.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import structlog
 
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.settings import Setting
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatInput, KstatSnapshot
 
 
@@ -26,6 +28,10 @@ class Collector(ABC):
     ``name`` is what the config and ``dtagent_collector_success{collector}`` use.
     ``illumos_only`` collectors are skipped (and reported unavailable) on a host that
     is neither illumos nor a replayed bundle.
+
+    ``settings`` declares the collector's ``[collectors.NAME]`` settings
+    (:mod:`dtagent.settings`); the config loader checks them, so the constructor, which
+    takes each as a keyword argument with the declared default, need not.
     """
 
     name: ClassVar[str]
@@ -33,6 +39,17 @@ class Collector(ABC):
     specs: ClassVar[tuple[MetricSpec, ...]] = ()
     illumos_only: ClassVar[bool] = True
     kstat_inputs: ClassVar[tuple[KstatInput, ...]] = ()
+    settings: ClassVar[Mapping[str, Setting]] = {}
+
+    @classmethod
+    def settings_problems(cls, values: Mapping[str, Any]) -> dict[str, str]:
+        """Problems between settings (each valid on its own), by key: what was expected.
+        ``values`` holds every declared setting; most collectors have no such rule."""
+        return {}
+
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        _check_declared_settings(cls)
 
     def __init__(self) -> None:
         self.log = structlog.get_logger("dtagent.collector").bind(collector=self.name)
@@ -60,6 +77,23 @@ class Collector(ABC):
             return
         self._warned.add(key)
         self.log.warning(event, **kw)
+
+
+def _check_declared_settings(cls: type[Collector]) -> None:
+    """The constructor's keyword parameters are exactly the declared settings, with the
+    declared defaults: one source of truth, enforced when the class is defined."""
+    params = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    declared = {name: setting.default for name, setting in cls.settings.items()}
+    if params != declared:
+        raise TypeError(
+            f"{cls.__name__}: constructor parameters {params} differ from the declared "
+            f"settings {declared}"
+        )
 
 
 class Families:

@@ -33,6 +33,7 @@ from dtagent.parsers.network import (
     parse_flowprops,
     parse_show_flow,
 )
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import (
     CommandRequest,
     CommandResult,
@@ -94,9 +95,11 @@ class FlowCollector(Collector):
     )
     specs = (*(s for _, s in COUNTERS), MAXBW, INFO)
     kstat_inputs = (KstatInput("unix", "flow"), KstatInput("link", "net"),)
-    settings_help = {
-        "max_age": "seconds between flowadm runs",
-        "command_timeout": "seconds before a hung flowadm is killed",
+    settings = {
+        "max_age": duration(60.0, "seconds between flowadm runs"),
+        "command_timeout": timeout(
+            5.0, "seconds before a hung flowadm is killed", maximum=60.0
+        ),
     }
 
     def __init__(self, max_age: float = 60.0, command_timeout: float = 5.0) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.fma import FMADM_ARGV, FMSTAT_ARGV, parse_fmadm_faulty, parse_fmstat
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 
 FMADM_SRC = " ".join(FMADM_ARGV)
@@ -59,15 +60,15 @@ class FmaCollector(Collector):
         "one info series each, and fault manager module statistics (fmstat)"
     )
     specs = (OPEN, BY_CLASS, INFO, RECEIVED, ACCEPTED, OPEN_CASES, SOLVED)
-    settings_help = {
-        "refresh": "seconds between runs of fmadm faulty and fmstat",
-        "command_timeout": "seconds fmadm or fmstat may take before it is killed",
+    settings = {
+        "refresh": duration(60.0, "seconds between runs of fmadm faulty and fmstat"),
+        "command_timeout": timeout(
+            10.0, "seconds fmadm or fmstat may take before it is killed", maximum=60.0
+        ),
     }
 
     def __init__(self, refresh: float = 60.0, command_timeout: float = 10.0) -> None:
         super().__init__()
-        if refresh < 0 or command_timeout <= 0:
-            raise ValueError("refresh must be >= 0 and command_timeout > 0")
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 

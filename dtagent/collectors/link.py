@@ -30,6 +30,7 @@ from dtagent.collectors.base import Collector, Families
 from dtagent.linkid import LinkId, identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
 from dtagent.parsers.network import MAXBW_ARGV, MaxbwTable, parse_maxbw, zone_maxbw_argv
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import (
     CommandRequest,
     CommandResult,
@@ -122,9 +123,13 @@ class LinkCollector(Collector):
     )
     specs = (*(s for _, s in COUNTERS), SPEED, UP, MAXBW, MAXBW_USAGE)
     kstat_inputs = (KstatInput("link", "net"), ZONES,)
-    settings_help = {
-        "maxbw_max_age": "seconds between dladm maxbw runs (a zone's also when it reboots)",
-        "command_timeout": "seconds before a hung dladm is killed",
+    settings = {
+        "maxbw_max_age": duration(
+            300.0, "seconds a dladm maxbw answer is reused (a zone's also until it reboots)"
+        ),
+        "command_timeout": timeout(
+            5.0, "seconds before a hung dladm is killed", maximum=60.0
+        ),
     }
 
     def __init__(self, maxbw_max_age: float = 300.0, command_timeout: float = 5.0) -> None:

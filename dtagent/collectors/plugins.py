@@ -8,10 +8,12 @@ same metric: the second (by file name) is dropped and reported as failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.settings import text, timeout
 from dtagent.snapshot import HostSnapshot
 from dtagent.sources.plugins import PluginRunner
 
@@ -34,17 +36,27 @@ class PluginsCollector(Collector):
     )
     specs = (SUCCESS, DURATION, LAST_RUN)
     illumos_only = False
-    settings_help = {
-        "directory": "directory of executable plugins (empty: none are run)",
-        "interval": "seconds between runs of the plugins",
-        "timeout": "seconds a plugin may take before it is killed",
+    settings = {
+        "directory": text(
+            "",
+            "directory of executable plugins (empty: none are run)",
+            expected="a directory path, or empty",
+        ),
+        "interval": timeout(60.0, "seconds between runs of the plugins"),
+        "timeout": timeout(
+            10.0, "seconds a plugin may take before it is killed (at most interval)"
+        ),
     }
+
+    @classmethod
+    def settings_problems(cls, values: Mapping[str, Any]) -> dict[str, str]:
+        if values["timeout"] > values["interval"]:
+            return {"timeout": f"at most interval ({values['interval']:g} s)"}
+        return {}
 
     def __init__(self, directory: str = "", interval: float = 60.0,
                  timeout: float = 10.0) -> None:
         super().__init__()
-        if interval <= 0 or timeout <= 0 or timeout > interval:
-            raise ValueError("interval and timeout must be > 0, and timeout at most interval")
         self.runner = PluginRunner(directory, interval, timeout) if directory else None
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.smf import STATES, SVCS_ARGV, parse_svcs
+from dtagent.settings import duration, integer, string_list, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
 
 SRC = " ".join(SVCS_ARGV)
@@ -64,11 +65,20 @@ class SmfCollector(Collector):
         "for each instance that is not online or disabled (svcs -Za)"
     )
     specs = (COUNT, STATE, TRANSITIONING, OMITTED)
-    settings_help = {
-        "refresh": "seconds between runs of svcs",
-        "command_timeout": "seconds svcs may take before it is killed",
-        "quiet_states": "states whose instances get no per-instance series",
-        "max_instances": "most instances with a per-instance state set",
+    settings = {
+        "refresh": duration(60.0, "seconds between runs of svcs"),
+        "command_timeout": timeout(
+            10.0, "seconds svcs may take before it is killed", maximum=60.0
+        ),
+        "quiet_states": string_list(
+            ["online", "disabled", "legacy_run"],
+            "states whose instances get no per-instance series",
+            choices=lambda: STATES,
+            what="SMF states",
+        ),
+        "max_instances": integer(
+            500, "most instances with a per-instance state set", minimum=0, maximum=100_000
+        ),
     }
 
     def __init__(
@@ -80,12 +90,6 @@ class SmfCollector(Collector):
     ) -> None:
         super().__init__()
         quiet = list(quiet_states)
-        unknown = [s for s in quiet if s not in STATES]
-        if unknown:
-            raise ValueError(f"quiet_states: unknown state {unknown[0]!r}; known: "
-                             + ", ".join(STATES))
-        if refresh < 0 or command_timeout <= 0 or max_instances < 0:
-            raise ValueError("refresh and max_instances must be >= 0, command_timeout > 0")
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
         self.quiet = frozenset(quiet)

@@ -21,6 +21,7 @@ from pathlib import Path
 from dtagent.collectors.base import Collector
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.textformat import TextFormatError, parse_exposition
+from dtagent.settings import integer, text
 from dtagent.snapshot import HostSnapshot
 
 ERROR = MetricSpec(
@@ -48,15 +49,22 @@ class TextfileCollector(Collector):
     "textfile convention), with a scrape error flag and each file's mtime"
     specs = (ERROR, MTIME)
     illumos_only = False
-    settings_help = {
-        "directory": "directory of *.prom files (empty: the collector exports nothing)",
-        "max_bytes": "largest file read; a larger one is refused",
+    settings = {
+        "directory": text(
+            "",
+            "directory of *.prom files (empty: the collector exports nothing)",
+            expected="a directory path, or empty",
+        ),
+        "max_bytes": integer(
+            4 * 1024 * 1024,
+            "largest file read; a larger one is refused",
+            minimum=1,
+            maximum=1 << 30,
+        ),
     }
 
     def __init__(self, directory: str = "", max_bytes: int = 4 * 1024 * 1024) -> None:
         super().__init__()
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be > 0")
         self.directory = directory
         self.max_bytes = max_bytes
 

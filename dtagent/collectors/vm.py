@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import ClassVar
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.vms import VMADM_LOOKUP_ARGV, VmEntry, parse_vmadm_lookup
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, Kstat, KstatInput, KstatSnapshot
 
 BHYVE_SRC = "vmm:<minor>:vcpu<N> (misc)"
@@ -118,15 +120,16 @@ class VmCollector(Collector):
     specs = (TIME, EXITS, ALL_EXITS, WAKEUPS, HYPERCALLS, GUEST_PF, FIXED_PF, EMULATIONS,
              INJECTIONS, INFO, VCPUS, RAM, DISK)
     kstat_inputs = (KstatInput("vmm"), KstatInput("kvm"))
-    settings_help = {
-        "metadata_refresh": "seconds between runs of vmadm lookup",
-        "command_timeout": "seconds vmadm may take before it is killed",
+    kstat_modules: ClassVar[tuple[str, ...]] = ("vmm", "kvm")
+    settings = {
+        "metadata_refresh": duration(300.0, "seconds between runs of vmadm lookup"),
+        "command_timeout": timeout(
+            5.0, "seconds vmadm may take before it is killed", maximum=60.0
+        ),
     }
 
     def __init__(self, metadata_refresh: float = 300.0, command_timeout: float = 5.0) -> None:
         super().__init__()
-        if metadata_refresh < 0 or command_timeout <= 0:
-            raise ValueError("metadata_refresh must be >= 0 and command_timeout > 0")
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
 

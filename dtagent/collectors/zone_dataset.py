@@ -22,12 +22,21 @@ from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import ratio
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.zones import DatasetEntry, parse_zfs_list, zfs_list_argv
+from dtagent.settings import duration, text, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
 from dtagent.zonemap import ZONES, running_zones
 
 SRC = "zfs list -Hp -t filesystem,volume -o name,used,available,referenced,quota -r ROOT"
 ZD = ("zonename", "dataset")
 _DISK = re.compile(r"^-disk[0-9]+$")
+# A dataset name: a pool name (begins with a letter) and components of alphanumerics
+# and _ - : . separated by '/', shorter than ZFS_MAX_DATASET_NAME_LEN (256) (illumos-gate
+# usr/src/common/zfs/zfs_namecheck.c, zpool(8) "Naming").
+_DATASET = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
+
+
+def _dataset_name_ok(name: str) -> bool:
+    return len(name) < 256 and _DATASET.fullmatch(name) is not None
 
 USED = MetricSpec(
     "illumos_zone_dataset_used_bytes",
@@ -84,19 +93,28 @@ class ZoneDatasetCollector(Collector):
     description = "Space and quota of each running zone's ZFS datasets (one cached zfs list)"
     specs = (USED, AVAIL, REFER, QUOTA, QUOTA_RATIO, AGE)
     kstat_inputs = (ZONES,)
-    settings_help = {
-        "zfs_list_interval": "seconds a zfs list output is reused before zfs runs again",
-        "command_timeout": "seconds zfs list may take before it is killed (it runs in the "
-        "background: a hang never delays a scrape)",
-        "root": "dataset under which the zones' datasets live (SmartOS: zones)",
+    settings = {
+        "zfs_list_interval": duration(
+            300.0, "seconds a zfs list output is reused before zfs runs again"
+        ),
+        "command_timeout": timeout(
+            5.0,
+            "seconds zfs list may take before it is killed (a hang costs one scrape this "
+            "long, then the failure is cached for zfs_list_interval)",
+            maximum=60.0,
+        ),
+        "root": text(
+            "zones",
+            "dataset under which the zones' datasets live (SmartOS: zones)",
+            expected="a ZFS dataset name, such as zones or rpool/zones",
+            valid=_dataset_name_ok,
+        ),
     }
 
     def __init__(
         self, zfs_list_interval: float = 300.0, command_timeout: float = 5.0, root: str = "zones"
     ) -> None:
         super().__init__()
-        if zfs_list_interval < 0 or command_timeout <= 0 or not root or root.startswith("-"):
-            raise ValueError("zfs_list_interval >= 0, command_timeout > 0 and a dataset root")
         self.zfs_list_interval = float(zfs_list_interval)
         self.command_timeout = float(command_timeout)
         self.root = root.rstrip("/")

@@ -29,6 +29,7 @@ from dtagent.parsers.zones import (
     parse_vmadm_list,
     parse_zoneadm_list,
 )
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 from dtagent.zonemap import ZONES, running_zones
 
@@ -92,17 +93,23 @@ class ZoneInfoCollector(Collector):
     )
     specs = (INFO, BY_STATE, BOOT, AGE)
     kstat_inputs = (ZONES,)
-    settings_help = {
-        "metadata_refresh": "seconds before vmadm/zoneadm is run again when no zone "
-        "booted or halted (a change of running zones always refreshes it)",
-        "command_timeout": "seconds vmadm/zoneadm may take before it is killed (it runs in "
-        "the background: a hang never delays a scrape)",
+    settings = {
+        "metadata_refresh": duration(
+            300.0,
+            "seconds before vmadm/zoneadm is run again when no zone booted or halted (a "
+            "change of running zones always refreshes it)",
+        ),
+        "command_timeout": timeout(
+            5.0,
+            "seconds vmadm/zoneadm may take before it is killed (under Prometheus' default "
+            "10 s scrape timeout: a hang costs one scrape this long, then the failure is "
+            "cached for metadata_refresh)",
+            maximum=60.0,
+        ),
     }
 
     def __init__(self, metadata_refresh: float = 300.0, command_timeout: float = 5.0) -> None:
         super().__init__()
-        if metadata_refresh < 0 or command_timeout <= 0:
-            raise ValueError("metadata_refresh must be >= 0 and command_timeout > 0")
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
 

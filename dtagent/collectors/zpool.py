@@ -29,6 +29,7 @@ from dtagent.parsers.zpool import (
     parse_zpool_list,
     parse_zpool_status,
 )
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 
 LIST_SRC = " ".join(LIST_ARGV)
@@ -176,15 +177,15 @@ class ZpoolCollector(Collector):
         "write/checksum errors, scrub and resilver state from zpool list and zpool status"
     )
     specs = ALL
-    settings_help = {
-        "refresh": "seconds between runs of zpool list and zpool status",
-        "command_timeout": "seconds zpool may take before it is killed",
+    settings = {
+        "refresh": duration(60.0, "seconds between runs of zpool list and zpool status"),
+        "command_timeout": timeout(
+            10.0, "seconds zpool may take before it is killed", maximum=60.0
+        ),
     }
 
     def __init__(self, refresh: float = 60.0, command_timeout: float = 10.0) -> None:
         super().__init__()
-        if refresh < 0 or command_timeout <= 0:
-            raise ValueError("refresh must be >= 0 and command_timeout > 0")
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 

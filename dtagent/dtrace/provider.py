@@ -52,8 +52,9 @@ def zone_map(kstats: KstatSnapshot) -> dict[int, str]:
 WORKER_UP = MetricSpec(
     "dtagent_dtrace_worker_up",
     "gauge",
-    "1 while the DTrace worker process runs and reports every second (also 1 when "
-    "replaying, or when no script is enabled and no worker is needed).",
+    "1 while the DTrace worker process runs and reports every second, 0 when it does "
+    "not; when replaying, 1 if the bundle holds DTrace deltas. Absent when no worker "
+    "exists (no script enabled, or a bundle without DTrace deltas).",
     (),
     "",
     SRC,
@@ -106,15 +107,22 @@ class ReplayDeltas:
         replay: Any,
         clock: Callable[[], float] = time.time,
         scripts: Collection[str] | None = None,
+        recorded: Collection[str] | None = None,
     ) -> None:
+        """``recorded``: the scripts the bundle holds records of (None: not known, taken
+        as all); empty, no worker ran when it was made."""
         self._replay = replay
         self._clock = clock
         self._last: float | None = None
-        self._scripts = None if scripts is None else frozenset(scripts)
+        self._recorded = None if recorded is None else frozenset(recorded)
+        self._scripts: frozenset[str] | None = None
+        if scripts is not None:
+            self.set_scripts(scripts)
 
     def set_scripts(self, scripts: Collection[str]) -> None:
-        """The scripts a reloaded config runs."""
-        self._scripts = frozenset(scripts)
+        """The scripts a (reloaded) config runs, of those the bundle recorded."""
+        wanted = frozenset(scripts)
+        self._scripts = wanted if self._recorded is None else wanted & self._recorded
 
     def _wanted(self, rec: Record) -> bool:
         # Aggregation records of a script that is off; drops and errors always count.
@@ -132,17 +140,18 @@ class ReplayDeltas:
         return out
 
     def health(self) -> WorkerHealth:
-        return WorkerHealth(True, 0, self._last)
+        # the recorded worker was up if the bundle holds its deltas; else there was none
+        return WorkerHealth(None if self._recorded == frozenset() else True, 0, self._last)
 
 
 class IdleSource:
-    """No script enabled: no worker is needed, so none is down."""
+    """No script enabled: no worker is needed, so there is none (and none is down)."""
 
     def take(self) -> list[Batch]:
         return []
 
     def health(self) -> WorkerHealth:
-        return WorkerHealth(True, 0, None)
+        return WorkerHealth(None, 0, None)
 
 
 class DTraceMetrics:
@@ -202,7 +211,8 @@ class DTraceMetrics:
             self._lost_seen = health.lost
         out = self.accumulator.families()
         up = WORKER_UP.family()
-        up.add((), 1 if health.up else 0)
+        if health.up is not None:
+            up.add((), 1 if health.up else 0)
         restarts = RESTARTS.family()
         restarts.add((), health.restarts)
         out += [up, restarts]
@@ -220,19 +230,21 @@ def load_config_scripts(settings: DTraceSettings) -> tuple[list[ScriptSpec], lis
     specs = load_scripts(script_dirs(settings.script_dirs), errors)
     for err in errors:
         log.error("D script not loaded", problem=str(err))
-    known = {s.name for s in specs}
-    for name in settings.scripts:
-        if name not in known:
-            log.warning("dtrace.scripts names an unknown script", script=name)
+    # dtrace.scripts names only known scripts: the config loader refuses others.
     return specs, errors
 
 
 def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
     specs, _ = load_config_scripts(settings)
     overrides = dict(settings.scripts)
-    acc = Accumulator(specs, settings.series_cap, overrides=overrides)
-    running = [s.name for s in enabled_scripts(specs, overrides)]
-    provider = DTraceMetrics(acc, ReplayDeltas(replay, scripts=running))
+    # Running: enabled here and recorded in the bundle (a script without deltas in it
+    # did not run on the recorded host, whatever this config enables).
+    recorded = replay.dtrace_scripts()
+    running = [s.name for s in enabled_scripts(specs, overrides) if s.name in recorded]
+    acc = Accumulator(specs, settings.series_cap, overrides=overrides, running=running)
+    provider = DTraceMetrics(
+        acc, ReplayDeltas(replay, scripts=running, recorded=recorded)
+    )
     provider.specs = specs
     return provider
 

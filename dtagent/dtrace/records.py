@@ -209,7 +209,7 @@ def to_json(rec: Record) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class WorkerHealth:
-    up: bool
+    up: bool | None  # None: there is no worker (nothing to run, or nothing recorded)
     restarts: int
     last_batch: float | None  # wall-clock time of the last batch (or heartbeat)
     lost: int = 0  # records dropped because nobody took them (queue cap)

@@ -18,7 +18,14 @@ from typing import Any
 
 import structlog
 
-from dtagent.bundle import Bundle, BundleError, Frame, PackedFrames, read_packed
+from dtagent.bundle import (
+    Bundle,
+    BundleUsageError,
+    Frame,
+    PackedFrames,
+    bundle_scripts,
+    read_packed,
+)
 from dtagent.snapshot import (
     CommandRequest,
     CommandResult,
@@ -95,7 +102,9 @@ class ReplaySource:
         count = len(bundle.frames)
         index = frame if frame >= 0 else count + frame
         if not 0 <= index < count:
-            raise BundleError(f"{path}: no frame {frame} (it has {count})")
+            raise BundleUsageError(
+                f"{path}: no frame {frame}: it has {count} (0 to {count - 1})"
+            )
         return cls(bundle, name=str(path), pin=index, inputs=inputs)
 
     @property
@@ -133,6 +142,10 @@ class ReplaySource:
         """The bundle time of the current frame."""
         with self._lock:
             return self._times[self._current()]
+
+    def dtrace_scripts(self) -> set[str]:
+        """The D scripts the bundle's DTrace deltas name (empty: DTrace did not run)."""
+        return bundle_scripts(self.bundle)
 
     def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         """(DTrace deltas, running zones) of every frame reached since the last call.
