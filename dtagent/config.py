@@ -165,25 +165,29 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     # The control wing (docs/control.md): off unless enabled, and then only with a policy
     # that names who may do what.
     "control": {
-        "enabled": Setting(
-            bool, False, "serve the control API (/api/v1) beside /metrics; needs a policy"
+        "enabled": s.boolean(
+            False, "serve the control API (/api/v1) beside /metrics; needs a policy"
         ),
-        "policy": Setting(str, "", "the control policy file (TOML; see docs/control.md)"),
-        "audit_log": Setting(
-            str, "/var/log/dtagent/control.log", "the audit log: one JSON line per request"
+        "policy": s.text(
+            "", "the control policy file (TOML; see docs/control.md)",
+            expected="a file path, or empty",
         ),
-        "audit_max_bytes": Setting(
-            int, 10 * 1024 * 1024, "size at which the audit log is rotated", _positive
+        "audit_log": s.text(
+            "/var/log/dtagent/control.log", "the audit log: one JSON line per request",
+            expected="a file path", valid=bool,
         ),
-        "audit_keep": Setting(int, 5, "rotated audit logs kept", _positive),
-        "command_timeout": Setting(
-            (int, float), 30.0, "seconds vmadm, prctl, zonecfg, dladm or zfs may take", _positive
+        "audit_max_bytes": s.integer(
+            10 * 1024 * 1024, "size at which the audit log is rotated",
+            minimum=1, maximum=1 << 40,
         ),
-        "max_body_bytes": Setting(
-            int, 64 * 1024, "largest request body the API reads", _positive
+        "audit_keep": s.integer(5, "rotated audit logs kept", minimum=1, maximum=1000),
+        "command_timeout": s.timeout(
+            30.0, "seconds vmadm, prctl, zonecfg, dladm or zfs may take", maximum=3600.0
         ),
-        "allow_plaintext_on_network": Setting(
-            bool,
+        "max_body_bytes": s.integer(
+            64 * 1024, "largest request body the API reads", minimum=1, maximum=16 << 20
+        ),
+        "allow_plaintext_on_network": s.boolean(
             False,
             "serve the control API without TLS on a non-loopback address (tokens then "
             "cross the network in clear text)",

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.zones import VMADM_SETTINGS_ARGV, VMADM_SETTINGS_FIELDS
+from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
 from dtagent.zonemap import ZONES, running_zones
 
@@ -84,16 +85,20 @@ class ZoneSettingsCollector(Collector):
     description = "Per-zone CPU shares, ZFS I/O priority and LWP cap (vmadm, cached)"
     specs = (SHARES, IO_PRIORITY, LWPS)
     kstat_inputs = (ZONES,)  # the running zones decide when vmadm runs again
-    settings_help = {
-        "refresh": "seconds before vmadm is run again when no zone booted or halted",
-        "command_timeout": "seconds vmadm may take before it is killed (it runs in the "
-        "background: a hang never delays a scrape)",
+    settings = {
+        "refresh": duration(
+            60.0, "seconds before vmadm is run again when no zone booted or halted"
+        ),
+        "command_timeout": timeout(
+            5.0,
+            "seconds vmadm may take before it is killed (it runs in the background: a "
+            "hang never delays a scrape)",
+            maximum=60.0,
+        ),
     }
 
     def __init__(self, refresh: float = 60.0, command_timeout: float = 5.0) -> None:
         super().__init__()
-        if refresh < 0 or command_timeout <= 0:
-            raise ValueError("refresh must be >= 0 and command_timeout > 0")
         self.refresh = float(refresh)
         self.command_timeout = float(command_timeout)
 
