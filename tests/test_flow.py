@@ -112,7 +112,8 @@ def _flows_on(fake: Path, *links: tuple[str, str]) -> None:
 
 
 def test_zonename_of_a_flow_on_a_zone_vnic(fake: Path) -> None:
-    """In the global zone a zone's VNIC kstat is z<id>_net0 (reference §4.1): a flow
+    """In the global zone a zone's VNIC kstat is z<id>_net0 (illumos-joyent
+    usr/src/uts/common/io/dls/dls_mgmt.c, dls_devnet_stat_create): a flow
     on it, by either name, is the zone's; net0 of two zones is nobody's in particular."""
     _flows_on(fake, ("f1", "z5_net0"), ("f2", "net0"), ("f3", "net1"))
     vnics = [

@@ -113,7 +113,8 @@ class Kernel:
         return h
 
     def zone(self, zoneid: int, uuid: str, rss: int) -> None:
-        """The kstats one SmartOS zone has (reference §2), keyed by a cut name."""
+        """The kstats one SmartOS zone has (illumos-joyent usr/src/uts/common/os/zone.c),
+        keyed by a cut name."""
         cut = uuid[:30]
         self.named("memory_cap", zoneid, cut, "zone_memory_cap", rss=rss,
                    physcap=2**30, zonename=uuid)

@@ -14,7 +14,8 @@ boot because the zone id does and the VNIC is re-created. Series are keyed on th
 name, so they survive a reboot. On illumos-gate (OmniOS) there is no zonename statistic
 and the VNIC keeps its own name (``dns_net0``): ``link`` is that name, ``zonename`` empty.
 
-maxbw (reference §4.3): the links of the global zone, and every VNIC on illumos-gate,
+maxbw (libdladm usr/src/lib/libdladm/common/linkprop.c; dladm(8) show-linkprop): the
+links of the global zone, and every VNIC on illumos-gate,
 come from one cached ``dladm show-linkprop -c -o link,value -p maxbw``. On SmartOS the
 global zone sees every zone's links under the zone's own names (``net0`` once per zone),
 so a zone's caps come from ``dladm show-linkprop -z <zonename> -c -o link,value -p

@@ -5,7 +5,7 @@
   the global zone a zone's VNIC is named z<zoneid>_<link> and carries a ``zonename``
   statistic, so its name changes at every zone boot.
 * unix:0:<flow> (class flow) for a few user flows on the physical links and for the
-  implicit flow of each physical link (io/mac/mac_flow.c, reference §4.2).
+  implicit flow of each physical link (usr/src/uts/common/io/mac/mac_flow.c, flow_stat_create).
 * tcp:<zoneid>:tcp (class mib2) per zone netstack (inet/tcp/tcp_stats.c).
 * Command records (docs/bundle.md): ``dladm show-linkprop -c -o link,value -p maxbw``
   (every link of the host, each zone's under the zone's own name), the per-zone

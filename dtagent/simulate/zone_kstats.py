@@ -127,7 +127,8 @@ def zone_frame(host: SimHost, zone: SimZone, zoneid: int, name: str, frame: Fram
         "lockedmem": (locked, zone.locked_cap or UINT64_MAX),
         "swapresv": (swap, swap_cap or UINT64_MAX),
         # unset zone.max-processes reads INT_MAX (uts/common/os/zone.c); an uncapped
-        # physicalmem is ptob(UINT32_MAX) like physcap (reference §2.1, §2.2)
+        # physicalmem is ptob(UINT32_MAX) like physcap (illumos-joyent
+        # usr/src/uts/common/os/zone.c, the physicalmem and memory_cap kstats)
         "nprocs": (nprocs, nprocs_cap or INT_MAX),
         "physicalmem": (rss, mem_cap or PHYSCAP_UNLIMITED),
     }

@@ -64,7 +64,7 @@ INVALID_POLL = 0.1
 
 # Named-statistic data types (usr/src/uts/common/sys/kstat.h). A 64-bit reader only
 # sees these: the kernel rewrites KSTAT_DATA_LONG/ULONG (7/8) to INT64/UINT64 before
-# copyout (usr/src/uts/common/io/kstat.c; reference §1.2).
+# copyout (usr/src/uts/common/io/kstat.c).
 KSTAT_DATA_CHAR = 0
 KSTAT_DATA_INT32 = 1
 KSTAT_DATA_UINT32 = 2
@@ -99,7 +99,8 @@ _ks_snapshot_fn = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(kstat_t), ctypes.c_void_p, ctypes.c_int
 )
 
-# illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat (offsets: reference §1.3)
+# illumos-gate usr/src/uts/common/sys/kstat.h, struct kstat (LP64 offsets; checked
+# against the C stand-in's offsetof in tests/test_libkstat.py)
 kstat_t._fields_ = [
     ("ks_crtime", c_hrtime_t),  # @0
     ("ks_next", ctypes.POINTER(kstat_t)),  # @8
