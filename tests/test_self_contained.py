@@ -47,7 +47,7 @@ def test_no_tracked_file_refers_outside_the_repository(repo_root: Path) -> None:
 def test_the_check_sees_a_citation(tmp_path: Path) -> None:
     # The scan above must be able to fail: run it on a repository that cites the notes.
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    (tmp_path / "a.py").write_text("# see " + "../" + "shared/samples/x.txt\n")
+    (tmp_path / "a.py").write_text("# see " + "../" + "shared/notes/x.txt\n")
     subprocess.run(["git", "-C", str(tmp_path), "add", "a.py"], check=True)
     try:
         test_no_tracked_file_refers_outside_the_repository(tmp_path)
