@@ -31,7 +31,8 @@ Adding a command (for a new collector, say ``zpool list``):
 Nothing else changes: the runtime, the agent and replay serve any request. Code that
 must run a command once, now (the control wing's ``vmadm update``), calls
 :meth:`CommandRunner.run_now`, which applies the same deadline, cap and environment and
-counts into the same ``dtagent_command_*`` series.
+counts into that runner's ``dtagent_command_*`` series. (The control wing builds its own
+runner today, so its runs are not among the series the agent serves.)
 """
 
 from __future__ import annotations
