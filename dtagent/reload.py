@@ -155,7 +155,7 @@ class ServerHook:
         self.make_server = make_server
 
     def prepare(self, old: Config, new: Config) -> Change | None:
-        # deadlines, limits and the web-config change in place (dtagent.server.HttpHook)
+        # deadlines, limits and the web-config change in place (HttpHook)
         changed = section_changes(old, new, "agent", ["listen"])
         if not changed:
             return None
@@ -171,6 +171,51 @@ class ServerHook:
             old_server.stop()
 
         return Change("; ".join(changed), apply, server.close)
+
+
+HTTP_KEYS = ("web_config", "header_timeout", "idle_timeout", "write_timeout",
+             "max_connections")
+
+
+class HttpHook:
+    """A reload (SIGHUP) re-reads the web-config, changed or not, and applies new
+    deadlines and limits in place; a web-config that does not check refuses the reload
+    (the settings in force stay). A new listen address is the server hook's.
+
+    It lives here, not in dtagent.server: the server only serves, the serving side
+    decides what a new config changes in it."""
+
+    name = "http"
+
+    def __init__(self, state: ServeState) -> None:
+        self.state = state
+
+    def prepare(self, old: Config, new: Config) -> Change | None:
+        from dtagent.server import limits_of
+        from dtagent.webconfig import WebConfigError
+
+        changed = section_changes(old, new, "agent", list(HTTP_KEYS))
+        later = section_changes(old, new, "agent", ["max_renders"])
+        path = new.get("agent", "web_config") or None
+        front = self.state.server.front
+        if not path and front.path is None and not changed:
+            return None if not later else Change("; ".join(
+                f"{c} (takes effect at the next restart)" for c in later), lambda: None)
+        try:
+            prepared = front.prepare(path)  # None: no web-config, plain HTTP
+        except WebConfigError as exc:
+            raise ReloadRefused(str(exc)) from None
+        limits = limits_of(new)
+
+        def apply() -> None:
+            server = self.state.server  # the new one when the listen address moved
+            server.http.limits = limits
+            server.front.install(path, prepared)
+
+        describe = changed + [f"{c} (takes effect at the next restart)" for c in later]
+        if path:
+            describe.append(f"web-config {path} re-read")
+        return Change("; ".join(describe) or "nothing", apply)
 
 
 class CollectorsHook:

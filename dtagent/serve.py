@@ -23,6 +23,7 @@ from dtagent.config import Config
 from dtagent.reload import (
     CollectorsHook,
     DTraceHook,
+    HttpHook,
     LoggingHook,
     Reloader,
     ServerHook,
@@ -50,7 +51,7 @@ class Serve:
             # read once; a reload (SIGHUP) keeps it (restart the service to change it).
             control = Control(config)
         self.runtime = build(config)
-        from dtagent.server import HttpHook, make_server
+        from dtagent.server import make_server
 
         agent = self.runtime.agent if control is None else control.wrap(self.runtime.agent)
 

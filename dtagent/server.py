@@ -45,7 +45,7 @@ from dtagent.exposition import (
 from dtagent.httpd import Handler, HttpServer, Limits, Request, Response, Route
 from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.webconfig import WebConfigError, WebFront
+from dtagent.webconfig import WebFront
 
 log = structlog.get_logger("dtagent.server")
 
@@ -580,44 +580,3 @@ def make_server(config: Any, agent: Any) -> MetricsServer:
         server.close()
         raise
     return server
-
-
-HTTP_KEYS = ("web_config", "header_timeout", "idle_timeout", "write_timeout",
-             "max_connections")
-
-
-class HttpHook:
-    """A reload (SIGHUP) re-reads the web-config, changed or not, and applies new
-    deadlines and limits in place; a web-config that does not check refuses the reload
-    (the settings in force stay). A new listen address is the server hook's."""
-
-    name = "http"
-
-    def __init__(self, state: Any) -> None:
-        self.state = state  # dtagent.reload.ServeState
-
-    def prepare(self, old: Any, new: Any) -> Any:
-        from dtagent.reload import Change, ReloadRefused, section_changes
-
-        changed = section_changes(old, new, "agent", list(HTTP_KEYS))
-        later = section_changes(old, new, "agent", ["max_renders"])
-        path = new.get("agent", "web_config") or None
-        front = self.state.server.front
-        if not path and front.path is None and not changed:
-            return None if not later else Change("; ".join(
-                f"{c} (takes effect at the next restart)" for c in later), lambda: None)
-        try:
-            prepared = front.prepare(path)  # None: no web-config, plain HTTP
-        except WebConfigError as exc:
-            raise ReloadRefused(str(exc)) from None
-        limits = limits_of(new)
-
-        def apply() -> None:
-            server = self.state.server  # the new one when the listen address moved
-            server.http.limits = limits
-            server.front.install(path, prepared)
-
-        describe = changed + [f"{c} (takes effect at the next restart)" for c in later]
-        if path:
-            describe.append(f"web-config {path} re-read")
-        return Change("; ".join(describe) or "nothing", apply)
