@@ -142,7 +142,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "dtrace": {
         "enabled": s.boolean(True, "run the D scripts (needs DTrace privileges)"),
-        "script_dirs": s.string_list([], "extra directories of NAME.d + NAME.toml scripts"),
+        "script_dirs": s.string_list(
+            [], "extra directories of NAME.d + NAME.toml scripts (each must exist)"
+        ),
         "scripts": s.switches(
             {}, "per-script on/off, e.g. { syscall = false }; names must be known scripts"
         ),
@@ -242,6 +244,22 @@ def _read(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
 
 
+def _script_dir_problem(entry: str) -> str | None:
+    """What is wrong with one ``dtrace.script_dirs`` entry (None: it is a directory).
+
+    A directory that is not there would otherwise be skipped without a word, and the
+    scripts the operator put in it would never run."""
+    try:
+        is_dir = Path(entry).is_dir()
+        exists = is_dir or Path(entry).exists()
+    except OSError as exc:  # too long a name, a loop of links
+        return f"an existing directory of NAME.d + NAME.toml scripts ({exc.strerror})"
+    if is_dir:
+        return None
+    what = "not a directory" if exists else "no such directory"
+    return f"an existing directory of NAME.d + NAME.toml scripts ({what})"
+
+
 def _known_scripts(script_dirs: list[str]) -> set[str]:
     from dtagent.dtrace.spec import script_dirs as all_dirs
 
@@ -317,6 +335,10 @@ def load(
         config.collector_settings = _check_collectors(
             origin, collector_table, collectors, problems
         )
+    for i, entry in enumerate(config.values["dtrace"]["script_dirs"]):
+        if (problem := _script_dir_problem(entry)) is not None:
+            problems.append(Problem(origin, f"dtrace.script_dirs[{i}]", entry, problem,
+                                    limit=4096))
     scripts = _known_scripts(config.values["dtrace"]["script_dirs"])
     for script in config.values["dtrace"]["scripts"]:
         if script not in scripts:

@@ -79,11 +79,13 @@ class Problem:
     key: str  # dotted: "collectors.zone_info.metadata_refresh"
     value: Any
     expected: str
+    limit: int = 60  # of the value shown; a path is shown whole (its tail names it)
 
     def __str__(self) -> str:
         if self.value is _MISSING:
             return f"{self.origin}: key {self.key!r}: expected {self.expected}"
-        return f"{self.origin}: key {self.key!r}: expected {self.expected}, got {shown(self.value)}"
+        return (f"{self.origin}: key {self.key!r}: expected {self.expected}, "
+                f"got {shown(self.value, self.limit)}")
 
 
 class _Missing:

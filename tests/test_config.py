@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,28 @@ def test_every_bad_setting_is_one_line_and_exit_2(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"dtagent: config error: {path}: ")
     assert line in lines[0]
+
+
+def test_a_script_dir_that_is_not_a_directory_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "file").write_text("")
+    entries = [str(tmp_path / "d"), str(tmp_path / "missing"), str(tmp_path / "file")]
+    path = write(tmp_path, f"[dtrace]\nscript_dirs = {json.dumps(entries)}\n")
+    assert main(["scrape", "--config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    expected = "expected an existing directory of NAME.d + NAME.toml scripts"
+    assert lines == [
+        f"dtagent: config error: {path}: key 'dtrace.script_dirs[1]': {expected} "
+        f"(no such directory), got {entries[1]!r}",
+        f"dtagent: config error: {path}: key 'dtrace.script_dirs[2]': {expected} "
+        f"(not a directory), got {entries[2]!r}",
+    ]
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "file").unlink()
+    (tmp_path / "file").mkdir()
+    assert load(path).get("dtrace", "script_dirs") == entries
 
 
 def test_every_problem_is_reported_at_once(
