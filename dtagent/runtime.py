@@ -24,6 +24,7 @@ from dtagent.zonemap import ZONES
 
 if TYPE_CHECKING:
     from dtagent.dtrace.provider import DTraceSettings
+    from dtagent.sources.commands import CommandRunner
 
 log = structlog.get_logger("dtagent.runtime")
 
@@ -39,6 +40,8 @@ class Runtime:
     agent: Agent
     mode: str
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # the live command source, for the control wing's commands (None when replaying)
+    runner: CommandRunner | None = None
 
     def record(self, observer: Callable[[HostSnapshot, list[Any]], None]) -> None:
         """Call ``observer`` after every collection with its snapshot and the DTrace
@@ -107,6 +110,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     dtrace: DTraceProvider | None = None
     host_stats = None
     source_mode = "live"
+    live_runner: CommandRunner | None = None
     if replay_path:
         from dtagent.sources.replay import ReplaySource
 
@@ -135,7 +139,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
             extra_env=passed_env(config.get("sources", "command_env")),
         )
         closers.append(runner.close)
-        commands = runner
+        commands = live_runner = runner
         host_stats = read_host_stats
         illumos = True
         mode = "live"
@@ -177,7 +181,7 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         dtrace=dtrace is not None,
     )
     closers.append(agent.close_collectors)  # the collectors of the moment (reloads swap them)
-    return Runtime(agent=agent, mode=mode, closers=closers)
+    return Runtime(agent=agent, mode=mode, closers=closers, runner=live_runner)
 
 
 def _replay_dtrace(config: Config, replay: object) -> DTraceProvider | None:

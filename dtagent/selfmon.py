@@ -133,7 +133,8 @@ COMMAND_LIMIT = MetricSpec(
 COMMAND_RUNS = MetricSpec(
     "dtagent_command_runs_total",
     "counter",
-    "Runs of the command (every argv of it, e.g. each zone's dladm).",
+    "Runs of the command (every argv of it, e.g. each zone's dladm); under serve the "
+    "control wing's commands are counted too, as control PROGRAM ACTION.",
     ("command",),
     "",
     COMMAND_SRC,
@@ -229,7 +230,8 @@ class SelfMonitor:
             labels = (status.command,)
             if status.age is not None:
                 age.add(labels, status.age)
-            limit.add(labels, status.limit)
+            if status.limit is not None:
+                limit.add(labels, status.limit)
             runs.add(labels, status.runs)
             failures.add(labels, status.failures)
         return out + [f for f in (age, limit, runs, failures) if len(f)]

@@ -51,6 +51,10 @@ class Serve:
             # read once; a reload (SIGHUP) keeps it (restart the service to change it).
             control = Control(config)
         self.runtime = build(config)
+        if control is not None and self.runtime.runner is not None:
+            # the control wing's commands run (and are counted, dtagent_command_*) on
+            # the agent's own command source
+            control.use_runner(self.runtime.runner)
         from dtagent.server import make_server
 
         agent = self.runtime.agent if control is None else control.wrap(self.runtime.agent)

@@ -269,7 +269,7 @@ class CommandStatus:
 
     command: str
     age: float | None  # of the oldest result served or dropped; None before any run
-    limit: float
+    limit: float | None  # None: run on demand (run_now), never served to a collector
     runs: int = 0
     failures: int = 0
 
@@ -313,7 +313,8 @@ class CommandResults:
         The latest successful result is served while it is younger than the request's
         limit, even when a later run failed; past the limit it is dropped and the
         collector gets an error result saying how old it was, never the old output.
-        ``counts`` are (runs, failures) by command name.
+        ``counts`` are (runs, failures) by command name; a name no request has (a
+        command run on demand) gets a status with its counts only.
         """
         served: dict[tuple[str, ...], CommandResult] = {}
         ages: dict[str, float | None] = {}
@@ -344,6 +345,11 @@ class CommandResults:
         status = [
             CommandStatus(name, ages[name], limits[name], *counts.get(name, (0, 0)))
             for name in sorted(limits)
+        ]
+        # commands run on demand (the control wing's, through run_now) have counts only
+        status += [
+            CommandStatus(name, None, None, *counts[name])
+            for name in sorted(set(counts) - set(limits))
         ]
         return cls(served, status)
 

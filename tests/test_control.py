@@ -199,7 +199,9 @@ def test_cpu_cap_zero_removes_the_rctl(host: Host) -> None:
     assert "zone.cpu-cap" not in host.load()["zones"][WEB]["rctls"]
 
 
-def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(host: Host, tmp_path: Path) -> None:
+def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("prctl", "zonecfg", "zoneadm", "zfs", "dladm", "_fakecmd.py", "_fakehost.py"):
@@ -221,10 +223,18 @@ def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(host: Host, tmp_path:
     assert zone["zonecfg"]["capped-cpu"] == {"ncpus": 300}
     assert zone["zonecfg"]["cpu-shares"] == 150
     assert zone["zonecfg"]["capped-memory"] == {"physical": 2048 * MIB}
-    # No process: prctl cannot set it, and the persistent config is left alone.
+    # No process: prctl cannot set it live (a failure, said so), but the persistent
+    # value is written for the next boot, as vmadm writes its config before prctl.
     out = svc.change(IDLE, {"cpu_shares": 150}, ME)
     assert out.result == "failed" and "No controllable process" in out.reason
-    assert "cpu-shares" not in host.load()["zones"][IDLE].get("zonecfg", {})
+    assert "takes effect at the next boot" in out.reason
+    assert host.load()["zones"][IDLE]["zonecfg"]["cpu-shares"] == 150
+    assert host.load()["zones"][IDLE]["rctls"]["zone.cpu-shares"] == 100
+    # Any other prctl failure leaves the persistent config as it was.
+    monkeypatch.setenv("DTAGENT_FAKE_PRCTL_MODE", "failset")
+    out = svc.change(WEB, {"cpu_shares": 175}, ME)
+    assert out.result == "failed" and "Not owner" in out.reason
+    assert host.load()["zones"][WEB]["zonecfg"]["cpu-shares"] == 150
 
 
 # --- policy ---------------------------------------------------------------------------

@@ -442,3 +442,70 @@ def test_a_client_certificate_subject_authenticates_like_a_token(
     assert api(request).status == 403  # read scope only
     assert not changed(host)
     structlog.reset_defaults()
+
+
+def _series(text: str, name: str) -> dict[str, float]:
+    """command label → value of one dtagent_command_* family in an exposition."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + '{command="'):
+            label = line[len(name) + 10 :].partition('"')[0]
+            out[label] = float(line.rpartition(" ")[2])
+    return out
+
+
+def test_served_control_commands_are_counted_on_the_agents_command_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dtagent serve` hands its command source to the control wing: a change's vmadm
+    lookup, vmadm update and prctl runs show in the served dtagent_command_* series under
+    their own names, next to the collectors' commands (the CLI keeps a runner of its
+    own; nothing of it is served)."""
+    import urllib.request
+
+    from dtagent.serve import Serve
+    from tests.native import build_shared
+    from tests.native.kstat_stub import open_stub
+
+    lib = open_stub()
+    lib.stub_reset()
+    host = Host(tmp_path)
+    for k, v in host.env().items():
+        monkeypatch.setenv(k, v)
+    cfg = host.write_config(host.write_policy(policy_text()), extra="enabled = true\n")
+    cfg.write_text(
+        '[agent]\nlisten = "127.0.0.1:0"\n[collectors]\nenabled = ["zone_settings"]\n'
+        "[dtrace]\nenabled = false\n"
+        + cfg.read_text().replace(
+            "[sources]\n",
+            '[sources]\nplatform = "illumos"\n'
+            f"libkstat = {json.dumps(str(build_shared('libkstat_stub.c')))}\n",
+        )
+    )
+    serve = Serve(load(cfg))
+    try:
+        serve.start()
+        assert serve.runtime.runner is not None
+        client = Client(serve.state.server.address[1])
+        status, body = client.request(
+            "PATCH", f"/api/v1/zones/{WEB}/caps", {"caps": {"cpu_cap": 300}}, token=SET
+        )
+        assert (status, body["result"]) == (200, "applied"), body
+        serve.runtime.agent.settle(10)
+        with urllib.request.urlopen(serve.url, timeout=10) as resp:
+            text = resp.read().decode()
+    finally:
+        serve.stop()
+        lib.stub_reset()
+        structlog.reset_defaults()
+    runs = _series(text, "dtagent_command_runs_total")
+    failures = _series(text, "dtagent_command_failures_total")
+    ran = [c for c in host.commands() if c[:2] == ["vmadm", "update"]]
+    assert len(ran) == 1
+    assert runs["control vmadm update"] == 1 and failures["control vmadm update"] == 0
+    # lookup before and after the change, prctl -P before and for the read-back
+    assert runs["control vmadm lookup"] == 2 and runs["control prctl get"] == 2
+    assert runs["vmadm list"] >= 1  # the collector's, on the same runner
+    # run on demand, never served to a collector: no age, no limit
+    limits = _series(text, "dtagent_command_max_age_seconds")
+    assert "vmadm list" in limits and not [k for k in limits if k.startswith("control ")]

@@ -63,6 +63,8 @@ VMADM_FIELDS = (
     "zfs_io_priority",
 )
 RCTL_KEYS: dict[str, str] = {p.rctl: p.name for p in RCTL_PROPERTIES if p.rctl is not None}
+# prctl's message for a zone it finds no process of (prctl.c grab_process_by_id).
+NO_PROCESS = "No controllable process found"
 
 
 class Runner(Protocol):
@@ -162,6 +164,20 @@ def _to_unit(rctl: str, raw: int | None) -> int | None:
     return raw // prop.factor
 
 
+def command_name(argv: Sequence[str]) -> str:
+    """The ``command`` label of a control command's ``dtagent_command_*`` series: the
+    wing's own (``control prctl set``), apart from the collectors' commands, whose runs
+    and failures are counted by the same runner when ``serve`` shares it."""
+    program = argv[0]
+    if program == "prctl":
+        what = "get" if "-P" in argv else "set"
+    elif program == "zonecfg":
+        what = "info" if argv[3:4] == ["info"] else "set"
+    else:
+        what = argv[1] if len(argv) > 1 else ""
+    return f"control {program} {what}".rstrip()
+
+
 def _wanted(keys: Collection[str] | None) -> set[str]:
     if keys is None:
         return {"rctl", "quota", "maxbw"}
@@ -182,7 +198,9 @@ class Platform:
         self.timeout = timeout
 
     def _run(self, argv: list[str], stdin: bytes | None = None) -> CommandResult:
-        return self.runner.run_now(argv, timeout=self.timeout, stdin=stdin)
+        return self.runner.run_now(
+            argv, timeout=self.timeout, stdin=stdin, name=command_name(argv)
+        )
 
     def inventory(self) -> list[ZoneCaps]:
         raise NotImplementedError
@@ -435,18 +453,24 @@ class Illumos(Platform):
 
     def apply_rctls(self, zone: ZoneCaps, changes: dict[str, int]) -> list[str]:
         problems: list[str] = []
+        no_process = False
         if zone.running:
             for key, value in changes.items():
                 problem = self._prctl_set(zone, key, value)
                 if problem:
                     problems.append(problem)
-            if problems:
+                    no_process = no_process or NO_PROCESS in problem
+            if problems and not (no_process and all(NO_PROCESS in p for p in problems)):
                 return problems  # the persistent config is left as it was
         script = self._zonecfg_script(zone, changes)
         if script:
             r = self._run(["zonecfg", "-z", zone.zonename, script])
             if not r.ok:
                 problems.append(_describe(r))
+            elif no_process:
+                # prctl acts through a process of the zone (prctl.c grab_process_by_id):
+                # with none, only the persistent value could be written.
+                problems.append("zonecfg written: the value takes effect at the next boot")
         return problems
 
     @staticmethod

@@ -17,6 +17,7 @@ import structlog
 from dtagent.config import Config, ConfigError
 from dtagent.control.api import ApiRequest, ApiResponse, ControlAPI
 from dtagent.control.audit import AuditCounters
+from dtagent.control.platform import Runner
 from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
 
@@ -76,6 +77,11 @@ class Control:
         log.info("control API enabled", policy=policy.path, platform=self.service.platform.name,
                  tokens=len(policy.tokens), clients=len(policy.clients),
                  automatic_dry_run=policy.automatic_dry_run)
+
+    def use_runner(self, runner: Runner) -> None:
+        """Run the wing's commands on ``runner`` (the agent's command source, so they are
+        counted in its ``dtagent_command_*`` series) instead of a runner of its own."""
+        self.service.platform.runner = runner
 
     def check_listener(self, config: Config, tls: bool) -> None:
         """Refuse plain HTTP on a network address unless the operator said so by name."""

@@ -50,6 +50,9 @@ def vmadm_settings(host: SimHost) -> str:
     lines = []
     for z in sorted(host.zones, key=lambda z: z.uuid):
         rng = random.Random(zlib.crc32(("settings:" + z.uuid).encode()))
+        # Mostly vmadm's defaults: cpu_shares 100, zfs_io_priority 100, max_lwps 2000
+        # (smartos-live src/vm/node_modules/VM.js applyZoneDefaults; src/vm/man/vmadm.8.md
+        # "default: 100" / "default: 100" / "default: 2000"), some zones set otherwise.
         shares = rng.choice((100, 100, 100, 200, 500))
         priority = rng.choice((100, 100, 100, 50, 300))
         lwps = rng.choice((2000, 2000, 4000))
