@@ -200,3 +200,82 @@ def environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _fakehost_module() -> Any:
+    """tests/fakebin/_fakehost.py, the stand-ins' own code (not a package: loaded by path)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("_fakehost", FAKEBIN / "_fakehost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("_fakehost", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class KernelFeed:
+    """The kernel of the stand-in host: a simulated host's kstats, one frame per
+    ``step`` seconds, fed to the libkstat stand-in (``KSTAT_STUB_FEED``), with each
+    zone's CPU cap as the stand-in host's live ``zone.cpu-cap`` says.
+
+    The frame is written under the state file's lock, the lock the stand-in commands
+    hold while they change the state (and rewrite the feed), so a cap that vmadm or
+    prctl changed is in the agent's next kstat read, and the simulated zone then runs
+    under its new cap.
+    """
+
+    def __init__(self, host: Host, sim: Any, step: float = 1.0) -> None:
+        import threading
+
+        self.host = host
+        self.sim = sim
+        self.step = step
+        self.path = host.dir / "kstat.feed"
+        self.sim_path = host.dir / "kstat.sim"
+        self._fakehost = _fakehost_module()
+        state = host.load()
+        state["kstat_feed"] = {"sim": str(self.sim_path), "out": str(self.path)}
+        host.save(state)
+        from dtagent.simulate import frames
+
+        self._frames = frames(sim, 10**9)
+        self._epoch = sim.time
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kernel-feed", daemon=True)
+        self.frames = 0
+
+    def env(self) -> dict[str, str]:
+        return {"KSTAT_STUB_FEED": str(self.path)}
+
+    def write_frame(self) -> None:
+        from benchmarks.live_host import feed_text, hrtime
+
+        locked = self._fakehost.Host(str(self.host.state_path))
+        try:
+            by_name = {z.uuid: z for z in self.sim.zones}
+            for name, z in locked.state["zones"].items():
+                if name in by_name and z.get("state") == "running":
+                    by_name[name].cpu_cap = z.get("rctls", {}).get("zone.cpu-cap")
+            frame = next(self._frames)
+            text = feed_text(frame.kstats, hrtime(frame, self._epoch))
+            tmp = self.sim_path.with_name(self.sim_path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.sim_path)
+            self._fakehost.write_feed(locked.state)
+            self.frames += 1
+        finally:
+            locked.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.step):
+            self.write_frame()
+
+    def start(self) -> None:
+        self.write_frame()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -199,6 +199,49 @@ def test_cpu_cap_zero_removes_the_rctl(host: Host) -> None:
     assert "zone.cpu-cap" not in host.load()["zones"][WEB]["rctls"]
 
 
+def test_the_stand_in_kernels_cpucaps_kstat_follows_the_live_cap(host: Host) -> None:
+    """The stand-in host's kstat feed: cpucaps_zone_N carries the live zone.cpu-cap, is
+    gone when the cap is removed and back when one is set (cpucaps.c creates it with the
+    cap and deletes it without), rewritten by the very command that changed the cap."""
+    from dtagent.simulate.model import make_host
+    from tests.control_host import KernelFeed
+
+    sim = make_host(1, 3, 1_790_000_000.0, 1.0, 60.0)
+    web = sim.zones[0]
+    state = host.load()
+    state["zones"] = {web.uuid: dict(state["zones"][WEB], uuid=web.uuid, zoneid=web.zoneid)}
+    state["datasets"] = {}
+    host.save(state)
+    feed = KernelFeed(host, sim)
+    feed.write_frame()
+    cpucaps = f"k\tcaps\t{web.zoneid}\tcpucaps_zone_{web.zoneid}\tzone_caps\t1"
+
+    def block() -> list[str]:
+        lines = feed.path.read_text().splitlines()
+        if cpucaps not in lines:
+            return []
+        i = lines.index(cpucaps) + 1
+        out = []
+        while i < len(lines) and not lines[i].startswith("k\t"):
+            out.append(lines[i])
+            i += 1
+        return out
+
+    assert "u\tvalue\t200" in block() and "u\teffective\t200" in block()
+    policy = POLICY.replace('aliases = ["web-*", "db-*", "idle-*"]', f'names = ["{web.uuid}"]')
+    assert service(host, policy).change(web.uuid, {"cpu_cap": 300}, ME).result == "applied"
+    assert "u\tvalue\t300" in block() and "u\teffective\t300" in block()
+    assert any(line.startswith("u\tabove_sec\t") for line in block())  # the rest kept
+    runner = stand_in_runner()
+    prctl = ["prctl", "-n", "zone.cpu-cap", "-t", "privileged"]
+    assert runner.run_now([*prctl, "-x", "-i", "zone", web.uuid], timeout=10).ok
+    assert block() == []
+    assert runner.run_now([*prctl, "-v", "150", "-s", "-i", "zone", web.uuid], timeout=10).ok
+    assert "u\tvalue\t150" in block()
+    feed.write_frame()  # the next simulated frame: the zone now runs under 150
+    assert "u\tvalue\t150" in block() and any(x.startswith("u\tusage") for x in block())
+
+
 def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(
     host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

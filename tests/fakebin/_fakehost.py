@@ -54,6 +54,14 @@ Behaviour, with the public source each follows:
 * zfs (zfs(8)): ``set quota=V DATASET`` (bytes, suffixes, or none), ``get -Hp -o value
   quota DATASET`` (0 for none), ``list -Hp -o ... -r ROOT``.
 
+The kernel's view (``"kstat_feed": {"sim": PATH, "out": PATH}`` in the state): the zone's
+``caps:ZONEID:cpucaps_zone_ZONEID`` kstat follows its live ``zone.cpu-cap`` as the kernel
+keeps it (illumos uts/common/disp/cpucaps.c: the kstat exists only while a cap is set,
+``value`` and ``effective`` are the cap). Whoever changes the state (a stand-in command, or
+the test writing a new simulated frame to ``sim``) rewrites ``out``, the libkstat
+stand-in's feed (tests/native/libkstat_stub.c), while it holds the state's lock: a change
+a command made is in the very next kstat read.
+
 DTAGENT_FAKE_<CMD>_MODE=hang (CMD = VMADM, PRCTL, ZONECFG, DLADM, ZFS) sleeps
 DTAGENT_FAKE_HANG_SECONDS first; DTAGENT_FAKE_PRCTL_MODE=failset makes every prctl
 change fail after grabbing the process (reads still work), as when the process lacks
@@ -128,6 +136,69 @@ class Host:
         self._fh.truncate()
         json.dump(self.state, self._fh, indent=1, sort_keys=True)
         self._fh.flush()
+        write_feed(self.state)
+
+    def close(self) -> None:
+        self._fh.close()  # and with it the lock
+
+
+# --- the kernel's kstats ---------------------------------------------------------
+
+
+def _cpucaps_block(zid: int, name: str, cap: int) -> list[str]:
+    """A cpucaps_zone_N kstat the simulator has not written yet (a cap just set)."""
+    return [
+        f"k\tcaps\t{zid}\tcpucaps_zone_{zid}\tzone_caps\t1",
+        f"u\tvalue\t{cap}",
+        f"u\teffective\t{cap}",
+        "u\tusage\t0",
+        f"s\tzonename\t{name}",
+    ]
+
+
+def compose_feed(sim_text: str, state: dict[str, Any]) -> str:
+    """The simulated frame's feed with every running zone's cpucaps kstat as its live
+    zone.cpu-cap says (dropped when there is no cap, added when the frame has none)."""
+    caps: dict[int, tuple[str, int | None]] = {}
+    for name, z in state["zones"].items():
+        if z.get("state") == "running" and z.get("zoneid") is not None:
+            caps[int(z["zoneid"])] = (name, z.get("rctls", {}).get("zone.cpu-cap"))
+    out: list[str] = []
+    seen: set[int] = set()
+    zid: int | None = None  # the zone of the cpucaps block being copied
+    for line in sim_text.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "k":
+            zid = None
+            if fields[1] == "caps" and fields[3] == f"cpucaps_zone_{fields[2]}":
+                zid = int(fields[2])
+                seen.add(zid)
+        if zid is not None and zid in caps:
+            cap = caps[zid][1]
+            if cap is None:
+                continue  # no cap: no cpucaps kstat
+            if fields[0] == "u" and fields[1] in ("value", "effective"):
+                line = f"u\t{fields[1]}\t{cap}"
+        out.append(line)
+    for zid, (name, cap) in sorted(caps.items()):
+        if zid not in seen and cap is not None and sim_text:
+            out += _cpucaps_block(zid, name, cap)
+    return "\n".join(out) + "\n"
+
+
+def write_feed(state: dict[str, Any]) -> None:
+    feed = state.get("kstat_feed")
+    if not feed:
+        return
+    try:
+        with open(feed["sim"], encoding="utf-8") as fh:
+            sim_text = fh.read()
+    except FileNotFoundError:
+        return  # no frame yet
+    tmp = feed["out"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(compose_feed(sim_text, state))
+    os.replace(tmp, feed["out"])  # the stand-in reloads a file replaced whole
 
 
 Result = tuple[str, str, int]
