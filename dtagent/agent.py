@@ -1,8 +1,9 @@
 """The agent: sources in, metric families out, one collection at a time.
 
 A scrape takes a kstat snapshot (libkstat or a replayed bundle), asks every enabled
-collector which commands it reads and hands those requests to the command source
-(which runs them in the background and answers at once with the results it has), runs
+collector which commands and plugin directories it reads and hands those requests to
+the command and plugin sources (which run them in the background and answer at once
+with the results they have), has the textfile source read the declared textfiles, runs
 every collector on the snapshot, adds the DTrace families and the agent's own health,
 and returns the families. Collections are serialised (libkstat handles are not thread-safe and
 collectors remember what they already logged); scrapes that arrive while one runs wait
@@ -14,7 +15,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -29,6 +30,12 @@ from dtagent.snapshot import (
     HostSnapshot,
     HostStats,
     KstatSnapshot,
+    PluginRequest,
+    PluginRun,
+    PluginSource,
+    TextfileListing,
+    TextfileRequest,
+    TextfileSource,
 )
 
 log = structlog.get_logger("dtagent.agent")
@@ -86,10 +93,14 @@ class Agent:
         reuse_within: float = 1.0,
         clock: Callable[[], float] = time.time,
         source_mode: str = "live",
+        plugins: PluginSource | None = None,
+        textfiles: TextfileSource | None = None,
     ) -> None:
         self.collectors = list(collectors)
         self.kstat_provider = kstats
         self.commands = commands
+        self.plugins = plugins
+        self.textfiles = textfiles
         self.illumos = illumos
         self.host_stats = host_stats
         self.dtrace = dtrace
@@ -105,19 +116,12 @@ class Agent:
         self._gc = ScrapeGC()
 
     def set_collectors(self, collectors: Sequence[Collector]) -> None:
-        """Run these from the next collection on (a config reload); the collectors left
-        out are closed (a plugin runner stops)."""
+        """Run these from the next collection on (a config reload). The sources follow
+        the declarations at that collection: a plugin directory no collector declares
+        any more stops running."""
         with self._lock:
-            dropped = [c for c in self.collectors if not any(c is n for n in collectors)]
             self.collectors = list(collectors)
             self._last = None
-        for c in dropped:
-            _close(c)
-
-    def close_collectors(self) -> None:
-        """Close every collector (the agent is stopping)."""
-        for c in self.collectors:
-            _close(c)
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer`` with the snapshot of every collection from now on."""
@@ -150,12 +154,19 @@ class Agent:
             return self._collect(names)
 
     def settle(self, timeout: float) -> bool:
-        """Declare this moment's command requests and wait (at most ``timeout``) until
-        they have run: for one-shot collections (``dtagent scrape``, a capture's first
-        frame). Serving never calls it."""
+        """Declare this moment's command requests and plugin directories and wait (at
+        most ``timeout``) until they have run: for one-shot collections (``dtagent
+        scrape``, a capture's first frame). Serving never calls it (``serve`` calls it
+        with 0 so the runs start before the first scrape)."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self.commands.results(self._requests(self._kstats()))
-        return self.commands.settle(timeout)
+            if self.plugins is not None:
+                self.plugins.plugin_runs(self._plugin_requests())
+        settled = self.commands.settle(timeout)
+        if self.plugins is not None:
+            settled = self.plugins.settle(max(0.0, deadline - time.monotonic())) and settled
+        return settled
 
     def _kstats(self) -> KstatSnapshot:
         try:
@@ -175,6 +186,48 @@ class Agent:
             except Exception as exc:
                 self._report_failure(collector.name, exc)
         return requests
+
+    def _plugin_requests(self) -> list[PluginRequest]:
+        """Every collector's plugin directories (all, also for a ``collect[]`` scrape:
+        a directory no request names stops running)."""
+        requests: list[PluginRequest] = []
+        for collector in self.collectors:
+            try:
+                requests.extend(collector.plugins())
+            except Exception as exc:
+                self._report_failure(collector.name, exc)
+        return requests
+
+    def _plugin_runs(self) -> Mapping[PluginRequest, tuple[PluginRun, ...]]:
+        if self.plugins is None:
+            return {}
+        try:
+            return self.plugins.plugin_runs(self._plugin_requests())
+        except Exception as exc:
+            log.error("reading plugin runs failed", error=str(exc))
+            return {}
+
+    def _textfiles(
+        self, only: frozenset[str] | None
+    ) -> Mapping[TextfileRequest, TextfileListing]:
+        """The textfiles of the collectors that run in this collection (read now)."""
+        if self.textfiles is None:
+            return {}
+        requests: list[TextfileRequest] = []
+        for collector in self.collectors:
+            if only is not None and collector.name not in only:
+                continue
+            try:
+                requests.extend(collector.textfiles())
+            except Exception as exc:
+                self._report_failure(collector.name, exc)
+        if not requests:
+            return {}
+        try:
+            return self.textfiles.textfiles(requests)
+        except Exception as exc:
+            log.error("reading textfiles failed", error=str(exc))
+            return {}
 
     def _collect(self, only: frozenset[str] | None = None) -> list[MetricFamily]:
         started = time.perf_counter()
@@ -197,6 +250,8 @@ class Agent:
             time=kstats.time or self._clock(),
             illumos=self.illumos,
             host=host,
+            plugins=self._plugin_runs(),
+            textfiles=self._textfiles(only),
         )
         families: list[MetricFamily] = []
         results: dict[str, tuple[bool, float]] = {}
@@ -257,13 +312,6 @@ class Agent:
         if self._failing.get(name) != message:
             self._failing[name] = message
             log.error("collector failed", collector=name, error=message, exc_info=exc)
-
-
-def _close(collector: Collector) -> None:
-    try:
-        collector.close()
-    except Exception as exc:
-        log.warning("closing a collector failed", collector=collector.name, error=str(exc))
 
 
 class ScrapeGC:

@@ -158,8 +158,15 @@ class Anonymizer:
         commands = [replace(res, argv=tuple(self.text(a) for a in res.argv),
                             stdout=self.text(res.stdout), stderr=self.text(res.stderr))
                     for res in frame.commands]
+        plugins = None if frame.plugins is None else [
+            replace(run, stdout=self.text(run.stdout), stderr=self.text(run.stderr))
+            for run in frame.plugins]
+        textfiles = None if frame.textfiles is None else replace(
+            frame.textfiles, files=tuple(replace(f, text=self.text(f.text))
+                                         for f in frame.textfiles.files))
         return Frame(time=frame.time, kstats=kstats, commands=commands,
-                     dtrace=[self.value(rec) for rec in frame.dtrace])
+                     dtrace=[self.value(rec) for rec in frame.dtrace],
+                     plugins=plugins, textfiles=textfiles)
 
 
 def anonymize_bundle(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,

@@ -2,8 +2,8 @@
 
 A bundle is a gzip-compressed file of JSON lines. The first line is a header; each
 following line is one frame: a timestamp, a full kstat snapshot, the command outputs
-recorded at that moment (keyed by argv) and the DTrace aggregation deltas since the
-previous frame.
+recorded at that moment (keyed by argv), the operator's plugin runs and textfiles when
+they changed, and the DTrace aggregation deltas since the previous frame.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dtagent.snapshot import KSTAT_TYPE_NAMES, CommandResult, Kstat, KstatSnapshot
+from dtagent.snapshot import (
+    KSTAT_TYPE_NAMES,
+    CommandResult,
+    Kstat,
+    KstatSnapshot,
+    PluginRun,
+    Textfile,
+    TextfileListing,
+)
 from dtagent.zonemap import zones_of
 
 FORMAT = "dtagent-bundle"
@@ -150,12 +158,19 @@ def shown_key(key: str) -> str:
 
 @dataclass(slots=True)
 class Frame:
-    """One moment of a recorded host."""
+    """One moment of a recorded host.
+
+    ``plugins`` and ``textfiles`` are None when the frame records nothing of them
+    (they did not change since the last frame that did); otherwise they are the whole
+    set at that moment: the latest run of every plugin, every ``*.prom`` file.
+    """
 
     time: float
     kstats: list[Kstat] = field(default_factory=list)
     commands: list[CommandResult] = field(default_factory=list)
     dtrace: list[dict[str, Any]] = field(default_factory=list)
+    plugins: list[PluginRun] | None = None
+    textfiles: TextfileListing | None = None
 
     def snapshot(self) -> KstatSnapshot:
         return KstatSnapshot(self.kstats, time=self.time)
@@ -284,10 +299,94 @@ def _decode_command(obj: Any, where: str) -> CommandResult:
     )
 
 
+def _encode_plugin(run: PluginRun) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": run.name, "rc": run.returncode, "stdout": run.stdout,
+                           "duration": run.duration, "finished": run.finished}
+    if run.stderr:
+        out["stderr"] = run.stderr
+    if run.error:
+        out["error"] = run.error
+    return out
+
+
+def _decode_plugin(obj: Any, where: str) -> PluginRun:
+    if not isinstance(obj, dict):
+        raise BundleError(f"{where}: a plugin run must be an object")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise BundleError(f"{where}: field name: expected a plugin's file name, got {name!r}")
+    rc = obj.get("rc", 0)
+    stdout, stderr, error = obj.get("stdout", ""), obj.get("stderr", ""), obj.get("error")
+    duration, finished = obj.get("duration", 0.0), obj.get("finished", 0.0)
+    ident = f"plugin {name!r}"
+    if not _is_int(rc) or not -(1 << 31) <= rc <= 255:
+        raise BundleError(f"{where}: field rc: {ident}: expected an exit status")
+    if not isinstance(stdout, str) or not isinstance(stderr, str):
+        raise BundleError(f"{where}: field stdout/stderr: {ident}: expected strings")
+    if error is not None and not isinstance(error, str):
+        raise BundleError(f"{where}: field error: {ident}: expected a string")
+    for key, value in (("duration", duration), ("finished", finished)):
+        if not _is_seconds(value) or value < 0:
+            raise BundleError(f"{where}: field {key}: {ident}: expected seconds, got {value!r}")
+    return PluginRun(name, rc, stdout, stderr, error, float(duration), float(finished))
+
+
+def _is_seconds(value: Any) -> bool:
+    """A number of seconds a float holds (an integer of hundreds of digits is none)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and INT_MIN <= value <= INT_MAX)
+
+
+def _encode_textfiles(listing: TextfileListing) -> dict[str, Any]:
+    files: list[dict[str, Any]] = []
+    for f in listing.files:
+        rec: dict[str, Any] = {"name": f.name}
+        if f.mtime is not None:
+            rec["mtime"] = f.mtime
+        if f.error is not None:
+            rec["error"] = f.error
+        else:
+            rec["text"] = f.text
+        files.append(rec)
+    out: dict[str, Any] = {"files": files}
+    if listing.error is not None:
+        out["error"] = listing.error
+    return out
+
+
+def _decode_textfiles(obj: Any, where: str) -> TextfileListing:
+    if not isinstance(obj, dict) or not isinstance(obj.get("files", []), list):
+        raise BundleError(f"{where}: expected an object with a 'files' list")
+    error = obj.get("error")
+    if error is not None and not isinstance(error, str):
+        raise BundleError(f"{where}: field error: expected a string")
+    files: list[Textfile] = []
+    for i, rec in enumerate(obj.get("files", [])):
+        at = f"{where}.files[{i}]"
+        if not isinstance(rec, dict):
+            raise BundleError(f"{at}: a textfile must be an object")
+        name, mtime, text = rec.get("name"), rec.get("mtime"), rec.get("text", "")
+        ferror = rec.get("error")
+        if not isinstance(name, str) or not name.endswith(".prom") or "/" in name:
+            raise BundleError(f"{at}: field name: expected a *.prom file name, got {name!r}")
+        if mtime is not None and not _is_seconds(mtime):
+            raise BundleError(f"{at}: field mtime: textfile {name!r}: expected Unix time")
+        if not isinstance(text, str):
+            raise BundleError(f"{at}: field text: textfile {name!r}: expected a string")
+        if ferror is not None and not isinstance(ferror, str):
+            raise BundleError(f"{at}: field error: textfile {name!r}: expected a string")
+        files.append(Textfile(name, None if mtime is None else float(mtime), text, ferror))
+    return TextfileListing(tuple(files), error)
+
+
 def encode_frame(frame: Frame) -> str:
     obj: dict[str, Any] = {"t": frame.time, "kstats": [_encode_kstat(k) for k in frame.kstats]}
     if frame.commands:
         obj["commands"] = [_encode_command(c) for c in frame.commands]
+    if frame.plugins is not None:
+        obj["plugins"] = [_encode_plugin(p) for p in frame.plugins]
+    if frame.textfiles is not None:
+        obj["textfiles"] = _encode_textfiles(frame.textfiles)
     if frame.dtrace:
         obj["dtrace"] = frame.dtrace
     return json.dumps(obj, separators=(",", ":"))
@@ -334,11 +433,19 @@ def decode_frame(line: str, where: str) -> Frame:
     for i, record in enumerate(dtrace):
         if (problem := _record_shape(record)) is not None:
             raise BundleError(f"{where}: field dtrace[{i}]{problem}")
+    plugins = obj.get("plugins")
+    if plugins is not None and not isinstance(plugins, list):
+        raise BundleError(f"{where}: field plugins: expected a list of plugin runs")
+    textfiles = obj.get("textfiles")
     return Frame(
         time=float(t),
         kstats=[_decode_kstat(k, f"{where}: kstats[{i}]") for i, k in enumerate(kstats)],
         commands=[_decode_command(c, f"{where}: commands[{i}]") for i, c in enumerate(commands)],
         dtrace=dtrace,
+        plugins=None if plugins is None else [
+            _decode_plugin(p, f"{where}: plugins[{i}]") for i, p in enumerate(plugins)],
+        textfiles=None if textfiles is None else _decode_textfiles(
+            textfiles, f"{where}: textfiles"),
     )
 
 
@@ -476,15 +583,18 @@ class PackedFrames(Sequence[Frame]):
     A decoded frame of a large host is tens of megabytes; an hour of them does not
     fit in an agent's memory, their compressed lines do. Every frame is decoded (and
     so checked) once when the bundle is read; afterwards the last frame asked for is
-    kept decoded. Times, commands and each frame's running zones are kept decoded,
-    and its DTrace deltas packed on their own: a replay hands out every frame's deltas
-    (with that frame's zones) without decoding every frame again.
+    kept decoded. Times, commands, plugin runs, textfiles and each frame's running
+    zones are kept decoded, and its DTrace deltas packed on their own: a replay hands
+    out every frame's deltas (with that frame's zones) without decoding every frame
+    again.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.times: list[float] = []
         self.commands: list[list[CommandResult]] = []
+        self.plugins: list[list[PluginRun] | None] = []
+        self.textfiles: list[TextfileListing | None] = []
         self.zones: list[dict[int, str]] = []
         self._packed: list[bytes] = []
         self._packed_dtrace: dict[int, bytes] = {}
@@ -495,6 +605,8 @@ class PackedFrames(Sequence[Frame]):
         for frame, line in _frames_and_lines(self.path):
             self.times.append(frame.time)
             self.commands.append(frame.commands)
+            self.plugins.append(frame.plugins)
+            self.textfiles.append(frame.textfiles)
             self.zones.append(zones_of(frame.kstats))
             if frame.dtrace:
                 self.dtrace_scripts.update(recorded_scripts(frame.dtrace))

@@ -1,11 +1,12 @@
 """``dtagent capture``: record a live host's sources into a bundle.
 
 Each frame holds the kstat snapshot the collectors saw, the command results that were
-new since the previous frame (a result already recorded is not recorded again) and the
-DTrace deltas taken, so replaying the bundle gives the same metrics the live agent
-served. A user can capture on a SmartOS host and replay anywhere, and a bug report can
-carry the bundle. The runtime's recording hook hands over each collection; nothing of
-the agent is replaced.
+new since the previous frame (a result already recorded is not recorded again), the
+plugin runs and textfiles when they changed since the last frame that recorded them,
+and the DTrace deltas taken, so replaying the bundle gives the same metrics the live
+agent served. A user can capture on a SmartOS host and replay anywhere, and a bug
+report can carry the bundle. The runtime's recording hook hands over each collection;
+nothing of the agent is replaced.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import structlog
 
 from dtagent.bundle import BundleWriter, Frame
 from dtagent.runtime import Runtime
-from dtagent.snapshot import CommandResult, HostSnapshot
+from dtagent.snapshot import CommandResult, HostSnapshot, PluginRun, TextfileListing
 
 log = structlog.get_logger("dtagent.capture")
 
@@ -33,6 +34,8 @@ class FrameRecorder:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._recorded: dict[tuple[str, ...], float] = {}  # argv -> finished of the last
+        self._plugins: list[PluginRun] | None = None  # as last recorded
+        self._textfiles: TextfileListing | None = None
         self.last: Frame | None = None
 
     def __call__(self, snap: HostSnapshot, dtrace: list[Any]) -> None:
@@ -42,11 +45,23 @@ class FrameRecorder:
             if self._recorded.get(res.argv) != res.finished:
                 self._recorded[res.argv] = res.finished
                 fresh.append(res)
+        plugins: list[PluginRun] | None = None
+        if snap.plugins:  # the runs of every declared directory (there is one)
+            runs = sorted((r for rs in snap.plugins.values() for r in rs), key=lambda r: r.name)
+            if runs != self._plugins:
+                plugins = self._plugins = runs
+        textfiles: TextfileListing | None = None
+        for listing in snap.textfiles.values():
+            if listing != self._textfiles:
+                textfiles = self._textfiles = listing
+            break
         self.last = Frame(
             time=snap.kstats.time or self._clock(),
             kstats=list(snap.kstats),
             commands=fresh,
             dtrace=dtrace,
+            plugins=plugins,
+            textfiles=textfiles,
         )
 
 

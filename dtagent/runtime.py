@@ -3,7 +3,8 @@
 On illumos the sources are libkstat, the platform commands and the DTrace worker; with
 ``--replay`` they all come from a bundle; anywhere else (Linux, for development) only
 the host and self collectors run, and the log says which collectors are unavailable and
-why instead of failing.
+why instead of failing. The operator's plugins and textfiles are sources on every
+host: run and read here, or, when a replayed bundle recorded them, replayed from it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dtagent.agent import Agent, DTraceProvider, KstatProvider, NoKstats
 from dtagent.collectors import available as available_collectors
 from dtagent.collectors.base import Collector
 from dtagent.config import Config, ConfigError
-from dtagent.snapshot import CommandSource, HostSnapshot, KstatInput, modules_of
+from dtagent.snapshot import (
+    CommandSource,
+    HostSnapshot,
+    KstatInput,
+    PluginSource,
+    TextfileSource,
+    modules_of,
+)
 from dtagent.zonemap import ZONES
 
 if TYPE_CHECKING:
@@ -95,6 +103,8 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     """
     from dtagent.sources.commands import CommandRunner, NoCommands, passed_env
     from dtagent.sources.hoststats import read_host_stats
+    from dtagent.sources.plugins import LivePlugins
+    from dtagent.sources.textfile import LiveTextfiles
 
     collectors = select_collectors(config)
     # what the sources read: the union of what the collectors declare (and the zone
@@ -108,6 +118,9 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
     kstats: KstatProvider
     commands: CommandSource
     dtrace: DTraceProvider | None = None
+    plugins: PluginSource | None = None
+    textfiles: TextfileSource | None = None
+    replayed: list[str] = []  # operator inputs served from the bundle
     host_stats = None
     source_mode = "live"
     live_runner: CommandRunner | None = None
@@ -128,6 +141,14 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         if any(c.name == "host" for c in collectors):
             unavailable["host"] = "replaying a bundle: it holds no host-wide psutil figures"
         dtrace = _replay_dtrace(config, replay)
+        # what the bundle recorded of the operator's plugins and textfiles is served as
+        # recorded; a bundle without them (a simulated one) gets this host's
+        if replay.has_plugins:
+            plugins = replay
+            replayed.append("plugins")
+        if replay.has_textfiles:
+            textfiles = replay
+            replayed.append("textfiles")
     elif is_illumos() or config.get("sources", "platform") == "illumos":
         from dtagent.sources.libkstat import LiveKstats
 
@@ -161,6 +182,12 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         collectors = kept
         if config.get("dtrace", "enabled"):
             unavailable["dtrace"] = f"DTrace needs illumos; this host runs {platform.system()}"
+    if plugins is None:
+        live_plugins = LivePlugins()
+        closers.append(live_plugins.close)
+        plugins = live_plugins
+    if textfiles is None:
+        textfiles = LiveTextfiles()
     for name, reason in sorted(unavailable.items()):
         log.warning("collector unavailable", collector=name, reason=reason)
     agent = Agent(
@@ -172,6 +199,8 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         dtrace=dtrace,
         unavailable=unavailable,
         source_mode=source_mode,
+        plugins=plugins,
+        textfiles=textfiles,
     )
     log.info(
         "agent ready",
@@ -179,8 +208,8 @@ def build(config: Config, replay_frame: int | None = None) -> Runtime:
         source=source_mode,
         collectors=[c.name for c in agent.collectors],
         dtrace=dtrace is not None,
+        **({"from_bundle": ["kstats", "commands", *replayed]} if replay_path else {}),
     )
-    closers.append(agent.close_collectors)  # the collectors of the moment (reloads swap them)
     return Runtime(agent=agent, mode=mode, closers=closers, runner=live_runner)
 
 

@@ -1,8 +1,8 @@
 """Plain-data snapshots of a host: what sources produce and collectors consume.
 
-Sources (libkstat, commands, replay) are the only code that touches the OS. They hand
-collectors these objects, which hold no OS handles, so every collector runs the same on
-a live SmartOS host, a recorded bundle and a simulated host.
+Sources (libkstat, commands, plugins, textfiles, replay) are the only code that touches
+the OS. They hand collectors these objects, which hold no OS handles, so every collector
+runs the same on a live SmartOS host, a recorded bundle and a simulated host.
 """
 
 from __future__ import annotations
@@ -370,6 +370,119 @@ class CommandSource(Protocol):
         ...
 
 
+# Operators' own inputs: executable plugins and *.prom textfiles. Like commands, a
+# collector declares the directory it reads; the plugin source runs the plugins on
+# their own interval in the background and the textfile source reads the files, and
+# the snapshot carries what they found: the text, raw, for the collector to parse.
+
+# The most a plugin may print, and the default size limit of a textfile.
+PLUGIN_MAX_OUTPUT = 4 * 1024 * 1024
+TEXTFILE_MAX_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PluginRequest:
+    """A directory of executable plugins a collector reads, and how they run.
+
+    ``directory`` "" means none is configured: nothing runs on this host, but a
+    replayed bundle that recorded plugin runs still serves them.
+    """
+
+    directory: str
+    interval: float = 60.0
+    timeout: float = 10.0
+    max_output: int = PLUGIN_MAX_OUTPUT
+
+
+@dataclass(frozen=True, slots=True)
+class PluginRun:
+    """The latest run of one plugin (live or recorded): what it printed and how it went.
+
+    ``error`` is set when its output is not usable for a reason of the run: it could
+    not be started, timed out, printed more than allowed or printed bytes that are not
+    UTF-8. ``finished`` is Unix time; ``duration`` is in seconds.
+    """
+
+    name: str
+    returncode: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    duration: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.returncode == 0
+
+    @property
+    def reason(self) -> str:
+        """Why the run is not usable, in a few words ("" when it is)."""
+        if self.error is not None:
+            return self.error
+        if self.returncode != 0:
+            return f"exit status {self.returncode}: {self.stderr.strip()[:200]}"
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextfileRequest:
+    """A directory of ``*.prom`` files a collector reads ("": none configured, as for
+    :class:`PluginRequest`), and the largest file it accepts."""
+
+    directory: str
+    max_bytes: int = TEXTFILE_MAX_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Textfile:
+    """One ``*.prom`` file as read: its text, or why it was refused (``error``: cannot
+    be read, not a regular file, larger than allowed, not UTF-8). ``mtime`` is Unix
+    time, None when the file could not even be looked at."""
+
+    name: str
+    mtime: float | None = None
+    text: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextfileListing:
+    """The ``*.prom`` files of a directory, by name; ``error`` when the directory itself
+    could not be listed (then there are no files)."""
+
+    files: tuple[Textfile, ...] = ()
+    error: str | None = None
+
+
+class PluginSource(Protocol):
+    """Runs (or replays) the plugin directories collectors declare.
+
+    ``plugin_runs`` is called once per collection with every request: it records what
+    is wanted (a live source starts, retunes or stops its background runs) and returns
+    at once, for each request, the latest run of each plugin; a request whose plugins
+    have not run yet is absent. It never waits for a plugin.
+    """
+
+    def plugin_runs(
+        self, requests: Sequence[PluginRequest]
+    ) -> Mapping[PluginRequest, tuple[PluginRun, ...]]: ...
+
+    def settle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every wanted directory has been run once;
+        True when none is left. For one-shot uses only: a scrape never waits."""
+        ...
+
+
+class TextfileSource(Protocol):
+    """Reads (or replays) the textfile directories collectors declare, each file
+    bounded in size; a request with nothing to serve is absent."""
+
+    def textfiles(
+        self, requests: Sequence[TextfileRequest]
+    ) -> Mapping[TextfileRequest, TextfileListing]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HostStats:
     """Host-wide figures read through psutil (works on illumos and Linux alike)."""
@@ -389,7 +502,9 @@ class HostSnapshot:
     """Everything a collector may look at during one scrape.
 
     ``host`` is None when the kstats come from a replayed bundle: the host figures of
-    the machine doing the replay would be misleading.
+    the machine doing the replay would be misleading. ``plugins`` and ``textfiles``
+    hold, for each request a collector declared, what the plugin and textfile sources
+    have for it.
     """
 
     kstats: KstatSnapshot
@@ -397,3 +512,5 @@ class HostSnapshot:
     time: float
     illumos: bool = True
     host: HostStats | None = None
+    plugins: Mapping[PluginRequest, tuple[PluginRun, ...]] = field(default_factory=dict)
+    textfiles: Mapping[TextfileRequest, TextfileListing] = field(default_factory=dict)

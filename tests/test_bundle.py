@@ -17,7 +17,17 @@ from dtagent.bundle import (
     read_packed,
     write_bundle,
 )
-from dtagent.snapshot import KSTAT_TYPE_IO, CommandRequest, CommandResult, Kstat
+from dtagent.snapshot import (
+    KSTAT_TYPE_IO,
+    CommandRequest,
+    CommandResult,
+    Kstat,
+    PluginRequest,
+    PluginRun,
+    Textfile,
+    TextfileListing,
+    TextfileRequest,
+)
 from dtagent.sources.replay import ReplaySource
 from dtagent.zonemap import zones_of
 
@@ -51,6 +61,41 @@ def test_round_trip(tmp_path: Path) -> None:
     assert bundle.frames == frames()
     ks = bundle.frames[2].kstats[0]
     assert isinstance(ks.data["avg"], float) and isinstance(ks.data["nsec_user"], int)
+
+
+def test_plugin_runs_and_textfiles_round_trip_and_replay(tmp_path: Path) -> None:
+    """Recorded when they changed (None: nothing recorded in that frame, [] : no plugins
+    at that moment); replay serves the latest record at or before the frame, for any
+    directory asked."""
+    ok = PluginRun("10-ok", 0, "site_up 1\n", duration=0.25, finished=1_790_000_000.5)
+    bad = PluginRun("20-bad", 3, stderr="oops", duration=0.01, finished=1_790_000_001.0)
+    files = TextfileListing((Textfile("a.prom", 1_789_999_000.0, "x 1\n"),
+                             Textfile("big.prom", 1_789_999_001.0, error="larger than 9 bytes")))
+    recorded = [
+        Frame(time=100.0),
+        Frame(time=110.0, plugins=[ok, bad], textfiles=files),
+        Frame(time=120.0),
+        Frame(time=130.0, plugins=[], textfiles=TextfileListing(error="no such directory")),
+    ]
+    path = tmp_path / "b.bundle"
+    write_bundle(path, recorded)
+    assert read_bundle(path).frames == recorded
+    packed = read_packed(path)
+    assert packed.frames[1] == recorded[1] and packed.frames[2].plugins is None
+    want = [PluginRequest("/anywhere"), PluginRequest("")]
+    files_wanted = [TextfileRequest("/else")]
+    seen = []
+    for frame in range(4):
+        replay = ReplaySource(packed, pin=frame)
+        assert replay.has_plugins and replay.has_textfiles
+        seen.append((replay.plugin_runs(want), replay.textfiles(files_wanted)))
+    assert seen[0] == ({}, {})
+    assert seen[1] == seen[2] == ({want[0]: (ok, bad), want[1]: (ok, bad)},
+                                  {files_wanted[0]: files})
+    assert seen[3] == ({want[0]: (), want[1]: ()},
+                       {files_wanted[0]: TextfileListing(error="no such directory")})
+    assert not ReplaySource(read_packed(_raw(tmp_path / "none.bundle", [HEADER, '{"t": 1}']))
+                            ).has_plugins
 
 
 def _raw(path: Path, lines: list[str]) -> Path:
@@ -134,6 +179,36 @@ BAD_BUNDLES = [
     (
         [HEADER, '{"t": 1, "commands": [{"argv": ["x"], "rc": 1.5}]}'],
         "frame 0 (line 2): commands[0]: field rc: command ['x']: expected an exit status",
+    ),
+    ([HEADER, '{"t": 1, "plugins": {}}'], "frame 0 (line 2): field plugins: expected a list"),
+    (
+        [HEADER, '{"t": 1, "plugins": [{"name": "../x"}]}'],
+        "frame 0 (line 2): plugins[0]: field name: expected a plugin's file name, got '../x'",
+    ),
+    (
+        [HEADER, '{"t": 1, "plugins": [{"name": "p", "finished": ' + str(10**400) + "}]}"],
+        "frame 0 (line 2): plugins[0]: field finished: plugin 'p': expected seconds",
+    ),
+    (
+        [HEADER, '{"t": 1, "plugins": [{"name": "p", "stdout": 5}]}'],
+        "frame 0 (line 2): plugins[0]: field stdout/stderr: plugin 'p': expected strings",
+    ),
+    (
+        [HEADER, '{"t": 1, "textfiles": []}'],
+        "frame 0 (line 2): textfiles: expected an object with a 'files' list",
+    ),
+    (
+        [HEADER, '{"t": 1, "textfiles": {"files": [{"name": "x.txt"}]}}'],
+        "frame 0 (line 2): textfiles.files[0]: field name: expected a *.prom file name, "
+        "got 'x.txt'",
+    ),
+    (
+        [HEADER, '{"t": 1, "textfiles": {"files": [{"name": "a.prom", "text": "\\udcff"}]}}'],
+        "frame 0 (line 2): field textfiles.files[0].text: not valid UTF-8 text",
+    ),
+    (
+        [HEADER, '{"t": 1, "textfiles": {"files": [{"name": "a.prom", "mtime": "now"}]}}'],
+        "frame 0 (line 2): textfiles.files[0]: field mtime: textfile 'a.prom': expected Unix",
     ),
 ]
 

@@ -28,7 +28,7 @@ NOT_IN_REPLAY = {
     **{name: "host figures come from psutil on the live host" for name in
        (s.name for s in HostCollector.specs)},
     "illumos_link_maxbw_usage_ratio": "traffic between two collections; the golden is one",
-    **{s.name: "from the operator's files and executables" for s in
+    **{s.name: "the golden bundle records no operator plugins or textfiles" for s in
        (*TextfileCollector.specs, *PluginsCollector.specs)},
     **{name: "the HTTP front adds its own series as it serves" for name in
        all_metric_names() if name.startswith("dtagent_http_")},

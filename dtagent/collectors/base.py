@@ -1,8 +1,9 @@
 """What every collector is: a named, pure function of a host snapshot.
 
 A collector never touches the OS. It declares what it reads: the kstats
-(``kstat_inputs``; the kstat source reads the union of every enabled collector's) and
-the commands (``commands()``, run by the command source on their own schedule); it
+(``kstat_inputs``; the kstat source reads the union of every enabled collector's),
+the commands (``commands()``, run by the command source on their own schedule) and
+the operator's plugin and textfile directories (``plugins()``, ``textfiles()``); it
 reads a :class:`~dtagent.snapshot.HostSnapshot` holding those and returns metric
 families built from the specs it declares in ``specs``, which are also what
 docs/metrics.md is generated from.
@@ -19,7 +20,14 @@ import structlog
 
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.settings import Setting
-from dtagent.snapshot import CommandRequest, HostSnapshot, KstatInput, KstatSnapshot
+from dtagent.snapshot import (
+    CommandRequest,
+    HostSnapshot,
+    KstatInput,
+    KstatSnapshot,
+    PluginRequest,
+    TextfileRequest,
+)
 
 
 class Collector(ABC):
@@ -63,13 +71,19 @@ class Collector(ABC):
         """
         return ()
 
+    def plugins(self) -> Iterable[PluginRequest]:
+        """The plugin directories this collector reads; the plugin source runs them on
+        their own interval and the runs arrive in ``snap.plugins[request]``."""
+        return ()
+
+    def textfiles(self) -> Iterable[TextfileRequest]:
+        """The textfile directories this collector reads; the textfile source reads them
+        at each collection and the files arrive in ``snap.textfiles[request]``."""
+        return ()
+
     @abstractmethod
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         """Families for this snapshot. Raising marks the collector failed for it."""
-
-    def close(self) -> None:
-        """Stop what the collector started (a plugin runner); most start nothing."""
-        return None
 
     def warn_once(self, key: str, event: str, **kw: object) -> None:
         """Log a data problem the first time it is seen, not at every scrape."""

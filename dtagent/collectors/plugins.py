@@ -1,9 +1,10 @@
-"""Operators' executable plugins (CMON's drop-in convention): the results of
-dtagent.sources.plugins, which runs them off the scrape path.
+"""Operators' executable plugins (CMON's drop-in convention): the runs the plugin
+source (dtagent.sources.plugins) made off the scrape path, parsed here.
 
 Per plugin: whether its last run succeeded, how long it took and when it finished; and
-its metrics (the text format it printed) when it succeeded. Two plugins defining the
-same metric: the second (by file name) is dropped and reported as failed.
+its metrics (the text format it printed) when it succeeded and its output parses. Two
+plugins defining the same metric: the second (by file name) is dropped and reported as
+failed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers.textformat import TextFormatError, parse_exposition
 from dtagent.settings import text, timeout
-from dtagent.snapshot import HostSnapshot
-from dtagent.sources.plugins import PluginRunner
+from dtagent.snapshot import HostSnapshot, PluginRequest, PluginRun
 
 SRC = "[collectors.plugins] directory"
 SUCCESS = MetricSpec("dtagent_plugin_success", "gauge",
@@ -57,32 +58,56 @@ class PluginsCollector(Collector):
     def __init__(self, directory: str = "", interval: float = 60.0,
                  timeout: float = 10.0) -> None:
         super().__init__()
-        self.runner = PluginRunner(directory, interval, timeout) if directory else None
+        self.request = PluginRequest(directory, interval, timeout)
+        # plugin -> (the run, its families or why its output was refused): a run's
+        # output is parsed once, not at every scrape until the next run
+        self._parsed: dict[str, tuple[PluginRun, list[MetricFamily] | str]] = {}
 
-    def close(self) -> None:
-        if self.runner is not None:
-            self.runner.stop()
+    def plugins(self) -> Iterable[PluginRequest]:
+        return (self.request,)
+
+    def _families(self, run: PluginRun) -> list[MetricFamily] | str:
+        cached = self._parsed.get(run.name)
+        if cached is not None and cached[0] == run:
+            return cached[1]
+        result: list[MetricFamily] | str
+        if not run.ok:
+            result = run.reason  # the plugin source logged it
+        else:
+            try:
+                result = parse_exposition(run.stdout, f"plugin {run.name}")
+            except TextFormatError as exc:
+                result = str(exc)
+                self.warn_once(f"parse:{run.name}:{result}", "plugin failed",
+                               plugin=run.name, error=result)
+        self._parsed[run.name] = (run, result)
+        return result
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
-        if self.runner is None:
-            return []
-        self.runner.start()  # the first scrape starts the runs; none block a scrape
+        runs = snap.plugins.get(self.request)
+        if runs is None:
+            return []  # not run yet, or no directory configured
         fams = Families(self.specs)
         own: list[MetricFamily] = []
         owner: dict[str, str] = {}
-        for name, res in sorted(self.runner.results().items()):
-            ok = res.ok
-            clash = next((f.name for f in res.families if f.name in owner), None)
-            if clash is not None:
-                self.warn_once(f"clash:{name}:{clash}", "plugin metric defined by another "
-                               "plugin; this plugin's output is dropped", plugin=name,
-                               metric=clash, other=owner[clash])
-                ok = False
-            elif ok:
-                for f in res.families:
-                    owner[f.name] = name
-                own.extend(res.families)
-            fams[SUCCESS.name].add((name,), 1 if ok else 0)
-            fams[DURATION.name].add((name,), res.duration)
-            fams[LAST_RUN.name].add((name,), res.finished)
+        for run in sorted(runs, key=lambda r: r.name):
+            parsed = self._families(run)
+            ok = not isinstance(parsed, str)
+            if isinstance(parsed, list):
+                clash = next((f.name for f in parsed if f.name in owner), None)
+                if clash is not None:
+                    self.warn_once(f"clash:{run.name}:{clash}", "plugin metric defined by "
+                                   "another plugin; this plugin's output is dropped",
+                                   plugin=run.name, metric=clash, other=owner[clash])
+                    ok = False
+                else:
+                    for f in parsed:
+                        owner[f.name] = run.name
+                    own.extend(parsed)
+            fams[SUCCESS.name].add((run.name,), 1 if ok else 0)
+            fams[DURATION.name].add((run.name,), run.duration)
+            fams[LAST_RUN.name].add((run.name,), run.finished)
+        names = {r.name for r in runs}
+        for gone in [n for n in self._parsed if n not in names]:
+            del self._parsed[gone]
         return [*fams.all(), *own]

@@ -1,28 +1,25 @@
 """Operators' own metrics: ``*.prom`` files in a directory, node_exporter's textfile
 convention (files written atomically by others: write ``x.prom.$$`` then rename).
 
-Each file is parsed with prometheus-client's text parser and checked: a file that does
-not parse, that repeats a series, or that defines a metric the agent exports itself
-(``illumos_*``, ``dtagent_*``) is left out whole and reported with
-``dtagent_textfile_scrape_error 1``; every file's modification time is exported so a
-writer that stopped is visible. Counters, gauges and untyped metrics keep their type;
-histograms and summaries become untyped series (dtagent.parsers.textformat).
-
-This collector reads the directory itself (as node_exporter's does): files are small and
-local, and reading them is bounded by ``max_bytes`` per file.
+The textfile source (dtagent.sources.textfile) reads the files, bounded in size; this
+collector parses and checks what it read: a file that could not be read or was too
+large, that does not parse, that repeats a series, or that defines a metric the agent
+exports itself (``illumos_*``, ``dtagent_*``) is left out whole, logged once with the
+file and the reason, and reported with ``dtagent_textfile_scrape_error 1``; every
+file's modification time is exported so a writer that stopped is visible. Counters,
+gauges and untyped metrics keep their type; histograms and summaries become untyped
+series (dtagent.parsers.textformat).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from dtagent.collectors.base import Collector
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.parsers.textformat import TextFormatError, parse_exposition
 from dtagent.settings import integer, text
-from dtagent.snapshot import HostSnapshot
+from dtagent.snapshot import TEXTFILE_MAX_BYTES, HostSnapshot, Textfile, TextfileRequest
 
 ERROR = MetricSpec(
     "dtagent_textfile_scrape_error",
@@ -56,73 +53,59 @@ class TextfileCollector(Collector):
             expected="a directory path, or empty",
         ),
         "max_bytes": integer(
-            4 * 1024 * 1024,
+            TEXTFILE_MAX_BYTES,
             "largest file read; a larger one is refused",
             minimum=1,
             maximum=1 << 30,
         ),
     }
 
-    def __init__(self, directory: str = "", max_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, directory: str = "", max_bytes: int = TEXTFILE_MAX_BYTES) -> None:
         super().__init__()
-        self.directory = directory
-        self.max_bytes = max_bytes
+        self.request = TextfileRequest(directory, max_bytes)
 
-    def _refuse(self, path: Path, reason: str) -> None:
-        self.warn_once(f"{path}:{reason}", "textfile refused", file=str(path), reason=reason)
+    def textfiles(self) -> Iterable[TextfileRequest]:
+        return (self.request,)
 
-    def _read(self, path: Path) -> list[MetricFamily] | None:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(self.max_bytes + 1)
-        except OSError as exc:
-            self._refuse(path, f"cannot read ({exc.strerror})")
-            return None
-        if len(data) > self.max_bytes:
-            self._refuse(path, f"larger than {self.max_bytes} bytes")
+    def _refuse(self, name: str, reason: str) -> None:
+        self.warn_once(f"{name}:{reason}", "textfile refused", directory=self.request.directory,
+                       file=name, reason=reason)
+
+    def _parse(self, file: Textfile) -> list[MetricFamily] | None:
+        if file.error is not None:
+            self._refuse(file.name, file.error)
             return None
         try:
-            return parse_exposition(data.decode("utf-8"), f"textfile {path.name}")
-        except UnicodeDecodeError:
-            self._refuse(path, "not UTF-8")
+            return parse_exposition(file.text, f"textfile {file.name}")
         except TextFormatError as exc:
-            self._refuse(path, str(exc))
+            self._refuse(file.name, str(exc))
         return None
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
-        if not self.directory:
-            return []
+        listing = snap.textfiles.get(self.request)
+        if listing is None:
+            return []  # no directory configured
         error = ERROR.family()
         mtime = MTIME.family()
         families: list[MetricFamily] = []
         names: dict[str, str] = {}
-        failed = False
-        try:
-            entries = sorted(Path(self.directory).glob("*.prom"))
-        except OSError as exc:
-            self._refuse(Path(self.directory), f"cannot list ({exc.strerror})")
-            entries = []
-            failed = True
-        if not Path(self.directory).is_dir():
-            self._refuse(Path(self.directory), "not a directory")
-            failed = True
-        for path in entries:
-            try:
-                mtime.add((path.name,), os.stat(path).st_mtime)
-            except OSError:
-                failed = True
-                continue
-            fams = self._read(path)
+        failed = listing.error is not None
+        if listing.error is not None:
+            self._refuse("", f"directory {self.request.directory}: {listing.error}")
+        for file in listing.files:
+            if file.mtime is not None:
+                mtime.add((file.name,), file.mtime)
+            fams = self._parse(file)
             if fams is None:
                 failed = True
                 continue
             clash = next((f.name for f in fams if f.name in names), None)
             if clash is not None:
-                self._refuse(path, f"{clash} is also defined in {names[clash]}")
+                self._refuse(file.name, f"{clash} is also defined in {names[clash]}")
                 failed = True
                 continue
             for f in fams:
-                names[f.name] = path.name
+                names[f.name] = file.name
             families.extend(fams)
         error.add((), 1 if failed else 0)
         return [error, *([mtime] if len(mtime) else []), *families]

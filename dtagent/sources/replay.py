@@ -4,7 +4,9 @@ The replay maps the agent's clock onto the bundle's: at ``start`` it serves the 
 frame, and ``speed`` seconds of bundle time pass per second of wall time. After the
 last frame it keeps serving the last one (and says so once in the log), so counters
 never go backwards. Command requests are answered with the latest output recorded at
-or before the current frame; DTrace deltas are handed out once each, in order.
+or before the current frame, and so are plugin and textfile requests (whatever
+directory they name: the bundle recorded one of each); DTrace deltas are handed out
+once each, in order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +34,10 @@ from dtagent.snapshot import (
     CommandResults,
     KstatInput,
     KstatSnapshot,
+    PluginRequest,
+    PluginRun,
+    TextfileListing,
+    TextfileRequest,
     modules_of,
 )
 from dtagent.zonemap import zones_of
@@ -62,10 +68,14 @@ class ReplaySource:
         if isinstance(frames, PackedFrames):
             self._times = frames.times
             commands = frames.commands
+            plugins: Sequence[list[PluginRun] | None] = frames.plugins
+            textfiles: Sequence[TextfileListing | None] = frames.textfiles
             self._with_dtrace = [frames.has_dtrace(i) for i in range(len(frames))]
         else:
             self._times = [f.time for f in frames]
             commands = [f.commands for f in frames]
+            plugins = [f.plugins for f in frames]
+            textfiles = [f.textfiles for f in frames]
             self._with_dtrace = [bool(f.dtrace) for f in frames]
         self._index = -1
         self._snapshot: KstatSnapshot | None = None
@@ -85,6 +95,13 @@ class ReplaySource:
             for res in results:
                 self._commands.setdefault(res.argv, []).append(replace(res, finished=at))
                 self._command_times.setdefault(res.argv, []).append(at)
+        # The plugin runs and textfiles as recorded, at the frames that recorded them.
+        self._plugin_times = [at for at, p in zip(self._times, plugins, strict=True)
+                              if p is not None]
+        self._plugin_sets = [tuple(p) for p in plugins if p is not None]
+        self._textfile_times = [at for at, t in zip(self._times, textfiles, strict=True)
+                                if t is not None]
+        self._textfile_sets = [t for t in textfiles if t is not None]
 
     @classmethod
     def open(
@@ -163,6 +180,36 @@ class ReplaySource:
         if isinstance(frames, PackedFrames):
             return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
         return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
+
+    @property
+    def has_plugins(self) -> bool:
+        """Whether the bundle recorded plugin runs (a capture with a plugin directory)."""
+        return bool(self._plugin_sets)
+
+    @property
+    def has_textfiles(self) -> bool:
+        """Whether the bundle recorded textfiles (a capture with a textfile directory)."""
+        return bool(self._textfile_sets)
+
+    def plugin_runs(
+        self, requests: Sequence[PluginRequest]
+    ) -> Mapping[PluginRequest, tuple[PluginRun, ...]]:
+        """Each request answered with the plugin runs recorded last at or before the
+        current frame (none before the first record)."""
+        pos = bisect.bisect_right(self._plugin_times, self.time()) - 1
+        if pos < 0:
+            return {}
+        return dict.fromkeys(requests, self._plugin_sets[pos])
+
+    def textfiles(
+        self, requests: Sequence[TextfileRequest]
+    ) -> Mapping[TextfileRequest, TextfileListing]:
+        """Each request answered with the textfiles recorded last at or before the
+        current frame (none before the first record)."""
+        pos = bisect.bisect_right(self._textfile_times, self.time()) - 1
+        if pos < 0:
+            return {}
+        return dict.fromkeys(requests, self._textfile_sets[pos])
 
     def results(self, requests: Sequence[CommandRequest]) -> CommandResults:
         """Each request served from the latest output recorded at or before the current
