@@ -104,8 +104,12 @@ def test_collector_reads_the_runs_from_the_snapshot(tmp_path: Path) -> None:
 
 
 def test_a_hanging_plugin_does_not_hold_up_a_served_scrape(tmp_path: Path) -> None:
-    """The real agent behind /metrics: a plugin that blocks until the test lets it go.
-    The scrape is answered while it is still blocked, with the plugin before it."""
+    """The real agent behind /metrics: a plugin that blocks until the test lets it go,
+    and a textfile directory with an oversized file. The scrape is answered while the
+    plugin is still blocked, with the plugin before it and the files that fit."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "backup.prom").write_text("site_backup_ok 1\n")
+    (tmp_path / "t" / "huge.prom").write_text("site_huge 1\n" * 200)
     (tmp_path / "p").mkdir()
     plugin(tmp_path / "p", "10-ok", "echo 'site_up 1'\n")
     plugin(tmp_path / "p", "20-waits",
@@ -116,7 +120,9 @@ def test_a_hanging_plugin_does_not_hold_up_a_served_scrape(tmp_path: Path) -> No
     conf = tmp_path / "c.toml"
     conf.write_text(f'[agent]\nlisten = "127.0.0.1:{port}"\n'
                     f'[collectors.plugins]\ndirectory = "{tmp_path / "p"}"\n'
-                    "interval = 120.0\ntimeout = 60.0\n[dtrace]\nenabled = false\n")
+                    "interval = 120.0\ntimeout = 60.0\n"
+                    f'[collectors.textfile]\ndirectory = "{tmp_path / "t"}"\nmax_bytes = 1000\n'
+                    "[dtrace]\nenabled = false\n")
     serve = Serve(load(conf))
     try:
         serve.start()  # the plugins start running now
@@ -128,6 +134,9 @@ def test_a_hanging_plugin_does_not_hold_up_a_served_scrape(tmp_path: Path) -> No
         assert "site_up 1" in body
         assert "20-waits" not in body and "site_waited" not in body
         assert 'dtagent_collector_success{collector="plugins"} 1' in body
+        assert "site_backup_ok 1" in body and "site_huge" not in body
+        assert "dtagent_textfile_scrape_error 1" in body
+        assert 'dtagent_textfile_mtime_seconds{file="huge.prom"}' in body
     finally:
         (tmp_path / "release").touch()
     try:
