@@ -242,13 +242,173 @@ def test_the_stand_in_kernels_cpucaps_kstat_follows_the_live_cap(host: Host) -> 
     assert "u\tvalue\t150" in block() and any(x.startswith("u\tusage") for x in block())
 
 
+def _illumos_bin(tmp_path: Path) -> Path:
+    """The stand-ins of an illumos host without vmadm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("prctl", "zonecfg", "zoneadm", "zfs", "dladm", "_fakecmd.py", "_fakehost.py"):
+        if not (bin_dir / name).exists():
+            os.symlink(FAKEBIN / name, bin_dir / name)
+    return bin_dir
+
+
+def test_the_prctl_stand_in_prints_every_zone_operand_as_prctl_does(host: Host) -> None:
+    """prctl.c main/print_rctls: one heading per operand, a blank line between them, only
+    rctls with a value of the asked privilege (with their usage), a zone without a
+    process named on stderr, the exit status of the last operand."""
+    runner = stand_in_runner()
+    argv = ["prctl", "-P", "-t", "privileged", "-i", "zone"]
+    r = runner.run_now([*argv, DB, IDLE, WEB], timeout=10)
+    assert r.returncode == 0  # the last operand's status
+    assert r.stderr == f"prctl: {IDLE}: No controllable process found in task, project, or zone.\n"
+    chunks = r.stdout.split("\n\n")
+    assert [c.splitlines()[0] for c in chunks] == [f"zone: 6: {DB}", f"zone: 5: {WEB}"]
+    db = chunks[0].splitlines()
+    assert not any(line.startswith("zone.cpu-cap ") for line in db)  # no cap: not listed
+    assert "zone.cpu-shares usage 0 - - -" in db
+    assert "zone.cpu-shares privileged 100 - none -" in db
+    assert "zone.max-lwps privileged 2000 - deny -" in db
+    r = runner.run_now([*argv, WEB, IDLE], timeout=10)
+    assert r.returncode == 1 and r.stdout.startswith(f"zone: 5: {WEB}\n")
+    # a kernel without zone.zfs-io-priority (illumos-gate): never listed, not settable
+    state = host.load()
+    state["rctl_names"] = sorted(
+        n for n in {r for z in state["zones"].values() for r in z["rctls"]}
+        if n != "zone.zfs-io-priority"
+    )
+    host.save(state)
+    r = runner.run_now([*argv, WEB], timeout=10)
+    assert r.ok and "zone.zfs-io-priority" not in r.stdout and "zone.cpu-shares" in r.stdout
+    r = runner.run_now(
+        ["prctl", "-n", "zone.zfs-io-priority", "-v", "200", "-t", "privileged", "-r", "-i",
+         "zone", WEB], timeout=10)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.startswith(
+        "prctl: failed to get resource control for zone.zfs-io-priority: Invalid argument\n"
+        "usage:"
+    )
+
+
+def test_illumos_quota_goes_on_the_file_system_mounted_at_the_zonepath(
+    host: Host, tmp_path: Path
+) -> None:
+    """Off SmartOS the zone's dataset is the one zoneadm would find: mounted at the
+    zonepath. A zonepath that is only a directory of a larger file system gets no quota
+    (it would cap that whole file system)."""
+    state = host.load()
+    state["zones"][WEB]["zonepath"] = f"/zones/{WEB}"
+    state["zones"][DB]["zonepath"] = "/export/zones/db"
+    state["datasets"]["rpool/export"] = {"quota": 0, "used": 5 * GIB, "mountpoint": "/export"}
+    host.save(state)
+    policy = POLICY.replace('aliases = ["web-*", "db-*", "idle-*"]', f'names = ["{WEB}", "{DB}"]')
+    cfg = host.write_config(host.write_policy(policy))
+    cfg.write_text(cfg.read_text().replace(str(FAKEBIN), str(_illumos_bin(tmp_path))))
+    svc = build_service(load(cfg))
+    assert svc.platform.name == "illumos"
+    zone = svc.show(WEB)
+    assert (zone.dataset, zone.current("quota")) == (f"zones/{WEB}", 10)
+    out = svc.change(WEB, {"quota": 20}, ME)
+    assert out.result == "applied", out.reason
+    assert (out.before, out.after) == ({"quota": 10}, {"quota": 20})
+    assert host.load()["datasets"][f"zones/{WEB}"]["quota"] == 20 * GIB
+    ran = host.commands()
+    lookup = ["zfs", "list", "-H", "-o", "name,mountpoint", "-t", "filesystem"]
+    assert [*lookup, f"/zones/{WEB}"] in ran
+    assert ["zfs", "set", "quota=20G", f"zones/{WEB}"] in ran
+    assert ["zfs", "get", "-Hp", "-o", "value", "quota", f"zones/{WEB}"] in ran
+    # DB's zonepath is a directory in rpool/export: refused before anything is set
+    out = svc.change(DB, {"quota": 20}, ME)
+    assert (out.status, out.result) == (422, "invalid")
+    assert "/export/zones/db is not a ZFS file system of its own" in out.reason
+    assert "rpool/export" in out.reason
+    assert not [c for c in host.commands() if c[:2] == ["zfs", "set"] and DB in c[-1]]
+    assert host.load()["datasets"]["rpool/export"]["quota"] == 0
+    # illumos-gate has no zone.zfs-io-priority: prctl's reason, nothing configured
+    state = host.load()
+    state["rctl_names"] = ["zone.cpu-cap", "zone.cpu-shares", "zone.max-lwps"]
+    host.save(state)
+    out = svc.change(WEB, {"zfs_io_priority": 200}, ME)
+    assert out.result == "failed"
+    assert (
+        "failed to get resource control for zone.zfs-io-priority: Invalid argument"
+        in out.reason
+    )
+    assert "zfs-io-priority" not in host.load()["zones"][WEB].get("zonecfg", {})
+
+
+def test_zone_settings_off_smartos_come_from_one_prctl_for_all_running_zones(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without vmadm, cpu_shares, max_lwps and zfs_io_priority are the live values, read
+    through the agent's command source with one prctl for every running zone; a zone
+    without a process, and an rctl the kernel does not have, have no series."""
+    from dtagent.runtime import build
+    from dtagent.snapshot import Kstat
+    from tests.native import build_shared
+    from tests.native.kstat_stub import load_kstats, open_stub
+
+    lib = open_stub()
+    lib.stub_reset()
+    zones = [(0, "global"), (5, WEB), (6, DB), (7, IDLE)]
+    load_kstats(lib, [Kstat("zones", i, n[:30], "zone_misc", data={"zonename": n})
+                      for i, n in zones])  # fmt: skip
+    state = host.load()
+    state["zones"][DB]["rctls"]["zone.cpu-shares"] = 300
+    state["zones"][DB]["rctls"]["zone.max-lwps"] = 4000
+    host.save(state)
+    cfg = host.write_config(host.write_policy())
+    cfg.write_text(
+        '[collectors]\nenabled = ["zone_settings"]\n[dtrace]\nenabled = false\n'
+        + cfg.read_text()
+        .replace(str(FAKEBIN), str(_illumos_bin(tmp_path)))
+        .replace(
+            "[sources]\n",
+            '[sources]\nplatform = "illumos"\n'
+            f"libkstat = {json.dumps(str(build_shared('libkstat_stub.c')))}\n",
+        )
+    )
+
+    def collect() -> dict[str, float]:
+        runtime = build(load(cfg))
+        try:
+            runtime.agent.settle(10)
+            out: dict[str, float] = {}
+            for fam in runtime.agent.collect(fresh=True):
+                for labels, value in fam.samples:
+                    if fam.name.startswith("illumos_zone_"):
+                        out[f"{fam.name} {labels[0]}"] = value
+            return out
+        finally:
+            runtime.close()
+
+    try:
+        got = collect()
+        assert got == {
+            f"illumos_zone_cpu_shares {WEB}": 100,
+            f"illumos_zone_cpu_shares {DB}": 300,
+            f"illumos_zone_zfs_io_priority {WEB}": 100,
+            f"illumos_zone_zfs_io_priority {DB}": 100,
+            f"illumos_zone_lwps_cap {WEB}": 2000,
+            f"illumos_zone_lwps_cap {DB}": 4000,
+        }
+        prctls = [c for c in host.commands() if c[0] == "prctl"]
+        assert prctls == [["prctl", "-P", "-t", "privileged", "-i", "zone", WEB, DB, IDLE]]
+        # illumos-gate: no zone.zfs-io-priority rctl, no series for it
+        state = host.load()
+        state["rctl_names"] = ["zone.cpu-cap", "zone.cpu-shares", "zone.max-lwps",
+                               "zone.max-locked-memory", "zone.max-swap"]  # fmt: skip
+        host.save(state)
+        got = collect()
+        assert not [k for k in got if "zfs_io_priority" in k]
+        assert got[f"illumos_zone_cpu_shares {DB}"] == 300
+    finally:
+        lib.stub_reset()
+
+
 def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(
     host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("prctl", "zonecfg", "zoneadm", "zfs", "dladm", "_fakecmd.py", "_fakehost.py"):
-        os.symlink(FAKEBIN / name, bin_dir / name)
+    bin_dir = _illumos_bin(tmp_path)
     state = host.load()
     state["zones"][WEB]["zonecfg"] = {"cpu-shares": 100, "capped-cpu": {"ncpus": 200}}
     host.save(state)

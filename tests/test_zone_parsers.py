@@ -15,6 +15,7 @@ from dtagent.parsers.zones import (
     ZONEADM_ARGV,
     DatasetEntry,
     ZoneEntry,
+    parse_prctl_zones,
     parse_vmadm_list,
     parse_zfs_list,
     parse_zoneadm_list,
@@ -44,7 +45,32 @@ def test_zoneadm_upstream_seven_fields_and_escaped_zonepath() -> None:
     text = "0:global:running:/::ipkg:shared\n-:web:installed:/zones/a\\:b:u-1:lipkg:excl\n"
     parsed = parse_zoneadm_list(text)
     assert not parsed.bad
-    assert parsed.rows[1] == ZoneEntry("web", None, "installed", "lipkg", "u-1")
+    assert parsed.rows[1] == ZoneEntry(
+        "web", None, "installed", "lipkg", "u-1", zonepath="/zones/a:b"
+    )  # the escaped ":" read back
+
+
+def test_prctl_of_several_zones_by_heading_first_privileged_value_and_no_half_line() -> None:
+    """prctl.c print_rctls -P: a heading per operand, raw values; a truncated last line
+    is refused, not read as a smaller number."""
+    text = (
+        "zone: 5: web\n"
+        "zone.cpu-shares usage 3 - - -\n"
+        "zone.cpu-shares privileged 200 - none -\n"
+        "zone.max-lwps usage 120 - - -\n"
+        "zone.max-lwps privileged 2000 - deny -\n"
+        "zone.max-lwps privileged 3000 - deny -\n"
+        "\n"
+        "zone: 6: db\n"
+        "zone.cpu-shares privileged many - none -\n"
+        "zone.max-lwps privileged 40"
+    )
+    zones, bad = parse_prctl_zones(text)
+    assert zones == {"web": {"zone.cpu-shares": 200, "zone.max-lwps": 2000}, "db": {}}
+    assert bad == ["zone.max-lwps privileged 40", "zone.cpu-shares privileged many - none -"]
+    assert parse_prctl_zones("zone.max-lwps privileged 1 - deny -\n") == (
+        {}, ["zone.max-lwps privileged 1 - deny -"]
+    )  # fmt: skip  (a value before any heading belongs to no zone)
 
 
 def test_vmadm_alias_keeps_its_colons_and_empty_fields() -> None:

@@ -2,12 +2,20 @@
 
 ``zone.cpu-shares``, ``zone.zfs-io-priority`` and ``zone.max-lwps`` have no kstat
 (illumos-joyent uts/common/os/zone.c creates caps kstats only for lockedmem, swapresv,
-nprocs, physicalmem and cpucaps), so they come from one cached ``vmadm list -p -o
-uuid,zonename,cpu_shares,zfs_io_priority,max_lwps`` on SmartOS (smartos-live
-src/vm/man/vmadm.8.md: all "listable: yes"; -p joins the fields with ':' and prints an
-unset value as ''). The command runs again when the set of running zones changes or after
-``refresh`` seconds, never per zone. Off SmartOS (no vmadm) the collector exports
-nothing. With these, every property the control wing can set (docs/control.md) is
+nprocs, physicalmem and cpucaps), so they come from one cached command, never per zone:
+
+* on SmartOS ``vmadm list -p -o uuid,zonename,cpu_shares,zfs_io_priority,max_lwps``
+  (smartos-live src/vm/man/vmadm.8.md: all "listable: yes"; -p joins the fields with ':'
+  and prints an unset value as ''): the values vmadm configures;
+* elsewhere (no vmadm) ``prctl -P -t privileged -i zone ZONE...`` for every running zone
+  in one run (illumos-gate usr/src/cmd/prctl/prctl.c): the live privileged values. prctl
+  reads them through a process of each zone, which it grabs for a moment
+  (``grab_process_by_id``); a zone without one is left out (prctl says so on stderr).
+  illumos-gate has no ``zone.zfs-io-priority`` (its zone.c zone_init registers none;
+  the rctl is illumos-joyent's), so there that series is absent.
+
+The command runs again when the set of running zones changes or after ``refresh``
+seconds. With these, every property the control wing can set (docs/control.md) is
 visible in Prometheus, so a change shows in the next scrape after a refresh.
 """
 
@@ -17,19 +25,28 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.parsers.zones import VMADM_SETTINGS_ARGV, VMADM_SETTINGS_FIELDS
+from dtagent.parsers.zones import (
+    PRCTL_SETTINGS_RCTLS,
+    VMADM_SETTINGS_ARGV,
+    VMADM_SETTINGS_FIELDS,
+    parse_prctl_zones,
+    prctl_zones_argv,
+)
 from dtagent.settings import duration, timeout
-from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
+from dtagent.snapshot import CommandRequest, CommandResult, HostSnapshot, KstatSnapshot
 from dtagent.zonemap import ZONES, running_zones
 
 FIELDS = VMADM_SETTINGS_FIELDS
 ARGV = VMADM_SETTINGS_ARGV
-SOURCE = "vmadm list -p -o " + ",".join(FIELDS)
+SOURCE = (
+    "vmadm list -p -o " + ",".join(FIELDS) + "; without vmadm, prctl -P -t privileged -i zone"
+)
 
 SHARES = MetricSpec(
     "illumos_zone_cpu_shares",
     "gauge",
-    "The zone's fair-share scheduler shares (zone.cpu-shares), as vmadm configures them.",
+    "The zone's fair-share scheduler shares (zone.cpu-shares): as vmadm configures them "
+    "on SmartOS, the live value elsewhere.",
     ("zonename",),
     "",
     SOURCE,
@@ -37,7 +54,9 @@ SHARES = MetricSpec(
 IO_PRIORITY = MetricSpec(
     "illumos_zone_zfs_io_priority",
     "gauge",
-    "The zone's ZFS I/O throttle priority (zone.zfs-io-priority), as vmadm configures it.",
+    "The zone's ZFS I/O throttle priority (zone.zfs-io-priority): as vmadm configures it "
+    "on SmartOS, the live value elsewhere (illumos-joyent only: illumos-gate has no such "
+    "resource control).",
     ("zonename",),
     "",
     SOURCE,
@@ -45,8 +64,8 @@ IO_PRIORITY = MetricSpec(
 LWPS = MetricSpec(
     "illumos_zone_lwps_cap",
     "gauge",
-    "The most lightweight processes the zone may have (zone.max-lwps), as vmadm "
-    "configures it.",
+    "The most lightweight processes the zone may have (zone.max-lwps): as vmadm "
+    "configures it on SmartOS, the live value elsewhere.",
     ("zonename",),
     "",
     SOURCE,
@@ -104,11 +123,15 @@ class ZoneSettingsCollector(Collector):
 
     def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
         # a boot or halt changes the running zone ids: vmadm runs again at once
+        running = running_zones(kstats)
+        zones = sorted(name for zid, name in running.items() if zid != 0)
         yield CommandRequest(
             ARGV,
             refresh=self.refresh,
             timeout=self.command_timeout,
-            generation=tuple(sorted(running_zones(kstats))),
+            generation=tuple(sorted(running)),
+            # no vmadm (illumos): the live values of the running zones, one prctl
+            fallbacks=(prctl_zones_argv(zones),) if zones else (),
         )
 
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
@@ -118,6 +141,8 @@ class ZoneSettingsCollector(Collector):
             return fams.all()  # not run yet
         if res.returncode == 127 and res.error is not None:
             return fams.all()  # no vmadm here (or not recorded in a bundle)
+        if res.argv[0] == "prctl":
+            return self._from_prctl(fams, res)
         if not res.ok:
             self.warn_once(
                 f"cmd:{res.error or res.returncode}",
@@ -135,6 +160,31 @@ class ZoneSettingsCollector(Collector):
             )
         for zonename in sorted(rows):
             for spec, value in zip(self.specs, rows[zonename], strict=True):
+                if value is not None:
+                    fams[spec.name].add((zonename,), value)
+        return fams.all()
+
+    def _from_prctl(self, fams: Families, res: CommandResult) -> Iterable[MetricFamily]:
+        # prctl goes on past a zone it cannot grab and exits with the last operand's
+        # status (prctl.c main): what it printed is read whatever the exit status.
+        zones, bad = parse_prctl_zones(res.stdout if res.error is None else "")
+        if not zones and not res.ok:
+            self.warn_once(
+                f"prctl:{res.error or res.returncode}",
+                "prctl failed; no cpu_shares, zfs_io_priority or max_lwps this scrape",
+                rc=res.returncode,
+                error=res.error,
+                stderr=res.stderr.strip()[:300],
+            )
+            return fams.all()
+        if bad:
+            self.warn_once(
+                "prctl-parse", "prctl lines not understood; left out", count=len(bad),
+                text=bad[0],
+            )  # fmt: skip
+        for zonename in sorted(zones):
+            for spec, rctl in zip(self.specs, PRCTL_SETTINGS_RCTLS, strict=True):
+                value = zones[zonename].get(rctl)
                 if value is not None:
                     fams[spec.name].add((zonename,), value)
         return fams.all()

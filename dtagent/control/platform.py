@@ -24,7 +24,9 @@ privileged N FLAG ACTION PID``, raw numbers). prctl works through a process of t
 changed live: that is reported, never guessed.
 
 The dataset quota is ``zfs set quota=NG DATASET`` / ``zfs get -Hp -o value quota DATASET``
-(zfs(8); 0 is none), a VNIC's cap ``dladm set-linkprop -t -z ZONE -p maxbw=NM LINK`` /
+(zfs(8); 0 is none) on the zone's dataset: vmadm's ``zfs_filesystem``, or off SmartOS the
+file system mounted at the zonepath (``zfs list -H -o name,mountpoint -t filesystem
+ZONEPATH``, as zoneadm finds it); a VNIC's cap ``dladm set-linkprop -t -z ZONE -p maxbw=NM LINK`` /
 ``dladm reset-linkprop -t -z ZONE -p maxbw LINK``, read with ``dladm show-linkprop -z ZONE
 -c -o link,value -p maxbw`` (dladm(8); ``-t`` because SmartOS re-creates a zone's VNICs
 at every boot: vmadm has no maxbw property, so the cap does not survive a zone reboot).
@@ -97,6 +99,8 @@ class ZoneCaps:
     tags: dict[str, str] = field(default_factory=dict)
     customer_metadata: dict[str, str] = field(default_factory=dict)
     dataset: str | None = None
+    zonepath: str = ""  # off SmartOS: where the zone's dataset is found
+    no_dataset: str = ""  # why the zone has no dataset a quota could go on
     links: tuple[str, ...] = ()
     configured: dict[str, int | None] = field(default_factory=dict)
     live: dict[str, int | None] = field(default_factory=dict)
@@ -139,7 +143,11 @@ def _describe(r: CommandResult) -> str:
     if r.error:
         return f"{what}: {r.error}"
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    return f"{what}: exit {r.returncode}: {lines[-1][:200] if lines else 'no message'}"
+    # prctl prints its usage after the reason of a usage error (prctl.c usage()): the
+    # reason is the last line that names the program
+    named = [ln for ln in lines if ln.startswith(f"{r.argv[0]}:")]
+    line = (named or lines or ["no message"])[-1]
+    return f"{what}: exit {r.returncode}: {line[:200]}"
 
 
 def parse_prctl(text: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -259,7 +267,7 @@ class Platform:
         )
         if "quota" in changes:
             if not zone.dataset:
-                problems.append("quota: the zone has no known dataset")
+                problems.append(f"quota: {zone.no_dataset or 'the zone has no known dataset'}")
             else:
                 q = changes["quota"]
                 r = self._run(["zfs", "set", f"quota={q}G" if q else "quota=none", zone.dataset])
@@ -438,18 +446,45 @@ class Illumos(Platform):
                     uuid=row.uuid,
                     brand=row.brand,
                     state="running" if row.zoneid is not None else row.state,
+                    zonepath=row.zonepath,
                 )
             )
         return zones
 
     def read(self, zone: ZoneCaps, keys: Collection[str] | None = None) -> ZoneCaps:
-        if "rctl" in _wanted(keys):
+        want = _wanted(keys)
+        if "rctl" in want:
             r = self._run(["zonecfg", "-z", zone.zonename, "info"])
             if r.ok:
                 zone.configured = parse_zonecfg_info(r.stdout)
             else:
                 zone.problems.append(f"configuration unknown: {_describe(r)}")
+        if "quota" in want and zone.dataset is None and zone.zonepath:
+            zone.dataset = self._zonepath_dataset(zone)
         return super().read(zone, keys)
+
+    def _zonepath_dataset(self, zone: ZoneCaps) -> str | None:
+        """The ZFS file system mounted at the zonepath, as zoneadm finds it (illumos-gate
+        usr/src/cmd/zoneadm/zfs.c mount2zhandle/match_mountpoint: the mounted file system
+        whose mountpoint is the zonepath). ``zfs list`` takes a path and names the file
+        system the path is in (zfs_main.c zfs_do_list ZFS_ITER_ARGS_CAN_BE_PATHS, libzfs
+        zfs_path_to_zhandle); only when that one is mounted at the zonepath itself is it
+        the zone's, else a quota would cap whatever holds the zonepath."""
+        r = self._run(
+            ["zfs", "list", "-H", "-o", "name,mountpoint", "-t", "filesystem", zone.zonepath]
+        )
+        fields = r.stdout.rstrip("\n").split("\t") if r.ok else []
+        if len(fields) != 2:
+            zone.no_dataset = f"no dataset for the zonepath {zone.zonepath}: {_describe(r)}"
+        elif fields[1] != zone.zonepath:
+            zone.no_dataset = (
+                f"the zonepath {zone.zonepath} is not a ZFS file system of its own (it is "
+                f"in {fields[0]}, mounted at {fields[1]}), so it can have no quota"
+            )
+        else:
+            return fields[0]
+        zone.problems.append(zone.no_dataset)
+        return None
 
     def apply_rctls(self, zone: ZoneCaps, changes: dict[str, int]) -> list[str]:
         problems: list[str] = []

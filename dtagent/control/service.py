@@ -224,6 +224,9 @@ class ControlService:
     ) -> Outcome:
         zone = self.platform.read(zone, asked)
         before = {k: zone.current(k) for k in asked}
+        if "quota" in asked and not zone.dataset:
+            reason = zone.no_dataset or f"zone {zone.zonename} has no known dataset"
+            return self._refuse(base, zone.zonename, asked, before, 422, "invalid", reason)
         after_memory = {
             k: zone.current(k) for k in ("max_physical_memory", "max_swap", "max_locked_memory")
         }

@@ -1,4 +1,5 @@
-"""Parsers for the zone inventory and zone dataset commands: vmadm, zoneadm, zfs list.
+"""Parsers for the zone inventory and zone dataset commands: vmadm, zoneadm, zfs list,
+and prctl for the caps off SmartOS.
 
 Pure functions of the command's text output. Every parser returns what it could read
 plus the lines it refused (with the reason), so a collector can report the good rows
@@ -27,6 +28,7 @@ Formats, from the sources that print them:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -39,6 +41,43 @@ ZONEADM_ARGV = ("zoneadm", "list", "-cp")
 VMADM_SETTINGS_FIELDS = ("uuid", "zonename", "cpu_shares", "zfs_io_priority", "max_lwps")
 VMADM_SETTINGS_ARGV = ("vmadm", "list", "-p", "-o", ",".join(VMADM_SETTINGS_FIELDS))
 ZFS_FIELDS = ("name", "used", "available", "referenced", "quota")
+# Off SmartOS the same caps are read live from each running zone's resource controls.
+PRCTL_SETTINGS_RCTLS = ("zone.cpu-shares", "zone.zfs-io-priority", "zone.max-lwps")
+
+
+def prctl_zones_argv(zonenames: Iterable[str]) -> tuple[str, ...]:
+    """One ``prctl`` for every zone: it takes any number of operands (prctl.c main)."""
+    return ("prctl", "-P", "-t", "privileged", "-i", "zone", *zonenames)
+
+
+def parse_prctl_zones(text: str) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """``prctl -P -t privileged -i zone Z1 Z2 ...`` → zonename → rctl → its first
+    privileged value; and the lines not understood.
+
+    illumos-gate usr/src/cmd/prctl/prctl.c print_rctls: each operand's output starts
+    with ``zone: ID: NAME`` (operands after the first are preceded by a blank line), then
+    one line per rctl that has a value of the asked privilege: ``RCTL usage N - - -``
+    and ``RCTL privileged VALUE FLAG ACTION RECIPIENT`` (raw numbers). A zone prctl
+    cannot grab a process of is only named on stderr.
+    """
+    zones: dict[str, dict[str, int]] = {}
+    bad: list[str] = []
+    current: dict[str, int] | None = None
+    lines, cut = complete_lines(text)
+    if cut is not None:
+        bad.append(cut[1][:200])  # truncated: never half-read
+    for _lineno, line in lines:
+        m = _PRCTL_HEADING.match(line)
+        if m is not None:
+            current = zones.setdefault(m[2], {})
+            continue
+        parts = line.split()
+        if current is None or len(parts) != 6 or not parts[2].isdigit():
+            bad.append(line[:200])
+            continue
+        if parts[1] == "privileged":
+            current.setdefault(parts[0], int(parts[2]))
+    return zones, bad
 
 
 def zfs_list_argv(root: str) -> tuple[str, ...]:
@@ -50,6 +89,7 @@ def zfs_list_argv(root: str) -> tuple[str, ...]:
 _ZONENAME = re.compile(r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,62}$")
 _STATE = re.compile(r"^[a-z_]+$")
 _DIGITS = re.compile(r"^[0-9]+$")
+_PRCTL_HEADING = re.compile(r"^zone: (-?[0-9]+): (\S+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +103,7 @@ class ZoneEntry:
     uuid: str = ""
     alias: str = ""
     image_uuid: str = ""
+    zonepath: str = ""  # zoneadm only
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +202,12 @@ def parse_zoneadm_list(text: str) -> Parsed[ZoneEntry]:
         if len(parts) < 7:
             result.bad.append((lineno, line, f"{len(parts)} fields, expected at least 7"))
             continue
-        zoneid, zonename, state, _zonepath, uuid, brand = parts[:6]
+        zoneid, zonename, state, zonepath, uuid, brand = parts[:6]
         zid = _checked(zoneid, zonename, state)
         if isinstance(zid, str):
             result.bad.append((lineno, line, zid))
             continue
-        result.rows.append(ZoneEntry(zonename, zid, state, brand, uuid))
+        result.rows.append(ZoneEntry(zonename, zid, state, brand, uuid, zonepath=zonepath))
     return result
 
 

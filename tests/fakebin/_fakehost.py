@@ -34,9 +34,14 @@ Behaviour, with the public source each follows:
   deletes the rctl). A failing prctl is only logged (log.warn): vmadm still succeeds.
   Success is "Successfully updated VM UUID" on stderr (console.error), exit 0.
   ``lookup -j -o FIELDS`` prints a JSON array of objects with those fields.
-* prctl (illumos-gate usr/src/cmd/prctl/prctl.c): -P output is the heading
-  ``zone: ID: NAME`` then ``RCTL usage N - - -`` and ``RCTL PRIV VALUE FLAG ACTION PID``
-  lines, values raw; -P with an operation is a usage error (exit 2); an unknown zone is
+* prctl (illumos-gate usr/src/cmd/prctl/prctl.c): -P output is, for each zone operand,
+  the heading ``zone: ID: NAME`` (a blank line before it after the first) then, for each
+  rctl with a value of the asked privilege (-t), ``RCTL usage N - - -`` and ``RCTL PRIV
+  VALUE FLAG ACTION PID`` lines, values raw; an operand that cannot be grabbed is named
+  on stderr and the next one is tried, the exit status is the last operand's; an rctl
+  the kernel does not have ("rctl_names" in the state: illumos-joyent's by default) is
+  "failed to get resource control for RCTL: Invalid argument" (with usage, exit 2, when
+  changing); -P with an operation is a usage error (exit 2); an unknown zone is
   "prctl: NAME: unknown zone"; a zone without a controllable process is "prctl: NAME: No
   controllable process found in task, project, or zone." (exit 1, for reading too: prctl
   reads rctls through a grabbed process); -r with no value of that privilege fails with
@@ -52,7 +57,10 @@ Behaviour, with the public source each follows:
   [-t] [-z ZONE] -p maxbw LINK``, ``show-linkprop [-z ZONE] -c -o link,value -p maxbw``
   (value printed as dladm_bw2str does, empty when unset).
 * zfs (zfs(8)): ``set quota=V DATASET`` (bytes, suffixes, or none), ``get -Hp -o value
-  quota DATASET`` (0 for none), ``list -Hp -o ... -r ROOT``.
+  quota DATASET`` (0 for none), ``list -Hp -o ... -r ROOT``, and ``list -H -o
+  name,mountpoint -t filesystem PATH``: the file system the path is in (libzfs
+  zfs_path_to_zhandle), "'PATH': not a ZFS filesystem" when none; a dataset's
+  ``mountpoint`` is /NAME unless the state says otherwise.
 
 The kernel's view (``"kstat_feed": {"sim": PATH, "out": PATH}`` in the state): the zone's
 ``caps:ZONEID:cpucaps_zone_ZONEID`` kstat follows its live ``zone.cpu-cap`` as the kernel
@@ -96,6 +104,12 @@ VMADM_RCTLS = {
     "cpu_cap": ("zone.cpu-cap", 1),
 }
 RCTL_ACTION = {"zone.cpu-shares": "none", "zone.zfs-io-priority": "none"}
+# What prctl prints after the reason of a usage error (prctl.c USAGE, abridged).
+USAGE = (
+    "usage:\n    Report resource control values and actions:\n"
+    "\tprctl [-P] [-t [basic | privileged | system]\n"
+    "\t[-n name] [-i process | task | project | zone] id ...\n"
+)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LISTABLE = (
     "uuid",
@@ -246,8 +260,15 @@ def prctl(host: Host, args: list[str]) -> Result:
         ops = "s"
     if len(ops) > 1:
         return "", "prctl: options -s, -r, and -x are exclusive\n", 2
-    if opts.get("i") not in ("zone", "zoneid") or len(rest) != 1:
-        return "", "prctl (stand-in): only '-i zone ZONENAME' is emulated\n", 2
+    if opts.get("i") not in ("zone", "zoneid") or not rest:
+        return "", "prctl (stand-in): only '-i zone ZONENAME...' is emulated\n", 2
+    # the rctls this kernel has (illumos-joyent's by default; illumos-gate has no
+    # zone.zfs-io-priority)
+    known = host.state.get("rctl_names", VMADM_RCTL_NAMES)
+    if not ops:
+        return _prctl_report(host, opts, rest, known)
+    if len(rest) != 1:
+        return "", "prctl (stand-in): one zone per change\n", 2
     name = rest[0]
     rctl = opts.get("n")
     if ops:
@@ -255,6 +276,12 @@ def prctl(host: Host, args: list[str]) -> Result:
             return "", "prctl: -P not valid when manipulating resource control values\n", 2
         if rctl is None:
             return "", "prctl: -n is required with -s, -r, -x, -e, or -d\n", 2
+        if rctl not in known:
+            # main() reads the rctl's system value first (getrctl), then prints usage
+            return "", (
+                f"prctl: failed to get resource control for {rctl}: Invalid argument\n"
+                + USAGE
+            ), 2
         if opts.get("t") not in ("privileged", "priv"):
             return "", "prctl (stand-in): only -t privileged changes are emulated\n", 2
         value = None
@@ -300,23 +327,56 @@ def prctl(host: Host, args: list[str]) -> Result:
             rctls[rctl] = value
         host.save()
         return "", "", 0
-    # Report mode.
-    z, err = _prctl_grab(host, name)
-    if z is None:
-        return "", err, 1
+    return "", "", 0  # not reached: no operation is report mode
+
+
+def _prctl_report(
+    host: Host, opts: dict[str, str], zones: list[str], known: list[str]
+) -> Result:
+    """prctl.c report mode: one heading per operand (a blank line before each after the
+    first), each rctl that has a value of the asked privilege with its usage first; an
+    operand whose zone has no process is named on stderr and the next one is tried; the
+    exit status is the last operand's (``errflg`` is reset for each)."""
     if "P" not in opts:
         return "", "prctl (stand-in): only -P output is emulated\n", 2
-    names = [rctl] if rctl else sorted({*z.get("rctls", {}), *VMADM_RCTL_NAMES})
-    out = [f"zone: {z.get('zoneid', 0)}: {name}\n"]
-    for r in names:
-        out.append(f"{r} usage {_rctl_usage(z, r)} - - -\n")
-        action = RCTL_ACTION.get(r, "deny")
-        if r in z.get("rctls", {}) and opts.get("t") in (None, "privileged", "priv"):
-            out.append(f"{r} privileged {z['rctls'][r]} - {action} -\n")
-        if opts.get("t") in (None, "system"):
-            flag = "inf" if r == "zone.cpu-cap" else "max"
-            out.append(f"{r} system {RCTL_MAX.get(r, UINT64_MAX)} {flag} {action} -\n")
-    return "".join(out), "", 0
+    rctl = opts.get("n")
+    priv = opts.get("t")
+    if priv not in (None, "privileged", "priv", "system"):
+        return "", "prctl (stand-in): only -t privileged or system is emulated\n", 2
+    out: list[str] = []
+    err: list[str] = []
+    rc = 0
+    printed = False
+    for name in zones:
+        z, problem = _prctl_grab(host, name)
+        if z is None:
+            err.append(problem)
+            rc = 1
+            continue
+        rc = 0
+        if rctl is not None and rctl not in known:
+            # store_rctls: pr_getrctl fails; the error is printed and prctl stops
+            err.append(f"prctl: failed to get resource control for {rctl}: Invalid argument\n")
+            return "".join(out), "".join(err), 1
+        names = [rctl] if rctl is not None else [r for r in known if r.startswith("zone.")]
+        lines: list[str] = []
+        for r in names:
+            action = RCTL_ACTION.get(r, "deny")
+            values = []
+            if r in z.get("rctls", {}) and priv in (None, "privileged", "priv"):
+                values.append(f"{r} privileged {z['rctls'][r]} - {action} -\n")
+            if priv in (None, "system"):
+                flag = "inf" if r == "zone.cpu-cap" else "max"
+                values.append(f"{r} system {RCTL_MAX.get(r, UINT64_MAX)} {flag} {action} -\n")
+            if values:  # an rctl with no value of that privilege is not listed at all
+                lines.append(f"{r} usage {_rctl_usage(z, r)} - - -\n")
+                lines += values
+        if printed:
+            out.append("\n")
+        out.append(f"zone: {z.get('zoneid', 0)}: {name}\n")
+        out += lines
+        printed = True
+    return "".join(out), "".join(err), rc
 
 
 VMADM_RCTL_NAMES = sorted(r for r, _ in VMADM_RCTLS.values())
@@ -719,7 +779,7 @@ def _inventory(host: Host) -> list[dict[str, object]]:
     """The zones as _fakecmd's read-only vmadm list and zoneadm list print them."""
     out: list[dict[str, object]] = []
     for name, z in host.state["zones"].items():
-        vm = {k: v for k, v in z.items() if k in ("uuid", "alias", "brand", "state")}
+        vm = {k: v for k, v in z.items() if k in ("uuid", "alias", "brand", "state", "zonepath")}
         vm["zonename"] = name
         if z.get("state") == "running":
             vm["zoneid"] = z.get("zoneid")
@@ -729,10 +789,33 @@ def _inventory(host: Host) -> list[dict[str, object]]:
     return out
 
 
+def _mountpoint(name: str, ds: dict[str, Any]) -> str:
+    return str(ds.get("mountpoint", "/" + name))  # zfs's default: /POOL/PATH
+
+
 def _zfs_list(host: Host, args: list[str]) -> Result:
     import _fakecmd
 
-    rows = [{"name": n, **d} for n, d in host.state.get("datasets", {}).items()]
+    datasets: dict[str, dict[str, Any]] = host.state.get("datasets", {})
+    if args[-1:] and args[-1].startswith("/"):
+        # a path names the file system it is in (libzfs zfs_path_to_zhandle: the mnttab
+        # entry of the path's device; zfs_main.c zfs_do_list takes paths)
+        if args[1:-1] != ["-H", "-o", "name,mountpoint", "-t", "filesystem"]:
+            return "", "zfs (stand-in): only 'list -H -o name,mountpoint -t filesystem PATH'\n", 2
+        path = args[-1].rstrip("/") or "/"
+        pools = {n.partition("/")[0] for n in datasets}
+        known = {n: _mountpoint(n, d) for n, d in datasets.items()}
+        known.update({p: "/" + p for p in pools if p not in known})
+        holders = [
+            (mp, n)
+            for n, mp in known.items()
+            if path == mp or path.startswith(mp.rstrip("/") + "/")
+        ]
+        if not holders:
+            return "", f"'{path}': not a ZFS filesystem\n", 1
+        mp, name = max(holders)
+        return f"{name}\t{mp}\n", "", 0
+    rows = [{"name": n, **d} for n, d in datasets.items()]
     return _fakecmd.zfs(args, rows)
 
 
