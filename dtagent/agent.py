@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -108,7 +109,7 @@ class Agent:
         self.reuse_within = reuse_within
         self._clock = clock
         self._lock = threading.Lock()
-        self._last: tuple[float, list[MetricFamily]] | None = None
+        self._last: tuple[float, weakref.ref[_Families]] | None = None
         self._failing: dict[str, str] = {}
         self.selfmon = SelfMonitor(source_mode)
         self.collections = 0
@@ -128,18 +129,20 @@ class Agent:
         self._observers.append(observer)
 
     def collect(self, *, fresh: bool = False) -> list[MetricFamily]:
-        """All families for one scrape (shared by scrapes less than a second apart,
-        unless ``fresh``)."""
+        """All families for one scrape, shared by calls less than ``reuse_within``
+        after its collection started (unless ``fresh``) while a caller still holds
+        them: the agent keeps only a weak reference, so a scrape's families go as soon
+        as its body is rendered, not at the next collection."""
         with self._lock:
             now = time.monotonic()
             if not fresh and self._last is not None and now - self._last[0] < self.reuse_within:
-                return self._last[1]
-            # Let the previous scrape's families go before building the next ones, so
-            # the agent does not hold two scrapes' worth at once.
+                held = self._last[1]()
+                if held is not None:
+                    return held
             self._last = None
             with self._gc:
-                families = self._collect()
-            self._last = (time.monotonic(), families)
+                families = _Families(self._collect())
+            self._last = (now, weakref.ref(families))
             return families
 
     def names(self) -> list[str]:
@@ -312,6 +315,10 @@ class Agent:
         if self._failing.get(name) != message:
             self._failing[name] = message
             log.error("collector failed", collector=name, error=message, exc_info=exc)
+
+
+class _Families(list[MetricFamily]):
+    """A scrape's families: a list the agent can hold a weak reference to."""
 
 
 class ScrapeGC:

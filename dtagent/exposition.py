@@ -9,7 +9,7 @@ prometheus/docs ``content/docs/instrumenting/exposition_formats.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from dtagent.metrics import MetricFamily
 
@@ -67,7 +67,13 @@ def render(families: Iterable[MetricFamily]) -> bytes:
 
 
 def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
-    """The exposition as one UTF-8 chunk per family, for writing without joining them.
+    """The exposition as one UTF-8 chunk per family (see :func:`iter_chunks`)."""
+    return list(iter_chunks(families))
+
+
+def iter_chunks(families: Iterable[MetricFamily]) -> Iterator[bytes]:
+    """The exposition as one UTF-8 chunk per family, made as it is asked for, so a
+    gzip body can compress each family and let it go before the next is rendered.
 
     Families with no samples are left out entirely, so an uncapped zone or an absent
     kstat produces no HELP/TYPE noise either. Label blocks are built once per scrape
@@ -75,7 +81,6 @@ def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
     family is encoded as soon as it is rendered, so the scrape never holds every line
     as a separate string (nor the whole text widened by one non-ASCII HELP character).
     """
-    chunks: list[bytes] = []
     blocks: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     fmt = format_value
     for fam in families:
@@ -115,8 +120,7 @@ def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
                 if cached is None:
                     cached = blocks[key] = _label_block(labels, values)
                 append(f"{name}{cached} {fmt(value)}\n")
-        chunks.append("".join(out).encode("utf-8"))
-    return chunks
+        yield "".join(out).encode("utf-8")
 
 
 # ---- OpenMetrics 1.0 ------------------------------------------------------------------
@@ -159,10 +163,14 @@ def _om_unit(name: str, unit: str) -> str:
 
 
 def render_openmetrics_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
+    """The OpenMetrics exposition as a list (see :func:`iter_openmetrics_chunks`)."""
+    return list(iter_openmetrics_chunks(families))
+
+
+def iter_openmetrics_chunks(families: Iterable[MetricFamily]) -> Iterator[bytes]:
     """The exposition in the OpenMetrics text format, one UTF-8 chunk per family and a
-    last ``# EOF`` chunk. Counters and histograms get a ``_created`` sample for each
-    series whose start time is known."""
-    chunks: list[bytes] = []
+    last ``# EOF`` chunk, made as asked for. Counters and histograms get a ``_created``
+    sample for each series whose start time is known."""
     fmt = format_value
     for fam in families:
         if not fam.samples and not fam.hist_samples:
@@ -197,6 +205,5 @@ def render_openmetrics_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
                 append(f"{name}{block} {fmt(value)}\n")
                 if spec.type == "counter" and values in created:
                     append(f"{family}_created{block} {created[values]!r}\n")
-        chunks.append("".join(out).encode("utf-8"))
-    chunks.append(b"# EOF\n")
-    return chunks
+        yield "".join(out).encode("utf-8")
+    yield b"# EOF\n"

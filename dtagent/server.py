@@ -3,11 +3,12 @@
 /metrics is text format 0.0.4, or OpenMetrics when the scraper's Accept header asks for
 it (:func:`dtagent.exposition.wants_openmetrics`).
 
-* **One collection and one body per moment.** Scrapes that arrive while a collection
-  or a render is under way wait for it and get the same bytes; the plain body and its
-  gzip copy are each made once per moment and shared by every scraper, so memory does
-  not grow with the number of scrapers. A moment lasts ``reuse_within`` seconds after
-  its body is ready.
+* **One collection and one body per moment.** Scrapes that arrive within
+  ``reuse_within`` (1 s) of a collection's start, while it runs or after, wait for it
+  and get the same bytes; the gzip body and the plain one are each made once per
+  moment and shared by every scraper, so memory does not grow with the number of
+  scrapers, and no scrape gets data collected more than 1 s before it asked
+  (:class:`SharedBodies` has the rule and why).
 * **collect[]** (node_exporter's convention): ``/metrics?collect[]=zone_cpu`` runs only
   the named collectors (and DTrace scripts); an unknown name gets 400 with the list.
 * **Accept-Encoding** is parsed with q-values (RFC 9110 12.5.3) and every /metrics
@@ -28,7 +29,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,8 @@ import structlog
 from dtagent.exposition import (
     CONTENT_TYPE,
     OPENMETRICS_CONTENT_TYPE,
-    render_chunks,
-    render_openmetrics_chunks,
+    iter_chunks,
+    iter_openmetrics_chunks,
     wants_openmetrics,
 )
 from dtagent.httpd import Handler, HttpServer, Limits, Request, Response, Route
@@ -186,21 +187,31 @@ def _qvalue(text: str) -> float | None:
     return value if value <= 1 else None
 
 
-def gzip_chunks(chunks: list[bytes], level: int = 1) -> list[bytes]:
+def gzip_chunks(chunks: Iterable[bytes], level: int = 1) -> list[bytes]:
     """A gzip member (RFC 1952) of ``chunks``, compressed one chunk at a time.
 
-    ``chunks`` is consumed: each is released as soon as it is compressed, so the
-    uncompressed text and its compressed copy are never both held whole.
+    A list is consumed (each chunk released as soon as it is compressed) and an
+    iterator is drawn one chunk at a time, so the uncompressed text and its compressed
+    copy are never both held whole.
     """
-    chunks.reverse()
+    if isinstance(chunks, list):
+        chunks.reverse()
+        source: Iterable[bytes] = _draining(chunks)
+    else:
+        source = chunks
     out: list[bytes] = []
     packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
-    while chunks:
-        piece = packer.compress(chunks.pop())
+    for chunk in source:
+        piece = packer.compress(chunk)
         if piece:
             out.append(piece)
     out.append(packer.flush())
     return out
+
+
+def _draining(reversed_chunks: list[bytes]) -> Iterator[bytes]:
+    while reversed_chunks:
+        yield reversed_chunks.pop()
 
 
 def gzip_of(chunks: Iterable[bytes], level: int = 1) -> list[bytes]:
@@ -211,78 +222,118 @@ def gzip_of(chunks: Iterable[bytes], level: int = 1) -> list[bytes]:
     return out
 
 
+def gunzip_of(chunks: Iterable[bytes]) -> list[bytes]:
+    """The plain text of a gzip body made by :func:`gzip_chunks`, in pieces."""
+    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = [piece for piece in (unpacker.decompress(c) for c in chunks) if piece]
+    tail = unpacker.flush()
+    if tail:
+        out.append(tail)
+    return out
+
+
 BodyKey = tuple[frozenset[str] | None, bool]
 """What a body depends on: the collect[] filter (None: all) and OpenMetrics or not."""
+
+Produce = Callable[[BodyKey], Iterable[bytes]]
+"""Collects and renders one body: its chunks, made as they are drawn."""
 
 
 @dataclass
 class _Moment:
-    plain: asyncio.Future[list[bytes]]
-    gzip: asyncio.Future[list[bytes]] | None = None
-    ready_at: float | None = None
+    started: float  # when its collection was asked for (monotonic)
+    bodies: dict[bool, asyncio.Future[list[bytes]]] = field(default_factory=dict)  # gzip?
+    failed: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # kept: not collected
 
 
 @dataclass
 class SharedBodies:
-    """One body per (collector filter, moment), shared by every concurrent scraper."""
+    """One body per (collector filter, moment), shared by every concurrent scraper.
 
-    produce: Callable[[BodyKey], list[bytes]]
+    The rule: a moment starts when a scrape finds no moment for its key that started
+    less than ``reuse_within`` seconds ago; it collects once and renders once. Every
+    scrape arriving within ``reuse_within`` of that start, while the collection runs
+    or after, gets the same bytes. So no scrape gets data collected more than
+    ``reuse_within`` before it asked (1 s by default). Prometheus expects each scrape
+    to read the host afresh ("metrics should only be pulled from the application when
+    Prometheus scrapes them", prometheus/docs content/docs/instrumenting/
+    writing_exporters.md, Scheduling), as node_exporter and client_python do on every
+    request; a window far below any scrape interval keeps that, and still gives the
+    two servers of an HA pair, or several scrapers arriving together, one body.
+
+    Each encoding is made once per moment. The first scraper's decides how: a gzip
+    scrape (what Prometheus asks for) compresses the families as they are rendered and
+    keeps only the compressed body; a plain scrape keeps the text. A scraper of the
+    other encoding in the same moment gets it made from the one kept (gzip of the text,
+    or the text inflated), never by collecting again.
+    """
+
+    produce: Produce
     executor: ThreadPoolExecutor
     reuse_within: float = 1.0
     rendered: dict[str, int] = field(default_factory=lambda: {"identity": 0, "gzip": 0})
+    clock: Callable[[], float] = time.monotonic
     _moments: dict[BodyKey, _Moment] = field(default_factory=dict)
 
     async def body(self, key: BodyKey, gzip: bool) -> list[bytes]:
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = self.clock()
         moment = self._moments.get(key)
         if moment is None or self._stale(moment, now):
             self._forget_stale(now)
-            moment = _Moment(loop.create_future())
+            moment = _Moment(now)
             self._moments[key] = moment
-            moment.tasks.append(loop.create_task(self._fill(moment, key)))
-        plain = await asyncio.shield(moment.plain)
-        if not gzip:
-            return plain
-        if moment.gzip is None:
-            moment.gzip = loop.create_future()
-            moment.tasks.append(loop.create_task(self._pack(moment.gzip, plain)))
-        return await asyncio.shield(moment.gzip)
+            future: asyncio.Future[list[bytes]] = loop.create_future()
+            moment.bodies[gzip] = future
+            moment.tasks.append(loop.create_task(self._fill(moment, future, key, gzip)))
+        if gzip not in moment.bodies:
+            other = await asyncio.shield(moment.bodies[not gzip])
+            if gzip not in moment.bodies:  # a scraper of this encoding may have begun it
+                future = loop.create_future()
+                moment.bodies[gzip] = future
+                moment.tasks.append(loop.create_task(self._convert(future, other, gzip)))
+        return await asyncio.shield(moment.bodies[gzip])
 
     def _stale(self, moment: _Moment, now: float) -> bool:
-        if not moment.plain.done():
-            return False
-        if moment.plain.exception() is not None:
-            return True
-        return moment.ready_at is not None and now - moment.ready_at >= self.reuse_within
+        return moment.failed or now - moment.started >= self.reuse_within
 
     def _forget_stale(self, now: float) -> None:
         for key in [k for k, m in self._moments.items() if self._stale(m, now)]:
             del self._moments[key]
 
-    async def _fill(self, moment: _Moment, key: BodyKey) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            chunks = await loop.run_in_executor(self.executor, self.produce, key)
-        except Exception as exc:
-            moment.plain.set_exception(exc)
-            moment.plain.exception()  # retrieved: no "never retrieved" warning
-            return
-        self.rendered["identity"] += 1
-        moment.ready_at = time.monotonic()
-        moment.plain.set_result(chunks)
+    def _make(self, key: BodyKey, gzip: bool) -> list[bytes]:
+        chunks = self.produce(key)
+        return gzip_chunks(chunks) if gzip else list(chunks)
 
-    async def _pack(self, future: asyncio.Future[list[bytes]], plain: list[bytes]) -> None:
+    async def _fill(
+        self, moment: _Moment, future: asyncio.Future[list[bytes]], key: BodyKey, gzip: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
-            packed = await loop.run_in_executor(self.executor, gzip_of, plain)
+            body = await loop.run_in_executor(self.executor, self._make, key, gzip)
+        except Exception as exc:
+            moment.failed = True
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning
+            return
+        self.rendered["gzip" if gzip else "identity"] += 1
+        future.set_result(body)
+
+    async def _convert(
+        self, future: asyncio.Future[list[bytes]], other: list[bytes], gzip: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(
+                self.executor, gzip_of if gzip else gunzip_of, other
+            )
         except Exception as exc:
             future.set_exception(exc)
             future.exception()
             return
-        self.rendered["gzip"] += 1
-        future.set_result(packed)
+        self.rendered["gzip" if gzip else "identity"] += 1
+        future.set_result(body)
 
 
 class UnknownCollectors(ValueError):
@@ -468,7 +519,7 @@ class MetricsServer:
         """What collect[] accepts: the running collectors and DTrace scripts."""
         return sorted(self._collector_names()) if self._collector_names is not None else []
 
-    def _produce(self, key: BodyKey) -> list[bytes]:
+    def _produce(self, key: BodyKey) -> Iterator[bytes]:
         only, openmetrics = key
         if only is None or self._collect_only is None:
             families = self._collect()
@@ -476,7 +527,7 @@ class MetricsServer:
             families = self._collect_only(only)
         # OpenMetrics (with _created start times) only when the scraper asks for it;
         # the 0.0.4 text format stays the default.
-        render = render_openmetrics_chunks if openmetrics else render_chunks
+        render = iter_openmetrics_chunks if openmetrics else iter_chunks
         return render([*families, *self.families()])
 
     def families(self) -> list[MetricFamily]:

@@ -88,3 +88,15 @@ def test_scrapes_close_together_share_one_collection() -> None:
     agent = Agent([Counting()], StaticKstats(), NoCommands(), illumos=True, reuse_within=60)
     assert agent.collect() is agent.collect()
     assert agent.collections == 1
+
+
+def test_the_agent_lets_a_scrapes_families_go_once_no_caller_holds_them() -> None:
+    import weakref
+
+    agent = Agent([Counting()], StaticKstats(), NoCommands(), illumos=True, reuse_within=60)
+    first = agent.collect()
+    gone = weakref.ref(first)
+    del first
+    assert gone() is None  # not kept until the next collection
+    agent.collect()
+    assert agent.collections == 2  # nothing held to share: collected anew

@@ -154,7 +154,12 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[tuple[str,
         assert all(line.startswith(b"{") for line in Path(log.name).read_bytes().splitlines())
 
 
-MOMENT = re.compile(rb'dtagent_http_bodies_rendered_total\{encoding="identity"\} (\d+)\n')
+# a body shows the bodies made before its moment, of both encodings: their sum names
+# the moment (the first scraper's encoding is rendered, the other converted from it)
+MOMENT = re.compile(
+    rb'dtagent_http_bodies_rendered_total\{encoding="gzip"\} (\d+)\n'
+    rb'dtagent_http_bodies_rendered_total\{encoding="identity"\} (\d+)\n'
+)
 
 
 def _scraper(address: tuple[str, int], until: float, gzip: bool,
@@ -170,7 +175,8 @@ def _scraper(address: tuple[str, int], until: float, gzip: bool,
         if resp.getheader("Content-Encoding") == "gzip":
             body = gz.decompress(body)
         moment = MOMENT.search(body)
-        out.append((resp.status, moment.group(1) if moment else b"?",
+        out.append((resp.status,
+                    str(int(moment.group(1)) + int(moment.group(2))).encode() if moment else b"?",
                     hashlib.sha256(body).hexdigest()))
         done += 1
     conn.close()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from dtagent.httpd import Limits
 from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
-from dtagent.server import MetricsServer, gzip_chunks
+from dtagent.server import MetricsServer, SharedBodies, gzip_chunks
 
 SPEC = MetricSpec("t_up", "gauge", "Up.", ("zonename",))
 
@@ -223,3 +223,122 @@ def test_registered_mounts_add_routes_to_every_server_make_server_builds() -> No
         assert get(srv, "/metrics?collect[]=t")[0] == 200
     finally:
         srv.stop()
+
+
+class _Producer:
+    """A body source that counts its collections; ``gate`` holds one until set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def __call__(self, key: object) -> Iterator[bytes]:
+        self.calls += 1
+        n = self.calls
+        self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("kstat chain broke")
+        return (f"# moment {n}\nline {i} {'x' * 50}\n".encode() for i in range(500))
+
+
+def _bodies(producer: _Producer, clock: list[float]) -> SharedBodies:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return SharedBodies(producer, ThreadPoolExecutor(2), reuse_within=1.0,
+                        clock=lambda: clock[0])
+
+
+def test_one_moment_gives_every_scraper_the_same_bytes_each_encoding_made_once() -> None:
+    import asyncio
+
+    producer = _Producer()
+    clock = [100.0]
+    bodies = _bodies(producer, clock)
+
+    async def scrape_together() -> list[list[bytes]]:
+        return list(await asyncio.gather(
+            *(bodies.body((None, False), gzip) for gzip in (True, False, True, False, True))
+        ))
+
+    got = asyncio.run(scrape_together())
+    assert producer.calls == 1
+    assert bodies.rendered == {"gzip": 1, "identity": 1}
+    plain = b"".join(got[1])
+    assert plain.startswith(b"# moment 1\n") and plain.count(b"\n") == 1000
+    assert all(b"".join(got[i]) == plain for i in (1, 3))
+    assert all(gzip.decompress(b"".join(got[i])) == plain for i in (0, 2, 4))
+    assert got[0] is got[2]  # the same body, not a copy per scraper
+
+
+def test_a_body_is_reused_only_within_the_window_from_its_collection_start() -> None:
+    import asyncio
+
+    producer = _Producer()
+    clock = [100.0]
+    bodies = _bodies(producer, clock)
+
+    async def run() -> list[bytes]:
+        first = b"".join(await bodies.body((None, False), False))
+        clock[0] = 100.9  # within 1 s of the start: the same moment
+        same = b"".join(await bodies.body((None, False), False))
+        clock[0] = 101.0  # 1 s after the start: collected afresh
+        later = b"".join(await bodies.body((None, False), False))
+        other_key = b"".join(await bodies.body((frozenset({"zone_cpu"}), False), False))
+        return [first, same, later, other_key]
+
+    first, same, later, other_key = asyncio.run(run())
+    assert first == same and first.startswith(b"# moment 1\n")
+    assert later.startswith(b"# moment 2\n")
+    assert other_key.startswith(b"# moment 3\n")  # a collect[] filter has its own moment
+    assert producer.calls == 3
+
+
+def test_a_scrape_after_the_window_does_not_join_a_collection_still_running() -> None:
+    import asyncio
+
+    producer = _Producer()
+    producer.gate.clear()
+    clock = [100.0]
+    bodies = _bodies(producer, clock)
+
+    async def run() -> tuple[bytes, bytes, bytes]:
+        early = asyncio.ensure_future(bodies.body((None, False), True))
+        await asyncio.sleep(0.05)
+        clock[0] = 100.5  # joins the running collection
+        joined = asyncio.ensure_future(bodies.body((None, False), True))
+        await asyncio.sleep(0.05)
+        clock[0] = 101.5  # the running one began too long ago: a new moment
+        late = asyncio.ensure_future(bodies.body((None, False), True))
+        await asyncio.sleep(0.05)
+        producer.gate.set()
+        out = [gzip.decompress(b"".join(await f)) for f in (early, joined, late)]
+        return out[0], out[1], out[2]
+
+    early, joined, late = asyncio.run(run())
+    assert early == joined and early.startswith(b"# moment 1\n")
+    assert late.startswith(b"# moment 2\n")
+    assert producer.calls == 2
+
+
+def test_a_failed_collection_fails_its_scrapers_and_the_next_one_collects_again() -> None:
+    import asyncio
+
+    producer = _Producer()
+    producer.fail = True
+    clock = [100.0]
+    bodies = _bodies(producer, clock)
+
+    async def run() -> list[object]:
+        return list(await asyncio.gather(
+            bodies.body((None, False), True), bodies.body((None, False), False),
+            return_exceptions=True,
+        ))
+
+    failed = asyncio.run(run())
+    assert all(isinstance(e, RuntimeError) for e in failed), failed
+    producer.fail = False
+    body = asyncio.run(run())
+    assert producer.calls == 2
+    assert gzip.decompress(b"".join(body[0])) == b"".join(body[1])  # type: ignore[arg-type]
