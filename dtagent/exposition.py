@@ -9,9 +9,10 @@ prometheus/docs ``content/docs/instrumenting/exposition_formats.md``.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator
 
-from dtagent.metrics import MetricFamily
+from dtagent.metrics import MetricFamily, MetricSpec
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -72,55 +73,118 @@ def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
 
 
 def iter_chunks(families: Iterable[MetricFamily]) -> Iterator[bytes]:
-    """The exposition as one UTF-8 chunk per family, made as it is asked for, so a
-    gzip body can compress each family and let it go before the next is rendered.
+    """The exposition as one UTF-8 chunk per family, made as it is asked for (a
+    renderer of its own: nothing is kept for a next render)."""
+    return Renderer().chunks(families)
 
-    Families with no samples are left out entirely, so an uncapped zone or an absent
-    kstat produces no HELP/TYPE noise either. Label blocks are built once per scrape
-    and reused: most families of a host repeat the same ``{zonename="…"}``. Each
-    family is encoded as soon as it is rendered, so the scrape never holds every line
-    as a separate string (nor the whole text widened by one non-ASCII HELP character).
+
+_INTS = frozenset((int,))  # a bool is not one of them: it is written 1/0, not True/False
+_Template = tuple[str, str, str]  # HELP/TYPE lines, histogram series template, bucket name
+
+
+class Renderer:
+    """Renders the 0.0.4 exposition, reusing what has not changed since its last render.
+
+    A server keeps one and renders every scrape with it. Kept from one render to the
+    next: each family's HELP/TYPE lines (and a histogram's series template), and each
+    series' label block (``{zonename="…",…}``) and histogram bucket head. Each cache is
+    replaced at the end of a render by what that render used, so the series of a
+    halted zone are dropped at once and the caches never outgrow one scrape. The
+    rendered text of series whose values did not change is not kept: that would hold
+    most of the body between scrapes (the bucket lines are three quarters of it).
+
+    A render draws families one at a time: each is encoded as soon as it is rendered,
+    so a gzip body can compress it and let it go before the next is rendered, and the
+    scrape never holds every line as a separate string (nor the whole text widened by
+    one non-ASCII HELP character). Families with no samples are left out entirely, so
+    an uncapped zone or an absent kstat produces no HELP/TYPE noise either. One render
+    at a time: a second concurrent one gets a renderer of its own.
     """
-    blocks: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-    fmt = format_value
-    for fam in families:
-        if not fam.samples and not fam.hist_samples:
-            continue
-        spec = fam.spec
+
+    def __init__(self) -> None:
+        self._templates: dict[MetricSpec, _Template] = {}
+        self._blocks: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
+        self._heads: dict[str, dict[tuple[str, ...], tuple[str, str]]] = {}
+        self._busy = threading.Lock()
+
+    def chunks(self, families: Iterable[MetricFamily]) -> Iterator[bytes]:
+        """One UTF-8 chunk per family with samples, drawn as the caller asks."""
+        if not self._busy.acquire(blocking=False):
+            yield from Renderer()._families(families)
+            return
+        try:
+            yield from self._families(families)
+        finally:
+            self._busy.release()
+
+    def _template(self, spec: MetricSpec) -> _Template:
         name = spec.name
-        out = [f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n"]
-        append = out.append
-        labels = spec.labels
-        if spec.type == "histogram":
-            bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
-            bucket = f"{name}_bucket"
-            # One str.format per series writes all its lines: {0} is the series' head,
-            # {1} its label block, {2} the sum, {3} the count, {4}... the bucket counts.
-            series = "".join(
-                f"{{0}}{_braces(b)}{{{i + 4}}}\n" for i, b in enumerate(bounds)
-            ) + f'{{0}}le="+Inf"}}}} {{3}}\n{name}_sum{{1}} {{2}}\n{name}_count{{1}} {{3}}\n'
-            for values, cumulative, total, count in fam.hist_samples:
-                block = _label_block(labels, values)
-                head = bucket + (block[:-1] + "," if block else "{")
-                if all(type(c) is int for c in cumulative):  # whole counts: str() is exact
-                    append(series.format(head, block, fmt(total), fmt(count), *cumulative))
-                    continue
-                for bound, cum in zip(bounds, cumulative, strict=True):
-                    append(f"{head}{bound}{fmt(cum)}\n")
-                n = fmt(count)
-                append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
-                       f"{name}_count{block} {n}\n")
-        elif not labels:
-            for _, value in fam.samples:
-                append(f"{name} {fmt(value)}\n")
-        else:
-            for values, value in fam.samples:
-                key = (labels, values)
-                cached = blocks.get(key)
-                if cached is None:
-                    cached = blocks[key] = _label_block(labels, values)
-                append(f"{name}{cached} {fmt(value)}\n")
-        yield "".join(out).encode("utf-8")
+        header = f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n"
+        if spec.type != "histogram":
+            return header, "", ""
+        bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+        # One str.format per series writes all its lines: {0} is the series' head,
+        # {1} its label block, {2} the sum, {3} the count, {4}... the bucket counts.
+        series = "".join(
+            f"{{0}}{_braces(b)}{{{i + 4}}}\n" for i, b in enumerate(bounds)
+        ) + f'{{0}}le="+Inf"}}}} {{3}}\n{name}_sum{{1}} {{2}}\n{name}_count{{1}} {{3}}\n'
+        return header, series, f"{name}_bucket"
+
+    def _families(self, families: Iterable[MetricFamily]) -> Iterator[bytes]:
+        fmt = format_value
+        old_templates = self._templates
+        templates: dict[MetricSpec, _Template] = {}
+        old_blocks = self._blocks
+        blocks: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
+        old_heads = self._heads
+        heads: dict[str, dict[tuple[str, ...], tuple[str, str]]] = {}
+        no_heads: dict[tuple[str, ...], tuple[str, str]] = {}
+        no_blocks: dict[tuple[str, ...], str] = {}
+        for fam in families:
+            if not fam.samples and not fam.hist_samples:
+                continue
+            spec = fam.spec
+            name = spec.name
+            template = old_templates.get(spec) or self._template(spec)
+            templates[spec] = template
+            out = [template[0]]
+            append = out.append
+            labels = spec.labels
+            if spec.type == "histogram":
+                series, bucket = template[1], template[2]
+                was = old_heads.get(name, no_heads)
+                now = heads.setdefault(name, {})
+                bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+                for values, cumulative, total, count in fam.hist_samples:
+                    known = was.get(values)
+                    if known is None:
+                        block = _label_block(labels, values)
+                        known = (bucket + (block[:-1] + "," if block else "{"), block)
+                    now[values] = known
+                    head, block = known
+                    if _INTS.issuperset(map(type, cumulative)):  # whole: str() exact
+                        append(series.format(head, block, fmt(total), fmt(count), *cumulative))
+                        continue
+                    for bound, cum in zip(bounds, cumulative, strict=True):
+                        append(f"{head}{bound}{fmt(cum)}\n")
+                    n = fmt(count)
+                    append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
+                           f"{name}_count{block} {n}\n")
+            elif not labels:
+                for _, value in fam.samples:
+                    append(f"{name} {fmt(value)}\n")
+            else:
+                was_blocks = old_blocks.get(labels, no_blocks)
+                now_blocks = blocks.setdefault(labels, {})
+                for values, value in fam.samples:
+                    cached = now_blocks.get(values)
+                    if cached is None:
+                        cached = was_blocks.get(values) or _label_block(labels, values)
+                        now_blocks[values] = cached
+                    append(f"{name}{cached} {fmt(value) if type(value) is not int else value}\n")
+            yield "".join(out).encode("utf-8")
+        # what this render used, and only that, is kept for the next one
+        self._templates, self._blocks, self._heads = templates, blocks, heads
 
 
 # ---- OpenMetrics 1.0 ------------------------------------------------------------------

@@ -39,6 +39,7 @@ import structlog
 from dtagent.exposition import (
     CONTENT_TYPE,
     OPENMETRICS_CONTENT_TYPE,
+    Renderer,
     iter_chunks,
     iter_openmetrics_chunks,
     wants_openmetrics,
@@ -378,6 +379,7 @@ class MetricsServer:
             max_workers=max(1, max_renders), thread_name_prefix="dtagent-render"
         )
         self.bodies = SharedBodies(self._produce, self._executor, reuse_within)
+        self._renderer = Renderer()
         self.http.add_route("/metrics", self._metrics)
         self.http.add_route("/healthz", lambda _r: Response.text(200, "ok\n"))
         self.http.add_route(
@@ -527,8 +529,11 @@ class MetricsServer:
             families = self._collect_only(only)
         # OpenMetrics (with _created start times) only when the scraper asks for it;
         # the 0.0.4 text format stays the default.
-        render = iter_openmetrics_chunks if openmetrics else iter_chunks
-        return render([*families, *self.families()])
+        every = [*families, *self.families()]
+        if openmetrics:
+            return iter_openmetrics_chunks(every)
+        # full scrapes reuse what their last render made (label blocks, headers)
+        return (self._renderer.chunks if only is None else iter_chunks)(every)
 
     def families(self) -> list[MetricFamily]:
         """The front's own metrics (requests by code, auth failures, TLS, ...)."""

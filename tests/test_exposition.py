@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from dtagent.exposition import format_value, render
-from dtagent.metrics import MetricSpec
+from dtagent.exposition import Renderer, format_value, render
+from dtagent.metrics import MetricFamily, MetricSpec
 
 GAUGE = MetricSpec("t_gauge", "gauge", "A gauge.", ("zonename", "mode"))
 COUNTER = MetricSpec("t_ops_total", "counter", "Ops.\nSecond line \\ here.", ("zonename",))
@@ -106,3 +106,44 @@ def test_label_blocks_shared_across_families_stay_their_own(zones: list[str]) ->
     ]
     counts = [s for s in parsed["t_latency_seconds"] if s[0].endswith("_count")]
     assert [(s[1], s[2]) for s in counts] == [({"zonename": z}, i) for i, z in enumerate(zones)]
+
+
+def _host(zones: list[str], step: int) -> list[MetricFamily]:
+    g, c, h = GAUGE.family(), COUNTER.family(), HIST.family()
+    for i, z in enumerate(zones):
+        g.add((z, "user"), i * step + 0.25)
+        c.add((z,), i + step)
+        h.add_histogram((z,), [i, i + step, i + 2 * step], float(step), i + 2 * step)
+        h.add_histogram((z + "-b",), [0.5, 1.0, float(step)], 1.5, step)  # float counts
+    flat = MetricSpec("t_up", "gauge", "Up.").family()
+    flat.add((), step)
+    return [g, c, flat, h]
+
+
+@given(st.lists(st.lists(st.text(max_size=8), max_size=6, unique=True), min_size=1,
+                max_size=5))
+def test_a_kept_renderer_renders_every_scrape_as_a_fresh_one(hosts: list[list[str]]) -> None:
+    """Zones come and go between scrapes: what a kept renderer reuses never shows."""
+    kept = Renderer()
+    for step, zones in enumerate(hosts):
+        families = _host(zones, step)
+        assert b"".join(kept.chunks(families)) == render(families)
+
+
+def test_a_kept_renderer_lets_a_halted_zones_series_go_at_once() -> None:
+    kept = Renderer()
+    b"".join(kept.chunks(_host(["z1", "z2", "z3"], 1)))
+    held = str(vars(kept))
+    assert "z2" in held
+    b"".join(kept.chunks(_host(["z1", "z3"], 2)))
+    held = str(vars(kept))
+    assert "z2" not in held and "z1" in held and "z3" in held
+
+
+def test_a_render_while_another_runs_gets_a_renderer_of_its_own() -> None:
+    kept = Renderer()
+    first = kept.chunks(_host(["z1", "z2"], 1))
+    head = next(first)  # the first render is under way
+    second = b"".join(kept.chunks(_host(["z9"], 3)))
+    assert second == render(_host(["z9"], 3))
+    assert head + b"".join(first) == render(_host(["z1", "z2"], 1))
