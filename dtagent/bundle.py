@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import zlib
@@ -450,34 +451,62 @@ def decode_frame(line: str, where: str) -> Frame:
 
 
 class BundleWriter:
-    """Writes a bundle frame by frame, atomically (a temp file renamed at close)."""
+    """Writes a bundle frame by frame, atomically (a temp file renamed at close).
+
+    The header is written last, as the file's first gzip member (RFC 1952 2.2: a gzip
+    file is a series of members, read as one stream), so it can say what the frames
+    hold (``dtrace_scripts``, the D scripts their DTrace records name; ``plugins`` and
+    ``textfiles``, whether any frame records them): a replay can then start on the
+    first frame while the rest is still being checked.
+    """
 
     def __init__(self, path: str | os.PathLike[str], **header: Any) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._header = {"format": FORMAT, "version": VERSION, **header}
+        self._tmp = self._temp()
+        self._frames_tmp = self._temp()
+        self._fh: IO[str] = gzip.open(  # noqa: SIM115 - closed in close()/abort()
+            self._frames_tmp, "wt", encoding="utf-8", compresslevel=6
+        )
+        self._last_time: float | None = None
+        self._scripts: set[str] = set()
+        self._plugins = self._textfiles = False
+        self.frames = 0
+
+    def _temp(self) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=".bundle-", dir=self.path.parent)
         os.close(fd)
-        self._tmp = Path(tmp)
-        self._fh: IO[str] = gzip.open(  # noqa: SIM115 - closed in close()/abort()
-            self._tmp, "wt", encoding="utf-8", compresslevel=6
-        )
-        self._fh.write(json.dumps({"format": FORMAT, "version": VERSION, **header}) + "\n")
-        self._last_time: float | None = None
-        self.frames = 0
+        return Path(tmp)
 
     def write(self, frame: Frame) -> None:
         if self._last_time is not None and frame.time < self._last_time:
             raise ValueError("bundle frames must be written in time order")
         self._last_time = frame.time
         self._fh.write(encode_frame(frame) + "\n")
+        if frame.dtrace:
+            self._scripts.update(recorded_scripts(frame.dtrace))
+        self._plugins |= frame.plugins is not None
+        self._textfiles |= frame.textfiles is not None
         self.frames += 1
 
     def close(self) -> None:
         self._fh.close()
-        os.replace(self._tmp, self.path)
+        header = {**self._header, "dtrace_scripts": sorted(self._scripts),
+                  "plugins": self._plugins, "textfiles": self._textfiles}
+        try:
+            with self._tmp.open("wb") as out:
+                out.write(gzip.compress((json.dumps(header) + "\n").encode("utf-8"), 6))
+                with self._frames_tmp.open("rb") as frames:
+                    shutil.copyfileobj(frames, out, 1 << 20)
+            os.replace(self._tmp, self.path)
+        finally:
+            self._frames_tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         self._fh.close()
+        self._frames_tmp.unlink(missing_ok=True)
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> BundleWriter:
@@ -536,7 +565,38 @@ def _check_header(line: str, path: Path) -> dict[str, Any]:
             f"{path}: header (line 1): bundle version {header.get('version')!r}; "
             f"this agent reads {VERSION}"
         )
+    scripts = header.get("dtrace_scripts")
+    if scripts is not None and (
+        not isinstance(scripts, list) or not all(isinstance(x, str) for x in scripts)
+    ):
+        raise BundleError(
+            f"{path}: header (line 1): field dtrace_scripts: expected a list of D script names"
+        )
+    for key in ("plugins", "textfiles"):
+        if key in header and not isinstance(header[key], bool):
+            raise BundleError(f"{path}: header (line 1): field {key}: expected true or false")
     return header
+
+
+@dataclass(frozen=True, slots=True)
+class Contents:
+    """What a bundle's frames hold, as its header says: the D scripts their records
+    name, whether any frame records plugin runs, textfiles."""
+
+    dtrace_scripts: frozenset[str]
+    plugins: bool
+    textfiles: bool
+
+
+def header_contents(header: dict[str, Any]) -> Contents | None:
+    """What the header says the frames hold (None: an older bundle whose header does
+    not say; every frame must then be read to know)."""
+    scripts = header.get("dtrace_scripts")
+    plugins, textfiles = header.get("plugins"), header.get("textfiles")
+    if not isinstance(scripts, list) or not isinstance(plugins, bool) or \
+            not isinstance(textfiles, bool):
+        return None
+    return Contents(frozenset(scripts), plugins, textfiles)
 
 
 def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
@@ -582,14 +642,19 @@ class PackedFrames(Sequence[Frame]):
 
     A decoded frame of a large host is tens of megabytes; an hour of them does not
     fit in an agent's memory, their compressed lines do. Every frame is decoded (and
-    so checked) once when the bundle is read; afterwards the last frame asked for is
-    kept decoded. Times, commands, plugin runs, textfiles and each frame's running
-    zones are kept decoded, and its DTrace deltas packed on their own: a replay hands
-    out every frame's deltas (with that frame's zones) without decoding every frame
-    again.
+    so checked) once when it is read; afterwards the last frame asked for is kept
+    decoded. Times, commands, plugin runs, textfiles and each frame's running zones are kept
+    decoded, and its DTrace deltas packed on their own: a replay hands out every
+    frame's deltas (with that frame's zones) without decoding every frame again.
+
+    ``background``: only the first frame is read before this returns; the others are
+    read and checked by a thread while the first is served, and appear as they are
+    checked (``len`` grows; ``complete`` is set at the end). A bad frame found that
+    way ends the reading there: ``error`` says what was wrong and the frames before it
+    stay. Otherwise every frame is read and checked here, and a bad one raises.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, background: bool = False) -> None:
         self.path = Path(path)
         self.times: list[float] = []
         self.commands: list[list[CommandResult]] = []
@@ -602,26 +667,57 @@ class PackedFrames(Sequence[Frame]):
         self.dtrace_scripts: set[str] = set()
         self._cached: tuple[int, Frame] | None = None
         self._lock = threading.Lock()
-        for frame, line in _frames_and_lines(self.path):
-            self.times.append(frame.time)
-            self.commands.append(frame.commands)
-            self.plugins.append(frame.plugins)
-            self.textfiles.append(frame.textfiles)
-            self.zones.append(zones_of(frame.kstats))
-            if frame.dtrace:
-                self.dtrace_scripts.update(recorded_scripts(frame.dtrace))
-                packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
-                self._packed_dtrace[len(self._packed)] = packed
-            self._packed.append(zlib.compress(line.encode("utf-8"), 1))
+        self.complete = threading.Event()
+        self.error: BundleError | None = None
+        self.background = background
+        lines = _frames_and_lines(self.path)
+        if not background:
+            for frame, line in lines:
+                self._add(frame, line)
+            self._done()
+            return
+        first = next(lines, None)
+        if first is None:
+            raise BundleError(f"{self.path}: bundle has no frames")
+        self._add(*first)
+        threading.Thread(
+            target=self._read_rest, args=(lines,), name="dtagent-bundle-check", daemon=True
+        ).start()
+
+    def _add(self, frame: Frame, line: str) -> None:
+        index = len(self._packed)
+        if frame.dtrace:
+            self.dtrace_scripts.update(recorded_scripts(frame.dtrace))
+            packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
+            self._packed_dtrace[index] = packed
+        self.commands.append(frame.commands)
+        self.plugins.append(frame.plugins)
+        self.textfiles.append(frame.textfiles)
+        self.zones.append(zones_of(frame.kstats))
+        self._packed.append(zlib.compress(line.encode("utf-8"), 1))
+        self.times.append(frame.time)  # last: a frame whose time is seen is all there
+
+    def _done(self) -> None:
         if not self._packed:
             raise BundleError(f"{self.path}: bundle has no frames")
+        self.complete.set()
+
+    def _read_rest(self, lines: Iterator[tuple[Frame, str]]) -> None:
+        try:
+            for frame, line in lines:
+                self._add(frame, line)
+        except BundleError as exc:
+            self.error = exc
+        except Exception as exc:  # never a traceback from the checking thread
+            self.error = BundleError(f"{self.path}: {type(exc).__name__}: {exc}")
+        self.complete.set()
 
     def __len__(self) -> int:
-        return len(self._packed)
+        return len(self.times)
 
     def __getitem__(self, index: int) -> Frame:  # type: ignore[override]
         if index < 0:
-            index += len(self._packed)
+            index += len(self.times)
         with self._lock:
             if self._cached is not None and self._cached[0] == index:
                 return self._cached[1]
@@ -654,7 +750,10 @@ def bundle_scripts(bundle: Bundle) -> set[str]:
     return {s for f in bundle.frames for s in recorded_scripts(f.dtrace)}
 
 
-def read_packed(path: str | os.PathLike[str]) -> Bundle:
-    """Read and check a whole bundle, keeping its frames compressed (for replay)."""
-    frames = PackedFrames(path)
-    return Bundle(header=read_header(path), frames=frames)
+def read_packed(path: str | os.PathLike[str], *, background: bool = False) -> Bundle:
+    """Read and check a bundle, keeping its frames compressed (for replay); with
+    ``background``, only its header and first frame before returning (see
+    :class:`PackedFrames`)."""
+    header = read_header(path)
+    frames = PackedFrames(path, background=background)
+    return Bundle(header=header, frames=frames)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,77 @@ def test_packed_frames_are_the_frames_read_whole(tmp_path: Path) -> None:
         assert packed.zones[i] == zones_of(frame.kstats)
     assert any(packed.dtrace(i) for i in range(len(packed)))
     assert all(len(z) == 4 for z in packed.zones)
+
+
+def _with_bad_frame(path: Path, bad: int) -> None:
+    """Rewrite a bundle with frame ``bad`` made unreadable, its header kept."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    lines[1 + bad] = re.sub(r'"t":[0-9.]+', '"t":"soon"', lines[1 + bad], count=1)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def test_a_written_bundle_says_in_its_header_what_its_frames_hold(tmp_path: Path) -> None:
+    from dtagent.bundle import Contents, header_contents, read_header
+
+    path = tmp_path / "b.bundle"
+    write_bundle(path, [*frames(), Frame(time=130.0, dtrace=[{"script": "t", "agg": "x"}])],
+                 source="test")
+    header = read_header(path)
+    assert header["source"] == "test"
+    assert header_contents(header) == Contents(frozenset({"s", "t"}), False, False)
+    assert len(read_bundle(path).frames) == 4  # the header member and the frames read as one
+    old = tmp_path / "old.bundle"  # a bundle written before headers said it
+    with gzip.open(old, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"format": "dtagent-bundle", "version": 1}) + "\n")
+        fh.write(json.dumps({"t": 1.0, "kstats": []}) + "\n")
+    assert header_contents(read_header(old)) is None
+    replay = ReplaySource.open(str(old))
+    assert replay.watcher is None and replay.dtrace_scripts() == set()  # read whole first
+    with gzip.open(old, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"format": "dtagent-bundle", "version": 1,
+                             "dtrace_scripts": "runq"}) + "\n")
+    with pytest.raises(BundleError, match="field dtrace_scripts: expected a list"):
+        read_header(old)
+
+
+def test_a_served_replay_starts_on_its_first_frame_and_stops_at_a_bad_later_one(
+    tmp_path: Path,
+) -> None:
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "b.bundle"
+    write_bundle(path, [*frames(), *(Frame(time=130.0 + 10 * i) for i in range(3))])
+    _with_bad_frame(path, 3)
+    with pytest.raises(BundleError, match=r"frame 3 \(line 5\): field t"):
+        read_packed(path)  # read whole (scrape --frame, checks): refused at once
+    with capture_logs() as logs:
+        replay = ReplaySource.open(str(path))  # served: the first frame is enough to start
+        assert replay.watcher is not None
+        assert replay.kstats().get("zones", 3, "web") is not None
+        replay.watcher.join(10)
+    failed = [e for e in logs if e["event"].startswith("bundle check failed")]
+    assert len(failed) == 1 and failed[0]["last_good_frame"] == 2
+    assert "frame 3 (line 5): field t" in failed[0]["problem"]
+    assert len(replay.frames) == 3
+    replay._start -= 3600  # an hour later: still the last good frame
+    assert replay.time() == 120.0
+    assert replay.dtrace_scripts() == {"s"}
+
+
+def test_a_served_replay_of_a_good_bundle_reaches_every_frame(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "b.bundle"
+    write_bundle(path, frames())
+    now = [0.0]
+    with capture_logs() as logs:
+        replay = ReplaySource(read_packed(path, background=True), clock=lambda: now[0])
+        assert replay.watcher is not None
+        replay.watcher.join(10)
+    assert [e["frames"] for e in logs if e["event"] == "bundle checked"] == [3]
+    now[0] = 25.0
+    assert replay.time() == 120.0
+    assert _run(replay, ["vmadm", "list"]).stdout == "out2\n"
+    assert _values(replay) == [[0], [1], [2]]

@@ -26,6 +26,8 @@ from dtagent.bundle import (
     Frame,
     PackedFrames,
     bundle_scripts,
+    header_contents,
+    read_header,
     read_packed,
 )
 from dtagent.snapshot import (
@@ -64,19 +66,6 @@ class ReplaySource:
         self.speed = speed
         self._clock = clock
         self._start = clock()
-        frames = bundle.frames
-        if isinstance(frames, PackedFrames):
-            self._times = frames.times
-            commands = frames.commands
-            plugins: Sequence[list[PluginRun] | None] = frames.plugins
-            textfiles: Sequence[TextfileListing | None] = frames.textfiles
-            self._with_dtrace = [frames.has_dtrace(i) for i in range(len(frames))]
-        else:
-            self._times = [f.time for f in frames]
-            commands = [f.commands for f in frames]
-            plugins = [f.plugins for f in frames]
-            textfiles = [f.textfiles for f in frames]
-            self._with_dtrace = [bool(f.dtrace) for f in frames]
         self._index = -1
         self._snapshot: KstatSnapshot | None = None
         self._dtrace_sent = -1
@@ -88,20 +77,74 @@ class ReplaySource:
         self._inputs = (
             tuple(KstatInput(m) for m in sorted(modules_of(inputs))) if inputs is not None else None
         )
-        # Command history: argv → its results in time order, ``finished`` the frame time.
+        # Command history: argv → its results in time order, ``finished`` the frame time;
+        # taken in frame by frame as frames are checked (see _take_in).
         self._commands: dict[tuple[str, ...], list[CommandResult]] = {}
         self._command_times: dict[tuple[str, ...], list[float]] = {}
-        for at, results in zip(self._times, commands, strict=True):
+        # The plugin runs and textfiles as recorded, at the frames that recorded them.
+        self._plugin_times: list[float] = []
+        self._plugin_sets: list[tuple[PluginRun, ...]] = []
+        self._textfile_times: list[float] = []
+        self._textfile_sets: list[TextfileListing] = []
+        self._taken_in = 0
+        frames = bundle.frames
+        self._packed = frames if isinstance(frames, PackedFrames) else None
+        if self._packed is not None:
+            self._times = self._packed.times
+        else:
+            self._times = [f.time for f in frames]
+        self._take_in()
+        if self._packed is not None and self._packed.background:
+            self.watcher: threading.Thread | None = threading.Thread(
+                target=self._watch, args=(self._packed,), name="dtagent-replay-watch",
+                daemon=True,
+            )
+            self.watcher.start()
+        else:
+            self.watcher = None
+
+    def _take_in(self) -> None:
+        """Index the command results, plugin runs and textfiles of the frames checked
+        since the last call (all of them at once unless the bundle is still being
+        checked in the background)."""
+        count = len(self._times)
+        if count == self._taken_in:
+            return
+        for index in range(self._taken_in, count):
+            at = self._times[index]
+            if self._packed is not None:
+                results = self._packed.commands[index]
+                plugins = self._packed.plugins[index]
+                textfiles = self._packed.textfiles[index]
+            else:
+                frame = self.bundle.frames[index]
+                results, plugins, textfiles = frame.commands, frame.plugins, frame.textfiles
             for res in results:
                 self._commands.setdefault(res.argv, []).append(replace(res, finished=at))
                 self._command_times.setdefault(res.argv, []).append(at)
-        # The plugin runs and textfiles as recorded, at the frames that recorded them.
-        self._plugin_times = [at for at, p in zip(self._times, plugins, strict=True)
-                              if p is not None]
-        self._plugin_sets = [tuple(p) for p in plugins if p is not None]
-        self._textfile_times = [at for at, t in zip(self._times, textfiles, strict=True)
-                                if t is not None]
-        self._textfile_sets = [t for t in textfiles if t is not None]
+            if plugins is not None:
+                self._plugin_times.append(at)
+                self._plugin_sets.append(tuple(plugins))
+            if textfiles is not None:
+                self._textfile_times.append(at)
+                self._textfile_sets.append(textfiles)
+        self._taken_in = count
+
+    def _watch(self, packed: PackedFrames) -> None:
+        """Say when the background check of the bundle ends, and how."""
+        packed.complete.wait()
+        if packed.error is None:
+            log.info("bundle checked", frames=len(packed), bundle=self.name)
+            return
+        log.error(
+            "bundle check failed: the replay stops at the last good frame",
+            problem=str(packed.error), last_good_frame=len(packed) - 1, bundle=self.name,
+        )
+
+    def _has_dtrace(self, index: int) -> bool:
+        if self._packed is not None:
+            return self._packed.has_dtrace(index)
+        return bool(self.bundle.frames[index].dtrace)
 
     @classmethod
     def open(
@@ -113,9 +156,13 @@ class ReplaySource:
     ) -> ReplaySource:
         """Open a bundle; ``frame`` pins the replay to that frame (negative: from the end);
         ``inputs`` are the kstats served (None: all)."""
-        bundle = read_packed(path)
         if frame is None:
+            # A bundle whose header says what its frames hold is served from its first frame
+            # while the rest is checked; an older one is read and checked first.
+            background = header_contents(read_header(path)) is not None
+            bundle = read_packed(path, background=background)
             return cls(bundle, speed=speed, name=str(path), inputs=inputs)
+        bundle = read_packed(path)
         count = len(bundle.frames)
         index = frame if frame >= 0 else count + frame
         if not 0 <= index < count:
@@ -129,12 +176,15 @@ class ReplaySource:
         return self.bundle.frames
 
     def _current(self) -> int:
+        self._take_in()
         if self._pin is not None:
             return self._pin
         elapsed = (self._clock() - self._start) * self.speed
         target = self._times[0] + elapsed
         index = max(0, bisect.bisect_right(self._times, target) - 1)
-        if index == len(self._times) - 1 and not self._ended_logged and len(self._times) > 1:
+        checked = self._packed is None or self._packed.complete.is_set()
+        if (index == len(self._times) - 1 and checked and not self._ended_logged
+                and len(self._times) > 1):
             self._ended_logged = True
             log.info("replay reached its last frame; serving it from now on", bundle=self.name)
         return index
@@ -162,7 +212,8 @@ class ReplaySource:
 
     def dtrace_scripts(self) -> set[str]:
         """The D scripts the bundle's DTrace deltas name (empty: DTrace did not run)."""
-        return bundle_scripts(self.bundle)
+        contents = header_contents(self.bundle.header)
+        return set(contents.dtrace_scripts) if contents else bundle_scripts(self.bundle)
 
     def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         """(DTrace deltas, running zones) of every frame reached since the last call.
@@ -173,7 +224,7 @@ class ReplaySource:
         with self._lock:
             index = self._current()
             wanted = [
-                i for i in range(self._dtrace_sent + 1, index + 1) if self._with_dtrace[i]
+                i for i in range(self._dtrace_sent + 1, index + 1) if self._has_dtrace(i)
             ]
             self._dtrace_sent = max(self._dtrace_sent, index)
         frames = self.bundle.frames
@@ -184,12 +235,14 @@ class ReplaySource:
     @property
     def has_plugins(self) -> bool:
         """Whether the bundle recorded plugin runs (a capture with a plugin directory)."""
-        return bool(self._plugin_sets)
+        contents = header_contents(self.bundle.header)
+        return contents.plugins if contents else bool(self._plugin_sets)
 
     @property
     def has_textfiles(self) -> bool:
         """Whether the bundle recorded textfiles (a capture with a textfile directory)."""
-        return bool(self._textfile_sets)
+        contents = header_contents(self.bundle.header)
+        return contents.textfiles if contents else bool(self._textfile_sets)
 
     def plugin_runs(
         self, requests: Sequence[PluginRequest]
