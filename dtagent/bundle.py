@@ -647,6 +647,9 @@ class PackedFrames(Sequence[Frame]):
     decoded, and its DTrace deltas packed on their own: a replay hands out every
     frame's deltas (with that frame's zones) without decoding every frame again.
 
+    ``upto``: frames after that index are neither read nor checked (a replay pinned
+    to a frame needs only it and the frames before it).
+
     ``background``: only the first frame is read before this returns; the others are
     read and checked by a thread while the first is served, and appear as they are
     checked (``len`` grows; ``complete`` is set at the end). A bad frame found that
@@ -654,7 +657,9 @@ class PackedFrames(Sequence[Frame]):
     stay. Otherwise every frame is read and checked here, and a bad one raises.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, background: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, background: bool = False, upto: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.times: list[float] = []
         self.commands: list[list[CommandResult]] = []
@@ -674,6 +679,8 @@ class PackedFrames(Sequence[Frame]):
         if not background:
             for frame, line in lines:
                 self._add(frame, line)
+                if upto is not None and len(self._packed) > upto:
+                    break  # frames after ``upto`` are not needed: not read, not checked
             self._done()
             return
         first = next(lines, None)
@@ -750,10 +757,12 @@ def bundle_scripts(bundle: Bundle) -> set[str]:
     return {s for f in bundle.frames for s in recorded_scripts(f.dtrace)}
 
 
-def read_packed(path: str | os.PathLike[str], *, background: bool = False) -> Bundle:
+def read_packed(
+    path: str | os.PathLike[str], *, background: bool = False, upto: int | None = None
+) -> Bundle:
     """Read and check a bundle, keeping its frames compressed (for replay); with
-    ``background``, only its header and first frame before returning (see
-    :class:`PackedFrames`)."""
+    ``background``, only its header and first frame before returning; with ``upto``,
+    only the frames up to that index (see :class:`PackedFrames`)."""
     header = read_header(path)
-    frames = PackedFrames(path, background=background)
+    frames = PackedFrames(path, background=background, upto=upto)
     return Bundle(header=header, frames=frames)

@@ -389,3 +389,16 @@ def test_a_served_replay_of_a_good_bundle_reaches_every_frame(tmp_path: Path) ->
     assert replay.time() == 120.0
     assert _run(replay, ["vmadm", "list"]).stdout == "out2\n"
     assert _values(replay) == [[0], [1], [2]]
+
+
+def test_a_replay_pinned_to_a_frame_reads_no_frame_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    write_bundle(path, [*frames(), *(Frame(time=130.0 + 10 * i) for i in range(3))])
+    _with_bad_frame(path, 4)
+    pinned = ReplaySource.open(str(path), frame=1)
+    assert pinned.time() == 110.0 and len(pinned.frames) == 2
+    assert _values(pinned) == [[0], [1]]
+    with pytest.raises(BundleError, match=r"frame 4 \(line 6\)"):
+        ReplaySource.open(str(path), frame=-1)  # the last frame: every frame is read
+    with pytest.raises(BundleError, match=r"frame 4 \(line 6\)"):
+        ReplaySource.open(str(path), frame=5)

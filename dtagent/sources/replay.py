@@ -162,7 +162,8 @@ class ReplaySource:
             background = header_contents(read_header(path)) is not None
             bundle = read_packed(path, background=background)
             return cls(bundle, speed=speed, name=str(path), inputs=inputs)
-        bundle = read_packed(path)
+        # pinned: the frames after it are not needed (a frame from the end needs them all)
+        bundle = read_packed(path, upto=frame if frame >= 0 else None)
         count = len(bundle.frames)
         index = frame if frame >= 0 else count + frame
         if not 0 <= index < count:
