@@ -265,6 +265,17 @@ scrape_configs:
             ),
             timeout=30,
         )
+        # The wing ran its commands on the agent's command source: one vmadm update,
+        # counted in the served dtagent_command_* series under its own name.
+        _wait(
+            "the control commands in Prometheus",
+            lambda: [
+                float(s["value"][1])
+                for s in _query(prom, 'dtagent_command_runs_total{command="control vmadm update"}')
+            ]
+            == [1.0],
+            timeout=30,
+        )
         assert feed.frames >= 10  # the kernel moved on while the test ran
     finally:
         for p in procs:
