@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from dtagent.collectors.base import Collector
 from dtagent.snapshot import (
@@ -160,3 +161,22 @@ def collected(
 ) -> Samples:
     """One collection of ``kstats`` (and ``commands``: none by default)."""
     return samples_of(collector, snapshot_of([collector], kstats, commands))
+
+
+def per_key_objects(obj: object) -> list[Any]:
+    """A DTrace worker line's JSON object as one-key record objects (a batched record
+    becomes one ``{"key": ..., "value"/"buckets": ...}`` per key; any other record stays
+    as it is), so a test can look for one key's delta."""
+    from dtagent.dtrace.records import Invalid, parse, per_key, to_json
+
+    rec = parse(obj)
+    if isinstance(rec, Invalid):
+        return [obj]
+    return [to_json(r) for r in per_key(rec)]
+
+
+def worker_records(lines: Iterable[str]) -> list[Any]:
+    """Every record of the worker's output lines, one per key (:func:`per_key_objects`)."""
+    import json
+
+    return [o for line in lines if line.strip() for o in per_key_objects(json.loads(line))]

@@ -9,7 +9,6 @@ benchmark would measure something the agent never meets.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from benchmarks import live_host
 from dtagent.simulate import EPOCH, frames, make_host
 from dtagent.snapshot import KSTAT_TYPE_IO, Kstat
 from dtagent.sources.libkstat import KstatReader
-from tests.helpers import REPO
+from tests.helpers import REPO, worker_records
 from tests.native import build_shared
 from tests.native.dtrace_stub import Scenario, library
 from tests.native.kstat_stub import open_stub
@@ -97,12 +96,13 @@ def test_looping_records_repeat_at_their_period(tmp_path: Path) -> None:
     deadline = time.monotonic() + 20
     try:
         while time.monotonic() < deadline and len(walks) < 6:
-            rec = json.loads(proc.stdout.readline())
-            if "tick" in rec:
-                walks[int(rec["tick"])] = pending  # type: ignore[call-overload]
-                pending = []
-            elif rec.get("agg") == "calls":
-                pending.append(rec)
+            for rec in worker_records([proc.stdout.readline()]):
+                assert isinstance(rec, dict)
+                if "tick" in rec:
+                    walks[int(rec["tick"])] = pending
+                    pending = []
+                elif rec.get("agg") == "calls":
+                    pending.append(rec)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

@@ -15,6 +15,7 @@ from dtagent.dtrace import spec as sp
 from dtagent.dtrace.buckets import Buckets
 from dtagent.simulate import dtrace_part, frames, make_host
 from dtagent.zonemap import running_zones
+from tests.helpers import per_key_objects
 
 ROOT = Path(__file__).resolve().parent.parent
 D_DIR = ROOT / "scripts" / "d"
@@ -247,6 +248,11 @@ def _sim_frames(zones: int, seed: int, count: int) -> Iterator[tuple[Any, Any]]:
         yield host, frame
 
 
+def _recs(frame: Any) -> list[Any]:
+    """A simulated frame's DTrace records, one per key (the frame batches them)."""
+    return [o for r in frame.dtrace for o in per_key_objects(r)]
+
+
 def _check_record(
     rec: dict[str, Any], by_script: dict[str, sp.ScriptSpec], zones: set[int]
 ) -> None:
@@ -279,7 +285,7 @@ def test_simulated_deltas_fit_the_shipped_specs() -> None:
     seen: set[tuple[str, str]] = set()
     for _host, frame in _sim_frames(20, seed=3, count=150):
         zones = set(running_zones(frame.snapshot()))
-        for rec in frame.dtrace:
+        for rec in _recs(frame):
             _check_record(rec, by_script, zones)
             seen.add((rec["script"], rec["agg"]))
     expected = {
@@ -310,10 +316,10 @@ def test_simulated_sums_agree_with_the_buckets() -> None:
     for _host, frame in _sim_frames(12, seed=4, count=20):
         sums = {
             (r["script"], r["agg"], tuple(r["key"])): r["value"]
-            for r in frame.dtrace
+            for r in _recs(frame)
             if "value" in r
         }
-        for (script, agg_name, key), h in _histograms(frame.dtrace).items():
+        for (script, agg_name, key), h in _histograms(_recs(frame)).items():
             agg = by_script[script].aggregation(agg_name)
             assert agg is not None and agg.sum is not None
             b = agg.buckets()
@@ -342,7 +348,7 @@ def test_profiles_show_in_the_deltas() -> None:
     host = make_host(20, seed=5, start=0.0, step=5.0, duration=600)
     recs: list[dict[str, Any]] = []
     for frame in frames(host, 60):
-        recs.extend(frame.dtrace)
+        recs.extend(_recs(frame))
     by_profile: dict[str, list[int]] = {}
     for z in host.zones:
         if z.zoneid is not None:
@@ -373,7 +379,7 @@ def test_halted_zones_get_no_deltas_under_a_stale_id() -> None:
     for frame in frames(host, 121):
         running = set(running_zones(frame.snapshot()))
         seen_ids |= running
-        for rec in frame.dtrace:
+        for rec in _recs(frame):
             for k in rec["key"]:
                 if isinstance(k, int):
                     assert k in running

@@ -17,7 +17,7 @@ from dtagent.config import load
 from dtagent.dtrace import buckets as bk
 from dtagent.dtrace.accumulator import Accumulator
 from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas
-from dtagent.dtrace.records import Batch, WorkerHealth, parse
+from dtagent.dtrace.records import Batch, WorkerHealth, combine, parse
 from dtagent.dtrace.spec import AggregationSpec, KeySpec, ScriptSpec, load_script
 from dtagent.exposition import render
 from dtagent.metrics import MetricFamily
@@ -387,3 +387,107 @@ def test_random_schemes_are_exact_through_the_accumulator(data: st.DataObject) -
                          for i in picked]
     assert count == len(values)
     assert total == pytest.approx(sum(values) * scale, rel=1e-9, abs=1e-12)
+
+
+# ------------------------------------------------ batched records (one per aggregation)
+
+WALK_RECORDS = st.one_of(
+    st.builds(lambda z, s, v: {"script": "every", "agg": "calls", "key": [z, s], "value": v},
+              st.sampled_from([0, 3, 5, 7]), st.sampled_from(["read", "write", "ioctl"]),
+              st.integers(0, 2**40)),
+    st.builds(lambda z, vals: lat_record(z, vals),
+              st.sampled_from([0, 3, 5, 7]),
+              st.lists(st.integers(1, 2 * 10**10), min_size=1, max_size=5)),
+    st.builds(lambda s, v: {"script": "every", "agg": "maxlat", "key": [s], "value": v},
+              st.sampled_from(["read", "write"]), st.integers(-5, 10**6)),
+    st.builds(lambda s, c, t: {"script": "every", "agg": "avglat", "key": [s], "value": [c, t]},
+              st.sampled_from(["read", "write"]), st.integers(1, 100), st.integers(0, 10**6)),
+)
+# zone maps of successive scrapes: zones halting, booting, an id taken by another zone
+ZONE_MAPS = st.sampled_from([
+    {0: "global", 3: "web", 5: "db"},
+    {0: "global", 3: "web", 5: "db", 7: "cache"},
+    {0: "global", 3: "web"},
+    {0: "global", 3: "other-web", 5: "db"},
+])
+
+
+def _flat(recs: list[Any]) -> list[Any]:
+    return [r for rec in recs for r in (rec if isinstance(rec, list) else [rec])]
+
+
+def _counter_values(acc: Accumulator) -> dict[tuple[str, tuple[str, ...]], float]:
+    out: dict[tuple[str, tuple[str, ...]], float] = {}
+    for f in acc.families():
+        if f.spec.type == "counter":
+            out.update({(f.name, k): v for k, v in f.samples})
+        elif f.spec.type == "histogram":
+            for k, cum, _s, n in f.hist_samples:
+                out[(f.name + "_count", k)] = n
+                out.update({(f"{f.name}_bucket{i}", k): c for i, c in enumerate(cum)})
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.lists(WALK_RECORDS, max_size=12), ZONE_MAPS), min_size=1,
+                max_size=6))
+def test_batched_records_add_exactly_what_one_key_records_add(
+    walks: list[tuple[list[Any], dict[int, str]]],
+) -> None:
+    """The same deltas, one record per key (the first format) or one per aggregation
+    (the worker's): the same families after every scrape, whatever the zones do; and
+    cumulative counters and buckets of a series that stays never go down."""
+    one_key, batched = Accumulator([EVERY]), Accumulator([EVERY])
+    before: dict[tuple[str, tuple[str, ...]], float] = {}
+    for recs, zones in walks:
+        objs = _flat(recs)
+        one_key.apply_json(objs, zones)
+        batched.apply([r for r in combine(parse(o) for o in objs)], zones)
+        assert render(one_key.families()) == render(batched.families())
+        now = _counter_values(batched)
+        for k, v in now.items():
+            if k in before:
+                assert v >= before[k], k
+        before = now
+    assert one_key.rejected == batched.rejected
+
+
+def test_one_bad_key_of_a_batch_is_refused_alone() -> None:
+    acc = Accumulator([EVERY])
+    acc.apply_json([
+        {"script": "every", "agg": "lat", "keys": [[3], [5], [9], [0]],
+         "buckets": [[1000, 2], [1500, 1], [1000, 4], [None, 1, 2000, 3]]},
+        {"script": "every", "agg": "calls", "keys": [[3, "read"], [3, "write"]],
+         "values": [4, -1]},
+    ], {0: "global", 3: "web", 5: "db"})
+    # key [5]: 1500 is no bucket boundary; key [9]: no such zone; the write delta < 0
+    assert acc.rejected == {"invalid": 2, "unknown_zone": 1}
+    f = fams(acc)
+    assert {k: v[2] for k, v in hists(f["test_syscall_latency_seconds"]).items()} == {
+        ("web",): 2, ("global",): 4}
+    assert samples(f["test_syscalls_total"]) == {("web", "read"): 4}
+
+
+def test_a_whole_batch_of_the_wrong_shape_counts_each_key() -> None:
+    acc = Accumulator([EVERY])
+    acc.apply_json([
+        {"script": "every", "agg": "calls", "keys": [[3], [5]], "values": [1, 1]},  # arity
+        {"script": "every", "agg": "lat", "keys": [[3], [5]], "values": [1, 1]},  # no buckets
+        {"script": "every", "agg": "avglat", "keys": [["read"]], "values": [3]},  # not pairs
+        {"script": "every", "agg": "lat_sum", "keys": [[3]], "values": [[1, 2]]},
+    ], {3: "web", 5: "db"})
+    assert acc.rejected == {"invalid": 6}
+
+
+def test_a_cached_key_follows_its_zone_id_to_the_new_zone() -> None:
+    """The fast path keeps each raw key's series; when the id names another zone (a
+    reboot gave it away) the key gets the new zone's series, never the old one's."""
+    acc = Accumulator([EVERY])
+    rec = {"script": "every", "agg": "calls", "keys": [[5, "read"], [3, "read"]],
+           "values": [1, 1]}
+    acc.apply_json([rec], {3: "web", 5: "old"})
+    acc.apply_json([rec], {3: "web", 5: "old"})
+    acc.apply_json([rec], {3: "web", 5: "new"})
+    acc.apply_json([rec], {3: "web", 5: "new", 6: "old"})
+    assert samples(fams(acc)["test_syscalls_total"]) == {("web", "read"): 4,
+                                                          ("new", "read"): 2}

@@ -31,7 +31,7 @@ from dtagent.dtrace.supervisor import Supervisor
 from dtagent.metrics import MetricFamily
 from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
 from dtagent.sources.commands import NoCommands
-from tests.helpers import REPO
+from tests.helpers import REPO, per_key_objects, worker_records
 from tests.native.dtrace_stub import Scenario, layouts, library
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dtrace"
@@ -197,9 +197,9 @@ def read_until_tick(proc: subprocess.Popen[str], tick: int, timeout: float = 20)
         line = proc.stdout.readline()
         if not line:
             break
-        rec = json.loads(line)
-        out.append(rec)
-        if rec.get("tick") == tick:
+        obj = json.loads(line)
+        out += per_key_objects(obj)
+        if obj.get("tick") == tick:
             return out
     raise AssertionError(f"no tick {tick}: {out}")
 
@@ -589,7 +589,8 @@ rec stub:every calls count | z:3 s:read | 0
         klib.stub_reset()
     frames = read_bundle(bundle).frames
     aggs = [r for f in frames for r in f.dtrace if "agg" in r]
-    assert {"script": "every", "agg": "calls", "key": [3, "read"], "value": 4} in aggs
+    # the bundle keeps the worker's records as they came: one per aggregation and walk
+    assert {"script": "every", "agg": "calls", "keys": [[3, "read"]], "values": [4]} in aggs
     replay_cfg = tmp_path / "replay.toml"
     replay_cfg.write_text(f'[sources]\nreplay = {str(bundle)!r}\n' + common)
     replayed = build(load(replay_cfg), replay_frame=-1)
@@ -624,8 +625,8 @@ rec stub:every calls count | z:3 s:read | 0 0
         rest, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     values = [r["value"] for r in first if r.get("agg") == "calls"]
-    values += [json.loads(line)["value"] for line in rest.splitlines()
-               if '"agg":"calls"' in line.replace(" ", "")]
+    values += [r["value"] for r in worker_records(rest.splitlines())
+               if r.get("agg") == "calls"]
     assert values == [1, 2]
     calls = sc.calls()
     last = calls[calls.index("stop"):]
@@ -675,7 +676,7 @@ rec stub:every calls count | z:3 s:read | 0 0 0 0
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    records = first + [json.loads(line) for line in rest.splitlines()]
+    records = first + worker_records(rest.splitlines())
     assert [r["value"] for r in records if r.get("agg") == "calls"] == [1, 4]
     calls = sc.calls()
     tail = calls[calls.index("stop"):]
@@ -814,7 +815,7 @@ rec stub:every calls count | z:3 s:read | 0 0
     proc = subprocess.run(worker_argv(lib_path, SCRIPTS[:1]), capture_output=True,
                           text=True, env=env_for(sc), timeout=30)
     assert proc.returncode == 3, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    records = worker_records(proc.stdout.splitlines())
     assert [r["value"] for r in records if r.get("agg") == "calls"] == [1, 2]
     assert "tracing stopped by itself" in proc.stderr
     assert "exited" in sc.calls() and sc.calls().count("stop") == 1
@@ -909,7 +910,7 @@ def test_a_reload_restarts_only_the_scripts_that_changed(tmp_path: Path, lib_pat
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    records += [json.loads(line) for line in rest.splitlines()]
+    records += worker_records(rest.splitlines())
 
     # alpha: one count on every tick, before, across and after the reload
     ticks: list[list[Any]] = [[]]

@@ -10,7 +10,7 @@ import pytest
 
 from dtagent.bundle import read_bundle
 from dtagent.snapshot import Kstat
-from tests.helpers import dtagent
+from tests.helpers import dtagent, per_key_objects
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_deltas_of_zones_that_left_are_applied_with_their_own_frame(
     assert gone, "the bundle should have zones that halted or rebooted"
     # deltas recorded for a zone id that no longer runs at the last frame
     assert any(
-        rec.get("key", [None])[0] in gone for f in frames[:10] for rec in f.dtrace
+        rec.get("key", [None])[0] in gone
+        for f in frames[:10] for r in f.dtrace for rec in per_key_objects(r)
     )
     out = dtagent("scrape", "--replay", str(churned_bundle))
     assert out.returncode == 0, out.stderr
@@ -69,3 +70,25 @@ def test_a_script_that_is_off_contributes_nothing(churned_bundle: Path, tmp_path
     assert on.returncode == 0, on.stderr
     assert 'dtagent_dtrace_script_enabled{script="syscall_by_name"} 1' in on.stdout
     assert "illumos_zone_syscall_latency_by_name_seconds_count{" in on.stdout
+
+
+def test_a_bundle_of_one_key_records_replays_as_its_batched_twin(tmp_path: Path) -> None:
+    """The golden bundle holds the first record format (one key per record); the same
+    frames with every aggregation's keys batched (as the worker and the simulator now
+    write them) serve the same exposition, byte for byte."""
+    from dtagent.bundle import Frame, write_bundle
+    from dtagent.dtrace.records import combine, parse, to_json
+    from tests.golden import BUNDLE, exposition
+
+    old = read_bundle(BUNDLE)
+    records = [r for f in old.frames for r in f.dtrace]
+    assert records and all("keys" not in r for r in records)  # the first format
+    twin = tmp_path / "batched.bundle"
+    write_bundle(twin, [
+        Frame(time=f.time, kstats=f.kstats, commands=f.commands,
+              dtrace=[to_json(r) for r in combine(parse(o) for o in f.dtrace)])
+        for f in old.frames
+    ], **{k: v for k, v in old.header.items() if k not in ("format", "version")})
+    batched = [r for f in read_bundle(twin).frames for r in f.dtrace]
+    assert len(batched) < len(records) / 5 and all("key" not in r for r in batched)
+    assert exposition(twin) == exposition(BUNDLE)

@@ -9,27 +9,39 @@ zone after a reboot starts new series and never mixes with the old zone's.
 
 Nothing a record contains can raise: invalid records are counted
 (``dtagent_dtrace_records_rejected_total``) and logged once per script and aggregation.
+
+Applying is the agent's busiest path on a large host (thousands of keys a second), so
+each aggregation keeps, for the zone map of the moment, the series of every raw key it
+has seen (``_Agg.cache``): a key seen before costs one dictionary lookup and a few
+in-place additions; only a new key (or one whose zone id now names another zone) goes
+through the checks, the label mapping and the series cap. Every count stays an exact
+integer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 
 from dtagent.dtrace.buckets import slot_of
 from dtagent.dtrace.libdtrace import DROP_KINDS
 from dtagent.dtrace.records import (
-    Aggregate,
+    Aggregates,
     Drop,
     Histogram,
+    Histograms,
     Invalid,
+    KeyValue,
     Record,
     ScriptError,
     Status,
     Tick,
     Value,
+    Values,
+    batched,
     parse,
     to_json,
 )
@@ -112,7 +124,7 @@ def metric_spec(script: ScriptSpec, agg: AggregationSpec) -> MetricSpec:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Series:
     counts: list[int] = field(default_factory=list)  # histogram slots (+Inf last)
     sum: int = 0  # histogram _sum / counter total, recorded units
@@ -136,6 +148,11 @@ class _Agg:
         self.seen: list[set[str]] = [set() for _ in spec.keys]
         # bucket lower bound → le slot (None: not a boundary), filled as records come
         self.slots: dict[int | None, int | None] = {}
+        # the lower bounds of a record's buckets → their le slots (all valid)
+        self.slot_lists: dict[tuple[int | None, ...], tuple[int, ...]] = {}
+        # raw key → its series, for the accumulator's current zone map (the fast path);
+        # entries whose zone id changed meaning are removed when the map changes
+        self.cache: dict[tuple[KeyValue, ...], _Series] = {}
 
     def slot_of_lower(self, lo: int | None) -> int | None:
         try:
@@ -194,6 +211,7 @@ class Accumulator:
         self.series_dropped: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self._batch = 0
+        self._zones: dict[int, str] = {}  # the zone map the caches are valid for
         self._logged: set[tuple[str, str, str]] = set()
         self._last_error: dict[str, str] = {}
 
@@ -240,6 +258,8 @@ class Accumulator:
     def apply(self, records: Iterable[Record], zones: Mapping[int, str]) -> None:
         """Add one batch of delta records, mapping zone ids with ``zones``."""
         self._batch += 1
+        if zones:
+            self._use_zones(zones)
         for rec in records:
             try:
                 self._apply_one(rec, zones)
@@ -247,16 +267,35 @@ class Accumulator:
                 self._reject("invalid", rec, str(exc))
             except Exception as exc:  # belt and braces: a record never raises
                 self._reject("invalid", rec, f"{type(exc).__name__}: {exc}")
-        if zones:
-            self._forget_gone_zones(set(zones.values()))
+
+    def _use_zones(self, zones: Mapping[int, str]) -> None:
+        """Make ``zones`` the current zone map: series of zones that are gone are
+        removed, cached keys whose zone id no longer names the same zone forgotten."""
+        old = self._zones
+        if zones == old:
+            return
+        changed = {zid for zid, name in old.items() if zones.get(zid) != name}
+        self._zones = dict(zones)
+        running = set(zones.values())
+        for agg in self._aggs.values():
+            pos = agg.zone_pos
+            if pos is None:
+                continue
+            if changed:
+                stale = [k for k in agg.cache if k[pos] in changed]
+                for k in stale:
+                    del agg.cache[k]
+            gone = [k for k, s in agg.series.items() if s.zone not in running]
+            for k in gone:
+                del agg.series[k]
 
     def apply_json(self, objs: Iterable[object], zones: Mapping[int, str]) -> None:
         """:meth:`apply` for records still in their JSON form (docs/bundle-dtrace.md)."""
         self.apply([parse(o) for o in objs], zones)
 
-    def _reject(self, reason: str, rec: Record, why: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        if isinstance(rec, Value | Histogram):
+    def _reject(self, reason: str, rec: Record, why: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+        if isinstance(rec, Value | Histogram | Values | Histograms):
             ident = (rec.script, rec.agg, why if reason != "invalid" else why.split(":")[0])
         else:
             ident = ("?", "?", why)
@@ -264,7 +303,8 @@ class Accumulator:
             self._logged.add(ident)
             if isinstance(rec, Invalid):
                 shown = rec.raw
-            elif isinstance(rec, Value | Histogram | Drop | ScriptError | Status | Tick):
+            elif isinstance(rec, Value | Histogram | Values | Histograms | Drop |
+                            ScriptError | Status | Tick):
                 shown = _short(to_json(rec))
             else:  # not a record at all (a caller's mistake): say what it is
                 shown = _short(rec)
@@ -272,8 +312,10 @@ class Accumulator:
 
     def _apply_one(self, rec: Record, zones: Mapping[int, str]) -> None:
         match rec:
-            case Value() | Histogram():
+            case Values() | Histograms():
                 self._aggregate(rec, zones)
+            case Value() | Histogram():
+                self._aggregate(batched(rec), zones)
             case Drop(kind, count):
                 self.drops[kind] = self.drops.get(kind, 0) + count
             case ScriptError():
@@ -303,7 +345,10 @@ class Accumulator:
             log.warning("D script failed", script=rec.script, message=rec.message)
         self.status[rec.script] = now
 
-    def _aggregate(self, rec: Aggregate, zones: Mapping[int, str]) -> None:
+    def _aggregate(self, rec: Aggregates, zones: Mapping[int, str]) -> None:
+        """One aggregation's keys of one walk. Checks that hold for the whole record
+        come first; then each key: its series from the cache, else from
+        :meth:`_resolve`; a key that is refused is counted alone, the others apply."""
         if rec.script not in self.scripts:
             raise _Invalid(f"unknown script {rec.script!r}")
         key = (rec.script, rec.agg)
@@ -313,36 +358,64 @@ class Accumulator:
             agg = self._sums.get(key)
             if agg is None:
                 raise _Invalid(f"unknown aggregation {rec.agg!r}")
-        if len(rec.key) != len(agg.spec.keys):
-            raise _Invalid(f"key must be a list of {len(agg.spec.keys)}")
+        n = len(rec.keys)
+        if not n:
+            return
+        if len(rec.keys[0]) != len(agg.spec.keys):
+            self._reject("invalid", rec, f"key must be a list of {len(agg.spec.keys)}", n)
+            return
+        if isinstance(rec, Histograms):
+            if is_sum or agg.buckets is None:
+                what = "sum" if is_sum else agg.spec.function
+                self._reject("invalid", rec, f"{what} value must be an integer, not buckets", n)
+                return
+            self._apply_buckets(agg, rec, zones)
+        elif is_sum:
+            self._apply_sums(agg, rec, zones)
+        elif agg.buckets is not None:
+            self._reject("invalid", rec, "a histogram record needs buckets", n)
+        else:
+            self._apply_values(agg, rec, zones)
+
+    def _resolve(
+        self, agg: _Agg, rec: Aggregates, i: int, zones: Mapping[int, str]
+    ) -> _Series | None:
+        """The series of key ``i`` of ``rec`` (the slow path, once per key and zone
+        map): its labels checked and bounded, the zone mapped, the series cap applied.
+        None when the key is refused (counted here)."""
+        raw = rec.keys[i]
         labels: list[str] = []
         zone: str | None = None
-        for pos, (k, v) in enumerate(zip(agg.spec.keys, rec.key, strict=True)):
+        for pos, (k, v) in enumerate(zip(agg.spec.keys, raw, strict=True)):
             if k.kind == "string":
                 if not isinstance(v, str):
-                    raise _Invalid(f"key {pos} must be a string")
+                    self._reject_key("invalid", rec, i, f"key {pos} must be a string")
+                    return None
                 labels.append(self._bounded(agg, pos, v))
             elif not isinstance(v, int):
-                raise _Invalid(f"key {pos} must be an integer")
+                self._reject_key("invalid", rec, i, f"key {pos} must be an integer")
+                return None
             elif k.kind == "integer":
                 labels.append(self._bounded(agg, pos, v))
             else:
                 zone = zones.get(v)
                 if zone is None:
-                    self._reject("unknown_zone", rec, f"zone id {v} is not running")
-                    return
+                    self._reject_key("unknown_zone", rec, i, f"zone id {v} is not running")
+                    return None
                 labels.append(zone)
-        if is_sum:
-            if not isinstance(rec, Value) or not isinstance(rec.value, int):
-                raise _Invalid("sum value must be an integer")
-            series = self._series(agg, tuple(labels), zone)
-            if series is not None:
-                series.sum += rec.value
-            return
-        if isinstance(rec, Histogram):
-            self._apply_buckets(agg, rec, tuple(labels), zone)
+        series = self._series(agg, tuple(labels), zone)
+        if series is not None:
+            agg.cache[raw] = series
+        return series
+
+    def _reject_key(self, reason: str, rec: Aggregates, i: int, why: str) -> None:
+        """Refuse key ``i`` alone (shown as the one-key record it is)."""
+        one: Aggregates
+        if isinstance(rec, Values):
+            one = Values(rec.script, rec.agg, (rec.keys[i],), (rec.values[i],))  # type: ignore[arg-type]
         else:
-            self._apply_value(agg, rec, tuple(labels), zone)
+            one = Histograms(rec.script, rec.agg, (rec.keys[i],), (rec.buckets[i],))
+        self._reject(reason, one, why)
 
     def _bounded(self, agg: _Agg, pos: int, value: str | int) -> str:
         k = agg.spec.keys[pos]
@@ -369,63 +442,88 @@ class Accumulator:
             agg.series[labels] = series
         return series
 
-    def _apply_buckets(
-        self, agg: _Agg, rec: Histogram, labels: tuple[str, ...], zone: str | None
-    ) -> None:
-        if agg.buckets is None:
-            raise _Invalid(f"{agg.spec.function} value must be an integer, not buckets")
-        slots: list[tuple[int, int]] = []
-        for lo, n in rec.buckets:
-            slot = agg.slot_of_lower(lo)
-            if slot is None:
-                raise _Invalid(f"lo {lo} is not a bucket boundary of "
-                               f"{agg.spec.function}{agg.spec.params}")
-            slots.append((slot, n))
-        series = self._series(agg, labels, zone)
-        if series is None:
-            return
-        for slot, n in slots:
-            series.counts[slot] += n
-
-    def _apply_value(
-        self, agg: _Agg, rec: Value, labels: tuple[str, ...], zone: str | None
-    ) -> None:
-        fn = agg.spec.function
-        value = rec.value
-        if agg.buckets is not None:
-            raise _Invalid("a histogram record needs buckets")
-        if fn == "avg":
-            if not isinstance(value, tuple) or value[0] < 0:
-                raise _Invalid("avg value must be [count, total]")
-        elif not isinstance(value, int):
-            raise _Invalid(f"{fn} value must be an integer")
-        elif fn in ("count", "sum") and value < 0:
-            raise _Invalid(f"{fn} delta {value} is negative: counters only grow")
-        series = self._series(agg, labels, zone)
-        if series is None:
-            return
-        if isinstance(value, tuple):  # avg
-            c, t = (0, 0) if series.batch != self._batch else series.avg
-            series.batch = self._batch
-            series.avg = (c + value[0], t + value[1])
-            return
-        if fn in ("count", "sum"):
-            series.sum += value
-            return
-        fresh = series.batch != self._batch
-        series.batch = self._batch
-        if fn == "min":
-            series.value = value if fresh else min(series.value, value)
-        else:
-            series.value = value if fresh else max(series.value, value)
-
-    def _forget_gone_zones(self, running: set[str]) -> None:
-        for agg in self._aggs.values():
-            if agg.zone_pos is None:
+    def _apply_buckets(self, agg: _Agg, rec: Histograms, zones: Mapping[int, str]) -> None:
+        cache, known = agg.cache, agg.slot_lists
+        for i, (key, b) in enumerate(zip(rec.keys, rec.buckets, strict=True)):
+            los = b[0::2]
+            idx = known.get(los)
+            if idx is None:  # these bounds not seen together yet
+                found = [agg.slot_of_lower(lo) for lo in los]
+                if None in found:
+                    bad = los[found.index(None)]
+                    self._reject_key("invalid", rec, i, f"lo {bad} is not a bucket boundary "
+                                     f"of {agg.spec.function}{agg.spec.params}")
+                    continue
+                idx = cast("tuple[int, ...]", tuple(found))
+                if len(known) < 100_000:
+                    known[los] = idx
+            series = cache.get(key) or self._resolve(agg, rec, i, zones)
+            if series is None:
                 continue
-            gone = [k for k, s in agg.series.items() if s.zone not in running]
-            for k in gone:
-                del agg.series[k]
+            counts = series.counts
+            # parse() checked that every n is a count
+            for slot, n in zip(idx, cast("tuple[int, ...]", b[1::2]), strict=True):
+                counts[slot] += n
+
+    def _apply_sums(self, agg: _Agg, rec: Values, zones: Mapping[int, str]) -> None:
+        """A histogram's parallel sum() (true values: it may be negative)."""
+        values = rec.values
+        if values and not isinstance(values[0], int):
+            self._reject("invalid", rec, "sum value must be an integer", len(values))
+            return
+        cache = agg.cache
+        for i, (key, value) in enumerate(zip(rec.keys, cast("tuple[int, ...]", values),
+                                             strict=True)):
+            series = cache.get(key) or self._resolve(agg, rec, i, zones)
+            if series is not None:
+                series.sum += value
+
+    def _apply_values(self, agg: _Agg, rec: Values, zones: Mapping[int, str]) -> None:
+        fn = agg.spec.function
+        pairs = bool(rec.values) and not isinstance(rec.values[0], int)
+        if fn == "avg" and not pairs and rec.values:
+            self._reject("invalid", rec, "avg value must be [count, total]", len(rec.values))
+            return
+        if fn != "avg" and pairs:
+            self._reject("invalid", rec, f"{fn} value must be an integer", len(rec.values))
+            return
+        cache, batch = agg.cache, self._batch
+        if fn == "avg":
+            for i, (key, (c, t)) in enumerate(zip(
+                    rec.keys, cast("tuple[tuple[int, int], ...]", rec.values), strict=True)):
+                if c < 0:
+                    self._reject_key("invalid", rec, i, "avg value must be [count, total]")
+                    continue
+                series = cache.get(key) or self._resolve(agg, rec, i, zones)
+                if series is None:
+                    continue
+                c0, t0 = (0, 0) if series.batch != batch else series.avg
+                series.batch = batch
+                series.avg = (c0 + c, t0 + t)
+            return
+        values = cast("tuple[int, ...]", rec.values)
+        if fn in ("count", "sum"):
+            for i, (key, value) in enumerate(zip(rec.keys, values, strict=True)):
+                if value < 0:
+                    self._reject_key("invalid", rec, i,
+                                     f"{fn} delta {value} is negative: counters only grow")
+                    continue
+                series = cache.get(key) or self._resolve(agg, rec, i, zones)
+                if series is not None:
+                    series.sum += value
+            return
+        lowest = fn == "min"
+        for i, (key, value) in enumerate(zip(rec.keys, values, strict=True)):
+            series = cache.get(key) or self._resolve(agg, rec, i, zones)
+            if series is None:
+                continue
+            if series.batch != batch:
+                series.batch = batch
+                series.value = value
+            elif lowest:
+                series.value = min(series.value, value)
+            else:
+                series.value = max(series.value, value)
 
     # ---------------------------------------------------------------- exporting
 

@@ -20,10 +20,12 @@ from dtagent.dtrace.records import (
     Batch,
     DeltaSource,
     Histogram,
+    Histograms,
     Invalid,
     Record,
     Tick,
     Value,
+    Values,
     WorkerHealth,
     parse,
     to_json,
@@ -126,7 +128,8 @@ class ReplayDeltas:
 
     def _wanted(self, rec: Record) -> bool:
         # Aggregation records of a script that is off; drops and errors always count.
-        return self._scripts is None or not isinstance(rec, Value | Histogram) or \
+        return self._scripts is None or \
+            not isinstance(rec, Value | Histogram | Values | Histograms) or \
             rec.script in self._scripts
 
     def take(self) -> list[Batch]:

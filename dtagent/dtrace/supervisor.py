@@ -1,7 +1,10 @@
 """Runs the DTrace worker process, restarts it when it dies or hangs, queues its deltas.
 
 The worker writes JSON lines (docs/bundle-dtrace.md) and a ``{"tick": N}`` line after
-each walk. The supervisor's reader thread turns them into batches; a worker that
+each walk. The supervisor's reader thread keeps the lines of each walk as they came,
+bytes, and only looks into the short ones for the tick: the records are decoded when
+the scrape takes them (:meth:`Supervisor.take`), so the lines waiting between scrapes
+cost their bytes and no Python objects, and the reader thread little CPU. A worker that
 exits is restarted after an exponential backoff (reset once a worker has run well
 for a while); one that writes no tick for ``hang_timeout`` seconds (``start_timeout``
 before its first tick: compiling takes a while) is killed (SIGTERM, then SIGKILL) and
@@ -25,11 +28,12 @@ from typing import IO
 
 import structlog
 
-from dtagent.dtrace.records import Batch, Invalid, Record, Tick, WorkerHealth, parse
+from dtagent.dtrace.records import Batch, Record, Tick, WorkerHealth, parse
 
 log = structlog.get_logger("dtagent.dtrace")
 
 EXIT_NO_LIBRARY = 4  # dtagent.dtrace.worker: libdtrace cannot be loaded or opened
+_TICK_MAX = 100  # bytes: a tick line is shorter ({"tick":N,"time":T})
 
 
 class Supervisor:
@@ -68,11 +72,11 @@ class Supervisor:
         self._reconfigured = False
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        # one list per walk: when nobody takes them, whole walks are dropped, never
-        # a histogram's records without their parallel sum
-        self._pending: list[list[Record]] = []
+        # one list of lines per walk: when nobody takes them, whole walks are dropped,
+        # never a histogram's record without its parallel sum
+        self._pending: list[list[bytes]] = []
         self._pending_records = 0
-        self._batch: list[Record] = []
+        self._batch: list[bytes] = []
         self._last_beat = 0.0
         self._last_batch_wall: float | None = None
         self.restarts = 0
@@ -86,8 +90,27 @@ class Supervisor:
         """The records since the last call, one batch for the scrape's zones."""
         with self._lock:
             walks, self._pending, self._pending_records = self._pending, [], 0
-        out = [rec for walk in walks for rec in walk]
+        out: list[Record] = []
+        for walk in walks:
+            for raw in walk:
+                rec = self._decode(raw)
+                if rec is not None:
+                    out.append(rec)
         return [(out, {})] if out else []
+
+    def _decode(self, raw: bytes) -> Record | None:
+        """The record of one line; None for a line that is no JSON object (logged)."""
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            self._bad_lines += 1
+            if self._bad_lines <= 5:
+                log.warning("DTrace worker wrote a line that is not JSON",
+                            line=raw[:200].decode("utf-8", "replace"))
+            return None
+        if not isinstance(obj, dict):
+            return None
+        return parse(obj)  # an Invalid one is counted when applied
 
     def health(self) -> WorkerHealth:
         with self._lock:
@@ -258,7 +281,7 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def _queue(self, records: list[Record]) -> None:
+    def _queue(self, records: list[bytes]) -> None:
         if not records:
             return
         self._pending.append(records)
@@ -270,27 +293,26 @@ class Supervisor:
 
     def _read_stdout(self, stream: IO[bytes]) -> None:
         for raw in stream:
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                self._bad_lines += 1
-                if self._bad_lines <= 5:
-                    log.warning("DTrace worker wrote a line that is not JSON",
-                                line=raw[:200].decode("utf-8", "replace"))
-                continue
-            record = parse(rec)
-            if isinstance(record, Invalid) and not isinstance(rec, dict):
-                continue
-            with self._wake:
-                if isinstance(record, Tick):
+            # a tick is a short line ({"tick":N,"time":T}); anything else is kept as it is
+            if len(raw) <= _TICK_MAX and b'"tick"' in raw and \
+                    isinstance(self._decode_quietly(raw), Tick):
+                with self._wake:
                     self._queue(self._batch)
                     self._batch = []
                     self._last_beat = self._clock()
                     self._beats_this_run += 1
                     self._last_batch_wall = time.time()
                     self._wake.notify_all()
-                else:
-                    self._batch.append(record)  # an Invalid one is counted when applied
+            elif raw.strip():
+                with self._lock:
+                    self._batch.append(raw)
+
+    @staticmethod
+    def _decode_quietly(raw: bytes) -> Record | None:
+        try:
+            return parse(json.loads(raw))
+        except ValueError:
+            return None
 
     def _read_stderr(self, stream: IO[bytes]) -> None:
         for raw in stream:

@@ -13,7 +13,10 @@ seconds each handle in turn gets ``dtrace_work`` (status, drops, errors: the ker
 deadman kills an enabling nobody polls; under the default ``switch`` buffer policy it
 also snapshots the aggregations, usr/src/lib/libdtrace/common/dt_work.c) and a walk
 with REMOVE semantics, so each walk is a delta. Records are JSON lines on stdout in the
-format of docs/bundle-dtrace.md, each round closed by a ``{"tick": N}`` line.
+format of docs/bundle-dtrace.md: one line per aggregation and walk, carrying every key
+that changed (:class:`~dtagent.dtrace.records.Values`,
+:class:`~dtagent.dtrace.records.Histograms`), each round closed by a ``{"tick": N}``
+line.
 
 A script stops the way dtrace(1M) does: ``dtrace_stop`` (END clauses fire),
 ``dtrace_work`` (which forces a last snapshot once tracing has stopped), a last walk,
@@ -43,22 +46,22 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from dtagent.dtrace import libdtrace as ld
 from dtagent.dtrace.buckets import Buckets
 from dtagent.dtrace.records import (
     Drop,
-    Histogram,
+    Histograms,
     KeyValue,
     Record,
     ScriptError,
     Status,
     Tick,
-    Value,
+    Values,
     to_json,
 )
 from dtagent.dtrace.spec import (
@@ -74,19 +77,36 @@ from dtagent.dtrace.spec import (
 EXIT_STOPPED, EXIT_FAILED, EXIT_NO_LIBRARY = 0, 3, 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Target:
+    """One declared aggregation (or a histogram's sum) of a script, and what one walk
+    has collected of it: keys and values (or flat ``lo, n`` buckets) in parallel."""
+
     script: ScriptSpec
     agg: AggregationSpec
     is_sum: bool
     buckets: Buckets | None
+    lowers: tuple[int | None, ...] = ()  # each bucket's lower bound, by index
+    keys: list[tuple[KeyValue, ...]] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+
+    def record(self, name: str) -> Record | None:
+        """What was collected, as one record (None: nothing), and start afresh."""
+        if not self.keys:
+            return None
+        keys, values = tuple(self.keys), tuple(self.values)
+        self.keys, self.values = [], []
+        if self.buckets is None:
+            return Values(self.script.name, name, keys, values)
+        return Histograms(self.script.name, name, keys, values)
 
 
 def _targets(spec: ScriptSpec) -> dict[str, _Target]:
     out: dict[str, _Target] = {}
     for a in spec.aggregations:
         b = a.buckets() if a.type == "histogram" else None
-        out[a.name] = _Target(spec, a, False, b)
+        lowers = tuple(b.lower(i) for i in range(b.count)) if b is not None else ()
+        out[a.name] = _Target(spec, a, False, b, lowers)
         if a.sum:
             out[a.sum] = _Target(spec, a, True, None)
     return out
@@ -149,6 +169,13 @@ class Worker:
     def emit(self, record: Record) -> None:
         self._pending.append(record)
 
+    def collect(self, c: _Consumer) -> None:
+        """One record per aggregation of ``c`` that its walk found keys of."""
+        for name, target in c.targets.items():
+            rec = target.record(name)
+            if rec is not None:
+                self._pending.append(rec)
+
     def flush(self, tick: bool = True) -> None:
         for kind, count in self._drops.items():
             if count:
@@ -190,12 +217,12 @@ class Worker:
                           f"{len(agg.keys)}; ignored")
             return
         key: list[KeyValue] = []
-        for pos, (field, k) in enumerate(zip(entry.keys, agg.keys, strict=True)):
+        for pos, (kf, k) in enumerate(zip(entry.keys, agg.keys, strict=True)):
             try:
-                key.append(field.as_str() if k.kind == "string" else field.as_int())
+                key.append(kf.as_str() if k.kind == "string" else kf.as_int())
             except ValueError as exc:
                 self.log_once(where, f"{where}: key {pos} is declared {k.kind} but the "
-                              f"script records {len(field.raw)} bytes ({exc}); ignored")
+                              f"script records {len(kf.raw)} bytes ({exc}); ignored")
                 return
         expected = "sum" if target.is_sum else agg.function
         if entry.function != expected:
@@ -207,16 +234,21 @@ class Worker:
             if isinstance(value, tuple) and len(value) != 2:
                 self.log_once(where, f"{where}: buckets where a value was expected; ignored")
                 return
-            self.emit(Value(spec.name, entry.name, tuple(key), value))
+            if isinstance(value, tuple) != (agg.function == "avg" and not target.is_sum):
+                self.log_once(where, f"{where}: a value of the wrong shape; ignored")
+                return
+            target.keys.append(tuple(key))
+            target.values.append(value)
         else:
             buckets = self._buckets(target, entry, where)
             if buckets is None:
                 return
-            self.emit(Histogram(spec.name, entry.name, tuple(key), buckets))
+            target.keys.append(tuple(key))
+            target.values.append(buckets)
 
     def _buckets(
         self, target: _Target, entry: ld.AggEntry, where: str
-    ) -> tuple[tuple[int | None, int], ...] | None:
+    ) -> tuple[int | None, ...] | None:
         b = target.buckets
         assert b is not None
         function = target.agg.function
@@ -232,7 +264,8 @@ class Worker:
             size = len(counts) if isinstance(counts, tuple) else 1
             self.log_once(where, f"{where}: {size} buckets, expected {b.count}; ignored")
             return None
-        return tuple((b.lower(i), n) for i, n in enumerate(counts) if n)
+        lowers = target.lowers
+        return tuple(x for i, n in enumerate(counts) if n for x in (lowers[i], n))
 
     # ------------------------------------------------------------------- run
 
@@ -353,6 +386,7 @@ class Worker:
         except ld.DTraceError as exc:
             self.log(f"stopping {c.spec.name}: {exc}")
         finally:
+            self.collect(c)
             c.handle.close()
 
     def _close_all(self) -> None:
@@ -377,8 +411,10 @@ class Worker:
                 failures = c.handle.walk(c.on_entry)
             except ld.DTraceError as exc:
                 self.log(f"aggregation walk failed: {exc} (script {c.spec.name})")
+                self.collect(c)
                 self.flush()
                 return EXIT_FAILED
+            self.collect(c)
             if failures:
                 self.log_once("decode", f"{failures} aggregation entries could not be decoded")
             done = done or status == ld.DTRACE_WORKSTATUS_DONE

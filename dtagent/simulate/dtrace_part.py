@@ -5,6 +5,8 @@ previous frame (docs/bundle-dtrace.md, "Delta records"): for every running zone 
 every shipped script, a histogram record with the non-zero llquantize buckets and the
 record of its parallel ``sum()``, plus the counters. Keys are the zones' current ids,
 so a zone that halted gets nothing and a rebooted zone reports under its new id.
+The frame holds them as the worker writes them: one record per aggregation, all its
+keys together (docs/bundle-dtrace.md, "Batched records").
 
 Latencies are drawn from lognormal mixtures chosen per zone profile
 (dtagent.simulate.model): zones with ``slow_disk`` have slow disk, ZIL and file system
@@ -31,6 +33,7 @@ from typing import Any
 
 from dtagent.bundle import Frame
 from dtagent.dtrace.buckets import Buckets
+from dtagent.dtrace.records import combine, parse, to_json
 from dtagent.dtrace.spec import LE_PRESETS
 from dtagent.simulate.model import SimHost, SimZone
 
@@ -350,4 +353,4 @@ def contribute(host: SimHost, frame: Frame, rng: random.Random) -> None:
     for n, zone in enumerate(host.running()):
         assert zone.zoneid is not None
         _zone(out, host, zone, zone.zoneid, by_name=n < BY_NAME_ZONES)
-    frame.dtrace.extend(out.records)
+    frame.dtrace.extend(to_json(r) for r in combine(parse(o) for o in out.records))
