@@ -157,6 +157,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             minimum=1,
             maximum=10_000_000,
         ),
+        "zone_buckets": s.choice(
+            "1-2-5",
+            "bounds of the per-zone latency histograms: 1-2-5 per decade (22 buckets, 1 us "
+            "to 10 s) or 1-10 (8 buckets, less than half the series; see docs/dtrace.md)",
+            ("1-2-5", "1-10"),
+        ),
         "hang_timeout": s.timeout(
             15.0, "seconds without a heartbeat before the DTrace worker is killed and restarted"
         ),

@@ -272,7 +272,13 @@ class DTraceHook:
             worker_argv,
             worker_scripts,
         )
-        from dtagent.dtrace.spec import SpecError, enabled_scripts, load_scripts, script_dirs
+        from dtagent.dtrace.spec import (
+            SpecError,
+            enabled_scripts,
+            load_scripts,
+            script_dirs,
+            with_zone_buckets,
+        )
 
         provider = self.state.runtime.agent.dtrace
         if not isinstance(provider, DTraceMetrics):
@@ -291,8 +297,9 @@ class DTraceHook:
         changed_scripts = sorted(
             s.name for s in running if s.name not in old_running or before.get(s.name) != s)
         stopped = sorted(old_running - {s.name for s in running})
-        settings = section_changes(old, new, "dtrace", ["series_cap", "hang_timeout",
-                                                        "max_backoff", "libdtrace"])
+        settings = section_changes(old, new, "dtrace", ["series_cap", "zone_buckets",
+                                                        "hang_timeout", "max_backoff",
+                                                        "libdtrace"])
         if not (changed_scripts or stopped or settings) and specs == provider.specs:
             return None
         supervisor = provider.supervisor
@@ -307,7 +314,8 @@ class DTraceHook:
 
         def apply() -> None:
             provider.accumulator.reconfigure(
-                specs, new.get("dtrace", "series_cap"),
+                with_zone_buckets(specs, new.get("dtrace", "zone_buckets")),
+                new.get("dtrace", "series_cap"),
                 overrides=overrides if new.get("dtrace", "enabled") else
                 {s.name: False for s in specs},
                 restarted=changed_scripts if restart else ())

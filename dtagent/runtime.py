@@ -242,6 +242,7 @@ def _dtrace_settings(config: Config) -> DTraceSettings:
         script_dirs=tuple(config.get("dtrace", "script_dirs")),
         scripts=dict(config.get("dtrace", "scripts")),
         series_cap=config.get("dtrace", "series_cap"),
+        zone_buckets=config.get("dtrace", "zone_buckets"),
         libdtrace=config.get("dtrace", "libdtrace"),
         hang_timeout=config.get("dtrace", "hang_timeout"),
         max_backoff=config.get("dtrace", "max_backoff"),

@@ -15,10 +15,19 @@ from dtagent.agent import Agent
 from dtagent.bundle import Frame, write_bundle
 from dtagent.config import load
 from dtagent.dtrace import buckets as bk
-from dtagent.dtrace.accumulator import Accumulator
+from dtagent.dtrace.accumulator import DEFAULT_SERIES_CAP, Accumulator
 from dtagent.dtrace.provider import DTraceMetrics, ReplayDeltas
 from dtagent.dtrace.records import Batch, WorkerHealth, combine, parse
-from dtagent.dtrace.spec import AggregationSpec, KeySpec, ScriptSpec, load_script
+from dtagent.dtrace.spec import (
+    LATENCY_COARSE_LE,
+    AggregationSpec,
+    KeySpec,
+    ScriptSpec,
+    load_script,
+    load_scripts,
+    shipped_dir,
+    with_zone_buckets,
+)
 from dtagent.exposition import render
 from dtagent.metrics import MetricFamily
 from dtagent.snapshot import HostSnapshot, Kstat, KstatSnapshot
@@ -491,3 +500,60 @@ def test_a_cached_key_follows_its_zone_id_to_the_new_zone() -> None:
     acc.apply_json([rec], {3: "web", 5: "new", 6: "old"})
     assert samples(fams(acc)["test_syscalls_total"]) == {("web", "read"): 4,
                                                           ("new", "read"): 2}
+
+
+# ------------------------------------------------------- zone_buckets (coarser bounds)
+
+SHIPPED = load_scripts([shipped_dir()])
+RUNQ = next(s for s in SHIPPED if s.name == "runq")
+
+
+def _runq_records(zone: int, values_ns: list[int]) -> list[Any]:
+    agg = RUNQ.aggregation("runq")
+    assert agg is not None and agg.sum
+    b = agg.buckets()
+    counts: dict[int, int] = {}
+    for v in values_ns:
+        i = b.index(v - agg.offset)
+        counts[i] = counts.get(i, 0) + 1
+    return [{"script": "runq", "agg": "runq", "keys": [[zone]],
+             "buckets": [[x for i, n in sorted(counts.items()) for x in (b.lower(i), n)]]},
+            {"script": "runq", "agg": agg.sum, "keys": [[zone]], "values": [sum(values_ns)]}]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 2 * 10**10), min_size=1, max_size=30),
+       st.lists(st.integers(1, 2 * 10**10), max_size=30))
+def test_coarse_bounds_are_exact_and_a_reload_to_them_keeps_every_count(
+    before: list[int], after: list[int],
+) -> None:
+    """With zone_buckets = "1-10" each bound counts exactly the values <= it; a reload
+    from 1-2-5 to 1-10 turns the fine buckets into the coarse ones by adding them up,
+    the same as if the coarse bounds had been used from the start."""
+    zones = {0: "global", 3: "web"}
+    coarse = with_zone_buckets(SHIPPED, "1-10")
+    reloaded, always = Accumulator(SHIPPED), Accumulator(coarse)
+    for acc in (reloaded, always):
+        acc.apply_json(_runq_records(3, before), zones)
+    reloaded.reconfigure(coarse, DEFAULT_SERIES_CAP)
+    for acc in (reloaded, always):
+        acc.apply_json(_runq_records(3, after), zones)
+    name = "illumos_zone_runq_latency_seconds"
+    got = hists(fams(reloaded)[name])
+    assert got == hists(fams(always)[name])
+    cum, total, count = got[("web",)]
+    values = before + after
+    assert cum == [sum(1 for v in values if v * 1e-9 <= le * (1 + 1e-12))
+                   for le in LATENCY_COARSE_LE]
+    assert count == len(values) and total == pytest.approx(sum(values) * 1e-9)
+
+
+def test_a_reload_back_to_finer_bounds_starts_the_histograms_afresh() -> None:
+    zones = {0: "global", 3: "web"}
+    acc = Accumulator(with_zone_buckets(SHIPPED, "1-10"))
+    acc.apply_json(_runq_records(3, [1500, 25_000]), zones)
+    acc.reconfigure(SHIPPED, DEFAULT_SERIES_CAP)
+    assert hists(fams(acc)["illumos_zone_runq_latency_seconds"]) == {}
+    acc.apply_json(_runq_records(3, [1500]), zones)
+    cum, _, count = hists(fams(acc)["illumos_zone_runq_latency_seconds"])[("web",)]
+    assert len(cum) == 22 and count == 1

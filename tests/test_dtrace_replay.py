@@ -92,3 +92,40 @@ def test_a_bundle_of_one_key_records_replays_as_its_batched_twin(tmp_path: Path)
     batched = [r for f in read_bundle(twin).frames for r in f.dtrace]
     assert len(batched) < len(records) / 5 and all("key" not in r for r in batched)
     assert exposition(twin) == exposition(BUNDLE)
+
+
+def _buckets(text: str) -> dict[tuple[str, str, str], float]:
+    """(metric, labels without le, le) -> value of every _bucket sample."""
+    out = {}
+    for m in re.finditer(r'^(\w+)_bucket\{(.*),le="([^"]+)"\} (\S+)$', text, re.M):
+        out[(m[1], m[2], m[3])] = float(m[4])
+    return out
+
+
+def test_coarse_zone_buckets_serve_a_subset_of_the_same_counts(tmp_path: Path) -> None:
+    """[dtrace] zone_buckets = "1-10": every per-zone latency histogram has the bounds
+    1 us, 10 us ... 10 s, each with exactly the count the 1-2-5 bounds give it; the
+    histograms' series, _sum and _count are the same."""
+    from tests.golden import BUNDLE
+
+    def scrape(choice: str) -> str:
+        cfg = tmp_path / f"{choice}.toml"
+        cfg.write_text(f'[sources]\nreplay = "{BUNDLE}"\n[dtrace]\nzone_buckets = "{choice}"\n')
+        res = dtagent("scrape", "--config", str(cfg))
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    fine, coarse = scrape("1-2-5"), scrape("1-10")
+    f, c = _buckets(fine), _buckets(coarse)
+    zoned = {k[0] for k in f if "zonename=" in k[1]}
+    assert len(zoned) >= 8
+    coarse_le = {"1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0", "10.0", "+Inf"}
+    for key, value in c.items():
+        assert f[key] == value, key  # the same count at the same bound
+        if key[0] in zoned:
+            assert key[2] in coarse_le, key
+    assert {k for k in f if k[2] in coarse_le} == set(c)
+    for suffix in ("_sum", "_count"):
+        lines = {ln for ln in fine.splitlines() if f"_seconds{suffix}{{" in ln}
+        assert lines == {ln for ln in coarse.splitlines() if f"_seconds{suffix}{{" in ln}
+    assert len(coarse) < 0.75 * len(fine)

@@ -204,7 +204,7 @@ def test_le_may_name_a_preset(tmp_path: Path) -> None:
     lat = spec.aggregation("lat")
     assert lat is not None and lat.le == sp.LE_PRESETS["latency"] and len(lat.le) == 22
     with pytest.raises(sp.SpecError, match=r"'aggregation\[lat\]\.le': expected a list of "
-                       r"bounds or a preset: latency, got 'fast'"):
+                       r"bounds or a preset: latency, latency_coarse, got 'fast'"):
         sp.load_script(write(tmp_path, toml=toml.replace('"latency"', '"fast"')))
 
 
@@ -220,3 +220,35 @@ def test_one_naming_rule_for_specs_and_metric_specs() -> None:
     # every name the agent itself declares follows the whole rule
     declared = [s for c in available().values() for s in c.specs] + list(selfmon.SPECS)
     assert [s.name for s in declared if suffix_problem(s.type, s.name)] == []
+
+
+def test_zone_buckets_coarsens_only_per_zone_latency_presets() -> None:
+    """[dtrace] zone_buckets = "1-10": every shipped per-zone histogram (le = "latency")
+    gets one bound per decade, each still an exact bucket edge; bounds given as a list
+    (the fixture's) and "1-2-5" change nothing."""
+    shipped = sp.load_scripts([sp.shipped_dir()])
+    every = sp.load_script(FIXTURES / "every.d")
+    assert sp.with_zone_buckets([*shipped, every], "1-2-5") == [*shipped, every]
+    coarse = sp.with_zone_buckets([*shipped, every], "1-10")
+    assert coarse[-1] == every
+    changed = 0
+    for old, new in zip(shipped, coarse, strict=False):
+        for a, b in zip(old.aggregations, new.aggregations, strict=True):
+            zoned = any(k.kind == "zoneid" for k in a.keys)
+            if a.le_preset == "latency" and zoned:
+                changed += 1
+                assert b.le == sp.LATENCY_COARSE_LE and b.le_preset == "latency_coarse"
+                assert set(b.le) <= set(a.le)
+                # each coarse le is the DTrace bucket of the same fine le
+                assert b.le_buckets == tuple(a.le_buckets[a.le.index(x)] for x in b.le)
+            else:
+                assert b == a
+    assert changed >= 8  # runq, cpucaps, syscall, syscall_by_name, fs, disk x2, tcpconn, zil
+
+
+def test_a_spec_may_name_the_coarse_preset(tmp_path: Path) -> None:
+    toml = EVERY_TOML.replace("le = [1e-6, 2e-6, 5e-6, 1e-5, 1e-4, 1e-3]",
+                              'le = "latency_coarse"')
+    assert toml != EVERY_TOML
+    lat = sp.load_script(write(tmp_path, toml=toml)).aggregation("lat")
+    assert lat is not None and lat.le == sp.LATENCY_COARSE_LE

@@ -20,6 +20,8 @@ integer.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -245,8 +247,10 @@ class Accumulator:
         for s in specs:
             for a in s.aggregations:
                 agg = old_aggs.get((s.name, a.name))
-                if agg is None or agg.spec != a:
+                if agg is None:
                     agg = _Agg(s, a)
+                elif agg.spec != a:
+                    agg = _coarsened(agg, s, a) or _Agg(s, a)
                 else:
                     agg.script, agg.metric = s, metric_spec(s, a)
                 self._aggs[(s.name, a.name)] = agg
@@ -574,6 +578,29 @@ class Accumulator:
         for reason in sorted({"invalid", "unknown_zone"} | set(self.rejected)):
             rejected.add((reason,), self.rejected.get(reason, 0))
         return [drops, errors, enabled, dropped, rejected]
+
+
+def _coarsened(old: _Agg, script: ScriptSpec, spec: AggregationSpec) -> _Agg | None:
+    """``old``'s series under ``spec`` when ``spec`` declares the same histogram with
+    fewer bounds, each one of the old ones (``[dtrace] zone_buckets`` made coarser):
+    every new bucket is a sum of old ones, so nothing is lost or guessed. None when the
+    declarations differ otherwise (the metric starts afresh)."""
+    if old.spec.type != "histogram" or dataclasses.replace(old.spec, le=spec.le) != spec:
+        return None
+    position = {le: i for i, le in enumerate(old.spec.le)}
+    if not all(le in position for le in spec.le):
+        return None
+    agg = _Agg(script, spec)
+    agg.seen = old.seen
+    # old slot k (values in (le[k-1], le[k]], +Inf last) goes to the first new le >= it
+    target = [bisect.bisect_left(spec.le, le) for le in old.spec.le] + [len(spec.le)]
+    for labels, series in old.series.items():
+        counts = [0] * (len(spec.le) + 1)
+        for k, n in enumerate(series.counts):
+            counts[target[k]] += n
+        series.counts = counts
+        agg.series[labels] = series
+    return agg
 
 
 def _short(rec: object) -> str:

@@ -30,7 +30,14 @@ from dtagent.dtrace.records import (
     parse,
     to_json,
 )
-from dtagent.dtrace.spec import ScriptSpec, SpecError, enabled_scripts, load_scripts, script_dirs
+from dtagent.dtrace.spec import (
+    ScriptSpec,
+    SpecError,
+    enabled_scripts,
+    load_scripts,
+    script_dirs,
+    with_zone_buckets,
+)
 from dtagent.dtrace.supervisor import Supervisor
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, KstatSnapshot
@@ -91,6 +98,7 @@ class DTraceSettings:
     script_dirs: Sequence[str] = ()
     scripts: Mapping[str, bool] = field(default_factory=dict)  # on/off by name
     series_cap: int = DEFAULT_SERIES_CAP
+    zone_buckets: str = "1-2-5"  # spec.ZONE_BUCKETS
     libdtrace: str = "libdtrace.so.1"
     hang_timeout: float = 15.0
     max_backoff: float = 60.0
@@ -244,7 +252,8 @@ def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
     # did not run on the recorded host, whatever this config enables).
     recorded = replay.dtrace_scripts()
     running = [s.name for s in enabled_scripts(specs, overrides) if s.name in recorded]
-    acc = Accumulator(specs, settings.series_cap, overrides=overrides, running=running)
+    acc = Accumulator(with_zone_buckets(specs, settings.zone_buckets), settings.series_cap,
+                      overrides=overrides, running=running)
     provider = DTraceMetrics(
         acc, ReplayDeltas(replay, scripts=running, recorded=recorded)
     )
@@ -294,7 +303,8 @@ def live_provider(settings: DTraceSettings) -> DTraceMetrics:
         hang_timeout=settings.hang_timeout,
         max_backoff=settings.max_backoff,
     )
-    acc = Accumulator(specs, settings.series_cap, overrides=overrides)
+    acc = Accumulator(with_zone_buckets(specs, settings.zone_buckets), settings.series_cap,
+                      overrides=overrides)
     if not running:
         provider = DTraceMetrics(acc, IdleSource())
     else:

@@ -18,7 +18,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,17 @@ LATENCY_LE = (
     1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3,
     0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 )  # fmt: skip
-LE_PRESETS: dict[str, tuple[float, ...]] = {"latency": LATENCY_LE}
+# "latency_coarse": the same span with one bound per decade (1-10). Its bounds are a
+# subset of "latency"'s, so each is just as exact, and a histogram kept with the fine
+# bounds becomes the coarse one by adding buckets up (Accumulator.reconfigure).
+LATENCY_COARSE_LE = (1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0)
+LE_PRESETS: dict[str, tuple[float, ...]] = {
+    "latency": LATENCY_LE,
+    "latency_coarse": LATENCY_COARSE_LE,
+}
+# [dtrace] zone_buckets: the preset a per-zone histogram declared with le = "latency"
+# gets (with_zone_buckets).
+ZONE_BUCKETS: dict[str, str] = {"1-2-5": "latency", "1-10": "latency_coarse"}
 
 
 class SpecError(ValueError):
@@ -130,6 +140,8 @@ class AggregationSpec:
     keys: tuple[KeySpec, ...] = ()
     # derived: for histograms, the DTrace bucket index of each le
     le_buckets: tuple[int, ...] = field(default=(), compare=False)
+    # the LE_PRESETS name the spec gave as le (None: a list of bounds)
+    le_preset: str | None = field(default=None, compare=False)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -333,6 +345,7 @@ def _check_aggregation(ctx: _Ctx, raw: Any, i: int) -> AggregationSpec:
     sum_name: str | None = None
     le: tuple[float, ...] = ()
     le_buckets: tuple[int, ...] = ()
+    le_preset: str | None = None
     if mtype == "histogram":
         sum_name = ctx.string(raw, "sum", f"{path}.sum")
         if not _IDENT_RE.match(sum_name) or sum_name == name:
@@ -342,6 +355,7 @@ def _check_aggregation(ctx: _Ctx, raw: Any, i: int) -> AggregationSpec:
             if le_raw not in LE_PRESETS:
                 raise ctx.fail(f"{path}.le", "a list of bounds or a preset: "
                                + ", ".join(LE_PRESETS), le_raw)
+            le_preset = le_raw
             le_raw = list(LE_PRESETS[le_raw])
         if (
             not isinstance(le_raw, list)
@@ -371,7 +385,33 @@ def _check_aggregation(ctx: _Ctx, raw: Any, i: int) -> AggregationSpec:
         le=le,
         keys=keys,
         le_buckets=le_buckets,
+        le_preset=le_preset,
     )
+
+
+def with_zone_buckets(specs: Sequence[ScriptSpec], choice: str) -> list[ScriptSpec]:
+    """``specs`` with every per-zone histogram (a ``zoneid`` key) declared with
+    ``le = "latency"`` given the preset ``[dtrace] zone_buckets`` names instead
+    ("1-10": ``latency_coarse``). Other histograms, and bounds given as lists, are kept:
+    the option is about the series every zone multiplies."""
+    preset = ZONE_BUCKETS.get(choice, "latency")
+    if preset == "latency":
+        return list(specs)
+    out = []
+    for spec in specs:
+        aggs = []
+        for a in spec.aggregations:
+            if a.le_preset == "latency" and any(k.kind == "zoneid" for k in a.keys):
+                le = LE_PRESETS[preset]
+                try:
+                    idx = bk.le_indexes(a.buckets(), le, a.scale, a.offset)
+                except ValueError:  # not exact for this scheme: keep the fine bounds
+                    aggs.append(a)
+                    continue
+                a = replace(a, le=le, le_buckets=idx, le_preset=preset)
+            aggs.append(a)
+        out.append(replace(spec, aggregations=tuple(aggs)))
+    return out
 
 
 # ---------------------------------------------------------------------- light D parse
