@@ -129,3 +129,48 @@ def test_coarse_zone_buckets_serve_a_subset_of_the_same_counts(tmp_path: Path) -
         lines = {ln for ln in fine.splitlines() if f"_seconds{suffix}{{" in ln}
         assert lines == {ln for ln in coarse.splitlines() if f"_seconds{suffix}{{" in ln}
     assert len(coarse) < 0.75 * len(fine)
+
+
+def test_a_reload_to_coarse_zone_buckets_keeps_every_count(tmp_path: Path) -> None:
+    """SIGHUP with zone_buckets = "1-10": the histograms served go on with the coarse
+    bounds, each with the count it had among the fine ones (the fine buckets are added
+    up, nothing starts afresh); the reload's log line names the setting."""
+    import signal
+    import time
+    import urllib.request
+
+    from dtagent.config import load
+    from dtagent.serve import Serve
+    from tests.golden import BUNDLE
+    from tests.helpers import free_port
+
+    port = free_port()
+    cfg = tmp_path / "dtagent.toml"
+
+    def write(choice: str) -> None:
+        cfg.write_text(f'[agent]\nlisten = "127.0.0.1:{port}"\n'
+                       f'[sources]\nreplay = "{BUNDLE}"\n'
+                       f'[dtrace]\nzone_buckets = "{choice}"\n')
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            return str(r.read().decode())
+
+    write("1-2-5")
+    serve = Serve(load(cfg), load=lambda: load(cfg))
+    try:
+        serve.start()
+        fine = _buckets(scrape())
+        write("1-10")
+        assert serve.handle(signal.SIGHUP) is False
+        time.sleep(1.1)  # past the moment whose collection scrapes share
+        coarse = _buckets(scrape())
+    finally:
+        serve.stop()
+    zoned = {k[0] for k in fine if "zonename=" in k[1]}
+    assert len(zoned) >= 8 and zoned == {k[0] for k in coarse if "zonename=" in k[1]}
+    for key, value in coarse.items():
+        if key[0] in zoned:
+            assert key[2] in {"1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0",
+                              "10.0", "+Inf"}, key
+        assert fine[key] == value, key
