@@ -643,11 +643,13 @@ def test_a_full_queue_drops_whole_walks_never_half_of_one() -> None:
                 {"script": "every", "agg": "lat_sum", "key": [3], "value": 1500 * n}]
         return [json.dumps(r).encode() + b"\n" for r in recs] + [b'{"tick": %d}\n' % n]
 
-    sup = Supervisor(["unused"], pending_cap=5)
+    # room for two walks' records (the ticks are not queued): the third pushes one out
+    size = sum(len(line) for line in walk(2)[:2])
+    sup = Supervisor(["unused"], pending_bytes=2 * size + 1)
     sup._read_stdout(io.BytesIO(b"".join(walk(1) + walk(2) + walk(3))))
     [(records, zones)] = sup.take()
     assert zones == {}
-    # 6 records over the cap of 5: walk 1 went whole, walks 2 and 3 stay whole
+    # 6 records over the cap: walk 1 went whole, walks 2 and 3 stay whole
     assert [to_json(r).get("buckets", to_json(r).get("value")) for r in records] == [
         [[1000, 2]], 3000, [[1000, 3]], 4500]
     assert sup.health().lost == 2

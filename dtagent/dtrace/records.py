@@ -348,7 +348,7 @@ class WorkerHealth:
     up: bool | None  # None: there is no worker (nothing to run, or nothing recorded)
     restarts: int
     last_batch: float | None  # wall-clock time of the last batch (or heartbeat)
-    lost: int = 0  # records dropped because nobody took them (queue cap)
+    lost: int = 0  # records (lines) dropped because nobody took them (queue cap)
 
 
 # Delta records, and the zone map they belong with ({}: the scrape's own).
