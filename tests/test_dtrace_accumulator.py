@@ -557,3 +557,19 @@ def test_a_reload_back_to_finer_bounds_starts_the_histograms_afresh() -> None:
     acc.apply_json(_runq_records(3, [1500]), zones)
     cum, _, count = hists(fams(acc)["illumos_zone_runq_latency_seconds"])[("web",)]
     assert len(cum) == 22 and count == 1
+
+
+def test_raw_keys_bounded_to_other_never_grow_the_cache_past_its_cap() -> None:
+    """An integer key with an allow list: every other value counts as "other";
+    the fast path remembers at most a few times series_cap raw keys, and every value,
+    remembered or not, is counted."""
+    acc = Accumulator([EVERY], series_cap=5)
+    keys = [[0, v] for v in range(100)]
+    acc.apply_json([{"script": "every", "agg": "bytes", "keys": keys,
+                     "values": [1] * len(keys)}], {0: "global"})
+    acc.apply_json([{"script": "every", "agg": "bytes", "keys": keys,
+                     "values": [1] * len(keys)}], {0: "global"})
+    agg = acc._aggs[("every", "bytes")]
+    assert len(agg.cache) <= 4 * 5
+    got = samples(fams(acc)["test_bytes_total"])
+    assert got == {("global", "0"): 2, ("global", "1"): 2, ("global", "other"): 196}

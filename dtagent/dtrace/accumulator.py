@@ -408,7 +408,9 @@ class Accumulator:
                     return None
                 labels.append(zone)
         series = self._series(agg, tuple(labels), zone)
-        if series is not None:
+        # raw keys map many to one (values bounded to "other"): cap what is remembered,
+        # so distinct raw values never grow the cache past a few times the series
+        if series is not None and len(agg.cache) < 4 * self.series_cap:
             agg.cache[raw] = series
         return series
 
