@@ -481,25 +481,34 @@ def test_supervisor_backs_off_exponentially(tmp_path: Path) -> None:
     assert sup.health().up is False and sup.health().restarts >= 5
 
 
-def test_a_worker_that_polls_too_rarely_is_bricked_and_exits(
+def test_a_worker_that_polls_too_rarely_is_bricked_and_restarts_the_handle(
     tmp_path: Path, lib_path: str
 ) -> None:
     """The kernel deadman kills an enabling nobody polls; the worker reports it and
-    exits 3 so the supervisor restarts it (polling every second keeps it alive)."""
+    starts the script again on a new handle (polling every second keeps it alive)."""
     sc = _scenario(tmp_path, SETUP)
     env = dict(env_for(sc), DTRACE_STUB_DEADMAN="0.2")
-    res = subprocess.run(worker_argv(lib_path, SCRIPTS[:1], interval=0.5), capture_output=True,
-                         text=True, env=env, timeout=30, check=False)
-    assert res.returncode == 3
-    assert "dtrace_work failed: Abort due to systemic unresponsiveness" in res.stderr
+    proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1], interval=0.5),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        records = read_until_tick(proc, 3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "dtrace_work failed: Abort due to systemic unresponsiveness" in err
+    assert ("every", "failed") in [(r["script"], r["status"]) for r in records
+                                   if "status" in r]
+    assert len(_traced_by(sc, "stub:every")) >= 2
     proc = subprocess.Popen(worker_argv(lib_path, SCRIPTS[:1], interval=0.05),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        read_until_tick(proc, 10)
+        records = read_until_tick(proc, 10)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+    assert not [r for r in records if r.get("status") == "failed" and r["script"] == "every"]
 
 
 def test_supervisor_waits_longest_when_libdtrace_is_unusable(tmp_path: Path) -> None:
@@ -802,25 +811,106 @@ def test_options_follow_dt_options_c(
         h.close()
 
 
-def test_exit_stops_tracing_and_the_last_data_is_walked(tmp_path: Path, lib_path: str) -> None:
-    """dtrace_status returns EXITED after exit() and stops tracing itself; dtrace_work
-    then forces a last snapshot and says DONE (dt_work.c): the worker walks it, says
-    why it stopped and exits for the supervisor to restart it."""
-    sc = _scenario(tmp_path, SETUP + """\
+def _run_for(lib_path: str, scripts: list[Path], env: dict[str, str],
+             tick: int) -> tuple[list[Any], str]:
+    """Run the worker until its ``tick``-th report, then SIGTERM it (it must exit 0):
+    the records of every tick, one list per tick, and its stderr."""
+    records, returncode, err = run_worker(lib_path, scripts, env, tick)
+    assert returncode == 0, err
+    ticks: list[list[Any]] = [[]]
+    for r in records:
+        if "tick" in r:
+            ticks.append([])
+        else:
+            ticks[-1].append(r)
+    return ticks[:-1], err  # ticks[i]: walk i + 1 (and, in the first, the statuses)
+
+
+def _handles(sc: Scenario) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for handle, call in sc.handle_calls():
+        out.setdefault(handle, []).append(call)
+    return out
+
+
+MATCHES = {"stub:every": 5, "stub:other": 2}  # SETUP's probe counts tell them apart
+
+
+def _traced_by(sc: Scenario, selector: str) -> list[str]:
+    """The handles, in order, that enabled the program of ``selector`` and went."""
+    mark = f" matches={MATCHES[selector]} "
+    return [h for h, calls in _handles(sc).items()
+            if any(c.startswith("exec") and mark in c for c in calls)
+            and "go handlers=drop,err,buffered" in calls]
+
+
+STEADY = """\
+matches stub:every 5
+matches stub:other 2
+loop 1
 tick 1
 rec stub:every calls count | z:3 s:read | 0
-tick 2
-exit
+rec stub:other samples count | z:0 | 0
+loop 0
+"""
+
+
+def test_an_exit_restarts_that_scripts_handle_only(tmp_path: Path, lib_path: str) -> None:
+    """dtrace_status returns EXITED after exit() and stops tracing itself; dtrace_work
+    then forces a last snapshot and says DONE (dt_work.c): the worker walks it (END's
+    data included), reports the script failed, and starts it again on a new handle;
+    the other script's handle is never touched and its counts go on every tick."""
+    sc = _scenario(tmp_path, STEADY + """\
+tick 3
+exit stub:every
 end
-rec stub:every calls count | z:3 s:read | 0 0
+rec stub:every calls count | z:3 s:read | 0 0 0 0 0 0 0 0 0
 """)
-    proc = subprocess.run(worker_argv(lib_path, SCRIPTS[:1]), capture_output=True,
-                          text=True, env=env_for(sc), timeout=30)
-    assert proc.returncode == 3, proc.stderr
-    records = worker_records(proc.stdout.splitlines())
-    assert [r["value"] for r in records if r.get("agg") == "calls"] == [1, 2]
-    assert "tracing stopped by itself" in proc.stderr
-    assert "exited" in sc.calls() and sc.calls().count("stop") == 1
+    ticks, err = _run_for(lib_path, SCRIPTS[:1] + SCRIPTS[2:], env_for(sc), 30)
+    other = [sum(r["value"] for r in t if r.get("agg") == "samples") for t in ticks]
+    assert other == [1] * len(other), other  # never a gap, never a double
+    # the first walks (the Nth is ticks[N-1]); every's 3rd ends with exit()
+    every = [sum(r["value"] for r in t if r.get("agg") == "calls") for t in ticks]
+    assert every[:2] == [1, 1] and 10 in every, every  # END's 9 walked with the tick's 1
+    restarted = every.index(10) + 1
+    assert sum(every[restarted:]) >= 5, every  # the new handle counts on
+    statuses = [(r["script"], r["status"]) for t in ticks for r in t if "status" in r]
+    # every new handle replays the scenario: exit() again at its 3rd poll, restarted
+    assert statuses[statuses.index(("every", "failed")) + 1] == ("every", "running")
+    assert [st for st in statuses if st[0] == "other"] == [("other", "running")]
+    assert "script every: tracing stopped by itself" in err
+    assert len(_traced_by(sc, "stub:other")) == 1
+    assert len(_traced_by(sc, "stub:every")) >= 2
+    first = _handles(sc)[_traced_by(sc, "stub:every")[0]]
+    assert "exited" in first and first[-1] == "close"
+
+
+def test_a_failing_dtrace_work_restarts_that_scripts_handle_only(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """The kernel's deadman kills one consumer state (dtrace.c dtrace_state_deadman is
+    per state; libdtrace's dt_handle_status then fails with EDT_BRICKED): that script's
+    handle is closed and opened again after a backoff, the others keep their handles
+    and their aggregations; the worker process never exits."""
+    sc = _scenario(tmp_path, STEADY + """\
+tick 4
+bricked stub:every
+""")
+    ticks, err = _run_for(lib_path, SCRIPTS[:1] + SCRIPTS[2:], env_for(sc), 40)
+    other = [sum(r["value"] for r in t if r.get("agg") == "samples") for t in ticks]
+    assert other == [1] * len(other), other
+    every = [sum(r["value"] for r in t if r.get("agg") == "calls") for t in ticks]
+    assert every[:3] == [1, 1, 1] and every[3] == 0, every  # lost with its state
+    assert sum(every[4:]) >= 5, every  # restarted, counting again
+    failed = [r for t in ticks for r in t if r.get("status") == "failed"]
+    assert failed and all(r["script"] == "every" for r in failed)
+    assert "Abort due to systemic unresponsiveness" in failed[0]["message"]
+    assert "dtrace_work failed: Abort due to systemic unresponsiveness (script every)" in err
+    assert "restarts on a new handle" in err
+    assert len(_traced_by(sc, "stub:other")) == 1
+    # each new handle of every is bricked at its own 4th poll: restarted each time,
+    # after 1, 2, 4 ... intervals
+    assert len(_traced_by(sc, "stub:every")) >= 3
 
 
 def test_output_goes_to_the_buffered_handler(

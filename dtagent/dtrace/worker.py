@@ -31,8 +31,16 @@ A script whose enabling fails part way leaves the probes it had enabled running
 own consumer state, which closing its handle destroys (``dtrace_close`` →
 ``dtrace_state_destroy``), so they feed nothing and no other script is touched.
 
-Exit status: 0 stopped on request, 3 libdtrace failed while tracing (the supervisor
-restarts the worker), 4 libdtrace could not be loaded or opened.
+A handle that fails while tracing (``dtrace_work`` or the walk returns an error, e.g.
+the kernel's deadman aborted an enabling nobody polled) or whose tracing stopped by
+itself (the script called ``exit()``, or a buffer filled: ``dtrace_work`` says DONE
+after a last, forced snapshot, which is walked) is closed and its script reported
+failed, then started again on a new handle after 1, 2, 4 … up to 60 intervals; the
+other scripts' handles are not touched, so their aggregations go on accumulating in the
+kernel and nothing of theirs is lost.
+
+Exit status: 0 stopped on request, 4 libdtrace could not be loaded or opened. A crash
+or a hang (the supervisor's heartbeat) restarts the whole worker.
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ from dtagent.dtrace.spec import (
     spec_digest,
 )
 
-EXIT_STOPPED, EXIT_FAILED, EXIT_NO_LIBRARY = 0, 3, 4
+EXIT_STOPPED, EXIT_NO_LIBRARY = 0, 4
 
 
 @dataclass
@@ -121,6 +129,24 @@ class _Consumer:
     handle: ld.Handle
     targets: dict[str, _Target]
     on_entry: Callable[[ld.AggEntry], None]
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A script whose handle failed or stopped by itself, waiting to start again (or,
+    ``due`` infinite, running again but remembered: its failures in a row)."""
+
+    spec: ScriptSpec
+    digest: str
+    failures: int
+    due: float
+
+
+# A lost script starts again after 1, 2, 4 ... up to RESTART_MAX_BACKOFF intervals; the
+# count of failures in a row starts afresh once a run lasted RESTART_HEALTHY intervals.
+RESTART_MAX_BACKOFF = 60
+RESTART_HEALTHY = 60
 
 
 class Worker:
@@ -152,6 +178,8 @@ class Worker:
         # scripts that failed to start, with the digest they failed with: a reload
         # that names them unchanged leaves them failed
         self._failed_digests: dict[str, str] = {}
+        # scripts restarted alone after their handle failed (see _lose)
+        self._lost: dict[str, _Lost] = {}
         self._control = control  # fd of the control lines (stdin), None: none
         self._control_buffer = b""
         self._lib: ctypes.CDLL | None = None
@@ -308,10 +336,7 @@ class Worker:
             if self.stopping:
                 break
             deadline = max(deadline, time.monotonic() - self.interval)
-            code = self._tick()
-            if code is not None:
-                self._close_all()
-                return code
+            self._tick()
         for c in self._consumers:
             self._finish(c)
         self._consumers = []
@@ -389,21 +414,18 @@ class Worker:
             self.collect(c)
             c.handle.close()
 
-    def _close_all(self) -> None:
-        for c in self._consumers:
-            c.handle.close()
-        self._consumers = []
-
-    def _tick(self) -> int | None:
+    def _tick(self) -> None:
+        """One round: every handle's dtrace_work and walk. A handle whose dtrace_work or
+        walk fails, or whose tracing stopped by itself (exit()), is closed and its script
+        started again alone (:meth:`_lose`); the other handles go on."""
         self.ticks += 1
-        done = False
-        for c in self._consumers:
+        for c in list(self._consumers):
             status = c.handle.work()
             if status == ld.DTRACE_WORKSTATUS_ERROR:
                 exc = c.handle.error()
                 self.log(f"dtrace_work failed: {exc} (script {c.spec.name})")
-                self.flush()
-                return EXIT_FAILED
+                self._lose(c, f"dtrace_work failed: {exc}")
+                continue
             try:
                 # dtrace_work took the snapshot (bufpolicy switch: the worker never sets
                 # another, spec.KNOWN_OPTIONS); once tracing has stopped by itself it
@@ -412,19 +434,58 @@ class Worker:
             except ld.DTraceError as exc:
                 self.log(f"aggregation walk failed: {exc} (script {c.spec.name})")
                 self.collect(c)
-                self.flush()
-                return EXIT_FAILED
+                self._lose(c, f"aggregation walk failed: {exc}")
+                continue
             self.collect(c)
             if failures:
                 self.log_once("decode", f"{failures} aggregation entries could not be decoded")
-            done = done or status == ld.DTRACE_WORKSTATUS_DONE
+            if status == ld.DTRACE_WORKSTATUS_DONE:
+                # dtrace_status saw exit() (DTRACE_STATUS_EXITED) or a filled buffer and
+                # stopped tracing itself (dt_work.c); this walk held the last data
+                self.log(f"script {c.spec.name}: tracing stopped by itself (exit() or a "
+                         f"full buffer)")
+                self._lose(c, "tracing stopped by itself (exit() or a full buffer)")
+        self._restart_due()
         self.flush()
-        if done:
-            # dtrace_status saw exit() (DTRACE_STATUS_EXITED) or a filled buffer and
-            # stopped tracing itself (dt_work.c); this walk held the last data
-            self.log("tracing stopped by itself (exit() or a full buffer)")
-            return EXIT_FAILED
-        return None
+
+    def _lose(self, c: _Consumer, why: str) -> None:
+        """Close a script whose handle failed or stopped by itself, report it failed and
+        start it again on a new handle after a backoff; the other scripts' handles are
+        not touched (each is a consumer state of its own, dt_open.c)."""
+        c.handle.close()
+        self._consumers.remove(c)
+        self.specs = [x.spec for x in self._consumers]
+        self.emit(Status(c.spec.name, "failed", why))
+        now = time.monotonic()
+        before = self._lost.get(c.spec.name)
+        # failures in a row (reset once a run lasted RESTART_HEALTHY intervals)
+        ran = now - c.started
+        failures = 0 if before is None or ran >= RESTART_HEALTHY * self.interval \
+            else before.failures + 1
+        delay = min(RESTART_MAX_BACKOFF, 2 ** failures) * self.interval
+        self._lost[c.spec.name] = _Lost(c.spec, c.digest, failures, now + delay)
+        self.log(f"script {c.spec.name} restarts on a new handle in {delay:g} s; the "
+                 f"other scripts trace on")
+
+    def _restart_due(self) -> None:
+        """Start again the lost scripts whose backoff is over."""
+        now = time.monotonic()
+        for name, lost in list(self._lost.items()):
+            if lost.due > now:
+                continue
+            try:
+                self._start(lost.spec)
+            except ld.DTraceError as exc:  # dtrace_open failed: try again later
+                self.log(f"script {name} not restarted: {exc}")
+                delay = min(RESTART_MAX_BACKOFF, 2 ** (lost.failures + 1)) * self.interval
+                self._lost[name] = _Lost(lost.spec, lost.digest, lost.failures + 1,
+                                         now + delay)
+                continue
+            if name in self._failed_digests:  # it no longer compiles: reported, left off
+                del self._lost[name]
+            else:  # running again; the failure count stays until it runs well
+                self._lost[name] = _Lost(lost.spec, lost.digest, lost.failures, float("inf"))
+        self.specs = [c.spec for c in self._consumers]
 
     # --------------------------------------------------------------- control
 
@@ -460,6 +521,9 @@ class Worker:
                      f"\"digest\"}}]}}): {exc}")
             return
         by_name = {Path(path).stem: (path, digest) for path, digest in wanted}
+        for name, lost in list(self._lost.items()):  # gone or changed: not restarted
+            if by_name.get(name, ("", ""))[1] != lost.digest:
+                del self._lost[name]
         kept: list[_Consumer] = []
         for c in self._consumers:
             if by_name.get(c.spec.name, ("", ""))[1] == c.digest:
@@ -470,8 +534,9 @@ class Worker:
         running = {c.spec.name for c in kept}
         fresh: list[ScriptSpec] = []
         for name, (path, digest) in by_name.items():
-            if name in running or self._failed_digests.get(name) == digest:
-                continue
+            waiting = name in self._lost and self._lost[name].due < float("inf")
+            if name in running or self._failed_digests.get(name) == digest or waiting:
+                continue  # running, failed unchanged, or to be restarted after its backoff
             try:
                 fresh.append(load_script(Path(path)))
             except SpecError as exc:

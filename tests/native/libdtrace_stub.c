@@ -94,13 +94,21 @@
  *   output SEL TEXT...            SEL's printf() output, in the principal buffer
  *   crash                         abort() in dtrace_work
  *   hang                          block forever in dtrace_work
- *   exit                          the D program calls exit(): dtrace_status sees
- *                                 it, stops tracing and returns EXITED
- *   done                          the same as exit
+ *   exit [SEL]                    the D program calls exit(): dtrace_status sees
+ *                                 it, stops tracing and returns EXITED (with SEL:
+ *                                 on the handle running that program)
+ *   done [SEL]                    the same as exit
+ *   bricked SEL                   the kernel's deadman kills the consumer state of the
+ *                                 handle running SEL: its dtrace_work fails with
+ *                                 EDT_BRICKED (the deadman and dtst_killed are per
+ *                                 state: illumos-gate usr/src/uts/common/dtrace/dtrace.c
+ *                                 dtrace_state_deadman and DTRACEIOC_STATUS;
+ *                                 usr/src/lib/libdtrace/common/dt_handle.c
+ *                                 dt_handle_status), the other handles go on
  *
  * Each handle replays the scenario on its own (its own ticks, programs, aggregations);
  * events naming a program (SEL) happen on the handle running it, the others (drop,
- * crash, hang, exit, done) on the process's oldest active handle.
+ * crash, hang, exit, done without SEL) on the process's oldest active handle.
  *
  * Every call is appended to the file named by $DTRACE_STUB_LOG, one line each:
  * "PID hN CALL", N the handle (the process's N-th dtrace_open, h0 before one). With
@@ -753,6 +761,12 @@ parse_line(char *line, int run, int tick, int loop)
 	ev->tick = tick;
 	ev->loop = loop;
 	(void) snprintf(ev->kind, sizeof (ev->kind), "%s", tok);
+	if (strcmp(tok, "exit") == 0 || strcmp(tok, "done") == 0 ||
+	    strcmp(tok, "bricked") == 0) {
+		tok = strtok_r(NULL, " ", &save);
+		(void) snprintf(ev->sel, sizeof (ev->sel), "%s", tok ? tok : "");
+		return (ev);
+	}
 	if (strcmp(tok, "matches") == 0 || strcmp(tok, "compile_fail") == 0 ||
 	    strcmp(tok, "error") == 0 || strcmp(tok, "no_probe") == 0 ||
 	    strcmp(tok, "output") == 0 || strcmp(tok, "enable_fail") == 0) {
@@ -1377,6 +1391,17 @@ dtrace_close(dtrace_hdl_t *dtp)
 	free(dtp);
 }
 
+static dtrace_prog_t *find_prog(dtrace_hdl_t *, const char *);
+
+/* An event for this handle: the program it names runs here, or a process-wide one. */
+static int
+for_handle(dtrace_hdl_t *dtp, const event_t *ev)
+{
+	if (ev->sel[0] != '\0')
+		return (find_prog(dtp, ev->sel) != NULL);
+	return (primary(dtp));
+}
+
 /* dt_work.c dtrace_status: an exit() seen in the status stops tracing. */
 static int
 status_of(dtrace_hdl_t *dtp)
@@ -1391,8 +1416,16 @@ status_of(dtrace_hdl_t *dtp)
 		return (set_err(dtp, EDT_BRICKED));
 	for (ev = dtp->events; ev != NULL; ev = ev->next) {
 		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks ||
+		    strcmp(ev->kind, "bricked") != 0 || !for_handle(dtp, ev))
+			continue;
+		ev->done = 1;
+		stub_log("killed by the deadman");
+		return (set_err(dtp, EDT_BRICKED));
+	}
+	for (ev = dtp->events; ev != NULL; ev = ev->next) {
+		if (ev->done || ev->tick <= 0 || ev->tick > dtp->ticks ||
 		    (strcmp(ev->kind, "exit") != 0 && strcmp(ev->kind, "done") != 0) ||
-		    !primary(dtp))
+		    !for_handle(dtp, ev))
 			continue;
 		ev->done = 1;
 		stub_log("exited");
