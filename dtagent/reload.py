@@ -15,7 +15,8 @@ or removed start or stop, each on its own libdtrace handle; the others trace on.
 
 Other parts of the agent (the web-config, the control policy) add their own hooks with
 :func:`register`: a factory called with the serving state when ``dtagent serve``
-starts.
+starts (the control wing's, ``dtagent.control.serve.PolicyHook``, finds its part in
+:attr:`ServeState.parts`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class ServeState:
     config: Config
     runtime: Any  # dtagent.runtime.Runtime
     server: Any  # dtagent.server.MetricsServer
+    # the optional parts plugged in, by name, for their hook factories: "control" is the
+    # control API (dtagent.control.serve.Control) when it is on
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 HookFactory = Callable[[ServeState], "ReloadHook | None"]

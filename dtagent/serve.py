@@ -21,19 +21,38 @@ import structlog
 
 from dtagent.config import Config
 from dtagent.reload import (
+    Change,
     CollectorsHook,
     DTraceHook,
     HttpHook,
     LoggingHook,
     Reloader,
+    ReloadHook,
+    ReloadRefused,
     ServerHook,
     ServeState,
+    section_changes,
 )
 
 log = structlog.get_logger("dtagent")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOGGED_SIGNALS = (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class ControlOffHook:
+    """With the control API off, a reload that turns it on is refused: the API is mounted
+    (and its policy checked) when the agent starts. With it on, the control wing's own
+    hook refuses turning it off."""
+
+    name = "control-off"
+
+    def prepare(self, old: Config, new: Config) -> Change | None:
+        if section_changes(old, new, "control", ["enabled"]):
+            raise ReloadRefused("key 'control.enabled': False -> True needs a restart "
+                                "(svcadm restart dtagent): the control API is mounted when "
+                                "the agent starts")
+        return None
 
 
 class Serve:
@@ -47,8 +66,8 @@ class Serve:
             from dtagent.control.serve import Control
 
             # Checked before anything starts: a control API that cannot be secured is a
-            # configuration error (exit 2), never a silently open one. The policy is
-            # read once; a reload (SIGHUP) keeps it (restart the service to change it).
+            # configuration error (exit 2), never a silently open one. A reload re-reads
+            # the policy (dtagent.control.serve.PolicyHook, registered on import).
             control = Control(config)
         self.runtime = build(config)
         if control is not None and self.runtime.runner is not None:
@@ -74,13 +93,14 @@ class Serve:
         except Exception:  # a busy address, a web-config changed since it was checked
             self.runtime.close()
             raise
-        self.state = ServeState(config=config, runtime=self.runtime, server=server)
-        self.reloader = Reloader(
-            self.state,
-            load or (lambda: config),
-            [LoggingHook(), ServerHook(self.state, server_for),
-             HttpHook(self.state), CollectorsHook(self.state), DTraceHook(self.state)],
-        )
+        self.state = ServeState(config=config, runtime=self.runtime, server=server,
+                                parts={} if control is None else {"control": control})
+        hooks: list[ReloadHook] = [LoggingHook(), ServerHook(self.state, server_for),
+                                   HttpHook(self.state), CollectorsHook(self.state),
+                                   DTraceHook(self.state)]
+        if control is None:
+            hooks.append(ControlOffHook())
+        self.reloader = Reloader(self.state, load or (lambda: config), hooks)
         self._pending: collections.deque[int] = collections.deque()
         self._wake = threading.Event()
         self.stopped = False

@@ -91,6 +91,17 @@ class ControlService:
         self._zone_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def set_policy(self, policy: Policy) -> None:
+        """Put a re-read policy (SIGHUP) in force from the next request on. Cooldowns and
+        the hourly count come from the audit log, not from the policy, so the changes
+        already made count under the new policy as they did under the old one. A request
+        under way finishes under the policy it started with."""
+        with self._guard:
+            if policy.concurrent != self.policy.concurrent:
+                # requests under way release the semaphore they took
+                self._slots = threading.BoundedSemaphore(policy.concurrent)
+            self.policy = policy
+
     # --- reading ------------------------------------------------------------------
 
     def zones(self) -> list[ZoneCaps]:
@@ -182,7 +193,9 @@ class ControlService:
                 f"zone {zone.zonename} has no link {unknown_links[0][6:]}",
             )
         lock = self._zone_lock(zone.zonename)
-        if not self._slots.acquire(blocking=False):
+        with self._guard:  # one policy for the whole request, even across a reload
+            policy, slots = self.policy, self._slots
+        if not slots.acquire(blocking=False):
             return self._refuse(
                 base,
                 zone.zonename,
@@ -190,7 +203,7 @@ class ControlService:
                 {},
                 429,
                 "refused",
-                f"{self.policy.concurrent} change(s) already in progress",
+                f"{policy.concurrent} change(s) already in progress",
             )
         try:
             if not lock.acquire(blocking=False):
@@ -204,11 +217,11 @@ class ControlService:
                     f"another change of {zone.zonename} is in progress",
                 )
             try:
-                return self._change_locked(base, zone, info, asked, dry_run)
+                return self._change_locked(base, zone, info, asked, dry_run, policy)
             finally:
                 lock.release()
         finally:
-            self._slots.release()
+            slots.release()
 
     def _zone_lock(self, zonename: str) -> threading.Lock:
         with self._guard:
@@ -221,6 +234,7 @@ class ControlService:
         info: ZoneInfo,
         asked: dict[str, int],
         dry_run: bool,
+        policy: Policy,
     ) -> Outcome:
         zone = self.platform.read(zone, asked)
         before = {k: zone.current(k) for k in asked}
@@ -245,7 +259,7 @@ class ControlService:
             with self.audit.exclusive():
                 now = self.clock()
                 history = self._history(now)
-                if not dry_run and history.count >= self.policy.changes_per_hour:
+                if not dry_run and history.count >= policy.changes_per_hour:
                     return self._refuse(
                         base,
                         zone.zonename,
@@ -254,12 +268,12 @@ class ControlService:
                         429,
                         "refused",
                         f"{history.count} changes in the last hour; the policy allows "
-                        f"{self.policy.changes_per_hour}",
+                        f"{policy.changes_per_hour}",
                     )
                 for key, value in asked.items():
                     last = history.last.get((zone.zonename, key.partition(".")[0]))
                     refusal = check_change(
-                        self.policy,
+                        policy,
                         info,
                         key,
                         before.get(key),
