@@ -201,32 +201,87 @@ def _commands(config: Config) -> list[tuple[tuple[str, ...], bool]]:
     ]
 
 
-def check_commands(config: Config) -> list[Finding]:
+def _probe(config: Config, name: str, argv: Sequence[str], needed: bool = True) -> Finding:
+    """Whether one command is on sources.command_path and answers, run as the agent runs
+    it: one deadline for everything, LC_ALL=C, PATH and passed variables from the config."""
     path = config.get("sources", "command_path")
     env = {n: os.environ[n] for n in config.get("sources", "command_env") if n in os.environ}
+    exe = shutil.which(argv[0], path=path)
+    if exe is None:
+        return Finding(name, "fail" if needed else "warn",
+                       f"{argv[0]} not found in sources.command_path ({path})")
+    res = execute(argv, timeout=COMMAND_TIMEOUT, path=path, extra_env=env)
+    if res.error is not None and res.returncode in (126, 127):
+        return Finding(name, "fail", f"{exe}: {res.error}")
+    if res.error is not None:
+        return Finding(name, "fail", f"{' '.join(argv)}: {res.error}")
+    if res.returncode != 0:
+        message = res.stderr.strip().splitlines()
+        return Finding(name, "fail", f"{' '.join(argv)}: exit {res.returncode}"
+                       + (f": {message[-1]}" if message else ""))
+    return Finding(name, "ok", f"{exe} answers ({len(res.stdout.splitlines())} lines)")
+
+
+def check_commands(config: Config) -> list[Finding]:
+    return [_probe(config, f"command:{argv[0]}", argv, needed)
+            for argv, needed in _commands(config)]
+
+
+def _control_wanted(config: Config) -> bool:
+    """The control wing is used: its API is on, or a policy is named for ``dtagent caps``."""
+    return bool(config.get("control", "enabled") or config.get("control", "policy"))
+
+
+def check_policy(config: Config) -> list[Finding]:
+    """The control policy loaded and checked as ``serve`` and ``dtagent caps`` load it; a
+    bad one is a configuration error (exit 2), like a bad config."""
+    if not _control_wanted(config):
+        return [Finding("policy", "skip", "control.enabled = false and no control.policy")]
+    from dtagent.control.policy import PolicyError, load_policy
+
+    path = config.get("control", "policy")
+    if not path:
+        raise ConfigError("key 'control.policy': control.enabled = true needs a policy "
+                          "(see docs/control.md)")
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
+    if config.get("control", "enabled"):
+        from dtagent.control.serve import require_auth
+
+        require_auth(policy)  # ConfigError: serve would refuse to start
+    return [Finding("policy", "ok", f"{path}: {len(policy.properties)} properties, "
+                    f"{len(policy.rules)} rules, {len(policy.tokens)} tokens, "
+                    f"{len(policy.clients)} client certificates")]
+
+
+def check_control(config: Config) -> list[Finding]:
+    """Each command the control wing would run here, present and answering. The wing
+    uses vmadm when it is on the command path (dtagent.control.platform.detect), else
+    zoneadm, zonecfg and prctl; on a SmartOS host vmadm must be there."""
+    if not _control_wanted(config):
+        return [Finding("control", "skip", "control.enabled = false and no control.policy")]
+    from dtagent.control.platform import preflight_argvs
+
+    path = config.get("sources", "command_path")
+    has_vmadm = shutil.which("vmadm", path=path) is not None
     out = []
-    for argv, needed in _commands(config):
-        name = f"command:{argv[0]}"
-        exe = shutil.which(argv[0], path=path)
-        if exe is None:
-            out.append(Finding(name, "fail" if needed else "warn",
-                               f"not found in sources.command_path ({path})"))
-            continue
-        # as the agent runs it: one deadline for everything, LC_ALL=C, PATH from the config
-        res = execute(argv, timeout=COMMAND_TIMEOUT, path=path, extra_env=env)
-        if res.error is not None and res.returncode in (126, 127):
-            out.append(Finding(name, "fail", f"{exe}: {res.error}"))
-            continue
-        if res.error is not None:
-            out.append(Finding(name, "fail", f"{' '.join(argv)}: {res.error}"))
-            continue
-        if res.returncode != 0:
-            message = res.stderr.strip().splitlines()
-            out.append(Finding(name, "fail", f"{' '.join(argv)}: exit {res.returncode}"
-                               + (f": {message[-1]}" if message else "")))
-            continue
-        lines = len(res.stdout.splitlines())
-        out.append(Finding(name, "ok", f"{exe} answers ({lines} lines)"))
+    if platform.system() == "SunOS" and platform.version().startswith("joyent_"):
+        smartos = True
+        if has_vmadm:
+            out.append(Finding("control", "ok", "SmartOS: vmadm, prctl, zfs, dladm"))
+        else:
+            out.append(Finding("control", "fail", "SmartOS, but vmadm is not in "
+                               f"sources.command_path ({path}): the control wing would "
+                               "use zonecfg instead of vmadm update"))
+    else:
+        smartos = has_vmadm
+        out.append(Finding("control", "ok", "vmadm in sources.command_path: vmadm, prctl, "
+                           "zfs, dladm" if smartos else "no vmadm in sources.command_path: "
+                           "zoneadm, zonecfg, prctl, zfs, dladm (illumos without vmadm)"))
+    root = config.collector_settings.get("zone_dataset", {}).get("root", "zones")
+    out += [_probe(config, f"control:{argv[0]}", argv) for argv in preflight_argvs(smartos, root)]
     return out
 
 
@@ -265,10 +320,12 @@ def check_smf(config: Config) -> list[Finding]:
 
 CHECKS: dict[str, Check] = {
     "platform": check_platform,
+    "policy": check_policy,
     "privileges": check_privileges,
     "libkstat": check_libkstat,
     "dtrace": check_dtrace,
     "commands": check_commands,
+    "control": check_control,
     "listen": check_listen,
     "smf": check_smf,
 }

@@ -4,11 +4,16 @@ on a host of stand-ins (ready, exit 0), and with one thing missing at a time."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import FAKEBIN
 from tests.helpers import REPO, dtagent, free_port
 from tests.standin_host import ready_config, ready_env
 
@@ -133,3 +138,113 @@ def test_under_smf_the_service_state_is_reported(tmp_path: Path) -> None:
     status, detail = _findings(broken)["smf"]
     assert status == "warn" and "maintenance" in detail and "svcadm clear" in detail
     assert broken.returncode == 0  # the service's state is reported, not needed
+
+
+def _control_check(tmp_path: Path, policy: str, *args: str, command_path: str | None = None,
+                   enabled: bool = True) -> subprocess.CompletedProcess[str]:
+    """`dtagent check` with the control wing on, over the stateful stand-in host."""
+    from tests.control_host import Host
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    host = Host(tmp_path)
+    state = host.load()
+    state["datasets"]["zones"] = {"quota": 0, "used": 1 << 30, "available": 1 << 40,
+                                  "referenced": 1 << 20}
+    host.save(state)
+    config = ready_config(tmp_path, extra=(
+        f'[control]\nenabled = {"true" if enabled else "false"}\n'
+        f'policy = "{host.write_policy(policy)}"\naudit_log = "{tmp_path / "audit.log"}"\n'))
+    if command_path is not None:
+        config = re.sub(r'command_path = "[^"]*"', f'command_path = "{command_path}"', config)
+    return _check(tmp_path, config, *args, **host.env())
+
+
+def test_with_control_on_its_policy_and_commands_are_checked(tmp_path: Path) -> None:
+    from tests.test_control_api import policy_text
+
+    res = _control_check(tmp_path / "a", policy_text(), "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    found = _findings(res)
+    assert found["policy"] == ("ok", f"{tmp_path / 'a' / 'policy.toml'}: 9 properties, "
+                               "0 rules, 4 tokens, 0 client certificates")
+    assert found["control"] == ("ok", "vmadm in sources.command_path: vmadm, prctl, zfs, dladm")
+    for cmd in ("vmadm", "prctl", "zfs", "dladm"):
+        assert found[f"control:{cmd}"][0] == "ok", found[f"control:{cmd}"]
+        assert found[f"control:{cmd}"][1].startswith(str(FAKEBIN / cmd) + " answers")
+    assert "control:zonecfg" not in found
+
+    # without vmadm the wing uses zoneadm, zonecfg and prctl: each is checked (the
+    # collectors' own vmadm row fails, so the report is exit 1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for exe in FAKEBIN.iterdir():
+        if exe.name != "vmadm":
+            (bin_dir / exe.name).symlink_to(exe)
+    illumos = _control_check(tmp_path / "b", policy_text(), "--json",
+                             command_path=f"{bin_dir}:/usr/bin:/bin")
+    found = _findings(illumos)
+    assert found["control"][1] == ("no vmadm in sources.command_path: zoneadm, zonecfg, "
+                                   "prctl, zfs, dladm (illumos without vmadm)")
+    for cmd in ("zoneadm", "zonecfg", "prctl", "zfs", "dladm"):
+        assert found[f"control:{cmd}"][0] == "ok", found[f"control:{cmd}"]
+    assert found["command:vmadm"][0] == "fail" and illumos.returncode == 1
+
+
+def test_a_missing_prctl_fails_the_control_check(tmp_path: Path) -> None:
+    from tests.test_control_api import policy_text
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for exe in FAKEBIN.iterdir():
+        if exe.name != "prctl":
+            (bin_dir / exe.name).symlink_to(exe)
+    if shutil.which("prctl", path="/usr/bin:/bin"):
+        pytest.skip("this machine has a prctl of its own")
+    path = f"{bin_dir}:/usr/bin:/bin"  # the stand-ins need python3 and sh's tools
+    res = _control_check(tmp_path / "a", policy_text(), command_path=path)
+    assert res.returncode == 1, res.stdout
+    rows = {line.split()[0]: line for line in res.stdout.splitlines()[1:-1]}
+    assert rows["control:prctl"].split(None, 2)[1:] == [
+        "FAIL", f"prctl not found in sources.command_path ({path})"]
+    assert rows["control:vmadm"].split()[1] == "OK"
+    assert res.stdout.splitlines()[-1] == "result: something needed is missing (exit 1)"
+
+    # a named policy is checked even with the API off (dtagent caps uses it)
+    off = _control_check(tmp_path / "b", policy_text(), "--json", command_path=path,
+                         enabled=False)
+    assert off.returncode == 1 and _findings(off)["control:prctl"][0] == "fail"
+
+
+def test_a_bad_policy_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    from tests.test_control_api import policy_text
+
+    res = _control_check(tmp_path, policy_text().replace("concurrent = 2", "concurrent = 0"))
+    assert res.returncode == 2, res.stdout
+    policy = tmp_path / "policy.toml"
+    row = next(line for line in res.stdout.splitlines() if line.startswith("policy "))
+    assert row.split(None, 2)[1:] == [
+        "FAIL", f"{policy}: key 'limits.concurrent': expected a whole number from 1 to 64, "
+        "got 0"]
+    assert res.stdout.splitlines()[-1] == "result: the config is bad (exit 2)"
+    assert res.stderr == ""
+
+    # an API nobody can authenticate to: serve would refuse it, so does check
+    no_auth = _control_check(tmp_path / "b", policy_text().split("[[tokens]]")[0], "--json")
+    assert no_auth.returncode == 2
+    assert "control.enabled needs authentication" in _findings(no_auth)["policy"][1]
+
+
+def test_on_linux_an_enabled_control_wing_is_missing_its_commands(tmp_path: Path) -> None:
+    from tests.control_host import Host
+    from tests.test_control_api import policy_text
+
+    host = Host(tmp_path)
+    cfg = tmp_path / "dtagent.toml"
+    cfg.write_text(f'[control]\nenabled = true\npolicy = "{host.write_policy(policy_text())}"\n')
+    res = dtagent("check", "--config", str(cfg))
+    assert res.returncode == 1, res.stdout
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in res.stdout.splitlines()[1:-1]}
+    assert rows["policy"][0] == "OK"
+    for cmd in ("zoneadm", "zonecfg", "prctl", "zfs", "dladm"):
+        assert rows[f"control:{cmd}"] == ["FAIL", f"{cmd} not found in sources.command_path "
+                                                  "(/usr/sbin:/usr/bin:/sbin:/bin)"]

@@ -535,6 +535,22 @@ class Illumos(Platform):
         return "; ".join(cmds)
 
 
+def preflight_argvs(smartos: bool, dataset_root: str) -> list[tuple[str, ...]]:
+    """Each command the control wing runs on this platform, as a call that changes
+    nothing, for ``dtagent check``: present and answering. prctl reads the global zone,
+    which always has a process to grab (prctl.c grab_process_by_id); ``zonecfg help`` is
+    answered before any zone is looked at, and only in the global zone (illumos-gate
+    usr/src/cmd/zonecfg/zonecfg.c main)."""
+    common = [
+        ("prctl", "-P", "-t", "privileged", "-i", "zone", "global"),
+        ("zfs", "get", "-Hp", "-o", "value", "quota", dataset_root),
+        ("dladm", "show-linkprop", "-c", "-o", "link,value", "-p", "maxbw"),
+    ]
+    if smartos:
+        return [("vmadm", "lookup", "-j", "-o", ",".join(VMADM_FIELDS)), *common]
+    return [("zoneadm", "list", "-cp"), ("zonecfg", "help"), *common]
+
+
 def detect(runner: Runner, command_path: str | None, timeout: float = 30.0) -> Platform:
     """SmartOS when vmadm is on the command path, else plain illumos."""
     import shutil

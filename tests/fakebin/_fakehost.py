@@ -51,7 +51,9 @@ Behaviour, with the public source each follows:
   [RESOURCE]`` prints aliased properties as ``[cpu-shares: 100]`` and resources as
   ``capped-cpu:`` / ``\t[ncpus: 0.50]``, ``capped-memory:`` / ``\t[physical: 256M]``;
   commands separated by ';' in one argument: ``set PROP=V``, ``select|add|remove
-  RESOURCE``, ``end``. Selecting a resource that does not exist is an error.
+  RESOURCE``, ``end``. Selecting a resource that does not exist is an error. ``zonecfg
+  help`` answers (exit 0) without a zone. prctl knows the global zone without a state
+  entry.
 * dladm (dladm(8), libdladm linkprop.c): ``set-linkprop [-t] [-z ZONE] -p maxbw=V LINK``
   (V in Mbit/s by default, K/M/G suffixes; below 1.2 Mbit/s refused), ``reset-linkprop
   [-t] [-z ZONE] -p maxbw LINK``, ``show-linkprop [-z ZONE] -c -o link,value -p maxbw``
@@ -221,7 +223,15 @@ Result = tuple[str, str, int]
 # --- prctl -----------------------------------------------------------------------
 
 
+# The global zone (id 0) always exists and always has processes (init, the caller
+# itself), so prctl can grab one of them (prctl.c grab_process_by_id); no zone in the
+# state file stands for it.
+GLOBAL_ZONE: dict[str, Any] = {"zoneid": 0, "state": "running", "processes": True}
+
+
 def _prctl_grab(host: Host, name: str) -> tuple[dict[str, Any] | None, str]:
+    if name == "global":
+        return json.loads(json.dumps(GLOBAL_ZONE)), ""
     z = host.zone(name)
     if z is None:
         return None, f"prctl: {name}: unknown zone\n"
@@ -545,7 +555,17 @@ def _parse_size(text: str) -> int | None:
     return int(m.group(1)) * {"": 1, "k": 1024, "m": MIB, "g": 1024**3}[m.group(2).lower()]
 
 
+# zonecfg.c helptab: the subcommands `zonecfg help` lists
+ZONECFG_SUBCOMMANDS = ("add", "cancel", "clear", "commit", "create", "delete", "end", "exit",
+                       "export", "help", "info", "remove", "revert", "select", "set",
+                       "verify")
+
+
 def zonecfg(host: Host, args: list[str]) -> Result:
+    if args[:1] == ["help"]:
+        # zonecfg.c main(): "help" as the first argument is answered before any option
+        # or zone is looked at, exit Z_OK (0)
+        return "".join(f"{c}\n" for c in ZONECFG_SUBCOMMANDS), "", 0
     if len(args) < 3 or args[0] != "-z":
         return "", "usage: zonecfg -z <zone> [subcommand]\n", 253
     name, commands = args[1], args[2:]
