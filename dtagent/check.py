@@ -227,6 +227,26 @@ def check_commands(config: Config) -> list[Finding]:
             for argv, needed in _commands(config)]
 
 
+def _web_config_tls(config: Config) -> bool:
+    """Whether the web-config serves TLS; ConfigError for a bad one (serve exits 2)."""
+    from dtagent.webconfig import WebConfigError, load_web_config
+
+    try:
+        return load_web_config(config.get("agent", "web_config") or None).tls is not None
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_web_config(config: Config) -> list[Finding]:
+    """The web-config read and checked completely (certificates and keys included), as
+    ``serve`` reads it at start and at a reload."""
+    path = config.get("agent", "web_config")
+    if not path:
+        return [Finding("web-config", "skip", "agent.web_config not set: plain HTTP, no auth")]
+    tls = _web_config_tls(config)
+    return [Finding("web-config", "ok", f"{path}: " + ("TLS" if tls else "no TLS"))]
+
+
 def _control_wanted(config: Config) -> bool:
     """The control wing is used: its API is on, or a policy is named for ``dtagent caps``."""
     return bool(config.get("control", "enabled") or config.get("control", "policy"))
@@ -248,9 +268,13 @@ def check_policy(config: Config) -> list[Finding]:
     except PolicyError as exc:
         raise ConfigError(str(exc)) from None
     if config.get("control", "enabled"):
-        from dtagent.control.serve import require_auth
+        from dtagent.control.serve import check_listener, require_auth
 
         require_auth(policy)  # ConfigError: serve would refuse to start
+        if check_listener(config, _web_config_tls(config)):
+            return [Finding("policy", "warn", f"{path}: control.allow_plaintext_on_network: "
+                            "tokens cross the network in clear text (serve TLS: "
+                            "agent.web_config)")]
     return [Finding("policy", "ok", f"{path}: {len(policy.properties)} properties, "
                     f"{len(policy.rules)} rules, {len(policy.tokens)} tokens, "
                     f"{len(policy.clients)} client certificates")]
@@ -320,6 +344,7 @@ def check_smf(config: Config) -> list[Finding]:
 
 CHECKS: dict[str, Check] = {
     "platform": check_platform,
+    "web-config": check_web_config,
     "policy": check_policy,
     "privileges": check_privileges,
     "libkstat": check_libkstat,

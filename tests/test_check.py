@@ -141,7 +141,8 @@ def test_under_smf_the_service_state_is_reported(tmp_path: Path) -> None:
 
 
 def _control_check(tmp_path: Path, policy: str, *args: str, command_path: str | None = None,
-                   enabled: bool = True) -> subprocess.CompletedProcess[str]:
+                   enabled: bool = True,
+                   listen: str | None = None) -> subprocess.CompletedProcess[str]:
     """`dtagent check` with the control wing on, over the stateful stand-in host."""
     from tests.control_host import Host
 
@@ -151,7 +152,7 @@ def _control_check(tmp_path: Path, policy: str, *args: str, command_path: str | 
     state["datasets"]["zones"] = {"quota": 0, "used": 1 << 30, "available": 1 << 40,
                                   "referenced": 1 << 20}
     host.save(state)
-    config = ready_config(tmp_path, extra=(
+    config = ready_config(tmp_path, listen=listen, extra=(
         f'[control]\nenabled = {"true" if enabled else "false"}\n'
         f'policy = "{host.write_policy(policy)}"\naudit_log = "{tmp_path / "audit.log"}"\n'))
     if command_path is not None:
@@ -248,3 +249,29 @@ def test_on_linux_an_enabled_control_wing_is_missing_its_commands(tmp_path: Path
     for cmd in ("zoneadm", "zonecfg", "prctl", "zfs", "dladm"):
         assert rows[f"control:{cmd}"] == ["FAIL", f"{cmd} not found in sources.command_path "
                                                   "(/usr/sbin:/usr/bin:/sbin:/bin)"]
+
+
+def test_the_web_config_is_checked_and_the_api_never_in_clear_text(tmp_path: Path) -> None:
+    from tests.test_control_api import policy_text
+
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: /nonexistent/cert.pem\n"
+                   "  key_file: /nonexistent/key.pem\n")
+    config = ready_config(tmp_path).replace("[agent]\n", f'[agent]\nweb_config = "{web}"\n')
+    bad = _check(tmp_path / "a", config)
+    assert bad.returncode == 2, bad.stdout
+    row = next(line for line in bad.stdout.splitlines() if line.startswith("web-config "))
+    assert row.split()[1] == "FAIL" and str(web) in row and "cert_file" in row
+
+    web.write_text("basic_auth_users: {}\n")
+    good = _check(tmp_path / "b", config, "--json")
+    assert _findings(good)["web-config"] == ("ok", f"{web}: no TLS")
+
+    port = free_port()
+    clear = _control_check(tmp_path / "c", policy_text(), "--json", "--skip", "listen")
+    assert _findings(clear)["policy"][0] == "ok"  # loopback: clear text stays on the host
+    network = _control_check(tmp_path / "d", policy_text(), "--skip", "listen",
+                             listen=f"0.0.0.0:{port}")
+    assert network.returncode == 2, network.stdout
+    row = next(line for line in network.stdout.splitlines() if line.startswith("policy "))
+    assert f"0.0.0.0:{port} is not a loopback address and the listener has no TLS" in row

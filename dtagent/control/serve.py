@@ -75,6 +75,24 @@ def counter_families(counters: AuditCounters) -> Callable[[], list[MetricFamily]
     return families
 
 
+def check_listener(config: Config, tls: bool) -> bool:
+    """Refuse plain HTTP on a network address unless the operator said so by name
+    (ConfigError); True when the API will serve tokens in clear text on the network.
+    ``dtagent check`` asks the same."""
+    listen = config.get("agent", "listen")
+    host, _port = parse_listen(listen)
+    if tls or is_loopback(host):
+        return False
+    if not config.get("control", "allow_plaintext_on_network"):
+        raise ConfigError(
+            f"control.enabled: {listen} is not a loopback address and the listener has "
+            "no TLS (agent.web_config tls_server_config); serve TLS, listen on 127.0.0.1, "
+            "or set control.allow_plaintext_on_network = true to accept tokens in clear "
+            "text"
+        )
+    return True
+
+
 class Control:
     """The control API of one ``serve``: checked at start, mounted on each server the
     agent makes (a reload that moves the listener gets it too)."""
@@ -97,19 +115,10 @@ class Control:
         self.service.platform.runner = runner
 
     def check_listener(self, config: Config, tls: bool) -> None:
-        """Refuse plain HTTP on a network address unless the operator said so by name."""
-        listen = config.get("agent", "listen")
-        host, _port = parse_listen(listen)
-        if tls or is_loopback(host):
-            return
-        if not config.get("control", "allow_plaintext_on_network"):
-            raise ConfigError(
-                f"control.enabled: {listen} is not a loopback address and the listener has "
-                "no TLS (agent.web_config tls_server_config); serve TLS, listen on 127.0.0.1, "
-                "or set control.allow_plaintext_on_network = true to accept tokens in clear "
-                "text"
-            )
-        log.warning("control API without TLS on a network address", listen=listen)
+        """As :func:`check_listener`, with a warning when clear text was accepted."""
+        if check_listener(config, tls):
+            log.warning("control API without TLS on a network address",
+                        listen=config.get("agent", "listen"))
 
     def attach(self, server: Any, config: Config) -> None:
         """Mount /api/v1/ on a MetricsServer that has not started yet."""
