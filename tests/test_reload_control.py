@@ -23,6 +23,7 @@ from dtagent import log as logsetup
 from dtagent.config import load
 from dtagent.control.policy import hash_token
 from dtagent.serve import Serve
+from tests.conftest import FAKEBIN
 from tests.control_host import Host
 from tests.helpers import REPO, free_port, wait_http
 from tests.test_control_api import SET, policy_text
@@ -201,9 +202,55 @@ def test_a_reload_never_leaves_the_api_in_clear_text_on_the_network(
         changed = [rec["changed"] for rec in map(json.loads, logs.getvalue().splitlines())
                    if rec.get("event") == "config reloaded"]
         assert changed == [["control.command_timeout: 5.0 -> 7.0; control.max_body_bytes: "
-                            "65536 -> 1000 (takes effect for the control wing at the next "
-                            "restart)"]]
+                            "65536 -> 1000 (takes effect at the next restart)"]]
         control = serve.state.parts["control"]
         assert control.service.platform.timeout == 7.0
+    finally:
+        serve.stop()
+
+
+def _changed(logs: io.StringIO) -> list[object]:
+    return [rec["changed"] for rec in map(json.loads, logs.getvalue().splitlines())
+            if rec.get("event") == "config reloaded"]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_new_command_path_says_what_the_control_wing_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO, shared: bool,
+) -> None:
+    """Live on illumos the wing runs its commands on the agent's command source, whose
+    path a reload changes; its choice of vmadm or zonecfg stays until a restart. With a
+    runner of its own (here: Linux), the old path stays."""
+    from tests.native import build_shared
+
+    host = Host(tmp_path)
+    for k, v in host.env().items():
+        monkeypatch.setenv(k, v)
+    cfg = _config(host, free_port(), host.write_policy(policy_text()))
+    if shared:
+        stub = json.dumps(str(build_shared("libkstat_stub.c")))
+        cfg.write_text(cfg.read_text().replace(
+            "[sources]\n", f'[sources]\nplatform = "illumos"\nlibkstat = {stub}\n')
+            + "[dtrace]\nenabled = false\n")
+    serve = Serve(load(cfg), load=lambda: load(cfg))
+    try:
+        control = serve.state.parts["control"]
+        assert (control.service.platform.runner is serve.runtime.runner) is shared
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for exe in FAKEBIN.iterdir():
+            if exe.name != "vmadm":
+                (bin_dir / exe.name).symlink_to(exe)
+        old = load(cfg).get("sources", "command_path")
+        cfg.write_text(cfg.read_text().replace(old, f"{bin_dir}:/usr/bin:/bin"))
+        assert serve.reloader.reload() is True
+        [changed] = _changed(logs)
+        assert isinstance(changed, list)
+        note = ("the control wing keeps its smartos commands until the next restart (vmadm "
+                "is no longer in sources.command_path)" if shared else
+                "the control wing's commands keep the old sources.command_path until the "
+                "next restart")
+        assert changed[-1] == note, changed
+        assert control.service.platform.name == "smartos"
     finally:
         serve.stop()

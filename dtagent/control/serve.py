@@ -155,8 +155,8 @@ class _WithControlMetrics:
 
 # --------------------------------------------------------------------- reload
 
-# what a reload cannot change while the agent runs (the route, the audit file, the
-# command runner are made at start); noted in the reload's log line
+# what a reload cannot change while the agent runs (the route and the audit file are
+# made at start); noted in the reload's log line
 AT_RESTART = ("audit_log", "max_body_bytes")
 
 
@@ -192,8 +192,9 @@ class PolicyHook:
         in_place = section_changes(old, new, "control", ["command_timeout", "audit_max_bytes",
                                                           "audit_keep",
                                                           "allow_plaintext_on_network"])
-        later = [*section_changes(old, new, "control", list(AT_RESTART)),
-                 *section_changes(old, new, "sources", ["command_path", "command_env"])]
+        later = [f"{c} (takes effect at the next restart)"
+                 for c in section_changes(old, new, "control", list(AT_RESTART))]
+        later += self._command_path_note(old, new)
         if not (parts or in_place or later):
             return None
 
@@ -203,10 +204,26 @@ class PolicyHook:
             service.audit.keep, service.audit.max_bytes = keep, max_bytes
 
         describe = [f"control policy {path}: " + "; ".join(parts)] if parts else []
-        describe += in_place
-        describe += [f"{c} (takes effect for the control wing at the next restart)"
-                     for c in later]
-        return Change("; ".join(describe), apply)
+        return Change("; ".join([*describe, *in_place, *later]), apply)
+
+    def _command_path_note(self, old: Config, new: Config) -> list[str]:
+        """A new sources.command_path reaches the wing's commands when they run on the
+        agent's command source (the collectors hook sets its path); the choice of vmadm
+        or zonecfg is made at start (dtagent.control.platform.detect) and stays."""
+        if not section_changes(old, new, "sources", ["command_path"]):
+            return []
+        platform = self.control.service.platform
+        if platform.runner is not self.state.runtime.runner:
+            return ["the control wing's commands keep the old sources.command_path until "
+                    "the next restart"]
+        import shutil
+
+        vmadm = shutil.which("vmadm", path=new.get("sources", "command_path")) is not None
+        if vmadm == (platform.name == "smartos"):
+            return []
+        return [f"the control wing keeps its {platform.name} commands until the next "
+                f"restart (vmadm is {'now' if vmadm else 'no longer'} in "
+                "sources.command_path)"]
 
     def _check_listener(self, old: Config, new: Config) -> None:
         """No reload may leave the API on a network address in clear text: a web-config
