@@ -4,14 +4,13 @@ Signals (the SMF manifest's methods send them): SIGTERM (stop, ``:kill``) and SI
 stop cleanly: the listeners close, the DTrace worker stops with its last walk. SIGHUP
 (refresh, ``:kill -HUP``) reloads the config in place (dtagent.reload). Any other signal
 that would end the process silently (SIGQUIT, SIGUSR1, SIGUSR2) is logged and ignored.
-The handlers only queue the signal; the main thread does the work.
+The main thread learns of each signal from the wakeup fd and does the work.
 """
 
 from __future__ import annotations
 
-import collections
+import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -101,8 +100,6 @@ class Serve:
         if control is None:
             hooks.append(ControlOffHook())
         self.reloader = Reloader(self.state, load or (lambda: config), hooks)
-        self._pending: collections.deque[int] = collections.deque()
-        self._wake = threading.Event()
         self.stopped = False
 
     @property
@@ -140,25 +137,33 @@ class Serve:
 
     # ---------------------------------------------------------------- main loop
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._pending.append(signum)
-        self._wake.set()
+    @staticmethod
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        """Only replaces the default action; the wakeup fd carries the signal."""
 
     def run(self, announce: str | None = None) -> None:
-        """Serve until SIGTERM/SIGINT; must run in the main thread (signal handlers)."""
+        """Serve until SIGTERM/SIGINT; must run in the main thread (signal handlers).
+
+        A signal reaches whichever thread does not block it, often not the main one,
+        so the main loop does not wait on a lock (a signal delivered elsewhere would not
+        interrupt it): it reads the wakeup fd, to which the interpreter's C-level
+        handler writes each signal's number in whatever thread it runs
+        (signal.set_wakeup_fd)."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        previous = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (*STOP_SIGNALS, signal.SIGHUP, *LOGGED_SIGNALS):
             signal.signal(sig, self._on_signal)
-        self.start()
-        if announce:
-            print(f"{announce} {self.url}", flush=True)
         try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                stop = False
-                while self._pending:
-                    stop = self.handle(self._pending.popleft()) or stop
-                if stop:
-                    break
+            self.start()
+            if announce:
+                print(f"{announce} {self.url}", flush=True)
+            stop = False
+            while not stop:
+                for signum in os.read(wake_r, 64):
+                    stop = self.handle(signum) or stop
         finally:
+            signal.set_wakeup_fd(previous)
+            os.close(wake_r)
+            os.close(wake_w)
             self.stop()

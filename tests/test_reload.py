@@ -237,3 +237,49 @@ def test_signals_reach_the_process_as_smf_sends_them(tmp_path: Path) -> None:
     calls = sc.calls()
     assert calls[-1] == "close"
     assert "walk n=3" in calls[calls.index("stop"):]
+
+
+# The agent as `python -m dtagent serve` runs it, except that the main thread blocks
+# SIGHUP and SIGTERM first: the kernel then hands each one to the one thread that does
+# not block them (a parked thread, as the agent's own threads are), never to the
+# main thread, which waits for them.
+OTHER_THREAD = """
+import signal, sys, threading
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM})
+from dtagent.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_that_reaches_another_thread_still_wakes_the_main_loop(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cfg = tmp_path / "dtagent.toml"
+    cfg.write_text(f'[agent]\nlisten = "127.0.0.1:{port}"\nlog_format = "json"\n')
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", OTHER_THREAD, "serve", "--config",
+                                 str(cfg)], stdout=subprocess.DEVNULL, stderr=out, cwd=REPO,
+                                env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+    def events() -> list[str]:
+        return [json.loads(line)["event"] for line in log_path.read_text().splitlines()
+                if line.startswith("{")]
+
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+        cfg.write_text(cfg.read_text() + 'log_level = "info"\n')
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "config reloaded" not in events() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "config reloaded" in events(), "the SIGHUP was not acted on"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert events()[-2:] == ["stopping", "stopped"]
