@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import platform
 import shutil
 import socket
@@ -27,7 +26,7 @@ from dtagent.config import Config, ConfigError, load
 from dtagent.listen import parse_listen
 from dtagent.parsers.network import MAXBW_ARGV, SHOW_FLOW_ARGV
 from dtagent.parsers.zones import VMADM_ARGV, ZONEADM_ARGV, zfs_list_argv
-from dtagent.sources.commands import execute
+from dtagent.sources.commands import execute, passed_env
 
 Status = Literal["ok", "warn", "fail", "skip"]
 EXIT_OK, EXIT_MISSING, EXIT_CONFIG = 0, 1, 2
@@ -205,7 +204,7 @@ def _probe(config: Config, name: str, argv: Sequence[str], needed: bool = True) 
     """Whether one command is on sources.command_path and answers, run as the agent runs
     it: one deadline for everything, LC_ALL=C, PATH and passed variables from the config."""
     path = config.get("sources", "command_path")
-    env = {n: os.environ[n] for n in config.get("sources", "command_env") if n in os.environ}
+    env = passed_env(config.get("sources", "command_env"))()
     exe = shutil.which(argv[0], path=path)
     if exe is None:
         return Finding(name, "fail" if needed else "warn",

@@ -223,7 +223,7 @@ class HttpHook:
 
 
 class CollectorsHook:
-    """Which collectors run and their settings; the command path."""
+    """Which collectors run and their settings; the command path and environment."""
 
     name = "collectors"
 
@@ -232,12 +232,13 @@ class CollectorsHook:
 
     def prepare(self, old: Config, new: Config) -> Change | None:
         from dtagent.runtime import select_collectors
+        from dtagent.sources.commands import passed_env
 
         agent = self.state.runtime.agent
         changed = section_changes(old, new, "collectors")
         if old.collector_settings != new.collector_settings:
             changed.append("collector settings")
-        path_changed = section_changes(old, new, "sources", ["command_path"])
+        path_changed = section_changes(old, new, "sources", ["command_path", "command_env"])
         later = section_changes(old, new, "sources",
                                 ["replay", "replay_speed", "platform", "libkstat"])
         if not (changed or path_changed or later):
@@ -253,6 +254,7 @@ class CollectorsHook:
             agent.set_collectors(kept)
             if path_changed and hasattr(agent.commands, "path"):
                 agent.commands.path = new.get("sources", "command_path")
+                agent.commands.extra_env = passed_env(new.get("sources", "command_env"))
 
         describe = "; ".join(changed + path_changed)
         if later:

@@ -283,3 +283,30 @@ def test_a_signal_that_reaches_another_thread_still_wakes_the_main_loop(
             proc.kill()
             proc.wait()
     assert events()[-2:] == ["stopping", "stopped"]
+
+
+def test_a_reload_passes_the_new_command_env_to_the_agents_commands(
+    live: tuple[Path, io.StringIO], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sources.command_env names the variables the agent's commands get; a reload that
+    changes it takes effect for the next command, and the log line says so."""
+    cfg, logs = live
+    monkeypatch.setenv("DTAGENT_TEST_ZONE_HINT", "from-the-environment")
+    port = free_port()
+    cfg.write_text(config_text(port).replace("[dtrace]\n", "[dtrace]\nenabled = false\n"))
+    serve = Serve(load(cfg), load=lambda: load(cfg))
+    env = ["/usr/bin/env"]
+    try:
+        before = serve.runtime.runner.run_now(env, timeout=10)
+        assert before.ok and "DTAGENT_TEST_ZONE_HINT" not in before.stdout
+        cfg.write_text(cfg.read_text().replace(
+            'command_path = "/nonexistent"\n',
+            'command_path = "/nonexistent"\ncommand_env = ["DTAGENT_TEST_ZONE_HINT"]\n'))
+        assert serve.reloader.reload() is True
+        after = serve.runtime.runner.run_now(env, timeout=10)
+        assert after.ok
+        assert "DTAGENT_TEST_ZONE_HINT=from-the-environment\n" in after.stdout
+        [line] = _log_lines(logs, "config reloaded")
+        assert "sources.command_env: [] -> ['DTAGENT_TEST_ZONE_HINT']" in str(line["changed"])
+    finally:
+        serve.stop()

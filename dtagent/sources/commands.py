@@ -280,7 +280,7 @@ class CommandRunner:
             raise ValueError("workers must be at least 1")
         self.path = path
         self.output_cap = output_cap
-        self._extra_env = extra_env
+        self.extra_env = extra_env  # a reload of sources.command_env replaces it
         self._clock = clock
         self._workers = workers
         self._entries: dict[tuple[str, ...], _Entry] = {}
@@ -420,7 +420,7 @@ class CommandRunner:
         self, argv: tuple[str, ...], timeout: float, stdin: bytes | None = None
     ) -> CommandResult:
         started = time.monotonic()
-        extra = self._extra_env() if self._extra_env is not None else None
+        extra = self.extra_env() if self.extra_env is not None else None
         if "/" in argv[0] or shutil.which(argv[0], path=self.path):
             self.forks += 1
         result = execute(
