@@ -418,14 +418,31 @@ def test_illumos_without_vmadm_uses_prctl_live_and_zonecfg(
     cfg.write_text(cfg.read_text().replace(str(FAKEBIN), str(bin_dir)))
     svc = build_service(load(cfg))
     assert svc.platform.name == "illumos"
-    out = svc.change(WEB, {"cpu_cap": 300, "cpu_shares": 150, "max_physical_memory": 2048}, ME)
+    out = svc.change(WEB, {"cpu_cap": 300, "cpu_shares": 150, "max_swap": 4096}, ME)
     assert out.result == "applied", out.reason
     zone = host.load()["zones"][WEB]
     assert zone["rctls"]["zone.cpu-cap"] == 300 and zone["rctls"]["zone.cpu-shares"] == 150
-    assert zone["rctls"]["zone.max-physical-memory"] == 2048 * MIB
+    assert zone["rctls"]["zone.max-swap"] == 4096 * MIB
     assert zone["zonecfg"]["capped-cpu"] == {"ncpus": 300}
     assert zone["zonecfg"]["cpu-shares"] == 150
-    assert zone["zonecfg"]["capped-memory"] == {"physical": 2048 * MIB}
+    assert zone["zonecfg"]["capped-memory"] == {"swap": 4096 * MIB}
+    # illumos-gate has no zone.max-physical-memory rctl (zone.c zone_init; rcapd enforces
+    # capped-memory physical): refused before any command runs, dry run or not
+    ran = len(host.commands())
+    for dry_run in (True, False):
+        out = svc.change(WEB, {"max_physical_memory": 2048}, ME, dry_run=dry_run)
+        assert (out.status, out.result) == (422, "invalid")
+        assert "no zone.max-physical-memory resource control" in out.reason
+        assert "rcapadm" in out.reason
+    assert {c[0] for c in host.commands()[ran:]} == {"zoneadm"}  # the zone lookup only
+    assert "physical" not in host.load()["zones"][WEB]["zonecfg"]["capped-memory"]
+    # the cap in effect is the configured one (an illumos-gate kernel lists no such rctl)
+    state = host.load()
+    state["zones"][WEB]["zonecfg"]["capped-memory"]["physical"] = 1024 * MIB
+    state["rctl_names"] = ["zone.cpu-cap", "zone.cpu-shares", "zone.max-locked-memory",
+                           "zone.max-lwps", "zone.max-swap"]  # fmt: skip
+    host.save(state)
+    assert svc.show(WEB).current("max_physical_memory") == 1024
     # No process: prctl cannot set it live (a failure, said so), but the persistent
     # value is written for the next boot, as vmadm writes its config before prctl.
     out = svc.change(IDLE, {"cpu_shares": 150}, ME)

@@ -39,7 +39,7 @@ import json
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from dtagent.control.properties import GIB, PROPERTIES, RCTL_PROPERTIES
 from dtagent.parsers.network import parse_maxbw
@@ -200,6 +200,9 @@ class Platform:
     """What the SmartOS and illumos platforms share: prctl, zfs and dladm."""
 
     name = "platform"
+    # Properties this platform has no way to change: the reason, refused (422) before
+    # any command runs.
+    unsupported: ClassVar[dict[str, str]] = {}
 
     def __init__(self, runner: Runner, timeout: float = 30.0) -> None:
         self.runner = runner
@@ -431,6 +434,19 @@ def parse_zonecfg_info(text: str) -> dict[str, int | None]:
 
 class Illumos(Platform):
     name = "illumos"
+    # illumos-gate's zone_init (usr/src/uts/common/os/zone.c) registers no
+    # zone.max-physical-memory (illumos-joyent's does): a zone's physical-memory cap is
+    # zonecfg's capped-memory "physical", which the kernel keeps as ZONE_ATTR_PHYS_MCAP
+    # (zone.c zone_set_phys_mcap) and rcapd enforces by paging the zone out
+    # (usr/src/cmd/rcap/rcapd/rcapd_collection_zone.c reads it with zone_getattr), so
+    # prctl can neither set nor read it.
+    unsupported: ClassVar[dict[str, str]] = {
+        "max_physical_memory": (
+            "max_physical_memory cannot be changed on illumos without vmadm: there is no "
+            "zone.max-physical-memory resource control; the cap is zonecfg's capped-memory "
+            "physical, enforced by rcapd (set it with zonecfg and rcapadm -z)"
+        )
+    }
 
     def inventory(self) -> list[ZoneCaps]:
         r = self._run(["zoneadm", "list", "-cp"])
@@ -461,7 +477,10 @@ class Illumos(Platform):
                 zone.problems.append(f"configuration unknown: {_describe(r)}")
         if "quota" in want and zone.dataset is None and zone.zonepath:
             zone.dataset = self._zonepath_dataset(zone)
-        return super().read(zone, keys)
+        super().read(zone, keys)
+        # no rctl to read it live (see unsupported): the cap is what zonecfg configures
+        zone.live.pop("max_physical_memory", None)
+        return zone
 
     def _zonepath_dataset(self, zone: ZoneCaps) -> str | None:
         """The ZFS file system mounted at the zonepath, as zoneadm finds it (illumos-gate

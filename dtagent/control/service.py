@@ -192,6 +192,17 @@ class ControlService:
                 "invalid",
                 f"zone {zone.zonename} has no link {unknown_links[0][6:]}",
             )
+        unsupported = [k for k in asked if k in self.platform.unsupported]
+        if unsupported:
+            return self._refuse(
+                base,
+                zone.zonename,
+                asked,
+                {},
+                422,
+                "invalid",
+                self.platform.unsupported[unsupported[0]],
+            )
         lock = self._zone_lock(zone.zonename)
         with self._guard:  # one policy for the whole request, even across a reload
             policy, slots = self.policy, self._slots
