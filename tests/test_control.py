@@ -173,6 +173,23 @@ def test_a_hanging_command_is_killed_at_the_timeout_and_nothing_changes(
     assert host.load()["datasets"][f"zones/{WEB}"]["quota"] == 10 * GIB
 
 
+def test_a_quota_below_what_the_dataset_uses_is_refused_by_zfs_and_said_so(host: Host) -> None:
+    """ZFS refuses a quota under the space used (dsl_dir_set_quota_check: ENOSPC, which
+    libzfs zfs_setprop_error words "size is less than current used or reserved space"):
+    the change fails with zfs' reason, the quota stays as it was."""
+    state = host.load()
+    state["datasets"][f"zones/{WEB}"]["used"] = 6 * GIB
+    host.save(state)
+    out = service(host).change("web-1", {"quota": 5}, ME)
+    assert out.result == "failed"
+    assert (
+        f"zfs set: exit 1: cannot set property for 'zones/{WEB}': size is less than current "
+        "used or reserved space" in out.reason
+    )
+    assert (out.before, out.after) == ({"quota": 10}, {"quota": 10})
+    assert host.load()["datasets"][f"zones/{WEB}"]["quota"] == 10 * GIB
+
+
 def test_dry_run_audits_and_applies_nothing(host: Host) -> None:
     svc = service(host)
     out = svc.change("web-1", {"cpu_cap": 400}, ME, dry_run=True)
