@@ -287,6 +287,13 @@ def test_the_prctl_stand_in_prints_every_zone_operand_as_prctl_does(host: Host) 
     assert "zone.max-lwps privileged 2000 - deny -" in db
     r = runner.run_now([*argv, WEB, IDLE], timeout=10)
     assert r.returncode == 1 and r.stdout.startswith(f"zone: 5: {WEB}\n")
+    # print_rctls prints nothing, not even the heading, for a zone with no privileged
+    # value; main still writes the blank line that separates operands
+    state = host.load()
+    state["zones"][DB]["rctls"] = {}
+    host.save(state)
+    r = runner.run_now([*argv, DB, WEB], timeout=10)
+    assert r.ok and r.stdout.startswith(f"\nzone: 5: {WEB}\n") and DB not in r.stdout
     # a kernel without zone.zfs-io-priority (illumos-gate): never listed, not settable
     state = host.load()
     state["rctl_names"] = sorted(

@@ -344,7 +344,8 @@ def _prctl_report(
     host: Host, opts: dict[str, str], zones: list[str], known: list[str]
 ) -> Result:
     """prctl.c report mode: one heading per operand (a blank line before each after the
-    first), each rctl that has a value of the asked privilege with its usage first; an
+    first; no heading when no rctl has a value of that privilege), each rctl that has a
+    value of the asked privilege with its usage first; an
     operand whose zone has no process is named on stderr and the next one is tried; the
     exit status is the last operand's (``errflg`` is reset for each)."""
     if "P" not in opts:
@@ -383,8 +384,9 @@ def _prctl_report(
                 lines += values
         if printed:
             out.append("\n")
-        out.append(f"zone: {z.get('zoneid', 0)}: {name}\n")
-        out += lines
+        if lines:  # print_rctls returns before its heading when no rctl was stored
+            out.append(f"zone: {z.get('zoneid', 0)}: {name}\n")
+            out += lines
         printed = True
     return "".join(out), "".join(err), rc
 
