@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -710,9 +711,16 @@ class PackedFrames(Sequence[Frame]):
         self.complete.set()
 
     def _read_rest(self, lines: Iterator[tuple[Frame, str]]) -> None:
+        # Paced: after each frame the thread rests as long as the frame took, so it uses
+        # at most half a CPU and leaves the interpreter to the threads that serve (a
+        # large frame's json.loads holds the GIL for its whole length).
         try:
+            started = time.monotonic()
             for frame, line in lines:
                 self._add(frame, line)
+                took = time.monotonic() - started
+                time.sleep(min(took, 1.0))
+                started = time.monotonic()
         except BundleError as exc:
             self.error = exc
         except Exception as exc:  # never a traceback from the checking thread
