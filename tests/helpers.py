@@ -85,6 +85,16 @@ def start_dtagent(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``cond`` until it holds: a test waits for the state it needs, never a fixed
+    time; ``timeout`` only bounds a test whose condition never comes."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
 def wait_http(url: str, timeout: float = 30) -> bytes:
     deadline = time.monotonic() + timeout
     last: Exception | None = None

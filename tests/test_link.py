@@ -292,7 +292,10 @@ def test_a_zone_cap_is_dropped_once_dladm_has_failed_for_two_intervals(
     (fake / "dladm-maxbw.txt").write_text("")
     (fake / f"dladm-maxbw-{ZONE_A}.txt").write_text("net0:  100\n")
     kstats = [zone_kstat(5, ZONE_A), vnic("z5_net0", ZONE_A), vnic("ixgbe0", None)]
-    collector = LinkCollector(maxbw_max_age=300.0, command_timeout=5.0)
+    # The runner's clock is the test's, so the schedule and the ages are exact; the
+    # timeout is the only wall-clock bound (of each stand-in run), generous so that a
+    # loaded machine never makes a run time out (which would drop the first answer).
+    collector = LinkCollector(maxbw_max_age=300.0, command_timeout=60.0)
     now = [100.0]
     cmds = stand_in_runner(clock=lambda: now[0])
     key = ("illumos_link_maxbw_bytes_per_second", ("net0", ZONE_A))
@@ -301,8 +304,10 @@ def test_a_zone_cap_is_dropped_once_dladm_has_failed_for_two_intervals(
     # due again, dladm fails: the last answer stands for a while ...
     now[0] = 401.0
     assert collect(collector, kstats, cmds)[key] == 12_500_000
-    # ... but not once it is older than two refresh intervals and a timeout
-    now[0] = 706.0
+    now[0] = 759.0  # 659 s old: within two refresh intervals and a timeout (660 s)
+    assert collect(collector, kstats, cmds)[key] == 12_500_000
+    # ... but not once it is older than that
+    now[0] = 761.0
     with structlog.testing.capture_logs() as logs:
         assert key not in collect(collector, kstats, cmds)
     assert any("older than its limit" in str(e.get("reason")) for e in logs), logs

@@ -20,6 +20,7 @@ from dtagent.httpd import Limits
 from dtagent.listen import parse_listen
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.server import MetricsServer, SharedBodies, gzip_chunks
+from tests.helpers import wait_until
 
 SPEC = MetricSpec("t_up", "gauge", "Up.", ("zonename",))
 
@@ -112,12 +113,13 @@ def test_idle_client_is_dropped_after_timeout(server: MetricsServer) -> None:
 def test_connections_beyond_the_limit_get_503(server: MetricsServer) -> None:
     host, port = server.address
     idle = [socket.create_connection((host, port)) for _ in range(4)]
-    time.sleep(0.1)
+    counters = server.http.counters
+    wait_until(lambda: counters.open_connections == 4, "4 open connections")  # the limit
     status = get(server, "/metrics")[0]
     for s in idle:
         s.close()
     assert status == 503
-    time.sleep(0.6)
+    wait_until(lambda: counters.open_connections == 0, "the idle ones closed")
     assert get(server, "/metrics")[0] == 200
 
 
