@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
+
+# Property tests run the same examples on every run and every machine: a failure in CI
+# fails the same way on a laptop, and re-running the test reproduces it (derandomize:
+# the examples come from a hash of the test, not from a random seed; no example
+# database, so nothing a previous run saved changes what runs). No deadline and no
+# too-slow check: a loaded machine makes one example slow, which says nothing of the
+# code (speed is measured by the benchmarks). HYPOTHESIS_PROFILE=explore runs random,
+# more numerous examples to look for new failures; a failure prints its seed.
+settings.register_profile(
+    "repeatable",
+    derandomize=True,
+    database=None,
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "explore",
+    parent=settings.get_profile("repeatable"),
+    derandomize=False,
+    max_examples=1000,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
