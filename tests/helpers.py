@@ -85,14 +85,41 @@ def start_dtagent(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+def wait_until(
+    what: str, cond: Callable[[], bool], timeout: float = 30, poll: float = 0.01
+) -> None:
     """Poll ``cond`` until it holds: a test waits for the state it needs, never a fixed
     time; ``timeout`` only bounds a test whose condition never comes."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(poll)
+
+
+def spawn_logged(
+    argv: Sequence[str], log: Path, procs: list[subprocess.Popen[bytes]],
+    env: dict[str, str] | None = None,
+) -> None:
+    """Start a server process (Prometheus, Alertmanager, an agent) in ``log``'s directory,
+    its output into ``log``; it joins ``procs`` for :func:`stop_processes`."""
+    with log.open("wb") as out:
+        procs.append(subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
+            env=env if env is not None else dict(os.environ, PYTHONPATH=str(REPO)),
+        ))
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL one that takes over 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def wait_http(url: str, timeout: float = 30) -> bytes:

@@ -24,7 +24,7 @@ import pytest
 
 from dtagent.control.policy import hash_token
 from tests.control_host import MIB, POLICY, Host, KernelFeed, zone
-from tests.helpers import REPO, free_port, wait_http
+from tests.helpers import REPO, free_port, spawn_logged, stop_processes, wait_http, wait_until
 from tests.promtests import grafana
 
 PROMETHEUS = shutil.which("prometheus")
@@ -48,11 +48,7 @@ limit = 1600
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    wait_until(what, check, timeout, poll=0.5)  # each check queries a server
 
 
 def _query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -164,10 +160,7 @@ scrape_configs:
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(argv: list[str], name: str) -> None:
-        with (tmp_path / f"{name}.log").open("wb") as out:
-            procs.append(
-                subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
-            )
+        spawn_logged(argv, tmp_path / f"{name}.log", procs, env)
 
     agent = f"http://127.0.0.1:{agent_port}"
     # The test's own scrapes name a collector (collect[]): Prometheus's scrapes never
@@ -278,12 +271,5 @@ scrape_configs:
         )
         assert feed.frames >= 10  # the kernel moved on while the test ran
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         feed.stop()

@@ -746,13 +746,19 @@ error stub:other 0 1 invalid address (0x0) in action #1
     assert "its handle is closed" in err
 
 
-def _script(d: Path, name: str, probe: str, helper: str) -> Path:
+def _script(
+    d: Path, name: str, probe: str = "profile-97", helper: str = "", comment: str = ""
+) -> Path:
+    """A script (and its spec) counting firings per zone in ``@NAME_n``; ``helper``, when
+    given, also goes to an undeclared ``@seen``; ``comment`` changes the text alone."""
+    seen = f"\t@seen = {helper};\n" if helper else ""
     (d / f"{name}.d").write_text(
-        f"/* stand-in selector: stub:{name} */\n{probe}\n{{\n"
-        f"\t@{name}_n[curpsinfo->pr_zoneid] = count();\n\t@seen = {helper};\n}}\n")
+        f"/* stand-in selector: stub:{name} {comment}*/\n{probe}\n{{\n"
+        f"\t@{name}_n[curpsinfo->pr_zoneid] = count();\n{seen}}}\n")
+    provider = probe.split(":")[0].split("-")[0]  # profile-97 is the profile provider's
     (d / f"{name}.toml").write_text(f"""\
 description = "test: {name}"
-providers = ["{probe.split(':')[0]}"]
+providers = ["{provider}"]
 [[aggregation]]
 name = "{name}_n"
 function = "count"
@@ -951,25 +957,6 @@ def test_output_goes_to_the_buffered_handler(
     assert err.count("D script output ignored") == 1 and "hello from D" in err
 
 
-def _counting_script(d: Path, name: str, comment: str = "") -> Path:
-    (d / f"{name}.d").write_text(
-        f"/* stand-in selector: stub:{name} {comment}*/\nprofile-97\n{{\n"
-        f"\t@{name}_n[curpsinfo->pr_zoneid] = count();\n}}\n")
-    (d / f"{name}.toml").write_text(f"""\
-description = "test: {name}"
-providers = ["profile"]
-[[aggregation]]
-name = "{name}_n"
-function = "count"
-metric = "test_{name}_total"
-type = "counter"
-help = "Firings."
-[[aggregation.keys]]
-kind = "zoneid"
-""")
-    return d / f"{name}.d"
-
-
 def test_a_reload_restarts_only_the_scripts_that_changed(tmp_path: Path, lib_path: str) -> None:
     """The agent tells the running worker its new scripts (a control line on stdin):
     alpha, unchanged, keeps its handle and its counts go on every tick; beta, changed,
@@ -979,7 +966,7 @@ def test_a_reload_restarts_only_the_scripts_that_changed(tmp_path: Path, lib_pat
 
     d = tmp_path / "scripts"
     d.mkdir()
-    paths = [_counting_script(d, n) for n in ("alpha", "beta", "gamma")]
+    paths = [_script(d, n) for n in ("alpha", "beta", "gamma")]
     lines = ["run *"]
     for t in range(1, 2000):
         lines += [f"tick {t}"] + [f"rec stub:{n} {n}_n count | z:0 | 0"
@@ -1012,7 +999,7 @@ def test_a_reload_restarts_only_the_scripts_that_changed(tmp_path: Path, lib_pat
         assert not [c for c in sc.calls()[before:]
                     if c.startswith(("open", "close", "stop", "compile", "exec", "go"))]
         at_reload = len(records)
-        _counting_script(d, "beta", comment="changed ")
+        _script(d, "beta", comment="changed ")
         control(paths[:2])  # beta changed, gamma removed
         records += read_until_tick(proc, 20)
     finally:

@@ -23,12 +23,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, free_port, wait_http
+from tests.helpers import REPO, free_port, spawn_logged, stop_processes, wait_http, wait_until
 from tests.promtests import grafana
 
 pytestmark = pytest.mark.integration
@@ -135,19 +134,9 @@ class Stack:
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+    wait_until(what, check, timeout, poll=0.5)  # each check queries a server
 
 
-def _spawn(argv: list[str], log: Path, procs: list[subprocess.Popen[bytes]]) -> None:
-    with log.open("wb") as out:
-        procs.append(
-            subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
-        )
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +175,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         targets = []
         for seed in SEEDS:
             port = free_port()
-            _spawn([sys.executable, "-m", "dtagent", "serve", "--config", str(agent_conf),
+            spawn_logged([sys.executable, "-m", "dtagent", "serve", "--config", str(agent_conf),
                     "--replay", str(tmp / f"host{seed}.bundle"),
                     "--listen", f"127.0.0.1:{port}"],
                    tmp / f"agent{seed}.log", procs)
@@ -202,7 +191,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         am_conf = _replace(am_conf, "group_interval: 5m", "group_interval: 1s")
         (tmp / "alertmanager.yml").write_text(am_conf, encoding="utf-8")
         am_port = free_port()
-        _spawn([ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}",
+        spawn_logged([ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}",
                 f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
                 "--cluster.listen-address=", "--log.level=warn"],
                tmp / "alertmanager.log", procs)
@@ -222,7 +211,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         conf = _replace(conf, "alertmanager.example.org:9093", f"127.0.0.1:{am_port}")
         (tmp / "prometheus.yml").write_text(conf, encoding="utf-8")
         prom_port = free_port()
-        _spawn([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
+        spawn_logged([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp / 'prom-data'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
                tmp / "prometheus.log", procs)
@@ -236,14 +225,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             started=time.monotonic(),
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         hook.server.shutdown()
         hook.server.server_close()
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.certs import HASH, PASSWORD, Certs, make_certs
-from tests.helpers import REPO, free_port, wait_http
+from tests.helpers import REPO, free_port, spawn_logged, stop_processes, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -114,25 +114,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         }
         (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         prom_port = free_port()
-        with (tmp / "prometheus.log").open("wb") as log:
-            assert PROMETHEUS is not None
-            procs.append(subprocess.Popen(
-                [PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-                cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
-            ))
+        assert PROMETHEUS is not None
+        spawn_logged([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
+                      f"--storage.tsdb.path={tmp / 'data'}",
+                      f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                     tmp / "prometheus.log", procs)
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready", timeout=60)
         yield f"http://127.0.0.1:{prom_port}", certs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         for name in ("auth", "mtls"):
             log_text = (tmp / f"agent-{name}.log").read_bytes() if (
                 tmp / f"agent-{name}.log").exists() else b""

@@ -114,12 +114,12 @@ def test_connections_beyond_the_limit_get_503(server: MetricsServer) -> None:
     host, port = server.address
     idle = [socket.create_connection((host, port)) for _ in range(4)]
     counters = server.http.counters
-    wait_until(lambda: counters.open_connections == 4, "4 open connections")  # the limit
+    wait_until("4 open connections", lambda: counters.open_connections == 4)  # the limit
     status = get(server, "/metrics")[0]
     for s in idle:
         s.close()
     assert status == 503
-    wait_until(lambda: counters.open_connections == 0, "the idle ones closed")
+    wait_until("the idle ones closed", lambda: counters.open_connections == 0)
     assert get(server, "/metrics")[0] == 200
 
 
