@@ -18,7 +18,8 @@ State file (tests write it with tests/control_host.py)::
        "zonecfg": {...},                       # the persistent config off SmartOS
        "links": {"net0": {"maxbw": bits_per_second or 0}},
        "dataset": "zones/UUID"}},
-   "datasets": {NAME: {"quota": bytes, "used": bytes, "available": bytes}}}
+   "datasets": {NAME: {"quota": bytes, "used": bytes, "available": bytes,
+                            "reservation": bytes (optional)}}}
 
 Behaviour, with the public source each follows:
 
@@ -620,7 +621,13 @@ def zonecfg(host: Host, args: list[str]) -> Result:
         elif verb == "set" and len(words) == 2 and "=" in words[1]:
             prop, _, value = words[1].partition("=")
             if current is None:
-                if prop not in ZONECFG_GLOBAL or not value.isdigit():
+                # zfs-io-priority is a property of illumos-joyent's zonecfg only: illumos-gate
+                # usr/src/cmd/zonecfg/zonecfg_lex.l has no such token (and its kernel no
+                # zone.zfs-io-priority rctl), so it is as unknown as any other name there
+                known = host.state.get("rctl_names", VMADM_RCTL_NAMES)
+                joyent = "zone.zfs-io-priority" in known
+                if (prop not in ZONECFG_GLOBAL or not value.isdigit()
+                        or (prop == "zfs-io-priority" and not joyent)):
                     return "", f"set {prop}: invalid property or value\n", 1
                 new[prop] = int(value)
             elif prop == "ncpus" and current == "capped-cpu":
@@ -767,8 +774,11 @@ def zfs(host: Host, args: list[str]) -> Result:
                 int(m.group(1))
                 * {"": 1, "K": 1024, "M": MIB, "G": 1024**3, "T": 1024**4}[m.group(2)]
             )
+        # dsl_dir.c dsl_dir_set_quota_check (illumos-gate uts/common/fs/zfs): ENOSPC
+        # below the space used or below the dataset's reservation (dd_reserved)
         used = int(datasets[name].get("used", 0))
-        if quota and quota < used:
+        reserved = int(datasets[name].get("reservation", 0))
+        if quota and (quota < used or quota < reserved):
             return (
                 "",
                 f"cannot set property for '{name}': size is less than current "
