@@ -10,20 +10,18 @@ import secrets
 import sys
 from typing import Any
 
+from dtagent.cliargs import EXIT_ERROR, EXIT_OK, EXIT_USAGE, command_group
 from dtagent.config import Config, load
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    csub = command_group(
+        sub,
         "caps",
         help="show or change a zone's caps (the control wing)",
         description="Show a zone's caps and usage, or change them under the control policy "
         "(audited, read back). Example: dtagent caps set web-1 cpu_cap=400 --reason 'ticket 12'",
     )
-    p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
-    csub = p.add_subparsers(dest="caps_command", metavar="SUBCOMMAND")
 
     sp = csub.add_parser(
         "show",

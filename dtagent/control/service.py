@@ -179,53 +179,29 @@ class ControlService:
                 "refused",
                 f"not allowed to change zone {zone.zonename}",
             )
+
+        def refused(status: int, result: str, why: str) -> Outcome:
+            """The zone's request refused before any of its values was read."""
+            return self._refuse(base, zone.zonename, asked, {}, status, result, why)
+
         unknown_links = [
             k for k in asked if k.startswith("maxbw.") and k.partition(".")[2] not in zone.links
         ]
         if unknown_links:
-            return self._refuse(
-                base,
-                zone.zonename,
-                asked,
-                {},
-                422,
-                "invalid",
-                f"zone {zone.zonename} has no link {unknown_links[0][6:]}",
-            )
+            link = unknown_links[0][6:]
+            return refused(422, "invalid", f"zone {zone.zonename} has no link {link}")
         unsupported = [k for k in asked if k in self.platform.unsupported]
         if unsupported:
-            return self._refuse(
-                base,
-                zone.zonename,
-                asked,
-                {},
-                422,
-                "invalid",
-                self.platform.unsupported[unsupported[0]],
-            )
+            return refused(422, "invalid", self.platform.unsupported[unsupported[0]])
         lock = self._zone_lock(zone.zonename)
         with self._guard:  # one policy for the whole request, even across a reload
             policy, slots = self.policy, self._slots
         if not slots.acquire(blocking=False):
-            return self._refuse(
-                base,
-                zone.zonename,
-                asked,
-                {},
-                429,
-                "refused",
-                f"{policy.concurrent} change(s) already in progress",
-            )
+            return refused(429, "refused", f"{policy.concurrent} change(s) already in progress")
         try:
             if not lock.acquire(blocking=False):
-                return self._refuse(
-                    base,
-                    zone.zonename,
-                    asked,
-                    {},
-                    409,
-                    "refused",
-                    f"another change of {zone.zonename} is in progress",
+                return refused(
+                    409, "refused", f"another change of {zone.zonename} is in progress"
                 )
             try:
                 return self._change_locked(base, zone, info, asked, dry_run, policy)
@@ -249,9 +225,15 @@ class ControlService:
     ) -> Outcome:
         zone = self.platform.read(zone, asked)
         before = {k: zone.current(k) for k in asked}
+
+        def refused(status: int, result: str, why: str) -> Outcome:
+            """The request refused once the zone's values were read."""
+            return self._refuse(base, zone.zonename, asked, before, status, result, why)
+
         if "quota" in asked and not zone.dataset:
-            reason = zone.no_dataset or f"zone {zone.zonename} has no known dataset"
-            return self._refuse(base, zone.zonename, asked, before, 422, "invalid", reason)
+            return refused(
+                422, "invalid", zone.no_dataset or f"zone {zone.zonename} has no known dataset"
+            )
         after_memory = {
             k: zone.current(k) for k in ("max_physical_memory", "max_swap", "max_locked_memory")
         }
@@ -265,17 +247,13 @@ class ControlService:
         try:
             check_memory(after_memory)
         except ValidationError as exc:
-            return self._refuse(base, zone.zonename, asked, before, 422, "invalid", str(exc))
+            return refused(422, "invalid", str(exc))
         try:
             with self.audit.exclusive():
                 now = self.clock()
                 history = self._history(now)
                 if not dry_run and history.count >= policy.changes_per_hour:
-                    return self._refuse(
-                        base,
-                        zone.zonename,
-                        asked,
-                        before,
+                    return refused(
                         429,
                         "refused",
                         f"{history.count} changes in the last hour; the policy allows "
@@ -292,15 +270,7 @@ class ControlService:
                         None if last is None else now - last,
                     )
                     if refusal is not None:
-                        return self._refuse(
-                            base,
-                            zone.zonename,
-                            asked,
-                            before,
-                            refusal.status,
-                            "refused",
-                            refusal.reason,
-                        )
+                        return refused(refusal.status, "refused", refusal.reason)
                 record = dict(
                     base,
                     time=_now_iso(now),

@@ -6,6 +6,7 @@ import argparse
 import platform
 from typing import Any
 
+from dtagent.cliargs import EXIT_ERROR, EXIT_OK, EXIT_USAGE, command_group
 from dtagent.config import load
 from dtagent.dtrace.spec import (
     ScriptSpec,
@@ -15,19 +16,16 @@ from dtagent.dtrace.spec import (
     script_dirs,
 )
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
 
 def register(sub: Any) -> None:
     """Add the ``dtrace`` command to the CLI's subparsers."""
-    p = sub.add_parser(
+    dsub = command_group(
+        sub,
         "dtrace",
         help="the D scripts: list them, check that they compile",
         description="The D scripts (scripts/d and [dtrace] script_dirs). "
         "Example: dtagent dtrace list",
     )
-    p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
-    dsub = p.add_subparsers(dest="dtrace_command", metavar="SUBCOMMAND")
     lp = dsub.add_parser(
         "list",
         help="each script: enabled or not and why, providers, metrics, options",
