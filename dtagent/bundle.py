@@ -267,13 +267,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _with_failure(out: dict[str, Any], stderr: str, error: str | None) -> dict[str, Any]:
+    """``out`` with a run's stderr and error, each only when there is one."""
+    if stderr:
+        out["stderr"] = stderr
+    if error:
+        out["error"] = error
+    return out
+
+
 def _encode_command(res: CommandResult) -> dict[str, Any]:
     out: dict[str, Any] = {"argv": list(res.argv), "rc": res.returncode, "stdout": res.stdout}
-    if res.stderr:
-        out["stderr"] = res.stderr
-    if res.error:
-        out["error"] = res.error
-    return out
+    return _with_failure(out, res.stderr, res.error)
 
 
 def _decode_command(obj: Any, where: str) -> CommandResult:
@@ -304,11 +309,7 @@ def _decode_command(obj: Any, where: str) -> CommandResult:
 def _encode_plugin(run: PluginRun) -> dict[str, Any]:
     out: dict[str, Any] = {"name": run.name, "rc": run.returncode, "stdout": run.stdout,
                            "duration": run.duration, "finished": run.finished}
-    if run.stderr:
-        out["stderr"] = run.stderr
-    if run.error:
-        out["error"] = run.error
-    return out
+    return _with_failure(out, run.stderr, run.error)
 
 
 def _decode_plugin(obj: Any, where: str) -> PluginRun:

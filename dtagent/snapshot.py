@@ -159,8 +159,31 @@ class KstatSnapshot:
         return KstatSnapshot((ks for ks in self if any(i.matches(ks) for i in wanted)), self.time)
 
 
+class _RunOutcome:
+    """Whether a run of a command or a plugin is usable, and why not: its error (it could
+    not run, timed out, ...), else a non-zero exit status."""
+
+    __slots__ = ()
+    returncode: int
+    stderr: str
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.returncode == 0
+
+    @property
+    def reason(self) -> str:
+        """Why the run is not usable, in a few words ("" when it is)."""
+        if self.error is not None:
+            return self.error
+        if self.returncode != 0:
+            return f"exit status {self.returncode}: {self.stderr.strip()[:200]}"
+        return ""
+
+
 @dataclass(frozen=True, slots=True)
-class CommandResult:
+class CommandResult(_RunOutcome):
     """The outcome of running one command (live or recorded).
 
     ``error`` is set when the command could not produce usable output: it was not
@@ -178,19 +201,6 @@ class CommandResult:
     age: float = 0.0
     truncated: bool = False
     finished: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.returncode == 0
-
-    @property
-    def reason(self) -> str:
-        """Why the result is not usable, in a few words ("" when it is)."""
-        if self.error is not None:
-            return self.error
-        if self.returncode != 0:
-            return f"exit status {self.returncode}: {self.stderr.strip()[:200]}"
-        return ""
 
 
 # How long a failed run waits before it is tried again, at most (a command that works
@@ -395,7 +405,7 @@ class PluginRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PluginRun:
+class PluginRun(_RunOutcome):
     """The latest run of one plugin (live or recorded): what it printed and how it went.
 
     ``error`` is set when its output is not usable for a reason of the run: it could
@@ -410,19 +420,6 @@ class PluginRun:
     error: str | None = None
     duration: float = 0.0
     finished: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.returncode == 0
-
-    @property
-    def reason(self) -> str:
-        """Why the run is not usable, in a few words ("" when it is)."""
-        if self.error is not None:
-            return self.error
-        if self.returncode != 0:
-            return f"exit status {self.returncode}: {self.stderr.strip()[:200]}"
-        return ""
 
 
 @dataclass(frozen=True, slots=True)
