@@ -712,15 +712,16 @@ class PackedFrames(Sequence[Frame]):
         self.complete.set()
 
     def _read_rest(self, lines: Iterator[tuple[Frame, str]]) -> None:
-        # Paced: after each frame the thread rests as long as the frame took, so it uses
-        # at most half a CPU and leaves the interpreter to the threads that serve (a
-        # large frame's json.loads holds the GIL for its whole length).
+        # Paced: after each frame the thread rests three times as long as the frame
+        # took, so it uses at most a quarter of a CPU and leaves the interpreter to the
+        # threads that serve (a 2,000-zone frame's json.loads holds the GIL for 0.3 s
+        # or more, and every slice the HTTP loop writes waits for the GIL).
         try:
             started = time.monotonic()
             for frame, line in lines:
                 self._add(frame, line)
                 took = time.monotonic() - started
-                time.sleep(min(took, 1.0))
+                time.sleep(min(3 * took, 5.0))
                 started = time.monotonic()
         except BundleError as exc:
             self.error = exc
