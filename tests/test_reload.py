@@ -11,9 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from dtagent import log as logsetup
 from dtagent.config import load
 from dtagent.serve import Serve
 from dtagent.snapshot import Kstat
-from tests.helpers import REPO, free_port, wait_http
+from tests.helpers import REPO, free_port, wait_http, wait_until
 from tests.native import build_shared
 from tests.native.dtrace_stub import Scenario
 from tests.native.dtrace_stub import library as libdtrace
@@ -194,33 +195,42 @@ def test_signals_reach_the_process_as_smf_sends_them(tmp_path: Path) -> None:
     cfg = tmp_path / "dtagent.toml"
     cfg.write_text(config_text(port))
     proc = subprocess.Popen([sys.executable, "-m", "dtagent", "serve", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=dict(sc.env(), PYTHONPATH=str(REPO)))
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")))
+    reader.start()
+
+    def logged(event: str, count: int = 1) -> Callable[[], bool]:
+        return lambda: sum(f'"event": "{event}' in line for line in lines) >= count
+
     try:
         wait_http(f"http://127.0.0.1:{port}/metrics")
-        deadline = time.monotonic() + 30
-        while not any(c.startswith("go ") for c in sc.calls()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert any(c.startswith("go ") for c in sc.calls()), sc.calls()
+        wait_until("the worker's go", lambda: any(c.startswith("go ") for c in sc.calls()))
+        # each signal waits for the agent's log line of the one before it: a second
+        # SIGHUP sent before the first was handled would read the second config twice
         cfg.write_text(config_text(port, extra="hang_timeout = -5\n"))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        wait_until("the bad config refused", logged("config reload refused"))
         cfg.write_text(config_text(port, extra="hang_timeout = 20.0\n"))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
-        for sig in (signal.SIGUSR1, signal.SIGQUIT):
+        wait_until("the good config reloaded", logged("config reloaded"))
+        for n, sig in enumerate((signal.SIGUSR1, signal.SIGQUIT), start=1):
             proc.send_signal(sig)
-            time.sleep(0.3)
+            wait_until(f"{sig.name} logged", logged("signal ignored", n))
         assert proc.poll() is None, "a signal killed the agent"
         wait_http(f"http://127.0.0.1:{port}/metrics")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
         took = time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert took < 30  # the manifest's stop timeout
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
