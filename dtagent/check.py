@@ -257,23 +257,22 @@ def check_policy(config: Config) -> list[Finding]:
     if not _control_wanted(config):
         return [Finding("policy", "skip", "control.enabled = false and no control.policy")]
     from dtagent.control.policy import PolicyError, load_policy
+    from dtagent.control.serve import check_listener, load_serving_policy
 
     path = config.get("control", "policy")
     if not path:
         raise ConfigError("key 'control.policy': control.enabled = true needs a policy "
                           "(see docs/control.md)")
+    serving = config.get("control", "enabled")
     try:
-        policy = load_policy(path)
+        # serving, a policy nobody can authenticate to is refused (ConfigError)
+        policy = load_serving_policy(path) if serving else load_policy(path)
     except PolicyError as exc:
         raise ConfigError(str(exc)) from None
-    if config.get("control", "enabled"):
-        from dtagent.control.serve import check_listener, require_auth
-
-        require_auth(policy)  # ConfigError: serve would refuse to start
-        if check_listener(config, _web_config_tls(config)):
-            return [Finding("policy", "warn", f"{path}: control.allow_plaintext_on_network: "
-                            "tokens cross the network in clear text (serve TLS: "
-                            "agent.web_config)")]
+    if serving and check_listener(config, _web_config_tls(config)):
+        return [Finding("policy", "warn", f"{path}: control.allow_plaintext_on_network: "
+                        "tokens cross the network in clear text (serve TLS: "
+                        "agent.web_config)")]
     return [Finding("policy", "ok", f"{path}: {len(policy.properties)} properties, "
                     f"{len(policy.rules)} rules, {len(policy.tokens)} tokens, "
                     f"{len(policy.clients)} client certificates")]

@@ -64,6 +64,14 @@ def require_auth(policy: Policy) -> None:
         )
 
 
+def load_serving_policy(path: str) -> Policy:
+    """The policy as the API serves it: checked (PolicyError) and with a way to
+    authenticate (ConfigError); a reload and ``dtagent check`` load it the same way."""
+    policy = load_policy(path)
+    require_auth(policy)
+    return policy
+
+
 def counter_families(counters: AuditCounters) -> Callable[[], list[MetricFamily]]:
     def families() -> list[MetricFamily]:
         fam = ACTIONS.family()
@@ -181,8 +189,7 @@ class PolicyHook:
             raise ReloadRefused("key 'control.policy': not set, and control.enabled needs a "
                                 "policy (see docs/control.md)")
         try:
-            policy = load_policy(path)
-            require_auth(policy)
+            policy = load_serving_policy(path)
         except (PolicyError, ConfigError) as exc:
             raise ReloadRefused(str(exc)) from None
         self._check_listener(old, new)
