@@ -128,6 +128,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 /* --- illumos-gate usr/src/uts/common/sys/dtrace.h --------------------------------- */
 
@@ -551,12 +554,12 @@ typedef struct event {
 	int nparams;
 	int nkeys;
 	char keytype[MAXKEYS];
-	char keystr[MAXKEYS][128];
+	char *keystr[MAXKEYS]; /* s: keys, strndup'd (the event is per record: small) */
 	int64_t keyint[MAXKEYS];
 	int nvalues;
 	int64_t *values;
 	long n1, n2;
-	char message[512];
+	char *message; /* NULL: none */
 	int done; /* delivered */
 	int loop; /* rec only: fire again every loop ticks (0: once) */
 	long fired; /* rec with loop: times applied */
@@ -744,6 +747,35 @@ rest_of(char *p)
 	return (p);
 }
 
+/* A copy of at most max bytes of text (what the event's fixed fields used to keep). */
+static char *
+text_of(const char *text, size_t max)
+{
+	char *copy = strndup(text, max);
+
+	if (copy == NULL)
+		abort();
+	return (copy);
+}
+
+static const char *
+message_of(const event_t *ev)
+{
+	return (ev->message != NULL ? ev->message : "");
+}
+
+static void
+free_event(event_t *ev)
+{
+	int i;
+
+	for (i = 0; i < MAXKEYS; i++)
+		free(ev->keystr[i]);
+	free(ev->message);
+	free(ev->values);
+	free(ev);
+}
+
 /* Parse one scenario line into an event; returns NULL for blank lines. */
 static event_t *
 parse_line(char *line, int run, int tick, int loop)
@@ -781,11 +813,9 @@ parse_line(char *line, int run, int tick, int loop)
 			ev->n1 = tok ? atol(tok) : 0;
 			tok = strtok_r(NULL, " ", &save);
 			ev->n2 = tok ? atol(tok) : 0;
-			(void) snprintf(ev->message, sizeof (ev->message), "%s",
-			    save ? rest_of(save) : "");
+			ev->message = text_of(save ? rest_of(save) : "", 511);
 		} else {
-			(void) snprintf(ev->message, sizeof (ev->message), "%s",
-			    save ? rest_of(save) : "");
+			ev->message = text_of(save ? rest_of(save) : "", 511);
 		}
 		return (ev);
 	}
@@ -817,8 +847,7 @@ parse_line(char *line, int run, int tick, int loop)
 				n = ev->nkeys++;
 				ev->keytype[n] = tok[0];
 				if (tok[0] == 's')
-					(void) snprintf(ev->keystr[n], sizeof (ev->keystr[n]),
-					    "%s", tok + 2);
+					ev->keystr[n] = text_of(tok + 2, 127);
 				else
 					ev->keyint[n] = strtoll(tok + 2, NULL, 0);
 			} else if (part == 2 && ev->nvalues < 4096) {
@@ -868,8 +897,7 @@ load_scenario(dtrace_hdl_t *dtp)
 		if ((ev = parse_line(line, run, tick, loop)) == NULL)
 			continue;
 		if (ev->run != 0 && ev->run != dtp->run) {
-			free(ev->values);
-			free(ev);
+			free_event(ev);
 			continue;
 		}
 		if (last == NULL)
@@ -1275,8 +1303,8 @@ dtrace_program_strcompile(dtrace_hdl_t *dtp, const char *text, dtrace_probespec_
 	if (dtp->active)
 		return (set_err(dtp, EINVAL), NULL);
 	if ((ev = find_rule(dtp, "compile_fail", text)) != NULL) {
-		(void) snprintf(dtp->errmsg, sizeof (dtp->errmsg), "%s", ev->message);
-		stub_log("compile failed: %s", ev->message);
+		(void) snprintf(dtp->errmsg, sizeof (dtp->errmsg), "%s", message_of(ev));
+		stub_log("compile failed: %s", message_of(ev));
 		dtp->err = EDT_COMPILER;
 		return (NULL);
 	}
@@ -1325,11 +1353,47 @@ dtrace_program_exec(dtrace_hdl_t *dtp, dtrace_prog_t *pgp, dtrace_proginfo_t *pi
 	return (0);
 }
 
+static dtrace_prog_t *find_prog(dtrace_hdl_t *, const char *);
+
+/*
+ * Once tracing, a handle's programs are fixed (nothing compiles on an active handle,
+ * see dtrace_program_strcompile), so records of programs it does not run can never
+ * fire on it: they go. A real consumer holds nothing of other consumers' probes: its
+ * user-space aggregation memory is one snapshot buffer of aggsize bytes
+ * (illumos-gate usr/src/lib/libdtrace/common/dt_aggregate.c, dt_aggregate_go) and a
+ * hash of the keys snapped since the last walk (dt_aggregate_snap_cpu; a REMOVE walk
+ * frees each entry, dt_aggwalk_rval). Without this, every handle kept every script's
+ * records of the scenario: at 1,000 zones, 7 handles of 30,000 records each.
+ */
+static void
+prune_events(dtrace_hdl_t *dtp)
+{
+	event_t **evp = &dtp->events, *ev;
+	long kept = 0, dropped = 0;
+
+	while ((ev = *evp) != NULL) {
+		if (strcmp(ev->kind, "rec") == 0 && find_prog(dtp, ev->sel) == NULL) {
+			*evp = ev->next;
+			free_event(ev);
+			dropped++;
+		} else {
+			evp = &ev->next;
+			kept++;
+		}
+	}
+	stub_log("events kept=%ld dropped=%ld", kept, dropped);
+#ifdef __GLIBC__
+	/* hand the dropped records' pages back, so RSS shows what the handles keep */
+	(void) malloc_trim(0);
+#endif
+}
+
 int
 dtrace_go(dtrace_hdl_t *dtp)
 {
 	stub_log("go handlers=%s%s%s", dtp->drop_f ? "drop," : "", dtp->err_f ? "err," : "",
 	    dtp->buf_f ? "buffered" : "");
+	prune_events(dtp);
 	dtp->active = 1;
 	dtp->last_poll = now_seconds();
 	return (0);
@@ -1370,8 +1434,7 @@ dtrace_close(dtrace_hdl_t *dtp)
 	}
 	for (ev = dtp->events; ev != NULL; ev = nev) {
 		nev = ev->next;
-		free(ev->values);
-		free(ev);
+		free_event(ev);
 	}
 	for (p = dtp->progs; p != NULL; p = np) {
 		np = p->next;
@@ -1390,8 +1453,6 @@ dtrace_close(dtrace_hdl_t *dtp)
 	}
 	free(dtp);
 }
-
-static dtrace_prog_t *find_prog(dtrace_hdl_t *, const char *);
 
 /* An event for this handle: the program it names runs here, or a process-wide one. */
 static int
@@ -1646,7 +1707,8 @@ apply_rec(dtrace_hdl_t *dtp, event_t *ev)
 		} else if (ev->keytype[i] == 'i') {
 			(void) memcpy(key + r->dtrd_offset, &ev->keyint[i], 8);
 		} else {
-			(void) strncpy(key + r->dtrd_offset, ev->keystr[i], r->dtrd_size - 1);
+			(void) strncpy(key + r->dtrd_offset,
+			    ev->keystr[i] != NULL ? ev->keystr[i] : "", r->dtrd_size - 1);
 		}
 	}
 	for (e = a->entries; e != NULL; e = e->next)
@@ -1713,7 +1775,7 @@ deliver_error(dtrace_hdl_t *dtp, event_t *ev)
 	(void) snprintf(pdesc.dtpd_name, DTRACE_NAMELEN, "fire");
 	(void) snprintf(msg, sizeof (msg),
 	    "error on enabled probe ID %u (ID %u: stub:::fire): %s\n", edesc.dtepd_epid,
-	    pdesc.dtpd_id, ev->message);
+	    pdesc.dtpd_id, message_of(ev));
 	(void) memset(&ed, 0, sizeof (ed));
 	ed.dteda_handle = dtp;
 	ed.dteda_edesc = &edesc;
@@ -1796,7 +1858,7 @@ deliver_output(dtrace_hdl_t *dtp, FILE *fp, event_t *ev)
 
 	if (find_prog(dtp, ev->sel) == NULL)
 		return (0);
-	(void) snprintf(text, sizeof (text), "%s\n", ev->message);
+	(void) snprintf(text, sizeof (text), "%s\n", message_of(ev));
 	if (fp != NULL) {
 		(void) fputs(text, fp);
 		return (0);
