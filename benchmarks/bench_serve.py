@@ -331,6 +331,7 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             "first_scrape_s": first,
             "first_dtrace_scrape_s": with_dtrace,
             "dtrace_records_per_s": scenario.records_per_second,
+            "dtrace_scenario_records": scenario.text.count("\nrec "),
             "scrapes": scrapes.summary(),
             "rss_mib": rss,
             "hwm_mib": hwm,
@@ -353,8 +354,8 @@ def _worker_figures(pid: int) -> dict[str, float]:
         with contextlib.suppress(psutil.Error):
             if "dtagent.dtrace.worker" in " ".join(child.cmdline()):
                 t = child.cpu_times()
-                return {"cpu_s": t.user + t.system,
-                        "rss_mib": child.memory_info().rss / 2**20,
+                rss, hwm = _mem(child.pid)
+                return {"cpu_s": t.user + t.system, "rss_mib": rss, "hwm_mib": hwm,
                         "age_s": time.time() - child.create_time()}
     return {}
 
@@ -534,7 +535,10 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"\n{row['zones']:,} zones: DTrace worker {w['cpu_s'] / w['age_s'] * 100:.0f}% "
                 f"of a CPU for {row['dtrace_records_per_s']:,.0f} records/s, RSS "
-                f"{w['rss_mib']:.0f} MiB (its own process, not in the figures above)"
+                f"{w['rss_mib']:.0f} / HWM {w['hwm_mib']:.0f} MiB (its own process, not in "
+                f"the figures above; it counts the libdtrace stand-in's scenario of "
+                f"{row['dtrace_scenario_records']:,} records, which a real libdtrace does "
+                f"not hold: see docs/performance.md)"
             )
     if results.get("replay"):
         lines += [
