@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -173,6 +173,8 @@ class Frame:
     dtrace: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[PluginRun] | None = None
     textfiles: TextfileListing | None = None
+    # the replay's accumulated DTrace state after this frame (docs/bundle-dtrace.md)
+    checkpoint: dict[str, Any] | None = None
 
     def snapshot(self) -> KstatSnapshot:
         return KstatSnapshot(self.kstats, time=self.time)
@@ -392,7 +394,66 @@ def encode_frame(frame: Frame) -> str:
         obj["textfiles"] = _encode_textfiles(frame.textfiles)
     if frame.dtrace:
         obj["dtrace"] = frame.dtrace
+    if frame.checkpoint is not None:
+        obj["dtrace_checkpoint"] = frame.checkpoint
     return json.dumps(obj, separators=(",", ":"))
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _checkpoint_problem(cp: Any) -> str | None:
+    """Where a checkpoint record is not shaped as docs/bundle-dtrace.md says, or None.
+    Whether it fits the D scripts' declarations is the accumulator's to check."""
+    if not isinstance(cp, dict):
+        return ": expected an object"
+    if not isinstance(cp.get("basis"), str):
+        return ".basis: expected a string"
+    zones = cp.get("zones")
+    if not isinstance(zones, list) or not all(
+            isinstance(z, list) and len(z) == 2 and _is_int(z[0]) and isinstance(z[1], str)
+            for z in zones):
+        return ".zones: expected a list of [zone id, zonename]"
+    for name in ("drops", "errors", "series_dropped", "rejected"):
+        counts = cp.get(name)
+        if not isinstance(counts, dict) or not all(_is_count(v) for v in counts.values()):
+            return f".{name}: expected an object of counts"
+    status = cp.get("status")
+    if not isinstance(status, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+            for v in status.values()):
+        return ".status: expected an object of [status, message]"
+    aggs = cp.get("aggs")
+    if not isinstance(aggs, list):
+        return ".aggs: expected a list"
+    for i, agg in enumerate(aggs):
+        at = f".aggs[{i}]"
+        if not isinstance(agg, dict) or not isinstance(agg.get("script"), str) \
+                or not isinstance(agg.get("agg"), str):
+            return f"{at}: expected an object with script and agg"
+        seen = agg.get("seen")
+        if not isinstance(seen, list) or not all(
+                isinstance(s, list) and all(isinstance(x, str) for x in s) for s in seen):
+            return f"{at}.seen: expected a list of label lists"
+        series = agg.get("series")
+        if not isinstance(series, list):
+            return f"{at}.series: expected a list"
+        for j, row in enumerate(series):
+            if not (isinstance(row, list) and len(row) == 6
+                    and isinstance(row[0], list) and all(isinstance(x, str) for x in row[0])
+                    and (row[1] is None or isinstance(row[1], str))
+                    and isinstance(row[2], list) and all(_is_count(n) for n in row[2])
+                    and _is_int(row[3]) and _is_number(row[4])
+                    and isinstance(row[5], list) and len(row[5]) == 2
+                    and all(_is_int(x) for x in row[5])):
+                return (f"{at}.series[{j}]: expected [labels, zonename, bucket counts, "
+                        "sum, value, [count, total]]")
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return (type(value) is int or type(value) is float) and math.isfinite(value)
 
 
 def _record_shape(record: Any) -> str | None:
@@ -436,6 +497,9 @@ def decode_frame(line: str, where: str) -> Frame:
     for i, record in enumerate(dtrace):
         if (problem := _record_shape(record)) is not None:
             raise BundleError(f"{where}: field dtrace[{i}]{problem}")
+    checkpoint = obj.get("dtrace_checkpoint")
+    if checkpoint is not None and (problem := _checkpoint_problem(checkpoint)) is not None:
+        raise BundleError(f"{where}: field dtrace_checkpoint{problem}")
     plugins = obj.get("plugins")
     if plugins is not None and not isinstance(plugins, list):
         raise BundleError(f"{where}: field plugins: expected a list of plugin runs")
@@ -449,7 +513,12 @@ def decode_frame(line: str, where: str) -> Frame:
             _decode_plugin(p, f"{where}: plugins[{i}]") for i, p in enumerate(plugins)],
         textfiles=None if textfiles is None else _decode_textfiles(
             textfiles, f"{where}: textfiles"),
+        checkpoint=checkpoint,
     )
+
+
+# (frame index, its DTrace deltas, its running zones) → its checkpoint record or None
+Checkpoints = Callable[[int, list[dict[str, Any]], dict[int, str]], dict[str, Any] | None]
 
 
 class BundleWriter:
@@ -462,7 +531,15 @@ class BundleWriter:
     first frame while the rest is still being checked.
     """
 
-    def __init__(self, path: str | os.PathLike[str], **header: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        checkpoints: Checkpoints | None = None,
+        **header: Any,
+    ) -> None:
+        """``checkpoints``: called with each frame's index, DTrace deltas and running
+        zones; what it returns (if not None) is written as the frame's checkpoint."""
+        self._checkpoints = checkpoints
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._header = {"format": FORMAT, "version": VERSION, **header}
@@ -485,6 +562,9 @@ class BundleWriter:
         if self._last_time is not None and frame.time < self._last_time:
             raise ValueError("bundle frames must be written in time order")
         self._last_time = frame.time
+        if self._checkpoints is not None:
+            frame.checkpoint = self._checkpoints(self.frames, frame.dtrace,
+                                                 zones_of(frame.kstats))
         self._fh.write(encode_frame(frame) + "\n")
         if frame.dtrace:
             self._scripts.update(recorded_scripts(frame.dtrace))
@@ -670,6 +750,7 @@ class PackedFrames(Sequence[Frame]):
         self.zones: list[dict[int, str]] = []
         self._packed: list[bytes] = []
         self._packed_dtrace: dict[int, bytes] = {}
+        self._packed_checkpoints: dict[int, bytes] = {}
         # scripts named by any DTrace record: what ran when the bundle was recorded
         self.dtrace_scripts: set[str] = set()
         self._cached: tuple[int, Frame] | None = None
@@ -699,6 +780,9 @@ class PackedFrames(Sequence[Frame]):
             self.dtrace_scripts.update(recorded_scripts(frame.dtrace))
             packed = zlib.compress(json.dumps(frame.dtrace).encode("utf-8"), 1)
             self._packed_dtrace[index] = packed
+        if frame.checkpoint is not None:
+            self._packed_checkpoints[index] = zlib.compress(
+                json.dumps(frame.checkpoint).encode("utf-8"), 1)
         self.commands.append(frame.commands)
         self.plugins.append(frame.plugins)
         self.textfiles.append(frame.textfiles)
@@ -753,6 +837,19 @@ class PackedFrames(Sequence[Frame]):
             return []
         records: list[dict[str, Any]] = json.loads(zlib.decompress(packed))
         return records
+
+
+    def checkpoints(self) -> list[int]:
+        """The frames that hold a checkpoint record, in order."""
+        return sorted(self._packed_checkpoints)
+
+    def checkpoint(self, index: int) -> dict[str, Any] | None:
+        """Frame ``index``'s checkpoint record (checked when the bundle was read)."""
+        packed = self._packed_checkpoints.get(index)
+        if packed is None:
+            return None
+        state: dict[str, Any] = json.loads(zlib.decompress(packed))
+        return state
 
 
 def recorded_scripts(records: Iterable[dict[str, Any]]) -> set[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from dtagent.bundle import BundleWriter, Frame
+from dtagent.bundle import BundleWriter, Checkpoints, Frame
 from dtagent.runtime import Runtime
 from dtagent.snapshot import CommandResult, HostSnapshot, PluginRun, TextfileListing
 
@@ -73,15 +73,17 @@ def capture(
     count: int,
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.time,
+    checkpoints: Checkpoints | None = None,
 ) -> int:
-    """Record ``count`` frames, ``interval`` seconds apart; returns frames written."""
+    """Record ``count`` frames, ``interval`` seconds apart; returns frames written.
+    ``checkpoints``: see :class:`~dtagent.bundle.BundleWriter`."""
     agent = runtime.agent
     recorder = FrameRecorder(clock)
     runtime.record(recorder)
     stop = stop or threading.Event()
     if not agent.settle(FIRST_RUN_WAIT):
         log.warning("some commands had not finished for the first frame", waited_s=FIRST_RUN_WAIT)
-    with BundleWriter(out, source="capture", mode=runtime.mode) as writer:
+    with BundleWriter(out, checkpoints, source="capture", mode=runtime.mode) as writer:
         for i in range(count):
             started = time.monotonic()
             agent.collect(fresh=True)

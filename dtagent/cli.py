@@ -18,7 +18,7 @@ import structlog
 
 from dtagent import __version__
 from dtagent import log as logsetup
-from dtagent.bundle import BundleError, BundleUsageError, Frame, write_bundle
+from dtagent.bundle import BundleError, BundleUsageError, Checkpoints, Frame, write_bundle
 from dtagent.config import Config, ConfigError, load
 from dtagent.control.policy import PolicyError
 
@@ -380,7 +380,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     logsetup.setup(args_level(args), "auto")
     _check_out(args.out)
     try:
-        n = simulate(args.out, args.zones, seed=args.seed, duration=args.duration, step=args.step)
+        n = simulate(args.out, args.zones, seed=args.seed, duration=args.duration, step=args.step,
+                     checkpoints=_checkpointer(None))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     structlog.get_logger("dtagent").info(
@@ -413,13 +414,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tmpdir = None if args.out else tempfile.mkdtemp(prefix="dtagent-demo-")
     out = args.out or os.path.join(str(tmpdir), "demo.bundle")
     try:
-        frames = simulate(out, args.zones, seed=args.seed)
+        frames = simulate(out, args.zones, seed=args.seed, checkpoints=_checkpointer(None))
         structlog.get_logger("dtagent").info("simulated host written", bundle=out, frames=frames)
         config.set("sources", "replay", out, "demo")
         return _serve(config, announce="dtagent demo (simulated host)")
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _checkpointer(config: Config | None) -> Checkpoints | None:
+    """The DTrace checkpoints a bundle writer saves, for a replay under ``config``'s
+    ``[dtrace]`` settings (None: the defaults); none when DTrace is off."""
+    from dtagent.dtrace.provider import Checkpointer, DTraceSettings
+    from dtagent.runtime import dtrace_settings
+
+    if config is None:
+        return Checkpointer(DTraceSettings())
+    if not config.get("dtrace", "enabled"):
+        return None
+    return Checkpointer(dtrace_settings(config))
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -445,7 +459,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     # anonymized: recorded to a private file beside the output, rewritten, removed
     raw = args.out + ".raw" if args.anonymize else args.out
     try:
-        frames = capture(runtime, raw, interval=args.interval, count=args.count, stop=stop)
+        frames = capture(runtime, raw, interval=args.interval, count=args.count, stop=stop,
+                         checkpoints=_checkpointer(config))
     finally:
         runtime.close()
     if args.anonymize:

@@ -219,7 +219,7 @@ def _replay_dtrace(config: Config, replay: object) -> DTraceProvider | None:
         return None
     from dtagent.dtrace.provider import replay_provider
 
-    return replay_provider(_dtrace_settings(config), replay)
+    return replay_provider(dtrace_settings(config), replay)
 
 
 def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTraceProvider | None:
@@ -228,13 +228,13 @@ def _live_dtrace(config: Config, closers: list[Callable[[], None]]) -> DTracePro
         return None
     from dtagent.dtrace.provider import live_provider
 
-    provider = live_provider(_dtrace_settings(config))
+    provider = live_provider(dtrace_settings(config))
     if provider.supervisor is not None:
         closers.append(provider.supervisor.stop)
     return provider
 
 
-def _dtrace_settings(config: Config) -> DTraceSettings:
+def dtrace_settings(config: Config) -> DTraceSettings:
     """The ``[dtrace]`` table as the DTrace provider's plain settings."""
     from dtagent.dtrace.provider import DTraceSettings
 

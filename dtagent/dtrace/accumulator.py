@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -216,6 +217,10 @@ class Accumulator:
         self._zones: dict[int, str] = {}  # the zone map the caches are valid for
         self._logged: set[tuple[str, str, str]] = set()
         self._last_error: dict[str, str] = {}
+        # what a saved state is valid for: the declarations, the cap, the starting status
+        self.basis = hashlib.sha256(repr((
+            [(s.name, s.aggregations) for s in specs], series_cap, sorted(self.status.items()),
+        )).encode()).hexdigest()[:16]
 
     def reconfigure(
         self,
@@ -531,6 +536,72 @@ class Accumulator:
             else:
                 series.value = max(series.value, value)
 
+    @property
+    def zones(self) -> Mapping[int, str]:
+        """The zone map of the last batch applied."""
+        return self._zones
+
+    # ------------------------------------------------------------ saved states
+
+    def state(self) -> dict[str, object]:
+        """Everything applying has built up, as JSON (a bundle's checkpoint record,
+        docs/bundle-dtrace.md): each series (in order: the exposition follows it), the
+        labels each bounded key has let through, the engine's counters and script
+        status, the zone map of the last batch. The caches are left out: they are
+        rebuilt from these as keys come and give the same series."""
+        aggs = []
+        for (script, name), agg in self._aggs.items():
+            aggs.append({
+                "script": script, "agg": name,
+                "seen": [sorted(s) for s in agg.seen],
+                "series": [[list(labels), s.zone, s.counts, s.sum, s.value, list(s.avg)]
+                           for labels, s in agg.series.items()],
+            })
+        return {
+            "basis": self.basis,
+            "zones": [[zid, name] for zid, name in self._zones.items()],
+            "drops": dict(self.drops), "errors": dict(self.errors),
+            "series_dropped": dict(self.series_dropped), "rejected": dict(self.rejected),
+            "status": {k: list(v) for k, v in self.status.items()},
+            "aggs": aggs,
+        }
+
+    def restore(self, state: Mapping[str, object]) -> None:
+        """Take a :meth:`state` of an accumulator with the same :attr:`basis`, before
+        any batch is applied. Raises ValueError (one line) on anything that does not
+        fit the declarations, and then changes nothing."""
+        if self._batch:
+            raise ValueError("a state is restored before any batch")
+        if state.get("basis") != self.basis:
+            raise ValueError("checkpoint made for other D scripts or settings")
+        try:
+            zones = {_count_of(z): str(n) for z, n in cast("list[list[object]]", state["zones"])}
+            counters = [{str(k): _count_of(v) for k, v in
+                         cast("dict[str, object]", state[f]).items()}
+                        for f in ("drops", "errors", "series_dropped", "rejected")]
+            status = {str(k): (str(v[0]), str(v[1])) for k, v in
+                      cast("dict[str, list[object]]", state["status"]).items()}
+            if set(status) != set(self.status):
+                raise ValueError("status of other scripts")
+            restored: dict[tuple[str, str], _Restored] = {}
+            for a in cast("list[dict[str, object]]", state["aggs"]):
+                key = (str(a["script"]), str(a["agg"]))
+                agg = self._aggs.get(key)
+                if agg is None or key in restored:
+                    raise ValueError(f"aggregation {key[0]}.{key[1]} is not declared once")
+                restored[key] = _restored_agg(agg, a)
+            if set(restored) != set(self._aggs):
+                raise ValueError("aggregations missing")
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"malformed checkpoint: {type(exc).__name__}: {exc}") from None
+        self._zones = zones
+        self.drops, self.errors, self.series_dropped, self.rejected = counters
+        self.status = status
+        for key, (seen, series) in restored.items():
+            agg = self._aggs[key]
+            agg.seen, agg.series = seen, series
+            agg.cache.clear()
+
     # ---------------------------------------------------------------- exporting
 
     def families(self) -> list[MetricFamily]:
@@ -603,6 +674,44 @@ def _coarsened(old: _Agg, script: ScriptSpec, spec: AggregationSpec) -> _Agg | N
         series.counts = counts
         agg.series[labels] = series
     return agg
+
+
+def _count_of(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"count {value!r} is not a non-negative integer")
+    return value
+
+
+# an aggregation's bounded labels and series, as restored
+_Restored = tuple[list[set[str]], dict[tuple[str, ...], _Series]]
+
+
+def _restored_agg(agg: _Agg, saved: Mapping[str, object]) -> _Restored:
+    """One aggregation's bounded labels and series of a saved state, checked against
+    its declaration."""
+    name = f"{agg.script.name}.{agg.spec.name}"
+    seen = [set(cast("list[str]", s)) for s in cast("list[object]", saved["seen"])]
+    if len(seen) != len(agg.spec.keys) or any(
+            not all(isinstance(x, str) for x in s) for s in seen):
+        raise ValueError(f"{name}: seen: expected a list of labels per key")
+    width = len(agg.spec.labels)
+    slots = len(agg.spec.le) + 1 if agg.buckets is not None else 0
+    series: dict[tuple[str, ...], _Series] = {}
+    for row in cast("list[list[object]]", saved["series"]):
+        labels_, zone, counts, total, value, avg = row
+        labels = tuple(cast("list[object]", labels_))
+        if len(labels) != width or not all(isinstance(x, str) for x in labels):
+            raise ValueError(f"{name}: series labels {labels_!r}: expected {width} strings")
+        counts_ = [_count_of(n) for n in cast("list[object]", counts)]
+        if len(counts_) != slots:
+            raise ValueError(f"{name}: series {labels!r}: expected {slots} bucket counts")
+        c, t = cast("list[object]", avg)
+        if (zone is not None and not isinstance(zone, str)) or type(total) is not int \
+                or type(value) not in (int, float) or type(c) is not int or type(t) is not int:
+            raise ValueError(f"{name}: series {labels!r}: malformed")
+        series[cast("tuple[str, ...]", labels)] = _Series(
+            counts=counts_, sum=total, value=cast("float", value), avg=(c, t), zone=zone)
+    return seen, series
 
 
 def _short(rec: object) -> str:

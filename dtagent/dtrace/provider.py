@@ -126,6 +126,7 @@ class ReplayDeltas:
         self._last: float | None = None
         self._recorded = None if recorded is None else frozenset(recorded)
         self._scripts: frozenset[str] | None = None
+        self._resumed: dict[int, str] | None = None
         if scripts is not None:
             self.set_scripts(scripts)
 
@@ -134,18 +135,20 @@ class ReplayDeltas:
         wanted = frozenset(scripts)
         self._scripts = wanted if self._recorded is None else wanted & self._recorded
 
-    def _wanted(self, rec: Record) -> bool:
-        # Aggregation records of a script that is off; drops and errors always count.
-        return self._scripts is None or \
-            not isinstance(rec, Value | Histogram | Values | Histograms) or \
-            rec.script in self._scripts
+    def resume(self, zones: dict[int, str]) -> None:
+        """The accumulator took a checkpoint whose last batch had ``zones``: the next
+        :meth:`take` starts with an empty batch of them (what a replay from the first
+        frame would have applied last) and goes on with the frames after it."""
+        self._resumed = zones
 
     def take(self) -> list[Batch]:
         """(records, zone map of their frame) for every frame reached since the last call."""
         out: list[Batch] = []
+        if self._resumed is not None:
+            out.append(([], self._resumed))
+            self._resumed = None
         for objs, zones in self._replay.dtrace_batches():
-            records = [parse(o) for o in objs]
-            out.append(([r for r in records if self._wanted(r)], with_global(zones)))
+            out.append((replayed(objs, self._scripts), with_global(zones)))
         if out:
             self._last = self._clock()
         return out
@@ -153,6 +156,60 @@ class ReplayDeltas:
     def health(self) -> WorkerHealth:
         # the recorded worker was up if the bundle holds its deltas; else there was none
         return WorkerHealth(None if self._recorded == frozenset() else True, 0, self._last)
+
+
+def replayed(objs: Sequence[object], scripts: Collection[str] | None) -> list[Record]:
+    """A frame's records as a replay applies them: aggregation records of a script
+    that is off are left out (``scripts``: those on, None: all); drops and errors
+    always count."""
+    records = [parse(o) for o in objs]
+    if scripts is None:
+        return records
+    return [r for r in records if not isinstance(r, Value | Histogram | Values | Histograms)
+            or r.script in scripts]
+
+
+# A bundle writer saves the replay's accumulated DTrace state every this many frames
+# (a checkpoint record, docs/bundle-dtrace.md), so ``scrape --replay --frame N`` applies
+# at most this many frames' deltas. 60 frames (five minutes at the simulator's 5 s step) keeps
+# the records to a small share of a bundle: one is the size of about one frame's deltas.
+CHECKPOINT_EVERY = 60
+
+
+class Checkpointer:
+    """Applies each frame written to a bundle as a replay of it would, and says the
+    accumulator's state every :data:`CHECKPOINT_EVERY` frames.
+
+    The state is that of a replay under ``settings`` with every script they enable
+    running: it carries its :attr:`Accumulator.basis`, and a replay under other settings
+    (or whose bundle did not record every such script) applies every frame instead.
+    """
+
+    def __init__(self, settings: DTraceSettings) -> None:
+        specs, _ = load_config_scripts(settings)
+        self._running = [s.name for s in enabled_scripts(specs, dict(settings.scripts))]
+        self.accumulator = Accumulator(
+            with_zone_buckets(specs, settings.zone_buckets), settings.series_cap,
+            overrides=dict(settings.scripts), running=self._running)
+        self._applied = False
+        # a frame with deltas but no running zone makes a replay apply them with the zone
+        # map of the frame it serves, which no writer knows: no checkpoint after one
+        self._exact = True
+
+    def __call__(self, index: int, dtrace: Sequence[object],
+                 zones: dict[int, str]) -> dict[str, object] | None:
+        """Frame ``index``'s deltas (and ``zones``, its running zones) applied; its
+        checkpoint record, or None."""
+        if dtrace and self._exact:
+            batch_zones = with_global(zones)
+            if not batch_zones:
+                self._exact = False
+            else:
+                self.accumulator.apply(replayed(dtrace, self._running), batch_zones)
+                self._applied = True
+        if index % CHECKPOINT_EVERY or not index or not (self._applied and self._exact):
+            return None
+        return self.accumulator.state()
 
 
 class IdleSource:
@@ -254,9 +311,21 @@ def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
     running = [s.name for s in enabled_scripts(specs, overrides) if s.name in recorded]
     acc = Accumulator(with_zone_buckets(specs, settings.zone_buckets), settings.series_cap,
                       overrides=overrides, running=running)
-    provider = DTraceMetrics(
-        acc, ReplayDeltas(replay, scripts=running, recorded=recorded)
-    )
+    deltas = ReplayDeltas(replay, scripts=running, recorded=recorded)
+    # pinned to a frame: start from the last checkpoint at or before it, if it fits
+    found = replay.dtrace_checkpoint(acc.basis) if hasattr(replay, "dtrace_checkpoint") \
+        else None
+    if found is not None:
+        index, state = found
+        try:
+            acc.restore(state)
+        except ValueError as exc:
+            log.warning("DTrace checkpoint not used: every frame is applied",
+                        frame=index, problem=str(exc))
+        else:
+            replay.skip_dtrace_to(index)
+            deltas.resume(dict(acc.zones))
+    provider = DTraceMetrics(acc, deltas)
     provider.specs = specs
     return provider
 

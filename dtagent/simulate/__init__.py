@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from dtagent.bundle import BundleWriter, Frame
+from dtagent.bundle import BundleWriter, Checkpoints, Frame
 from dtagent.simulate import (
     dtrace_part,
     health,
@@ -68,8 +68,11 @@ def simulate(
     seed: int = 1,
     duration: float = DEFAULT_DURATION,
     step: float = DEFAULT_STEP,
+    checkpoints: Checkpoints | None = None,
 ) -> int:
-    """Write a bundle of a simulated host; returns the number of frames."""
+    """Write a bundle of a simulated host; returns the number of frames.
+    ``checkpoints``: see :class:`~dtagent.bundle.BundleWriter` (the DTrace layer's,
+    handed in: the simulator does not import it)."""
     if zones < 1:
         raise ValueError("a simulated host needs at least one zone")
     if step <= 0 or duration < step:
@@ -78,6 +81,7 @@ def simulate(
     host = make_host(zones, seed, EPOCH, step, duration)
     with BundleWriter(
         out,
+        checkpoints,
         source="simulate",
         hostname=host.hostname,
         zones=zones,

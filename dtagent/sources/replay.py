@@ -233,6 +233,27 @@ class ReplaySource:
             return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
         return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
 
+    def dtrace_checkpoint(self, basis: str) -> tuple[int, dict[str, Any]] | None:
+        """(frame, record) of the last checkpoint at or before the frame a pinned replay
+        serves that was made for ``basis`` (:attr:`Accumulator.basis`), while no
+        deltas were handed out; None otherwise (every frame's deltas are applied)."""
+        frames = self.bundle.frames
+        if self._pin is None or self._dtrace_sent >= 0 or not isinstance(frames, PackedFrames):
+            return None
+        for index in reversed(frames.checkpoints()):
+            if index > self._pin:
+                continue
+            record = frames.checkpoint(index)
+            if record is not None and record.get("basis") == basis:
+                return index, record
+        return None
+
+    def skip_dtrace_to(self, index: int) -> None:
+        """Deltas of the frames up to ``index`` are in a restored checkpoint: hand out
+        only those after it."""
+        with self._lock:
+            self._dtrace_sent = max(self._dtrace_sent, index)
+
     @property
     def has_plugins(self) -> bool:
         """Whether the bundle recorded plugin runs (a capture with a plugin directory)."""
