@@ -172,7 +172,7 @@ def replayed(objs: Sequence[object], scripts: Collection[str] | None) -> list[Re
 # A bundle writer saves the replay's accumulated DTrace state every this many frames
 # (a checkpoint record, docs/bundle-dtrace.md), so ``scrape --replay --frame N`` applies
 # at most this many frames' deltas. 60 frames (five minutes at the simulator's 5 s step) keeps
-# the records to a small share of a bundle: one is the size of about one frame's deltas.
+# the records to about 1% of a bundle: one is about twice the size of a frame's deltas.
 CHECKPOINT_EVERY = 60
 
 
