@@ -110,6 +110,34 @@ def spawn_logged(
         ))
 
 
+def spawn_listening(
+    what: str, argv: Callable[[int], Sequence[str]], log: Path,
+    procs: list[subprocess.Popen[bytes]], ready: str = "/-/ready",
+    env: dict[str, str] | None = None, attempts: int = 3,
+) -> int:
+    """Start a server (``argv(port)``) on a free port and wait until it answers
+    ``ready``; the port it listens on. Between :func:`free_port` and the server's bind
+    another process may take the port (test suites running side by side): a server that
+    exits instead of answering is started again on another port."""
+    for _ in range(attempts):
+        port = free_port()
+        spawn_logged(argv(port), log, procs, env)
+        proc = procs[-1]
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=5):
+                    pass
+            except OSError:  # not listening yet, or another process's answer
+                time.sleep(0.1)
+                continue
+            if proc.poll() is None:
+                return port
+        if proc.poll() is None:
+            raise AssertionError(f"{what} did not answer on port {port} (see {log})")
+    raise AssertionError(f"{what} exited {attempts} times without listening (see {log})")
+
+
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     """SIGTERM every process, then wait for each (SIGKILL one that takes over 10 s)."""
     for p in procs:

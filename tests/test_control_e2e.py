@@ -24,7 +24,15 @@ import pytest
 
 from dtagent.control.policy import hash_token
 from tests.control_host import MIB, POLICY, Host, KernelFeed, zone
-from tests.helpers import REPO, free_port, spawn_logged, stop_processes, wait_http, wait_until
+from tests.helpers import (
+    REPO,
+    free_port,
+    spawn_listening,
+    spawn_logged,
+    stop_processes,
+    wait_http,
+    wait_until,
+)
 from tests.promtests import grafana
 
 PROMETHEUS = shutil.which("prometheus")
@@ -100,7 +108,7 @@ def test_an_alert_raises_the_cap_once_and_the_next_scrape_shows_it(tmp_path: Pat
         f'\n[[tokens]]\nid = "alertmanager"\nsha256 = "{hash_token(TOKEN)}"\n'
         'scopes = ["alertmanager"]\n'
     )
-    agent_port, am_port, prom_port = free_port(), free_port(), free_port()
+    agent_port = free_port()
     config = host.write_config(host.write_policy(policy), extra="enabled = true\n")
     # The live path: libkstat through the stand-in library, the commands on the stand-in
     # host; the rule needs zone_cpu only.
@@ -144,7 +152,8 @@ receivers:
     for path in grafana.rule_files():
         text = grafana.shorten_ranges(grafana.shorten_for(path.read_text(), "2s"), "20s")
         (rules / path.name).write_text(text)
-    (tmp_path / "prometheus.yml").write_text(f"""
+    def write_prometheus_yml(am_port: int) -> None:
+        (tmp_path / "prometheus.yml").write_text(f"""
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -184,29 +193,23 @@ scrape_configs:
         wait_http(f"{agent}/healthz", timeout=60)
         # read live: the kstat the stand-in kernel holds, before anything changed
         assert _scrape(own_scrape)[series] == before_cap / 100
-        spawn(
-            [
-                str(ALERTMANAGER),
-                f"--config.file={tmp_path / 'alertmanager.yml'}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            "alertmanager",
-        )
-        spawn(
-            [
-                str(PROMETHEUS),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-                "--log.level=warn",
-            ],
-            "prometheus",
-        )
+        am_port = spawn_listening("alertmanager", lambda port: [
+            str(ALERTMANAGER),
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ], tmp_path / "alertmanager.log", procs, env=env)
+        write_prometheus_yml(am_port)
+        prom_port = spawn_listening("prometheus", lambda port: [
+            str(PROMETHEUS),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ], tmp_path / "prometheus.log", procs, env=env)
         prom = f"http://127.0.0.1:{prom_port}"
-        wait_http(f"{prom}/-/ready", timeout=60)
 
         _wait("the alert's action", lambda: bool(done()), timeout=180)
         # The very next scrape after the webhook's answer: the value the action asked.

@@ -27,7 +27,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, free_port, spawn_logged, stop_processes, wait_http, wait_until
+from tests.helpers import (
+    REPO,
+    free_port,
+    spawn_listening,
+    spawn_logged,
+    stop_processes,
+    wait_http,
+    wait_until,
+)
 from tests.promtests import grafana
 
 pytestmark = pytest.mark.integration
@@ -190,11 +198,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         am_conf = _replace(am_conf, "group_wait: 30s", "group_wait: 1s")
         am_conf = _replace(am_conf, "group_interval: 5m", "group_interval: 1s")
         (tmp / "alertmanager.yml").write_text(am_conf, encoding="utf-8")
-        am_port = free_port()
-        spawn_logged([ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}",
-                f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=", "--log.level=warn"],
-               tmp / "alertmanager.log", procs)
+        am_port = spawn_listening("alertmanager", lambda port: [
+            ALERTMANAGER, f"--config.file={tmp / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=", "--log.level=warn",
+        ], tmp / "alertmanager.log", procs)
 
         # Prometheus from the example: our targets, shortened rules, our Alertmanager.
         (tmp / "file_sd").mkdir()
@@ -210,13 +218,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         conf = _replace(conf, "evaluation_interval: 30s", "evaluation_interval: 1s")
         conf = _replace(conf, "alertmanager.example.org:9093", f"127.0.0.1:{am_port}")
         (tmp / "prometheus.yml").write_text(conf, encoding="utf-8")
-        prom_port = free_port()
-        spawn_logged([PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-               tmp / "prometheus.log", procs)
-        wait_http(f"http://127.0.0.1:{prom_port}/-/ready", timeout=60)
-        wait_http(f"http://127.0.0.1:{am_port}/-/ready", timeout=60)
+        prom_port = spawn_listening("prometheus", lambda port: [
+            PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+        ], tmp / "prometheus.log", procs)
         yield Stack(
             prom=f"http://127.0.0.1:{prom_port}",
             am=f"http://127.0.0.1:{am_port}",
