@@ -751,6 +751,9 @@ class PackedFrames(Sequence[Frame]):
         self._packed: list[bytes] = []
         self._packed_dtrace: dict[int, bytes] = {}
         self._packed_checkpoints: dict[int, bytes] = {}
+        # their frames, in order: appended as frames are checked, so a replay can read
+        # it while the background check adds to it (a dict cannot be iterated then)
+        self._checkpoint_frames: list[int] = []
         # scripts named by any DTrace record: what ran when the bundle was recorded
         self.dtrace_scripts: set[str] = set()
         self._cached: tuple[int, Frame] | None = None
@@ -783,6 +786,7 @@ class PackedFrames(Sequence[Frame]):
         if frame.checkpoint is not None:
             self._packed_checkpoints[index] = zlib.compress(
                 json.dumps(frame.checkpoint).encode("utf-8"), 1)
+            self._checkpoint_frames.append(index)
         self.commands.append(frame.commands)
         self.plugins.append(frame.plugins)
         self.textfiles.append(frame.textfiles)
@@ -838,10 +842,9 @@ class PackedFrames(Sequence[Frame]):
         records: list[dict[str, Any]] = json.loads(zlib.decompress(packed))
         return records
 
-
     def checkpoints(self) -> list[int]:
         """The frames that hold a checkpoint record, in order."""
-        return sorted(self._packed_checkpoints)
+        return list(self._checkpoint_frames)
 
     def checkpoint(self, index: int) -> dict[str, Any] | None:
         """Frame ``index``'s checkpoint record (checked when the bundle was read)."""

@@ -567,11 +567,11 @@ class Accumulator:
         }
 
     def restore(self, state: Mapping[str, object]) -> None:
-        """Take a :meth:`state` of an accumulator with the same :attr:`basis`, before
-        any batch is applied. Raises ValueError (one line) on anything that does not
-        fit the declarations, and then changes nothing."""
-        if self._batch:
-            raise ValueError("a state is restored before any batch")
+        """Take a :meth:`state` of an accumulator with the same :attr:`basis` in place
+        of everything applied so far (the caller knows that this accumulator's batches
+        are a prefix of those the state was built from: a replay catching up). Raises
+        ValueError (one line) on anything that does not fit the declarations, and then
+        changes nothing."""
         if state.get("basis") != self.basis:
             raise ValueError("checkpoint made for other D scripts or settings")
         try:

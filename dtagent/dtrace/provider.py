@@ -104,12 +104,28 @@ class DTraceSettings:
     max_backoff: float = 60.0
 
 
+# A replay catching up restores a checkpoint when that saves applying at least this
+# many frames' deltas: restoring one (decoding it included) costs about as much as
+# applying one and a half frames (13 ms against 9 ms at 200 zones, docs/performance.md).
+RESTORE_SAVES = 2
+
+
 class ReplayDeltas:
     """Deltas of a replayed bundle, frame by frame as the replay advances.
 
     Each frame's records come with that frame's zone map (see :meth:`take`), and
     records of scripts that are not enabled are left out, as a live worker would
     not run them.
+
+    Catching up: when the frames reached since the last :meth:`take` include a
+    checkpoint made for the accumulator's :attr:`~Accumulator.basis`, the latest one is
+    restored into it and only the frames after it are handed out (the checkpoint holds
+    what applying the frames up to it from the first frame builds up), if that saves
+    applying :data:`RESTORE_SAVES` frames or more. That is exact only while everything
+    the accumulator applied came from here, in order: after a reload of the scripts or
+    settings (:meth:`set_scripts`), or a zone map applied that no frame handed out (a
+    scrape that reached no frame with deltas after one that did, on a frame with other
+    zones), every frame is applied from then on.
     """
 
     def __init__(
@@ -118,40 +134,77 @@ class ReplayDeltas:
         clock: Callable[[], float] = time.time,
         scripts: Collection[str] | None = None,
         recorded: Collection[str] | None = None,
+        accumulator: Accumulator | None = None,
     ) -> None:
         """``recorded``: the scripts the bundle holds records of (None: not known, taken
-        as all); empty, no worker ran when it was made."""
+        as all); empty, no worker ran when it was made. ``accumulator``: the one the
+        deltas are applied to, which checkpoints are restored into (None: none are)."""
         self._replay = replay
         self._clock = clock
         self._last: float | None = None
         self._recorded = None if recorded is None else frozenset(recorded)
-        self._scripts: frozenset[str] | None = None
-        self._resumed: dict[int, str] | None = None
-        if scripts is not None:
-            self.set_scripts(scripts)
+        self._scripts = None if scripts is None else self._wanted(scripts)
+        self._accumulator = accumulator
+        # the zone map of the last batch handed out (None: none yet), to tell whether the
+        # accumulator applied one of its own since
+        self._handed: dict[int, str] | None = None
+        self.restored: list[int] = []  # the checkpoints restored, by frame
 
     def set_scripts(self, scripts: Collection[str]) -> None:
-        """The scripts a (reloaded) config runs, of those the bundle recorded."""
-        wanted = frozenset(scripts)
-        self._scripts = wanted if self._recorded is None else wanted & self._recorded
+        """The scripts a (reloaded) config runs, of those the bundle recorded. A reload
+        also reconfigured the accumulator, keeping series no checkpoint holds: none is
+        restored from then on."""
+        self._scripts = self._wanted(scripts)
+        self._accumulator = None
 
-    def resume(self, zones: dict[int, str]) -> None:
-        """The accumulator took a checkpoint whose last batch had ``zones``: the next
-        :meth:`take` starts with an empty batch of them (what a replay from the first
-        frame would have applied last) and goes on with the frames after it."""
-        self._resumed = zones
+    def _wanted(self, scripts: Collection[str]) -> frozenset[str]:
+        wanted = frozenset(scripts)
+        return wanted if self._recorded is None else wanted & self._recorded
 
     def take(self) -> list[Batch]:
-        """(records, zone map of their frame) for every frame reached since the last call."""
+        """(records, zone map of their frame) for every frame reached since the last call;
+        after a restored checkpoint, an empty batch of its zone map first (what a replay
+        from the first frame applied last), then the frames after it."""
         out: list[Batch] = []
-        if self._resumed is not None:
-            out.append(([], self._resumed))
-            self._resumed = None
-        for objs, zones in self._replay.dtrace_batches():
-            out.append((replayed(objs, self._scripts), with_global(zones)))
+        due = self._replay.dtrace_due()
+        start = due.start
+        acc = self._accumulator
+        if acc is not None and self._handed is not None and dict(acc.zones) != self._handed:
+            acc = self._accumulator = None  # a zone map of the scrape's own was applied
+        if acc is not None and len(due):
+            for index in self._replay.dtrace_checkpoints(due):
+                saved = sum(self._replay.has_dtrace(i) for i in range(start, index + 1))
+                if saved < RESTORE_SAVES:
+                    break  # an earlier one would save fewer still
+                restored = self._restore(acc, index)
+                if restored is not None:
+                    out.append(([], restored))
+                    start = index + 1
+                    break
+        for index in range(start, due.stop):
+            batch = self._replay.dtrace_batch(index)
+            if batch is not None:
+                objs, zones = batch
+                out.append((replayed(objs, self._scripts), with_global(zones)))
         if out:
             self._last = self._clock()
+            self._handed = dict(out[-1][1])
         return out
+
+    def _restore(self, acc: Accumulator, index: int) -> dict[int, str] | None:
+        """Frame ``index``'s checkpoint restored into ``acc`` if it was made for it (its
+        zone map), else None (nothing changed; one that does not fit is logged)."""
+        state = self._replay.dtrace_checkpoint(index)
+        if state is None or state.get("basis") != acc.basis:
+            return None
+        try:
+            acc.restore(state)
+        except ValueError as exc:
+            log.warning("DTrace checkpoint not used: the frames before it are applied",
+                        frame=index, problem=str(exc))
+            return None
+        self.restored.append(index)
+        return dict(acc.zones)
 
     def health(self) -> WorkerHealth:
         # the recorded worker was up if the bundle holds its deltas; else there was none
@@ -311,20 +364,8 @@ def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
     running = [s.name for s in enabled_scripts(specs, overrides) if s.name in recorded]
     acc = Accumulator(with_zone_buckets(specs, settings.zone_buckets), settings.series_cap,
                       overrides=overrides, running=running)
-    deltas = ReplayDeltas(replay, scripts=running, recorded=recorded)
-    # pinned to a frame: start from the last checkpoint at or before it, if it fits
-    found = replay.dtrace_checkpoint(acc.basis) if hasattr(replay, "dtrace_checkpoint") \
-        else None
-    if found is not None:
-        index, state = found
-        try:
-            acc.restore(state)
-        except ValueError as exc:
-            log.warning("DTrace checkpoint not used: every frame is applied",
-                        frame=index, problem=str(exc))
-        else:
-            replay.skip_dtrace_to(index)
-            deltas.resume(dict(acc.zones))
+    # a scrape (pinned to a frame) or a catch-up starts from the last checkpoint it reached
+    deltas = ReplayDeltas(replay, scripts=running, recorded=recorded, accumulator=acc)
     provider = DTraceMetrics(acc, deltas)
     provider.specs = specs
     return provider

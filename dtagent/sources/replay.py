@@ -6,7 +6,8 @@ last frame it keeps serving the last one (and says so once in the log), so count
 never go backwards. Command requests are answered with the latest output recorded at
 or before the current frame, and so are plugin and textfile requests (whatever
 directory they name: the bundle recorded one of each); DTrace deltas are handed out
-once each, in order.
+once each, in order (or a checkpoint in place of those up to it: see
+:class:`~dtagent.dtrace.provider.ReplayDeltas`).
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class ReplaySource:
             problem=str(packed.error), last_good_frame=len(packed) - 1, bundle=self.name,
         )
 
-    def _has_dtrace(self, index: int) -> bool:
+    def has_dtrace(self, index: int) -> bool:
+        """Whether frame ``index`` holds DTrace deltas."""
         if self._packed is not None:
             return self._packed.has_dtrace(index)
         return bool(self.bundle.frames[index].dtrace)
@@ -216,43 +218,47 @@ class ReplaySource:
         contents = header_contents(self.bundle.header)
         return set(contents.dtrace_scripts) if contents else bundle_scripts(self.bundle)
 
-    def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
-        """(DTrace deltas, running zones) of every frame reached since the last call.
+    def dtrace_due(self) -> range:
+        """The frames reached since the last call (or :meth:`dtrace_batches`), whose
+        DTrace deltas are due; from now on they count as handed out."""
+        with self._lock:
+            index = self._current()
+            due = range(self._dtrace_sent + 1, index + 1)
+            self._dtrace_sent = max(self._dtrace_sent, index)
+        return due
+
+    def dtrace_batch(self, index: int) -> tuple[list[dict[str, Any]], dict[int, str]] | None:
+        """(DTrace deltas, running zones) of frame ``index``; None when it has no deltas.
 
         Each frame's deltas belong with that frame's zones: a zone that halted since
         has no name in a later frame, and its id may belong to another zone by then.
         """
-        with self._lock:
-            index = self._current()
-            wanted = [
-                i for i in range(self._dtrace_sent + 1, index + 1) if self._has_dtrace(i)
-            ]
-            self._dtrace_sent = max(self._dtrace_sent, index)
+        if not self.has_dtrace(index):
+            return None
         frames = self.bundle.frames
         if isinstance(frames, PackedFrames):
-            return [(frames.dtrace(i), frames.zones[i]) for i in wanted]
-        return [(frames[i].dtrace, zones_of(frames[i].kstats)) for i in wanted]
+            return frames.dtrace(index), frames.zones[index]
+        return frames[index].dtrace, zones_of(frames[index].kstats)
 
-    def dtrace_checkpoint(self, basis: str) -> tuple[int, dict[str, Any]] | None:
-        """(frame, record) of the last checkpoint at or before the frame a pinned replay
-        serves that was made for ``basis`` (:attr:`Accumulator.basis`), while no
-        deltas were handed out; None otherwise (every frame's deltas are applied)."""
+    def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
+        """(DTrace deltas, running zones) of every frame reached since the last call."""
+        return [b for i in self.dtrace_due() if (b := self.dtrace_batch(i)) is not None]
+
+    def dtrace_checkpoints(self, frames: range) -> list[int]:
+        """The frames among ``frames`` that hold a DTrace checkpoint record, latest first."""
+        bundle = self.bundle.frames
+        if isinstance(bundle, PackedFrames):
+            held = bundle.checkpoints()
+        else:
+            held = [i for i in frames if bundle[i].checkpoint is not None]
+        return [i for i in reversed(held) if i in frames]
+
+    def dtrace_checkpoint(self, index: int) -> dict[str, Any] | None:
+        """Frame ``index``'s DTrace checkpoint record (docs/bundle-dtrace.md), if any."""
         frames = self.bundle.frames
-        if self._pin is None or self._dtrace_sent >= 0 or not isinstance(frames, PackedFrames):
-            return None
-        for index in reversed(frames.checkpoints()):
-            if index > self._pin:
-                continue
-            record = frames.checkpoint(index)
-            if record is not None and record.get("basis") == basis:
-                return index, record
-        return None
-
-    def skip_dtrace_to(self, index: int) -> None:
-        """Deltas of the frames up to ``index`` are in a restored checkpoint: hand out
-        only those after it."""
-        with self._lock:
-            self._dtrace_sent = max(self._dtrace_sent, index)
+        if isinstance(frames, PackedFrames):
+            return frames.checkpoint(index)
+        return frames[index].checkpoint
 
     @property
     def has_plugins(self) -> bool:
