@@ -1,8 +1,9 @@
 """Anonymizing a bundle (``dtagent capture --anonymize``) so it can go with a bug report.
 
 Zone names, zone aliases, host names and dataset names are replaced everywhere they
-occur (kstat names and values, command argv and output, DTrace records, the header) by
-stable keyed hashes: the same name gets the same replacement throughout the bundle, so
+occur (kstat names and values, command argv and output, DTrace records and checkpoints,
+the header) by stable keyed hashes: the same name gets the same replacement throughout
+the bundle, so
 it replays to the same metrics with other names (a zone's kstats, its vmadm line, its
 datasets and its `dladm -z` queries still belong together). The key is random and never
 written, so the names cannot be recovered by hashing candidate names. A SmartOS zone
@@ -166,7 +167,17 @@ class Anonymizer:
                                          for f in frame.textfiles.files))
         return Frame(time=frame.time, kstats=kstats, commands=commands,
                      dtrace=[self.value(rec) for rec in frame.dtrace],
-                     plugins=plugins, textfiles=textfiles)
+                     plugins=plugins, textfiles=textfiles,
+                     checkpoint=self.checkpoint(frame.checkpoint))
+
+    def checkpoint(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A DTrace checkpoint rewritten as the frames' records are (its zone map, the
+        series' labels and zone names, status messages), so it holds what a replay of
+        the rewritten frames accumulates; its ``basis`` (a digest of the D scripts and
+        settings, no name) is kept, or no replay would take it."""
+        if record is None:
+            return None
+        return {k: v if k == "basis" else self.value(v) for k, v in record.items()}
 
 
 def anonymize_bundle(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,

@@ -1,7 +1,8 @@
 """DTrace checkpoints in bundles: a replay pinned to frame N starts from the last
 checkpoint at or before N and applies only the deltas after it, a served replay that
 moves ahead by many frames at once catches up from the last checkpoint it reached, and
-both serve exactly what applying every frame from the first serves."""
+both serve exactly what applying every frame from the first serves. An anonymized
+bundle keeps its checkpoints, rewritten as its frames are."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from dtagent.anonymize import anonymize_bundle
 from dtagent.bundle import (
     BundleError,
     BundleWriter,
@@ -315,3 +317,25 @@ def test_a_checkpoint_that_does_not_fit_is_passed_over_for_an_earlier_one(
     assert [e["frame"] for e in unused] == [2 * CHECKPOINT_EVERY]
     assert "bucket counts" in unused[0]["problem"]
 
+
+def test_an_anonymized_bundle_keeps_its_checkpoints_with_the_names_replaced(
+    bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    new, _ = bundles
+    anon_path = tmp_path / "anon.bundle"
+    anon = anonymize_bundle(new, anon_path, key=b"k" * 32)
+    frames = read_bundle(anon_path).frames
+    assert [i for i, f in enumerate(frames) if f.checkpoint is not None] == [
+        CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY, 3 * CHECKPOINT_EVERY]
+    zone = next(name for name in zones_of(read_bundle(new).frames[0].kstats).values()
+                if name != "global")
+    assert zone in anon.mapping
+    text = json.dumps([f.checkpoint for f in frames])
+    assert zone not in text and anon.mapping[zone] in text
+    for frame in (CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY + 7):
+        replay, provider = _provider(anon_path, frame, DTraceSettings())
+        served = _scrape(replay, provider)
+        assert _restored(provider) == [frame // CHECKPOINT_EVERY * CHECKPOINT_EVERY]
+        original = _exposition(new, frame)
+        assert zone.encode() in original
+        assert served == anon.text(original.decode()).encode()
