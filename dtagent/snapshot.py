@@ -112,6 +112,35 @@ class KstatSnapshot:
         for ks in kstats:
             self.add(ks)
 
+    @classmethod
+    def of(cls, kstats: Sequence[Kstat], time: float = 0.0) -> KstatSnapshot:
+        """The snapshot of ``kstats``, the same as ``KstatSnapshot(kstats, time)``.
+
+        Built in one pass for what a reader produces (every key once): nothing to look
+        up or remove per kstat. Duplicate keys take the general path (the last wins).
+        """
+        snap = cls(time=time)
+        by_key = {(ks.module, ks.instance, ks.name): ks for ks in kstats}
+        if len(by_key) != len(kstats):
+            for ks in kstats:
+                snap.add(ks)
+            return snap
+        by_module: dict[str, list[Kstat]] = {}
+        by_class: dict[str, list[Kstat]] = {}
+        for ks in kstats:
+            in_module = by_module.get(ks.module)
+            if in_module is None:
+                by_module[ks.module] = [ks]
+            else:
+                in_module.append(ks)
+            in_class = by_class.get(ks.ks_class)
+            if in_class is None:
+                by_class[ks.ks_class] = [ks]
+            else:
+                in_class.append(ks)
+        snap._by_key, snap._by_module, snap._by_class = by_key, by_module, by_class
+        return snap
+
     def add(self, ks: Kstat) -> None:
         self._boot = None
         old = self._by_key.get(ks.key)

@@ -479,6 +479,139 @@ def test_open_failure_is_a_clear_error(stub_path: Path, kernel: Kernel) -> None:
     assert info.value.errno == errno.EACCES
 
 
+# ---- decoding ks_data in place ------------------------------------------------------
+
+NAMED = ctypes.sizeof(kstat_named_t)
+BASE = 0x7F00_0000_0000  # the address ks_data "had": string pointers are BASE + offset
+
+
+def _records(records: list[tuple[bytes, int, object]], tail: bytes = b"") -> bytearray:
+    """kstat_named_t records (name, data_type, value) then ``tail`` (string bytes).
+
+    A STRING value is (pointer, len); other values are stored through the ctypes
+    union, so the layout is the header's and not the decoder's own idea of it.
+    """
+    buf = bytearray(len(records) * NAMED) + bytearray(tail)
+    for i, (name, data_type, value) in enumerate(records):
+        kn = kstat_named_t.from_buffer(buf, i * NAMED)
+        kn.name = name
+        kn.data_type = data_type
+        if data_type == libkstat.KSTAT_DATA_STRING:
+            assert isinstance(value, tuple)
+            kn.value.str.addr.ptr, kn.value.str.len = value
+        elif data_type == libkstat.KSTAT_DATA_CHAR:
+            assert isinstance(value, bytes)
+            kn.value.c = value
+        elif value is not None:
+            field = {1: "i32", 2: "ui32", 3: "i64", 4: "ui64", 5: "f", 6: "d"}[data_type]
+            setattr(kn.value, field, value)
+        del kn  # release the export of ``buf``
+    return buf
+
+
+def _string(buf: bytearray, ptr: int, length: int) -> str | None:
+    """A STRING value read by hand: NULL is "", a pointer outside ks_data is not
+    followed, else the bytes up to the NUL, at most ``length`` (0: no bound)."""
+    if ptr == 0:
+        return ""
+    off = ptr - BASE
+    if not 0 <= off < len(buf):
+        return None
+    raw = bytes(buf[off : off + length] if length else buf[off:])
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _reference(buf: bytearray, ndata: int) -> list[tuple[str, object]]:
+    """What kstat(1M) shows: each record through the ctypes layout, blank names and
+    unreadable values dropped, of duplicate names the last (at the first's place)."""
+    out: dict[str, object] = {}
+    view = memoryview(bytes(buf))
+    for i in range(min(ndata, len(buf) // NAMED)):
+        kn = kstat_named_t.from_buffer_copy(buf, i * NAMED)
+        if kn.data_type == libkstat.KSTAT_DATA_STRING:
+            value = _string(buf, kn.value.str.addr.ptr or 0, kn.value.str.len)
+        else:
+            value = libkstat.decode_named_record(kn, view, BASE)
+        out[kn.name.decode("utf-8", "replace")] = value
+    return [(k, v) for k, v in out.items() if v is not None and k != ""]
+
+
+def test_named_records_decode_as_the_ctypes_layout_reads_them() -> None:
+    """The in-place decoder against the record-by-record ctypes reading, over random
+    layouts: every data type and unknown ones, duplicate and blank names, string
+    pointers inside, at the edges of and outside ks_data; one memo carried across
+    reads that change a name, a type or the number of records, as a fresh one."""
+    import random
+
+    rng = random.Random(16)
+    pool = [b"rss", b"zonename", b"nsec_user", b"", b"x" * 31, b"link_state", b"caps"]
+    types = [0, 1, 2, 3, 4, 5, 6, 9, 9, 9, 7, 42]
+    memo = libkstat.NameMemo()
+    records: list[tuple[bytes, int, object]] = []
+    for _ in range(400):
+        if not records or rng.random() < 0.2:
+            records = []
+            for _ in range(rng.randint(1, 8)):
+                records.append((rng.choice(pool), rng.choice(types), None))
+        i = rng.randrange(len(records))
+        name, data_type, _ = records[i]
+        what = rng.random()
+        if what < 0.15:
+            name = rng.choice(pool)
+        elif what < 0.3:
+            data_type = rng.choice(types)
+        records[i] = (name, data_type, None)
+        tail = rng.choice([b"", b"web-1\0", b"no-nul-at-all", b"\xff\xfebad utf-8\0x"])
+        strings = len(records) * NAMED
+        filled: list[tuple[bytes, int, object]] = []
+        for name, data_type, _ in records:
+            value: object
+            if data_type == libkstat.KSTAT_DATA_STRING:
+                off = rng.choice([0, 1, len(tail) - 1, len(tail), -1, -strings, 10**6])
+                ptr = 0 if rng.random() < 0.1 else BASE + strings + off
+                value = (ptr, rng.choice([0, 1, 3, len(tail), len(tail) + 9]))
+            elif data_type == libkstat.KSTAT_DATA_CHAR:
+                value = rng.choice([b"abc", b"sixteen-chars-xx", b""])
+            elif data_type in (5, 6):
+                value = rng.choice([0.5, -2.25, 1e300 if data_type == 6 else 3.0])
+            elif data_type in (1, 2, 3, 4):
+                bits = 32 if data_type in (1, 2) else 64
+                lo = -(2 ** (bits - 1)) if data_type in (1, 3) else 0
+                value = rng.randint(lo, lo + 2**bits - 1)
+            else:
+                value = None
+            filled.append((name, data_type, value))
+        buf = _records(filled, tail)
+        ndata = len(records) + rng.choice([0, 0, 0, 2])  # ks_ndata past the buffer
+        expected = _reference(buf, ndata)
+        view = memoryview(buf)
+        assert list(libkstat.decode_named(view, ndata, BASE, memo).items()) == expected
+        assert list(libkstat.decode_named(view, ndata, BASE).items()) == expected
+
+
+def test_a_string_pointer_outside_ks_data_is_not_followed() -> None:
+    tail = b"web-1\0"
+    at = 3 * NAMED
+    buf = _records(
+        [
+            (b"inside", libkstat.KSTAT_DATA_STRING, (BASE + at, len(tail))),
+            (b"before", libkstat.KSTAT_DATA_STRING, (BASE - 1, 4)),
+            (b"after", libkstat.KSTAT_DATA_STRING, (BASE + at + len(tail), 4)),
+        ],
+        tail,
+    )
+    memo = libkstat.NameMemo()
+    for _ in range(2):  # the first read and one through the memo
+        assert libkstat.decode_named(memoryview(buf), 3, BASE, memo) == {"inside": "web-1"}
+    # the same layout with an unset string: "" (a NULL pointer is not followed either)
+    kn = kstat_named_t.from_buffer(buf, NAMED)
+    kn.value.str.addr.ptr = 0
+    del kn
+    assert libkstat.decode_named(memoryview(buf), 3, BASE, memo) == {
+        "inside": "web-1", "before": "",
+    }
+
+
 # ---- lookups, lifecycle, loading ----------------------------------------------------
 
 

@@ -14,16 +14,16 @@ Two layers:
 * :class:`Libkstat` — the six libkstat functions, typed, with errno.
 * :class:`KstatReader` — keeps one ``kstat_ctl_t`` open and turns the kstats of the
   modules the collectors need into a :class:`~dtagent.snapshot.KstatSnapshot` per
-  scrape. Data records are decoded from one copy of ``ks_data`` with precompiled
-  ``struct`` formats (one per distinct named-record type signature), because reading
-  500 zones × ~10 kstats field by field through ctypes would cost most of a scrape.
+  scrape. Data records are decoded in place, from a view of ``ks_data``, with
+  precompiled ``struct`` formats (one per distinct named-record type signature),
+  because reading 500 zones × ~10 kstats field by field through ctypes would cost
+  most of a scrape (benchmarks/bench_kstat.py measures the read).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import operator
 import os
 import struct
 import threading
@@ -223,8 +223,9 @@ kstat_p = ctypes.POINTER(kstat_t)
 
 # ---- decoding ks_data ---------------------------------------------------------------
 #
-# ks_data is copied out once per read (ctypes.string_at) and decoded with struct
-# formats checked against the ctypes layouts above (the import fails if they
+# ks_data is decoded in place, through a memoryview of the library's buffer that the
+# reader keeps per kstat while the buffer stays where it is (no copy per read), with
+# struct formats checked against the ctypes layouts above (the import fails if they
 # disagree). "=": native byte order, standard sizes, no implicit padding.
 
 _NAMED_SIZE = ctypes.sizeof(kstat_named_t)
@@ -232,7 +233,8 @@ _NAMED_TYPE_OFF = kstat_named_t.data_type.offset
 _NAMED_VALUE_OFF = kstat_named_t.value.offset
 _NAMED_PAD = _NAMED_VALUE_OFF - KSTAT_STRLEN - 1  # 0 on LP64
 
-# One value format per data type, each exactly 16 bytes (the union).
+# One value format per data type, each exactly 16 bytes (the union) and one item, so
+# an unpacked record array alternates names and values.
 _VALUE_FORMATS: dict[int, str] = {
     KSTAT_DATA_CHAR: "16s",
     KSTAT_DATA_INT32: "i12x",
@@ -241,9 +243,17 @@ _VALUE_FORMATS: dict[int, str] = {
     KSTAT_DATA_UINT64: "Q8x",
     KSTAT_DATA_FLOAT: "f12x",
     KSTAT_DATA_DOUBLE: "d8x",
-    KSTAT_DATA_STRING: "QI4x",  # value.str.addr.ptr, value.str.len, padding
+    KSTAT_DATA_STRING: "Q8x",  # value.str.addr.ptr (value.str.len: _STRING_LEN)
 }
-_UNKNOWN_VALUE = "16x"
+_UNKNOWN_VALUE = "16s"  # a placeholder, dropped
+# value.str.len of a record, read for the STRING records only
+_STRING_LEN_OFF = _NAMED_VALUE_OFF + _kstat_named_str.len.offset
+_STRING_LEN = struct.Struct("=I")
+
+# What a KSTAT_IOC_READ leaves in the header, in one unpack: ks_data, ks_ndata,
+# ks_data_size and ks_snaptime, contiguous from ks_data (offsets checked below).
+_HEADER_OFF = kstat_t.ks_data.offset
+_HEADER = struct.Struct("=QI4xQq")
 
 _IO_FIELDS = tuple(name for name, *_ in kstat_io_t._fields_)
 _IO = struct.Struct("=QQIIqqqqqqII")
@@ -257,24 +267,24 @@ def _check_layouts() -> None:
     for fmt in (*_VALUE_FORMATS.values(), _UNKNOWN_VALUE):
         if struct.calcsize("=" + fmt) != value_size:
             raise ImportError(f"kstat value format {fmt!r} is not {value_size} bytes")
-    if KSTAT_STRLEN + 1 + _NAMED_PAD + value_size != _NAMED_SIZE:
+    if _NAMED_TYPE_OFF != KSTAT_STRLEN or KSTAT_STRLEN + 1 + _NAMED_PAD + value_size != (
+        _NAMED_SIZE
+    ):
         raise ImportError("kstat_named_t layout does not add up")
+    if _STRING_LEN.size != _kstat_named_str.len.size:
+        raise ImportError("value.str.len format does not match the ctypes layout")
     if _IO.size != ctypes.sizeof(kstat_io_t) or _TIMER.size != ctypes.sizeof(kstat_timer_t):
         raise ImportError("kstat_io_t/kstat_timer_t formats do not match the ctypes layout")
+    fields = (kstat_t.ks_data, kstat_t.ks_ndata, kstat_t.ks_data_size, kstat_t.ks_snaptime)
+    layout = [(f.offset - _HEADER_OFF, f.size) for f in fields]
+    if layout != [(0, 8), (8, 4), (16, 8), (24, 8)]:
+        raise ImportError("kstat_t read fields do not match the header format")
 
 
 _check_layouts()
 
 # Record kinds in a compiled named-record plan.
-_PLAIN, _CHAR, _STRING, _UNKNOWN = 0, 1, 2, 3
-
-
-def _picker(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """itemgetter that always returns a tuple (itemgetter(i) alone returns the item)."""
-    if len(positions) == 1:
-        pos = positions[0]
-        return lambda values: (values[pos],)
-    return operator.itemgetter(*positions)
+_CHAR, _STRING, _UNKNOWN = 1, 2, 3
 
 
 class _NamedDecoder:
@@ -282,46 +292,38 @@ class _NamedDecoder:
 
     kstats of one kind (every zone's ``memory_cap``, every link) share a type
     signature, so a handful of these serve a whole host; the cache is keyed by the
-    bytes of the ``data_type`` column, which one slice of the buffer yields. Names
-    and first values are picked out of the unpacked tuple in C (itemgetter); only
-    CHAR, STRING and unknown records need Python-level fix-ups.
+    bytes of the ``data_type`` column, which one slice of the buffer yields. Every
+    record unpacks to two items: its head (``name`` and ``data_type``, 32 bytes) and
+    its value, so heads and values are two slices of the unpacked tuple. Only CHAR,
+    STRING and unknown records need Python-level fix-ups:
+    ``(record, kind, position of the value in the unpacked tuple, offset of
+    value.str.len)``.
     """
 
-    __slots__ = ("fixups", "names", "struct", "values")
+    __slots__ = ("count", "fixups", "struct")
 
     def __init__(self, types: bytes) -> None:
         parts = ["="]
-        name_pos: list[int] = []
-        value_pos: list[int] = []
-        fixups: list[tuple[int, int, int]] = []  # (record, kind, position in unpacked)
-        pos = 0
+        fixups: list[tuple[int, int, int, int]] = []
         for record, t in enumerate(types):
-            parts.append(f"{KSTAT_STRLEN}s{1 + _NAMED_PAD}x")
-            name_pos.append(pos)
+            parts.append(f"{KSTAT_STRLEN + 1}s{_NAMED_PAD}x")
             fmt = _VALUE_FORMATS.get(t)
+            parts.append(fmt if fmt is not None else _UNKNOWN_VALUE)
+            pos = 2 * record + 1
             if fmt is None:
-                parts.append(_UNKNOWN_VALUE)
-                value_pos.append(pos)  # a placeholder, replaced by None
-                fixups.append((record, _UNKNOWN, pos))
-                pos += 1
-                continue
-            parts.append(fmt)
-            value_pos.append(pos + 1)
-            if t == KSTAT_DATA_CHAR:
-                fixups.append((record, _CHAR, pos + 1))
+                fixups.append((record, _UNKNOWN, pos, 0))
+            elif t == KSTAT_DATA_CHAR:
+                fixups.append((record, _CHAR, pos, 0))
             elif t == KSTAT_DATA_STRING:
-                fixups.append((record, _STRING, pos + 1))
-            pos += 3 if t == KSTAT_DATA_STRING else 2
+                fixups.append((record, _STRING, pos, record * _NAMED_SIZE + _STRING_LEN_OFF))
+        self.count = len(types)
         self.struct = struct.Struct("".join(parts))
-        self.names = _picker(name_pos)
-        self.values = _picker(value_pos)
         self.fixups = tuple(fixups)
 
 
 _decoders: dict[bytes, _NamedDecoder] = {}
 _names: dict[bytes, str] = {}
 _MAX_CACHED = 65536  # bounds both caches if a kstat carried ever-changing names
-
 
 def _cstr(raw: bytes) -> str:
     """A fixed-size C char array as text: up to the first NUL (it may have none)."""
@@ -340,85 +342,132 @@ def _stat_name(raw: bytes) -> str:
     return name
 
 
-def _string_value(buf: bytes, base: int, ptr: int, length: int) -> str | None:
-    """A KSTAT_DATA_STRING value: bytes inside ks_data that ``ptr`` points at.
-
-    NULL is an unset string (""). A pointer outside the buffer is not followed —
-    reading it could crash the agent — and gives None (the statistic is dropped).
-    """
-    if ptr == 0:
-        return ""
-    off = ptr - base
-    if off < 0 or off >= len(buf):
-        return None
-    end = min(off + length, len(buf)) if length else len(buf)
-    nul = buf.find(b"\0", off, end)
-    return buf[off : nul if nul >= 0 else end].decode("utf-8", "replace")
-
-
-class NameMemo:
-    """The decoded statistic names of one kstat, reused while its raw names repeat.
-
-    A kstat's names are fixed when it is created, so after the first read the names
-    are one tuple comparison instead of one dict lookup per statistic.
-    """
-
-    __slots__ = ("names", "raw")
-
-    def __init__(self) -> None:
-        self.raw: tuple[bytes, ...] = ()
-        self.names: tuple[str, ...] = ()
-
-
-def decode_named(
-    buf: bytes, ndata: int, base: int, memo: NameMemo | None = None
-) -> dict[str, StatValue]:
-    """Decode ``ndata`` kstat_named_t records from a copy of ks_data.
-
-    ``base`` is the address ks_data had, so string pointers can be turned into
-    offsets in ``buf``. Blank records (name "") are skipped, as kstat(1M) does: some
-    drivers leave uninitialised records at the end.
-    """
-    ndata = min(ndata, len(buf) // _NAMED_SIZE)
-    if ndata <= 0:
-        return {}
-    types = buf[_NAMED_TYPE_OFF : ndata * _NAMED_SIZE : _NAMED_SIZE]
+def _decoder(types: bytes) -> _NamedDecoder:
     dec = _decoders.get(types)
     if dec is None:
         if len(_decoders) >= _MAX_CACHED:
             _decoders.clear()
         dec = _decoders[types] = _NamedDecoder(types)
-    unpacked = dec.struct.unpack_from(buf)
-    raw = dec.names(unpacked)
-    if memo is not None and memo.raw == raw:
-        names = memo.names
+    return dec
+
+
+def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | None:
+    """A KSTAT_DATA_STRING value: bytes inside ks_data that ``ptr`` points at.
+
+    NULL is an unset string (""). A pointer outside the buffer is not followed —
+    reading it could crash the agent — and gives None (the statistic is dropped).
+    The string ends at its NUL, after ``length`` bytes (strlen + 1) or at the end of
+    the buffer, whichever comes first.
+    """
+    if ptr == 0:
+        return ""
+    size = len(buf)
+    off = ptr - base
+    if off < 0 or off >= size:
+        return None
+    end = min(off + length, size) if length else size
+    raw = buf[off:end].tobytes()
+    nul = raw.find(b"\0")
+    return (raw[:nul] if nul >= 0 else raw).decode("utf-8", "replace")
+
+
+class NameMemo:
+    """What one kstat's last read decoded that its next read is likely to repeat.
+
+    A kstat's record names and types are fixed when it is created, so a read first
+    unpacks with the last read's decoder and checks the records' heads (name and
+    data type bytes) against the last read's: one tuple comparison instead of a
+    decoder lookup and a name lookup per statistic. Only when they differ (the first
+    read, another layout) is the decoder chosen by the types and the buffer unpacked
+    again. ``simple``: the names are distinct and none is blank, so fix-ups replace
+    values in the dict by name (the common case); otherwise the general path keeps
+    the last of duplicate names and drops blank ones.
+    """
+
+    __slots__ = ("decoder", "heads", "names", "simple")
+
+    def __init__(self) -> None:
+        self.decoder: _NamedDecoder | None = None
+        self.heads: tuple[bytes, ...] = ()
+        self.names: tuple[str, ...] = ()
+        self.simple = False
+
+    def learn(self, buf: memoryview, ndata: int) -> tuple[_NamedDecoder, tuple[Any, ...]]:
+        """The decoder for the records' types, the unpacked records, and their names."""
+        types = buf[_NAMED_TYPE_OFF : ndata * _NAMED_SIZE : _NAMED_SIZE].tobytes()
+        dec = self.decoder = _decoder(types)
+        unpacked = dec.struct.unpack_from(buf)
+        heads = unpacked[0::2]
+        names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
+        self.heads, self.names = heads, names
+        self.simple = "" not in names and len(set(names)) == len(names)
+        return dec, unpacked
+
+
+def decode_named(
+    buf: memoryview, ndata: int, base: int, memo: NameMemo | None = None
+) -> dict[str, StatValue]:
+    """Decode ``ndata`` kstat_named_t records of ks_data (``buf``, format "B").
+
+    ``base`` is the address ks_data had, so string pointers can be turned into
+    offsets in ``buf``. Blank records (name "") are skipped, as kstat(1M) does: some
+    drivers leave uninitialised records at the end. Of duplicate names the last
+    record wins. ``memo`` carries the decoder and names of the kstat's last read.
+    """
+    ndata = min(ndata, len(buf) // _NAMED_SIZE)
+    if ndata <= 0:
+        return {}
+    if memo is None:
+        memo = NameMemo()
+    dec = memo.decoder
+    if dec is not None and dec.count == ndata:
+        unpacked = dec.struct.unpack_from(buf)
+        if unpacked[0::2] != memo.heads:  # other names or types than the last read
+            dec, unpacked = memo.learn(buf, ndata)
     else:
-        names = tuple(map(_stat_name, raw))
-        if memo is not None:
-            memo.raw, memo.names = raw, names
-    if not dec.fixups:
-        data: dict[str, Any] = dict(zip(names, dec.values(unpacked), strict=True))
-    else:
-        values = list(dec.values(unpacked))
-        dropped = False
-        for record, kind, pos in dec.fixups:
-            if kind == _CHAR:
-                values[record] = _cstr(unpacked[pos])
-            elif kind == _STRING:
-                value = _string_value(buf, base, unpacked[pos], unpacked[pos + 1])
-                values[record] = value
-                dropped = dropped or value is None
+        dec, unpacked = memo.learn(buf, ndata)
+    names = memo.names
+    # Two slices of one record array, so always the same length; no strict= keyword,
+    # which costs zip a keyword parse per kstat.
+    data: dict[str, Any] = dict(zip(names, unpacked[1::2]))  # noqa: B905
+    if memo.simple:
+        # distinct names: each fix-up replaces (or drops) its record's value in place
+        for record, kind, pos, len_off in dec.fixups:
+            if kind == _STRING:
+                length = _STRING_LEN.unpack_from(buf, len_off)[0]
+                value = _string_value(buf, base, unpacked[pos], length)
+                if value is None:
+                    del data[names[record]]
+                else:
+                    data[names[record]] = value
+            elif kind == _CHAR:
+                data[names[record]] = _cstr(unpacked[pos])
             else:
-                values[record] = None
-                dropped = True
-        data = dict(zip(names, values, strict=True))
-        if dropped:
-            data = {k: v for k, v in data.items() if v is not None}
+                del data[names[record]]
+        return data
+    if not dec.fixups:
+        data.pop("", None)
+        return data
+    values: list[Any] = list(unpacked[1::2])
+    dropped = False
+    for record, kind, pos, len_off in dec.fixups:
+        if kind == _CHAR:
+            values[record] = _cstr(unpacked[pos])
+        elif kind == _STRING:
+            length = _STRING_LEN.unpack_from(buf, len_off)[0]
+            values[record] = value = _string_value(buf, base, unpacked[pos], length)
+            dropped = dropped or value is None
+        else:
+            values[record] = None
+            dropped = True
+    data = dict(zip(names, values, strict=True))
+    if dropped:
+        data = {k: v for k, v in data.items() if v is not None}
     data.pop("", None)
     return data
 
 
-def decode_named_record(kn: kstat_named_t, buf: bytes, base: int) -> StatValue | None:
+def decode_named_record(kn: kstat_named_t, buf: memoryview, base: int) -> StatValue | None:
     """One kstat_named_t (as kstat_data_lookup finds it), through the ctypes layout.
 
     ``buf``/``base`` are the kstat's ks_data copy and address, where strings live.
@@ -443,14 +492,14 @@ _RECORD_FIELDS = {
 }
 
 
-def decode_io(buf: bytes) -> dict[str, StatValue]:
+def decode_io(buf: memoryview) -> dict[str, StatValue]:
     """A kstat_io_t as a dict of its twelve fields (named as in the header)."""
     if len(buf) < _IO.size:
         return {}
     return dict(zip(_IO_FIELDS, _IO.unpack_from(buf), strict=True))
 
 
-def decode_timer(buf: bytes) -> dict[str, StatValue]:
+def decode_timer(buf: memoryview) -> dict[str, StatValue]:
     """The first kstat_timer_t: ``name`` and its counters.
 
     kstat(1M) (usr/src/cmd/stat/kstat/kstat.c save_timer) reports only the first
@@ -464,7 +513,7 @@ def decode_timer(buf: bytes) -> dict[str, StatValue]:
 
 
 def decode_data(
-    ks_type: int, buf: bytes, ndata: int, base: int, memo: NameMemo | None = None
+    ks_type: int, buf: memoryview, ndata: int, base: int, memo: NameMemo | None = None
 ) -> dict[str, StatValue] | None:
     """ks_data of a kstat of this type as statistics; None for types not decoded."""
     if ks_type == KSTAT_TYPE_NAMED:
@@ -544,7 +593,10 @@ class Libkstat:
         # dependencies, libc among them.
         if not hasattr(lib, "ioctl"):
             raise KstatError(f"{self.path}: cannot find ioctl through it")
-        lib.ioctl.argtypes = [ctypes.c_int, ctypes.c_int, kstat_p]
+        # No argtypes: ioctl is variadic, and without them ctypes passes the two ints
+        # as C ints and the kstat_t pointer object as the pointer it holds, as a C
+        # caller does, without a conversion per argument (half the call's cost in the
+        # per-kstat hot loop). Callers pass (int, int, POINTER(kstat_t)) only.
         lib.ioctl.restype = c_kid_t
         self._lib = lib
         # The raw ioctl, for the per-kstat hot loop (no wrapper frame).
@@ -656,15 +708,17 @@ def kstat_source_available(library: str | None = None) -> tuple[bool, str]:
 
 
 class _Entry:
-    """One kstat on the chain that the reader reads: pointer, header view, identity."""
+    """One kstat on the chain that the reader reads: pointer, header view, identity,
+    and what decoding its last read left to reuse (a view of ks_data, the memo)."""
 
-    __slots__ = ("crtime", "header", "instance", "key", "ks_class", "ks_type", "memo",
-                 "module", "name", "ptr")
+    __slots__ = ("crtime", "data", "data_base", "data_size", "header", "header_bytes",
+                 "instance", "key", "ks_class", "ks_type", "memo", "module", "name", "ptr")
 
     def __init__(self, ptr: Any) -> None:
         header: kstat_t = ptr.contents  # a view of the library's memory, not a copy
         self.ptr = ptr
         self.header = header
+        self.header_bytes = memoryview(header).cast("B")  # the same memory, as bytes
         self.module = _cstr(header.ks_module)
         self.instance: int = header.ks_instance
         self.name = _cstr(header.ks_name)
@@ -673,6 +727,39 @@ class _Entry:
         self.crtime: int = header.ks_crtime
         self.key = (self.module, self.instance, self.name)
         self.memo = NameMemo()
+        # ks_data in place, and the ks_data and ks_data_size it spans
+        self.data: memoryview | None = None
+        self.data_base = self.data_size = 0
+
+    def kstat(self) -> Kstat:
+        """The kstat as the last KSTAT_IOC_READ left it in its header and ks_data.
+
+        ks_data is decoded in place. Its view is kept while ks_data and ks_data_size
+        stay the same; the header names the live buffer after every read (a grown one
+        is a new allocation, kstat.c kstat_read), so a kept view never outlives it.
+        """
+        base, ndata, size, snaptime = _HEADER.unpack_from(self.header_bytes, _HEADER_OFF)
+        data: dict[str, StatValue] | None = None
+        if base and size:
+            view = self.data
+            if view is None or base != self.data_base or size != self.data_size:
+                array = (ctypes.c_char * size).from_address(base)
+                view = self.data = memoryview(array).cast("B")
+                self.data_base, self.data_size = base, size
+            if self.ks_type == KSTAT_TYPE_NAMED:  # most kstats: no dispatch
+                data = decode_named(view, ndata, base, self.memo)
+            else:
+                data = decode_data(self.ks_type, view, ndata, base, self.memo)
+        return Kstat(
+            self.module,
+            self.instance,
+            self.name,
+            self.ks_class,
+            self.ks_type,
+            snaptime,
+            self.crtime,
+            data or {},
+        )
 
 
 class KstatReader:
@@ -775,7 +862,8 @@ class KstatReader:
             else:
                 wanted = {modules} if isinstance(modules, str) else set(modules)
                 entries = [e for m in wanted for e in self._by_module.get(m, ())]
-            snap = KstatSnapshot(time=time.time())
+            now = time.time()
+            kstats: list[Kstat] = []
             ioctl, fd = self._lib.ioctl, kc.contents.kc_kd
             for entry in entries:
                 # the hot path: one ioctl into the buffer of the previous read
@@ -785,8 +873,8 @@ class KstatReader:
                         continue
                 elif self._invalid:
                     self._invalid.discard(entry.key)
-                snap.add(self._decode(entry))
-            return snap
+                kstats.append(entry.kstat())
+            return KstatSnapshot.of(kstats, now)
 
     def read_one(self, module: str, instance: int, name: str) -> Kstat | None:
         """One kstat by kstat_lookup (None when absent, vanished or not decodable)."""
@@ -801,7 +889,7 @@ class KstatReader:
                 return None
             if self._read(kc, entry) == -1:
                 return None
-            return self._decode(entry)
+            return entry.kstat()
 
     def read_stat(self, module: str, instance: int, name: str, stat: str) -> StatValue | None:
         """One named statistic, found with kstat_lookup and kstat_data_lookup."""
@@ -817,7 +905,7 @@ class KstatReader:
             if addr is None:
                 return None
             header = ptr.contents
-            buf = ctypes.string_at(header.ks_data, header.ks_data_size)
+            buf = memoryview(ctypes.string_at(header.ks_data, header.ks_data_size))
             return decode_named_record(kstat_named_t.from_address(addr), buf, header.ks_data)
 
     # -- internals --
@@ -865,25 +953,6 @@ class KstatReader:
         self._stale = False
         self.chain_walks += 1
         log.debug("kstat chain walked", kstats=len(every), skipped_raw_intr=skipped)
-
-    def _decode(self, entry: _Entry) -> Kstat:
-        header = entry.header
-        base = header.ks_data
-        size = header.ks_data_size
-        data: dict[str, StatValue] | None = None
-        if base and size:
-            buf = ctypes.string_at(base, size)
-            data = decode_data(entry.ks_type, buf, header.ks_ndata, base, entry.memo)
-        return Kstat(
-            entry.module,
-            entry.instance,
-            entry.name,
-            entry.ks_class,
-            entry.ks_type,
-            header.ks_snaptime,
-            entry.crtime,
-            data or {},
-        )
 
     def _read(self, kc: Any, entry: _Entry, failed_with: int | None = None) -> int:
         """Read one kstat with the bounded libkstat steps; -1 (counted, logged) when

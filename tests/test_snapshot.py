@@ -1,0 +1,40 @@
+"""KstatSnapshot: the indexes collectors read, however the snapshot was built."""
+
+from __future__ import annotations
+
+from dtagent.snapshot import Kstat, KstatSnapshot
+
+
+def _indexes(snap: KstatSnapshot, kstats: list[Kstat]) -> tuple[object, ...]:
+    modules = sorted({ks.module for ks in kstats})
+    classes = sorted({ks.ks_class for ks in kstats})
+    return (
+        [id(ks) for ks in snap],
+        {m: [id(ks) for ks in snap.module(m)] for m in modules},
+        {c: [id(ks) for ks in snap.klass(c)] for c in classes},
+        {ks.key: id(snap.get(*ks.key)) for ks in kstats},
+        len(snap),
+        snap.time,
+    )
+
+
+def test_a_snapshot_built_at_once_indexes_as_one_built_kstat_by_kstat() -> None:
+    kstats = [
+        Kstat("zones", 1, "a", "zone_misc"),
+        Kstat("caps", 1, "cpucaps_zone_1", "zone_caps"),
+        Kstat("zones", 2, "b", "zone_misc"),
+        Kstat("link", 0, "net0", "net"),
+        Kstat("caps", 2, "cpucaps_zone_2", "zone_caps"),
+    ]
+    fresh = KstatSnapshot.of(kstats, 5.0)
+    assert _indexes(fresh, kstats) == _indexes(KstatSnapshot(kstats, 5.0), kstats)
+    assert [ks.name for ks in fresh.module("zones")] == ["a", "b"]
+    assert [ks.name for ks in fresh.klass("zone_caps")] == ["cpucaps_zone_1", "cpucaps_zone_2"]
+    # a key twice: the last one wins everywhere, as add() has it
+    again = Kstat("zones", 1, "a", "zone_other")
+    dup = [*kstats, again]
+    snap = KstatSnapshot.of(dup, 6.0)
+    assert _indexes(snap, dup) == _indexes(KstatSnapshot(dup, 6.0), dup)
+    assert snap.get("zones", 1, "a") is again
+    assert [ks.name for ks in snap.module("zones")] == ["b", "a"]
+    assert snap.klass("zone_misc") == [kstats[2]]
