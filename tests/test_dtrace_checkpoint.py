@@ -339,3 +339,27 @@ def test_an_anonymized_bundle_keeps_its_checkpoints_with_the_names_replaced(
         original = _exposition(new, frame)
         assert zone.encode() in original
         assert served == anon.text(original.decode()).encode()
+
+
+def test_a_checkpoint_whose_zones_disagree_with_its_frame_is_not_used(
+    bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A zone map that is not that of its frame (a running zone left out) says the
+    checkpoint was not made from these frames: it is passed over for the one before."""
+    new, old = bundles
+    frames = read_bundle(new).frames
+    at = 2 * CHECKPOINT_EVERY
+    cp = frames[at].checkpoint
+    assert cp is not None
+    with_series = {row[1] for a in cp["aggs"] for row in a["series"]} - {None, "global"}
+    cp["zones"] = [z for z in cp["zones"] if z[1] != min(with_series)]
+    bad = tmp_path / "zones.bundle"
+    write_bundle(bad, frames, source="simulate")
+    with capture_logs() as logs:
+        replay, provider = _provider(bad, at, DTraceSettings())
+        assert _scrape(replay, provider) == _exposition(old, at)
+        assert _restored(provider) == [CHECKPOINT_EVERY]
+        assert _served_alike(bad, old, [0, at]) == [CHECKPOINT_EVERY]
+    unused = [e for e in logs if e["event"].startswith("DTrace checkpoint not used")]
+    assert [e["frame"] for e in unused] == [at, at]
+    assert "zone map" in unused[0]["problem"]

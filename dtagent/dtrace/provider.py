@@ -198,6 +198,7 @@ class ReplayDeltas:
         if state is None or state.get("basis") != acc.basis:
             return None
         try:
+            self._check_zones(index, state.get("zones"))
             acc.restore(state)
         except ValueError as exc:
             log.warning("DTrace checkpoint not used: the frames before it are applied",
@@ -205,6 +206,19 @@ class ReplayDeltas:
             return None
         self.restored.append(index)
         return dict(acc.zones)
+
+    def _check_zones(self, index: int, saved: object) -> None:
+        """Raises ValueError unless a checkpoint's zone map (``saved``) is that of the
+        last frame up to ``index`` whose deltas were applied, as a writer saves it:
+        another says the checkpoint was not made from these frames (an edited bundle)."""
+        frame_zones = self._replay.dtrace_zones(index)
+        expected = None if frame_zones is None else with_global(frame_zones)
+        pairs = [tuple(z) for z in saved] if isinstance(saved, list) and all(
+            isinstance(z, list) for z in saved) else None
+        if expected is None or pairs is None or len(pairs) != len(expected) \
+                or set(pairs) != set(expected.items()):
+            raise ValueError(f"its zone map ({len(pairs or ())} zones) is not that of the "
+                             f"frame it was saved after ({len(expected or ())} zones)")
 
     def health(self) -> WorkerHealth:
         # the recorded worker was up if the bundle holds its deltas; else there was none

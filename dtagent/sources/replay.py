@@ -240,6 +240,17 @@ class ReplaySource:
             return frames.dtrace(index), frames.zones[index]
         return frames[index].dtrace, zones_of(frames[index].kstats)
 
+    def dtrace_zones(self, index: int) -> dict[int, str] | None:
+        """The running zones of the last frame at or before ``index`` that holds DTrace
+        deltas (those a replay applied them with); None when there is none."""
+        frames = self.bundle.frames
+        for i in range(index, -1, -1):
+            if self.has_dtrace(i):
+                if isinstance(frames, PackedFrames):
+                    return frames.zones[i]
+                return zones_of(frames[i].kstats)
+        return None
+
     def dtrace_batches(self) -> list[tuple[list[dict[str, Any]], dict[int, str]]]:
         """(DTrace deltas, running zones) of every frame reached since the last call."""
         return [b for i in self.dtrace_due() if (b := self.dtrace_batch(i)) is not None]
