@@ -57,11 +57,6 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     )
 
 
-def _braces(text: str) -> str:
-    """``text`` as a literal inside a str.format template."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
 def render(families: Iterable[MetricFamily]) -> bytes:
     """Render families (each name once) as text format 0.0.4, UTF-8 encoded."""
     return b"".join(render_chunks(families))
@@ -79,7 +74,10 @@ def iter_chunks(families: Iterable[MetricFamily]) -> Iterator[bytes]:
 
 
 _INTS = frozenset((int,))  # a bool is not one of them: it is written 1/0, not True/False
-_Template = tuple[str, str, str]  # HELP/TYPE lines, histogram series template, bucket name
+# HELP/TYPE lines, a histogram's series template (UTF-8) and bucket name
+_Template = tuple[str, bytes, str]
+_MARK = "\0"  # where a histogram series' bucket head goes in its rendered template
+_MARK_B = _MARK.encode("ascii")
 
 
 class Renderer:
@@ -93,6 +91,12 @@ class Renderer:
     rendered text of series whose values did not change is not kept: that would hold
     most of the body between scrapes (the bucket lines are three quarters of it).
 
+    A histogram series of whole (``int``) counts, most of the body, is made as bytes by
+    one ``%`` of its family's template and one ``replace`` that puts in its bucket
+    head, with no per-line Python work and no encoding after; other counts (floats,
+    bools) are written line by line with :func:`format_value`, for the same text.
+    ``benchmarks/bench_render.py`` measures it.
+
     A render draws families one at a time: each is encoded as soon as it is rendered,
     so a gzip body can compress it and let it go before the next is rendered, and the
     scrape never holds every line as a separate string (nor the whole text widened by
@@ -103,8 +107,10 @@ class Renderer:
 
     def __init__(self) -> None:
         self._templates: dict[MetricSpec, _Template] = {}
+        # label block and a space, by label names and then label values
         self._blocks: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
-        self._heads: dict[str, dict[tuple[str, ...], tuple[str, str]]] = {}
+        # bucket head and label block (UTF-8), by family name and then label values
+        self._heads: dict[str, dict[tuple[str, ...], tuple[bytes, bytes]]] = {}
         self._busy = threading.Lock()
 
     def chunks(self, families: Iterable[MetricFamily]) -> Iterator[bytes]:
@@ -121,14 +127,14 @@ class Renderer:
         name = spec.name
         header = f"# HELP {name} {escape_help(spec.help)}\n# TYPE {name} {spec.type}\n"
         if spec.type != "histogram":
-            return header, "", ""
-        bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
-        # One str.format per series writes all its lines: {0} is the series' head,
-        # {1} its label block, {2} the sum, {3} the count, {4}... the bucket counts.
+            return header, b"", ""
+        # One % per series writes all its lines: each bucket line starts with the mark
+        # (replaced by the series' bucket head after), then the +Inf bucket, sum and
+        # count; its arguments are the bucket counts, count, block, sum, block, count.
         series = "".join(
-            f"{{0}}{_braces(b)}{{{i + 4}}}\n" for i, b in enumerate(bounds)
-        ) + f'{{0}}le="+Inf"}}}} {{3}}\n{name}_sum{{1}} {{2}}\n{name}_count{{1}} {{3}}\n'
-        return header, series, f"{name}_bucket"
+            f'{_MARK}le="{format_le(b)}"}} %d\n' for b in spec.buckets
+        ) + f'{_MARK}le="+Inf"}} %d\n{name}_sum%s %s\n{name}_count%s %d\n'
+        return header, series.encode("utf-8"), f"{name}_bucket"
 
     def _families(self, families: Iterable[MetricFamily]) -> Iterator[bytes]:
         fmt = format_value
@@ -137,8 +143,8 @@ class Renderer:
         old_blocks = self._blocks
         blocks: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {}
         old_heads = self._heads
-        heads: dict[str, dict[tuple[str, ...], tuple[str, str]]] = {}
-        no_heads: dict[tuple[str, ...], tuple[str, str]] = {}
+        heads: dict[str, dict[tuple[str, ...], tuple[bytes, bytes]]] = {}
+        no_heads: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
         no_blocks: dict[tuple[str, ...], str] = {}
         for fam in families:
             if not fam.samples and not fam.hist_samples:
@@ -147,44 +153,74 @@ class Renderer:
             name = spec.name
             template = old_templates.get(spec) or self._template(spec)
             templates[spec] = template
-            out = [template[0]]
-            append = out.append
             labels = spec.labels
             if spec.type == "histogram":
-                series, bucket = template[1], template[2]
-                was = old_heads.get(name, no_heads)
-                now = heads.setdefault(name, {})
-                bounds = [f'le="{format_le(b)}"}} ' for b in spec.buckets]
-                for values, cumulative, total, count in fam.hist_samples:
-                    known = was.get(values)
-                    if known is None:
-                        block = _label_block(labels, values)
-                        known = (bucket + (block[:-1] + "," if block else "{"), block)
-                    now[values] = known
-                    head, block = known
-                    if _INTS.issuperset(map(type, cumulative)):  # whole: str() exact
-                        append(series.format(head, block, fmt(total), fmt(count), *cumulative))
-                        continue
-                    for bound, cum in zip(bounds, cumulative, strict=True):
-                        append(f"{head}{bound}{fmt(cum)}\n")
-                    n = fmt(count)
-                    append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
-                           f"{name}_count{block} {n}\n")
+                yield self._histograms(fam, template, old_heads.get(name, no_heads),
+                                       heads.setdefault(name, {}))
+                continue
             elif not labels:
-                for _, value in fam.samples:
-                    append(f"{name} {fmt(value)}\n")
+                text = template[0] + "".join(
+                    [f"{name} {fmt(value)}\n" for _, value in fam.samples]
+                )
             else:
                 was_blocks = old_blocks.get(labels, no_blocks)
                 now_blocks = blocks.setdefault(labels, {})
+                out = [template[0]]
+                append = out.append
                 for values, value in fam.samples:
                     cached = now_blocks.get(values)
                     if cached is None:
                         cached = was_blocks.get(values) or _label_block(labels, values)
                         now_blocks[values] = cached
                     append(f"{name}{cached} {fmt(value) if type(value) is not int else value}\n")
-            yield "".join(out).encode("utf-8")
+                text = "".join(out)
+            yield text.encode("utf-8")
         # what this render used, and only that, is kept for the next one
         self._templates, self._blocks, self._heads = templates, blocks, heads
+
+    @staticmethod
+    def _histograms(
+        fam: MetricFamily,
+        template: _Template,
+        was: dict[tuple[str, ...], tuple[bytes, bytes]],
+        now: dict[tuple[str, ...], tuple[bytes, bytes]],
+    ) -> bytes:
+        """A histogram family's chunk, made as bytes: a series of whole counts is one
+        ``%`` of the family's series template, its bucket head put in by one replace."""
+        fmt = format_value
+        spec = fam.spec
+        name = spec.name
+        series = template[1]
+        out = [template[0].encode("utf-8")]
+        append = out.append
+        bounds: list[str] = []
+        for values, cumulative, total, count in fam.hist_samples:
+            known = was.get(values)
+            if known is None:
+                block = _label_block(spec.labels, values)
+                head = template[2] + (block[:-1] + "," if block else "{")
+                known = (head.encode("utf-8"), block.encode("utf-8"))
+            now[values] = known
+            head_b, block_b = known
+            if (
+                type(count) is int
+                and _INTS.issuperset(map(type, cumulative))  # whole: %d is exact
+                and _MARK_B not in block_b  # only the template's marks are replaced
+            ):
+                total_b = fmt(total).encode("ascii")
+                text = series % (*cumulative, count, block_b, total_b, block_b, count)
+                append(text.replace(_MARK_B, head_b))
+                continue
+            # counts that are not all int (or a label value with the mark): line by line
+            bounds = bounds or [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+            head, block = head_b.decode("utf-8"), block_b.decode("utf-8")
+            lines = [f"{head}{bound}{fmt(cum)}\n"
+                     for bound, cum in zip(bounds, cumulative, strict=True)]
+            n = fmt(count)
+            lines.append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
+                         f"{name}_count{block} {n}\n")
+            append("".join(lines).encode("utf-8"))
+        return b"".join(out)
 
 
 # ---- OpenMetrics 1.0 ------------------------------------------------------------------

@@ -91,6 +91,46 @@ def test_any_label_value_and_number_survives_parsing(samples: list[tuple[str, fl
             assert math.isclose(got, float(value), rel_tol=1e-15)
 
 
+_COUNTS = st.one_of(
+    st.lists(st.integers(0, 2**64), min_size=3, max_size=3),  # whole: one % per series
+    st.lists(st.floats(0, 1e18), min_size=3, max_size=3),  # line by line
+    st.lists(st.booleans(), min_size=3, max_size=3),  # written 1/0, line by line
+)
+
+
+_LABEL = st.sampled_from(["z\0", "\0%s", "%d%%"]) | st.text(max_size=6)
+
+
+@given(st.lists(st.tuples(_LABEL, _COUNTS, st.integers(0, 2**64) | st.floats(0, 9)),
+                min_size=1, max_size=6, unique_by=lambda s: s[0]))
+def test_any_histogram_series_survives_parsing(
+    series: list[tuple[str, list[float], float]]
+) -> None:
+    """Whole counts take the template path, others the line-by-line one; a label value
+    may hold anything, the template's mark (NUL) and % included."""
+    unlabelled = MetricSpec("t_flat_seconds", "histogram", "Flat.", buckets=HIST.buckets)
+    h, flat = HIST.family(), unlabelled.family()
+    for label, counts, count in series:
+        cumulative = sorted(counts)
+        h.add_histogram((label,), cumulative, 0.5, count)
+    flat.add_histogram((), sorted(series[0][1]), 2.0, series[0][2])
+    kept = Renderer()
+    b"".join(kept.chunks([h, flat]))
+    text = b"".join(kept.chunks([h, flat]))
+    assert text == render([h, flat])
+    parsed = parse(text)
+    got = parsed["t_latency_seconds"]
+    assert len(got) == 6 * len(series)
+    for i, (label, counts, count) in enumerate(series):
+        lines = got[6 * i : 6 * i + 6]
+        assert all(labels["zonename"] == label for _, labels, _ in lines)
+        values = [float(v) for v in (*sorted(counts), count, 0.5, count)]
+        assert [float(v) for _, _, v in lines] == values
+    assert [float(v) for _, _, v in parsed["t_flat_seconds"]][-3:] == [
+        float(series[0][2]), 2.0, float(series[0][2])
+    ]
+
+
 @given(st.lists(st.text(max_size=12), min_size=1, max_size=8, unique=True))
 def test_label_blocks_shared_across_families_stay_their_own(zones: list[str]) -> None:
     """Label blocks are reused within a render: every family still gets its own."""
