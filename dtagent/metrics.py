@@ -96,26 +96,35 @@ class MetricFamily:
     # creation time of the kstat it comes from. Only the OpenMetrics exposition shows it
     # (as ``_created``); series without one are simply not in the dict.
     created: dict[tuple[str, ...], float] = field(default_factory=dict)
+    # from the spec, once: add() runs for every sample of a scrape
+    _width: int = field(init=False, repr=False, compare=False)
+    _counter: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._width = len(self.spec.labels)
+        self._counter = self.spec.type == "counter"
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def add(
-        self, labelvalues: Sequence[str], value: float, created: float | None = None
+        self, labelvalues: tuple[str, ...], value: float, created: float | None = None
     ) -> None:
         """Add one sample; the label values follow ``spec.labels`` in order.
 
         ``created`` is when the series started counting (Unix time), for counters.
+        Called for every sample of a scrape, so it does no more than it must: the
+        tuple (every caller builds one; mypy checks that) is kept as it is, and only
+        its length is checked, against the spec's, which catches a collector's bug.
         """
-        if len(labelvalues) != len(self.spec.labels):
+        if len(labelvalues) != self._width:
             raise ValueError(
-                f"{self.spec.name}: expected labels {self.spec.labels}, got {tuple(labelvalues)}"
+                f"{self.spec.name}: expected labels {self.spec.labels}, got {labelvalues}"
             )
-        key = tuple(labelvalues)
-        self.samples.append((key, value))
-        if created is not None and self.spec.type == "counter":
-            self.created[key] = created
+        self.samples.append((labelvalues, value))
+        if created is not None and self._counter:
+            self.created[labelvalues] = created
 
     def add_histogram(
         self,
@@ -125,7 +134,7 @@ class MetricFamily:
         count: float,
     ) -> None:
         """Add one histogram: cumulative counts for each finite bound, sum, count."""
-        if len(labelvalues) != len(self.spec.labels):
+        if len(labelvalues) != self._width:
             raise ValueError(
                 f"{self.spec.name}: expected labels {self.spec.labels}, got {tuple(labelvalues)}"
             )
