@@ -121,27 +121,35 @@ def add_seconds(family_class: Any, families: list[MetricFamily], repeat: int) ->
     return best(repeat, lambda: run(family_class)) - best(repeat, lambda: run(Nothing))
 
 
-def reuse_seconds(previous: list[bytes], chunks: list[bytes], repeat: int) -> float:
-    """CPU seconds of a gzip body that deflates only the families whose text changed
-    since ``previous`` (each family a raw deflate piece ended by a full flush, found
-    by a hash of its text; the CRC-32 of the whole text for the trailer)."""
+def gzip_and_reuse_seconds(previous: list[bytes], chunks: list[bytes],
+                           repeat: int) -> tuple[float, float]:
+    """CPU seconds of :func:`gzip_chunks` of ``chunks``, and of a gzip body that would
+    deflate only the families whose text changed since ``previous`` (each family a raw
+    deflate piece ended by a full flush, found by a hash of its text, the CRC-32 of
+    the whole text for the trailer), measured in turn so that both see the same load."""
 
     def deflate(chunk: bytes) -> bytes:
         packer = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         return packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)
 
-    kept = {(hash(c), len(c)): deflate(c) for c in previous}
+    def key(chunk: bytes) -> tuple[int, int]:
+        return hash(memoryview(chunk)), len(chunk)  # a new view: its hash is not cached
 
-    def run() -> None:
+    kept = {key(c): deflate(c) for c in previous}
+
+    def reuse() -> None:
         crc = 0
         out = []
-        for chunk in (bytes(bytearray(c)) for c in chunks):  # no hash cached yet
-            piece = kept.get((hash(chunk), len(chunk)))
+        for chunk in chunks:
+            piece = kept.get(key(chunk))
             out.append(piece if piece is not None else deflate(chunk))
             crc = zlib.crc32(chunk, crc)
 
-    copies = best(repeat, lambda: [bytes(bytearray(c)) for c in chunks])
-    return best(repeat, run) - copies
+    now = again = float("inf")
+    for _ in range(repeat):
+        now = min(now, best(1, lambda: gzip_chunks(list(chunks))))
+        again = min(again, best(1, reuse))
+    return now, again
 
 
 def main() -> int:
@@ -183,7 +191,7 @@ def main() -> int:
         print(f"  add     {add * 1e3:7.1f} ms  {add / adds * 1e6:.3f} µs/call")
 
     body = gzip_chunks(list(chunks))
-    gz = best(args.repeat, lambda: gzip_chunks(list(chunks)))
+    gz, reused = gzip_and_reuse_seconds(previous, chunks, args.repeat)
     print(f"gzip level 1: {us(gz, samples)}, {sum(map(len, body)) / 2**20:.2f} MiB")
     for level in (2, 3, 6):
         seconds = best(args.repeat, lambda n=level: gzip_chunks(list(chunks), n))
@@ -193,7 +201,7 @@ def main() -> int:
     share = sum(map(len, same)) / len(text)
     print(f"families unchanged since the last frame: {len(same)} of {len(chunks)}, "
           f"{share:.1%} of the text")
-    print(f"gzip reusing them: {us(reuse_seconds(previous, chunks, args.repeat), samples)}")
+    print(f"gzip reusing them: {us(reused, samples)}")
     return 0
 
 

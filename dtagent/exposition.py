@@ -1,8 +1,8 @@
 """Prometheus text exposition format 0.0.4, rendered straight from metric families.
 
-This is the scrape's hot path. It builds one list of strings and joins it once, with
-no per-sample objects; ``benchmarks/bench_render.py`` compares it with
-prometheus-client's ``generate_latest`` on the same samples. Format:
+This is the scrape's hot path: one chunk per family, with no per-sample objects;
+``benchmarks/bench_render.py`` measures it per sample (and ``benchmarks/bench_serve.py``
+beside prometheus-client's ``generate_latest`` on the same samples). Format:
 prometheus/docs ``content/docs/instrumenting/exposition_formats.md``.
 """
 
