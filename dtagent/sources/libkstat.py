@@ -250,11 +250,6 @@ _UNKNOWN_VALUE = "16s"  # a placeholder, dropped
 _STRING_LEN_OFF = _NAMED_VALUE_OFF + _kstat_named_str.len.offset
 _STRING_LEN = struct.Struct("=I")
 
-# What a KSTAT_IOC_READ leaves in the header, in one unpack: ks_data, ks_ndata,
-# ks_data_size and ks_snaptime, contiguous from ks_data (offsets checked below).
-_HEADER_OFF = kstat_t.ks_data.offset
-_HEADER = struct.Struct("=QI4xQq")
-
 _IO_FIELDS = tuple(name for name, *_ in kstat_io_t._fields_)
 _IO = struct.Struct("=QQIIqqqqqqII")
 _TIMER_FIELDS = tuple(name for name, *_ in kstat_timer_t._fields_ if name != "resv")
@@ -275,10 +270,6 @@ def _check_layouts() -> None:
         raise ImportError("value.str.len format does not match the ctypes layout")
     if _IO.size != ctypes.sizeof(kstat_io_t) or _TIMER.size != ctypes.sizeof(kstat_timer_t):
         raise ImportError("kstat_io_t/kstat_timer_t formats do not match the ctypes layout")
-    fields = (kstat_t.ks_data, kstat_t.ks_ndata, kstat_t.ks_data_size, kstat_t.ks_snaptime)
-    layout = [(f.offset - _HEADER_OFF, f.size) for f in fields]
-    if layout != [(0, 8), (8, 4), (16, 8), (24, 8)]:
-        raise ImportError("kstat_t read fields do not match the header format")
 
 
 _check_layouts()
@@ -323,7 +314,10 @@ class _NamedDecoder:
 
 _decoders: dict[bytes, _NamedDecoder] = {}
 _names: dict[bytes, str] = {}
-_MAX_CACHED = 65536  # bounds both caches if a kstat carried ever-changing names
+# record heads -> (heads, names, simple), shared by every kstat of one layout (every
+# zone's memory_cap): one copy of them for the host, not one per kstat
+_layouts: dict[tuple[bytes, ...], tuple[tuple[bytes, ...], tuple[str, ...], bool]] = {}
+_MAX_CACHED = 65536  # bounds the caches if a kstat carried ever-changing names
 
 def _cstr(raw: bytes) -> str:
     """A fixed-size C char array as text: up to the first NUL (it may have none)."""
@@ -366,9 +360,7 @@ def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | No
     if off < 0 or off >= size:
         return None
     end = min(off + length, size) if length else size
-    raw = buf[off:end].tobytes()
-    nul = raw.find(b"\0")
-    return (raw[:nul] if nul >= 0 else raw).decode("utf-8", "replace")
+    return buf[off:end].tobytes().partition(b"\0")[0].decode("utf-8", "replace")
 
 
 class NameMemo:
@@ -397,10 +389,15 @@ class NameMemo:
         types = buf[_NAMED_TYPE_OFF : ndata * _NAMED_SIZE : _NAMED_SIZE].tobytes()
         dec = self.decoder = _decoder(types)
         unpacked = dec.struct.unpack_from(buf)
-        heads = unpacked[0::2]
-        names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
-        self.heads, self.names = heads, names
-        self.simple = "" not in names and len(set(names)) == len(names)
+        heads: tuple[bytes, ...] = unpacked[0::2]
+        layout = _layouts.get(heads)
+        if layout is None:
+            if len(_layouts) >= _MAX_CACHED:
+                _layouts.clear()
+            names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
+            simple = "" not in names and len(set(names)) == len(names)
+            layout = _layouts[heads] = (heads, names, simple)
+        self.heads, self.names, self.simple = layout
         return dec, unpacked
 
 
@@ -414,7 +411,9 @@ def decode_named(
     drivers leave uninitialised records at the end. Of duplicate names the last
     record wins. ``memo`` carries the decoder and names of the kstat's last read.
     """
-    ndata = min(ndata, len(buf) // _NAMED_SIZE)
+    fits = len(buf) // _NAMED_SIZE
+    if ndata > fits:
+        ndata = fits
     if ndata <= 0:
         return {}
     if memo is None:
@@ -711,14 +710,13 @@ class _Entry:
     """One kstat on the chain that the reader reads: pointer, header view, identity,
     and what decoding its last read left to reuse (a view of ks_data, the memo)."""
 
-    __slots__ = ("crtime", "data", "data_base", "data_size", "header", "header_bytes",
-                 "instance", "key", "ks_class", "ks_type", "memo", "module", "name", "ptr")
+    __slots__ = ("crtime", "data", "data_base", "data_size", "header", "instance", "key",
+                 "ks_class", "ks_type", "memo", "module", "name", "ptr")
 
     def __init__(self, ptr: Any) -> None:
         header: kstat_t = ptr.contents  # a view of the library's memory, not a copy
         self.ptr = ptr
         self.header = header
-        self.header_bytes = memoryview(header).cast("B")  # the same memory, as bytes
         self.module = _cstr(header.ks_module)
         self.instance: int = header.ks_instance
         self.name = _cstr(header.ks_name)
@@ -735,12 +733,16 @@ class _Entry:
         """The kstat as the last KSTAT_IOC_READ left it in its header and ks_data.
 
         ks_data is decoded in place. Its view is kept while ks_data and ks_data_size
-        stay the same; the header names the live buffer after every read (a grown one
-        is a new allocation, kstat.c kstat_read), so a kept view never outlives it.
+        stay the same: the header names the live buffer after every read (a grown one
+        is a new allocation, kstat.c kstat_read), so a kept view is read only while
+        the header still names its buffer.
         """
-        base, ndata, size, snaptime = _HEADER.unpack_from(self.header_bytes, _HEADER_OFF)
+        header = self.header
+        base: int | None = header.ks_data
+        size: int = header.ks_data_size
         data: dict[str, StatValue] | None = None
         if base and size:
+            ndata: int = header.ks_ndata
             view = self.data
             if view is None or base != self.data_base or size != self.data_size:
                 array = (ctypes.c_char * size).from_address(base)
@@ -756,7 +758,7 @@ class _Entry:
             self.name,
             self.ks_class,
             self.ks_type,
-            snaptime,
+            header.ks_snaptime,
             self.crtime,
             data or {},
         )
