@@ -101,17 +101,21 @@ def parse(text: str) -> tuple[dict[str, Settings], list[str]]:
 
 class ZoneSettingsCollector(Collector):
     name = "zone_settings"
-    description = "Per-zone CPU shares, ZFS I/O priority and LWP cap (vmadm, cached)"
+    description = (
+        "Per-zone CPU shares, ZFS I/O priority and LWP cap (vmadm, or prctl where "
+        "there is no vmadm; cached)"
+    )
     specs = (SHARES, IO_PRIORITY, LWPS)
     kstat_inputs = (ZONES,)  # the running zones decide when vmadm runs again
     settings = {
         "refresh": duration(
-            60.0, "seconds before vmadm is run again when no zone booted or halted"
+            60.0,
+            "seconds before vmadm (or prctl) is run again when no zone booted or halted",
         ),
         "command_timeout": timeout(
             5.0,
-            "seconds vmadm may take before it is killed (it runs in the background: a "
-            "hang never delays a scrape)",
+            "seconds vmadm (or prctl) may take before it is killed (it runs in the "
+            "background: a hang never delays a scrape)",
             maximum=60.0,
         ),
     }
