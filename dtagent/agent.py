@@ -16,7 +16,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -145,6 +145,17 @@ class Agent:
             self._last = (now, weakref.ref(families))
             return families
 
+    def stream(self) -> Iterator[MetricFamily]:
+        """All families of one scrape, each collector's drawn as the caller renders:
+        what the server serves. Only one collector's families and the snapshot are
+        alive at a time, never a whole scrape's samples (at 1,000 zones those were
+        30 MiB beside the text rendered from them). The collection holds the agent
+        until the last family is drawn or the iterator is dropped."""
+        with self._lock:
+            self._last = None
+            with self._gc:
+                yield from self._families()
+
     def names(self) -> list[str]:
         """What ``collect[]`` can name: the collectors that run and the D scripts."""
         return sorted({c.name for c in self.collectors} | set(dtrace_script_metrics(self.dtrace)))
@@ -233,6 +244,11 @@ class Agent:
             return {}
 
     def _collect(self, only: frozenset[str] | None = None) -> list[MetricFamily]:
+        return list(self._families(only))
+
+    def _families(self, only: frozenset[str] | None = None) -> Iterator[MetricFamily]:
+        """One collection's families, collector by collector, then DTrace's and the
+        agent's own health (which times every part before it)."""
         started = time.perf_counter()
         self.collections += 1
         kstats = self._kstats()
@@ -256,7 +272,6 @@ class Agent:
             plugins=self._plugin_runs(),
             textfiles=self._textfiles(only),
         )
-        families: list[MetricFamily] = []
         results: dict[str, tuple[bool, float]] = {}
         for collector in self.collectors:
             if only is not None and collector.name not in only:
@@ -274,7 +289,10 @@ class Agent:
                     del self._failing[collector.name]
                     log.info("collector recovered", collector=collector.name)
             results[collector.name] = (ok, time.perf_counter() - t0)
-            families.extend(out)
+            paused = time.perf_counter()
+            yield from out  # the caller renders them now: not the collection's time
+            started += time.perf_counter() - paused
+            del out
         if self.dtrace is not None:
             t0 = time.perf_counter()
             try:
@@ -287,27 +305,28 @@ class Agent:
                     dtrace_families = [
                         f for f in dtrace_families if f.name in wanted or f.name not in every
                     ]
-                families.extend(dtrace_families)
                 results["dtrace"] = (True, time.perf_counter() - t0)
             except Exception as exc:
                 self._report_failure("dtrace", exc)
                 results["dtrace"] = (False, time.perf_counter() - t0)
+            else:
+                paused = time.perf_counter()
+                yield from dtrace_families
+                started += time.perf_counter() - paused
+                del dtrace_families
         available = {c.name: True for c in self.collectors}
         available.update({name: False for name in self.unavailable})
         health = getattr(self.kstat_provider, "health", None)  # the live source has one
-        families.extend(
-            self.selfmon.families(
-                results,
-                available,
-                time.perf_counter() - started,
-                health() if callable(health) else None,
-                commands.status,
-            )
+        yield from self.selfmon.families(
+            results,
+            available,
+            time.perf_counter() - started,
+            health() if callable(health) else None,
+            commands.status,
         )
         if only is None:
             for observer in self._observers:
                 observer(snap)
-        return families
 
     def _report_failure(self, name: str, exc: Exception) -> None:
         """Log a failing collector when it starts failing or fails differently."""

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import structlog
@@ -350,7 +351,7 @@ class MetricsServer:
     def __init__(
         self,
         listen: str,
-        collect: Callable[[], list[MetricFamily]],
+        collect: Callable[[], Iterable[MetricFamily]],
         *,
         limits: Limits | None = None,
         web_config: str | None = None,
@@ -395,7 +396,7 @@ class MetricsServer:
 
     def use_agent(self, agent: Any) -> None:
         """Serve this agent: full collections, collect[] filters and the names they take."""
-        self._collect = agent.collect
+        self._collect = agent.stream
         self._collect_only = agent.collect_only
         self._collector_names = agent.names
 
@@ -528,8 +529,9 @@ class MetricsServer:
         else:
             families = self._collect_only(only)
         # OpenMetrics (with _created start times) only when the scraper asks for it;
-        # the 0.0.4 text format stays the default.
-        every = [*families, *self.families()]
+        # the 0.0.4 text format stays the default. The families are drawn one at a
+        # time as they are rendered (a full scrape's come as they are collected).
+        every = chain(families, self.families())
         if openmetrics:
             return iter_openmetrics_chunks(every)
         # full scrapes reuse what their last render made (label blocks, headers)
@@ -623,7 +625,7 @@ def make_server(config: Any, agent: Any) -> MetricsServer:
     """The server a config asks for, serving ``agent`` (binds its address now)."""
     server = MetricsServer(
         config.get("agent", "listen"),
-        agent.collect,
+        agent.stream,
         limits=limits_of(config),
         web_config=config.get("agent", "web_config") or None,
         max_renders=config.get("agent", "max_renders"),

@@ -679,7 +679,7 @@ def test_a_full_queue_drops_whole_walks_never_half_of_one() -> None:
     assert [to_json(r).get("buckets", to_json(r).get("value")) for r in records] == [
         [[1000, 2]], 3000, [[1000, 3]], 4500]
     assert sup.health().lost == 2
-    assert sup.take() == []
+    assert list(sup.take()) == []
 
 
 # --------------------------------------------- libdtrace's rules, and the worker keeping them

@@ -200,7 +200,7 @@ def test_registered_mounts_add_routes_to_every_server_make_server_builds() -> No
                       web_auth=False)
 
     class Agent:
-        def collect(self) -> list[MetricFamily]:
+        def stream(self) -> list[MetricFamily]:
             return families()
 
         def collect_only(self, names: frozenset[str]) -> list[MetricFamily]:

@@ -15,7 +15,7 @@ off.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -153,6 +153,10 @@ class _WithControlMetrics:
 
     def collect(self) -> list[MetricFamily]:
         return [*self._agent.collect(), *self._families()]
+
+    def stream(self) -> Iterator[MetricFamily]:
+        yield from self._agent.stream()
+        yield from self._families()
 
     def collect_only(self, names: frozenset[str]) -> list[MetricFamily]:
         return list(self._agent.collect_only(names))

@@ -9,8 +9,9 @@ sees; a replayed frame's deltas with the zone map of that frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import structlog
@@ -315,19 +316,22 @@ class DTraceMetrics:
     def families(self, snap: HostSnapshot) -> list[MetricFamily]:
         zones = zone_map(snap.kstats)
         # a scrape with no deltas still applies the zone map (gone zones are forgotten)
-        for taken, batch_zones in self.source.take() or [([], {})]:
+        for taken, batch_zones in self.source.take() or [((), {})]:
             if self.recording is not None:
+                taken = list(taken)
                 self.recording.extend(to_json(r) for r in taken
                                       if not isinstance(r, Tick | Invalid))
             self._apply(taken, batch_zones or zones)
         return self._report()
 
-    def _apply(self, taken: list[Record], zones: dict[int, str]) -> None:
-        records = self._held + taken
-        self._held = []
+    def _apply(self, taken: Iterable[Record], zones: dict[int, str]) -> None:
+        held, self._held = self._held, []
         if zones:
-            self.accumulator.apply(records, zones)
-        elif records:
+            # drawn as applied: the live source decodes each record only now
+            self.accumulator.apply(chain(held, taken), zones)
+            return
+        records = held + list(taken)
+        if records:
             # No zone map (a failed kstat read): keep the deltas for the next scrape
             # rather than dropping every zone's data and series.
             if len(records) > self.held_cap:

@@ -351,8 +351,9 @@ class WorkerHealth:
     lost: int = 0  # records (lines) dropped because nobody took them (queue cap)
 
 
-# Delta records, and the zone map they belong with ({}: the scrape's own).
-Batch = tuple[list[Record], dict[int, str]]
+# Delta records, and the zone map they belong with ({}: the scrape's own). The records
+# may be an iterator, drawn once: the live source decodes them as they are applied.
+Batch = tuple[Iterable[Record], dict[int, str]]
 
 
 class DeltaSource(Protocol):
