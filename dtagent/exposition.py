@@ -1,6 +1,7 @@
 """Prometheus text exposition format 0.0.4, rendered straight from metric families.
 
-This is the scrape's hot path: one chunk per family, with no per-sample objects;
+This is the scrape's hot path: chunks family by family (a large one in pieces of
+about 200 KB), with no per-sample objects;
 ``benchmarks/bench_render.py`` measures it per sample (and ``benchmarks/bench_serve.py``
 beside prometheus-client's ``generate_latest`` on the same samples). Format:
 prometheus/docs ``content/docs/instrumenting/exposition_formats.md``.
@@ -63,16 +64,21 @@ def render(families: Iterable[MetricFamily]) -> bytes:
 
 
 def render_chunks(families: Iterable[MetricFamily]) -> list[bytes]:
-    """The exposition as one UTF-8 chunk per family (see :func:`iter_chunks`)."""
+    """The exposition as UTF-8 chunks, family by family (see :func:`iter_chunks`)."""
     return list(iter_chunks(families))
 
 
 def iter_chunks(families: Iterable[MetricFamily]) -> Iterator[bytes]:
-    """The exposition as one UTF-8 chunk per family, made as it is asked for (a
+    """The exposition as UTF-8 chunks, family by family, made as it is asked for (a
     renderer of its own: nothing is kept for a next render)."""
     return Renderer().chunks(families)
 
 
+# A family's text is handed on in pieces of about this many lines (or histogram series,
+# 20 to 30 lines each): a 1,000-zone file system latency family is 14 MB of text, which
+# as a list of lines, their join and its encoding was 40 MB at once.
+_PIECE_LINES = 2048
+_PIECE_SERIES = 64
 _INTS = frozenset((int,))  # a bool is not one of them: it is written 1/0, not True/False
 # HELP/TYPE lines, a histogram's series template (UTF-8) and bucket name
 _Template = tuple[str, bytes, str]
@@ -114,7 +120,8 @@ class Renderer:
         self._busy = threading.Lock()
 
     def chunks(self, families: Iterable[MetricFamily]) -> Iterator[bytes]:
-        """One UTF-8 chunk per family with samples, drawn as the caller asks."""
+        """UTF-8 chunks of the families with samples (a large family in pieces),
+        drawn as the caller asks."""
         if not self._busy.acquire(blocking=False):
             yield from Renderer()._families(families)
             return
@@ -155,8 +162,8 @@ class Renderer:
             templates[spec] = template
             labels = spec.labels
             if spec.type == "histogram":
-                yield self._histograms(fam, template, old_heads.get(name, no_heads),
-                                       heads.setdefault(name, {}))
+                yield from self._histograms(fam, template, old_heads.get(name, no_heads),
+                                            heads.setdefault(name, {}))
                 continue
             elif not labels:
                 text = template[0] + "".join(
@@ -167,12 +174,18 @@ class Renderer:
                 now_blocks = blocks.setdefault(labels, {})
                 out = [template[0]]
                 append = out.append
-                for values, value in fam.samples:
-                    cached = now_blocks.get(values)
-                    if cached is None:
-                        cached = was_blocks.get(values) or _label_block(labels, values)
-                        now_blocks[values] = cached
-                    append(f"{name}{cached} {fmt(value) if type(value) is not int else value}\n")
+                samples = fam.samples
+                for start in range(0, len(samples), _PIECE_LINES):
+                    if start:  # a piece of _PIECE_LINES lines is ready
+                        yield "".join(out).encode("utf-8")
+                        out.clear()
+                    for values, value in samples[start : start + _PIECE_LINES]:
+                        cached = now_blocks.get(values)
+                        if cached is None:
+                            cached = was_blocks.get(values) or _label_block(labels, values)
+                            now_blocks[values] = cached
+                        append(f"{name}{cached} "
+                               f"{fmt(value) if type(value) is not int else value}\n")
                 text = "".join(out)
             yield text.encode("utf-8")
         # what this render used, and only that, is kept for the next one
@@ -184,9 +197,10 @@ class Renderer:
         template: _Template,
         was: dict[tuple[str, ...], tuple[bytes, bytes]],
         now: dict[tuple[str, ...], tuple[bytes, bytes]],
-    ) -> bytes:
-        """A histogram family's chunk, made as bytes: a series of whole counts is one
-        ``%`` of the family's series template, its bucket head put in by one replace."""
+    ) -> Iterator[bytes]:
+        """A histogram family's chunks, made as bytes: a series of whole counts is one
+        ``%`` of the family's series template, its bucket head put in by one replace.
+        Handed on every ``_PIECE_SERIES`` series."""
         fmt = format_value
         spec = fam.spec
         name = spec.name
@@ -210,17 +224,20 @@ class Renderer:
                 total_b = fmt(total).encode("ascii")
                 text = series % (*cumulative, count, block_b, total_b, block_b, count)
                 append(text.replace(_MARK_B, head_b))
-                continue
-            # counts that are not all int (or a label value with the mark): line by line
-            bounds = bounds or [f'le="{format_le(b)}"}} ' for b in spec.buckets]
-            head, block = head_b.decode("utf-8"), block_b.decode("utf-8")
-            lines = [f"{head}{bound}{fmt(cum)}\n"
-                     for bound, cum in zip(bounds, cumulative, strict=True)]
-            n = fmt(count)
-            lines.append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
-                         f"{name}_count{block} {n}\n")
-            append("".join(lines).encode("utf-8"))
-        return b"".join(out)
+            else:
+                # counts that are not all int (or a label value with the mark): by line
+                bounds = bounds or [f'le="{format_le(b)}"}} ' for b in spec.buckets]
+                head, block = head_b.decode("utf-8"), block_b.decode("utf-8")
+                lines = [f"{head}{bound}{fmt(cum)}\n"
+                         for bound, cum in zip(bounds, cumulative, strict=True)]
+                n = fmt(count)
+                lines.append(f'{head}le="+Inf"}} {n}\n{name}_sum{block} {fmt(total)}\n'
+                             f"{name}_count{block} {n}\n")
+                append("".join(lines).encode("utf-8"))
+            if len(out) >= _PIECE_SERIES:
+                yield b"".join(out)
+                out.clear()
+        yield b"".join(out)
 
 
 # ---- OpenMetrics 1.0 ------------------------------------------------------------------

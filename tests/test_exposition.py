@@ -187,3 +187,21 @@ def test_a_render_while_another_runs_gets_a_renderer_of_its_own() -> None:
     second = b"".join(kept.chunks(_host(["z9"], 3)))
     assert second == render(_host(["z9"], 3))
     assert head + b"".join(first) == render(_host(["z1", "z2"], 1))
+
+
+def test_a_large_family_comes_in_pieces_that_add_up_to_it() -> None:
+    """A family of thousands of series is handed on in pieces of bounded size (the
+    gzip body compresses each and lets it go), and the pieces join to its exposition."""
+    zones = [f"zone-{i:05d}" for i in range(5000)]
+    g, h = GAUGE.family(), HIST.family()
+    for i, z in enumerate(zones):
+        g.add((z, "user"), i)
+        h.add_histogram((z,), [i, 2 * i, 3 * i], 0.5, 3 * i + 1)
+    chunks = list(Renderer().chunks([g, h]))
+    assert len(chunks) > 10
+    assert max(map(len, chunks)) < 400_000  # about 200 KB a piece, never the family
+    parsed = parse(b"".join(chunks))
+    assert [s[1]["zonename"] for s in parsed["t_gauge"]] == zones
+    counts = [s for s in parsed["t_latency_seconds"] if s[0].endswith("_count")]
+    assert [(s[1]["zonename"], s[2]) for s in counts] == [
+        (z, 3 * i + 1) for i, z in enumerate(zones)]
