@@ -16,7 +16,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -54,7 +54,7 @@ class DTraceProvider(Protocol):
     It gets the scrape's snapshot so zone ids map to the zone names of that moment.
     """
 
-    def families(self, snap: HostSnapshot) -> list[MetricFamily]: ...
+    def families(self, snap: HostSnapshot) -> Iterable[MetricFamily]: ...
 
 
 def dtrace_script_metrics(dtrace: DTraceProvider | None) -> dict[str, frozenset[str]]:
@@ -297,23 +297,36 @@ class Agent:
             t0 = time.perf_counter()
             try:
                 # taken at every scrape, filtered or not: the deltas are cumulative
-                dtrace_families = self.dtrace.families(snap)
+                dtrace_families = iter(self.dtrace.families(snap))
                 if only is not None:
                     script_metrics = dtrace_script_metrics(self.dtrace)
                     wanted = set().union(*(script_metrics.get(n, ()) for n in only))
                     every = set().union(*script_metrics.values())
-                    dtrace_families = [
+                    dtrace_families = (
                         f for f in dtrace_families if f.name in wanted or f.name not in every
-                    ]
-                results["dtrace"] = (True, time.perf_counter() - t0)
+                    )
+                ok = True
             except Exception as exc:
                 self._report_failure("dtrace", exc)
-                results["dtrace"] = (False, time.perf_counter() - t0)
-            else:
+                ok, dtrace_families = False, iter(())
+            # the families are made as they are drawn: the time making them is the
+            # collection's, the time the caller spends on each (rendering) is not
+            while True:
+                try:
+                    family = next(dtrace_families)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    self._report_failure("dtrace", exc)
+                    ok = False
+                    break
                 paused = time.perf_counter()
-                yield from dtrace_families
-                started += time.perf_counter() - paused
-                del dtrace_families
+                yield family
+                del family
+                resumed = time.perf_counter()
+                started += resumed - paused
+                t0 += resumed - paused
+            results["dtrace"] = (ok, time.perf_counter() - t0)
         available = {c.name: True for c in self.collectors}
         available.update({name: False for name in self.unavailable})
         health = getattr(self.kstat_provider, "health", None)  # the live source has one

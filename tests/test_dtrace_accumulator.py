@@ -573,3 +573,21 @@ def test_raw_keys_bounded_to_other_never_grow_the_cache_past_its_cap() -> None:
     assert len(agg.cache) <= 4 * 5
     got = samples(fams(acc)["test_bytes_total"])
     assert got == {("global", "0"): 2, ("global", "1"): 2, ("global", "other"): 196}
+
+
+def test_counts_past_64_bits_stay_exact() -> None:
+    """Bucket counts live in 64-bit arrays; a count that would pass 2**63 - 1 turns its
+    series into Python ints at that record, with nothing lost or counted twice."""
+    acc = Accumulator([EVERY])
+    zones = {0: "global", 3: "web"}
+    lat = EVERY.aggregation("lat")
+    assert lat is not None
+    lo = lat.buckets().lower(lat.buckets().index(5000 - lat.offset))
+    big = 2**62
+    for _ in range(3):  # 3 * 2**62 passes 2**63 - 1 at the second record
+        acc.apply_json([{"script": "every", "agg": "lat", "key": [3],
+                         "buckets": [[lat.buckets().lower(0), 1], [lo, big]]}], zones)
+    cumulative, _, count = hists(fams(acc)["test_syscall_latency_seconds"])[("web",)]
+    assert count == 3 * big + 3
+    assert max(cumulative) == 3 * big + 3
+    assert sorted(set(cumulative)) == [3, 3 * big + 3]

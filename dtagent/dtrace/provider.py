@@ -9,7 +9,7 @@ sees; a replayed frame's deltas with the zone map of that frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -313,7 +313,9 @@ class DTraceMetrics:
         # form (dtagent capture writes them into a bundle)
         self.recording: list[dict[str, object]] | None = None
 
-    def families(self, snap: HostSnapshot) -> list[MetricFamily]:
+    def families(self, snap: HostSnapshot) -> Iterator[MetricFamily]:
+        """Apply the deltas taken since the last call (now), and the families (made
+        as they are drawn: draw them before the next call)."""
         zones = zone_map(snap.kstats)
         # a scrape with no deltas still applies the zone map (gone zones are forgotten)
         for taken, batch_zones in self.source.take() or [((), {})]:
@@ -342,13 +344,13 @@ class DTraceMetrics:
                 records = records[lost:]
             self._held = records
 
-    def _report(self) -> list[MetricFamily]:
+    def _report(self) -> Iterator[MetricFamily]:
         health = self.source.health()
         if health.lost > self._lost_seen:
             rejected = self.accumulator.rejected
             rejected["backlog"] = rejected.get("backlog", 0) + health.lost - self._lost_seen
             self._lost_seen = health.lost
-        out = self.accumulator.families()
+        out: list[MetricFamily] = []
         up = WORKER_UP.family()
         if health.up is not None:
             up.add((), 1 if health.up else 0)
@@ -360,7 +362,8 @@ class DTraceMetrics:
             age = DELTA_AGE.family()
             age.add((), max(0.0, self._clock() - last))
             out.append(age)
-        return out
+        # the aggregations' families are made as they are drawn (rendered), one at a time
+        return chain(self.accumulator.iter_families(), out)
 
 
 def load_config_scripts(settings: DTraceSettings) -> tuple[list[ScriptSpec], list[SpecError]]:
