@@ -26,6 +26,7 @@ import ctypes
 import errno
 import os
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -401,6 +402,7 @@ class NameMemo:
         return dec, unpacked
 
 
+
 def decode_named(
     buf: memoryview, ndata: int, base: int, memo: NameMemo | None = None
 ) -> dict[str, StatValue]:
@@ -717,10 +719,10 @@ class _Entry:
         header: kstat_t = ptr.contents  # a view of the library's memory, not a copy
         self.ptr = ptr
         self.header = header
-        self.module = _cstr(header.ks_module)
+        self.module = sys.intern(_cstr(header.ks_module))  # one string per module
         self.instance: int = header.ks_instance
         self.name = _cstr(header.ks_name)
-        self.ks_class = _cstr(header.ks_class)
+        self.ks_class = sys.intern(_cstr(header.ks_class))
         self.ks_type: int = header.ks_type
         self.crtime: int = header.ks_crtime
         self.key = (self.module, self.instance, self.name)
