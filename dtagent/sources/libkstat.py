@@ -708,6 +708,11 @@ def kstat_source_available(library: str | None = None) -> tuple[bool, str]:
 # ---- the reader ---------------------------------------------------------------------
 
 
+def _address(ptr: Any) -> int:
+    """The address a kstat_t pointer holds (0 for NULL)."""
+    return ctypes.cast(ptr, ctypes.c_void_p).value or 0
+
+
 class _Entry:
     """One kstat on the chain that the reader reads: pointer, header view, identity,
     and what decoding its last read left to reuse (a view of ks_data, the memo)."""
@@ -942,16 +947,18 @@ class KstatReader:
         by_module: dict[str, list[_Entry]] = {}
         every: list[_Entry] = []
         skipped = 0
-        ptr = kc.contents.kc_chain
-        while ptr:
-            header = ptr.contents
+        # Walked by address: a pointer read from a header's ks_next field would keep
+        # that header's view alive, one per kstat, for as long as the walk is kept.
+        addr = _address(kc.contents.kc_chain)
+        while addr:
+            header = kstat_t.from_address(addr)
             if header.ks_type in DECODED_TYPES:
-                entry = _Entry(ptr)
+                entry = _Entry(ctypes.cast(addr, kstat_p))
                 by_module.setdefault(entry.module, []).append(entry)
                 every.append(entry)
             else:
                 skipped += 1
-            ptr = header.ks_next
+            addr = _address(header.ks_next)
         self._by_module = by_module
         self._all = every
         self._stale = False
