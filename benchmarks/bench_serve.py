@@ -294,9 +294,9 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     host = LiveHost(workdir, zones, frame_count)
     scenario = live_host.dtrace_scenario(live_host.zone_ids(host.first))
     (workdir / "scenario.txt").write_text(scenario.text)
+    libkstat = build_shared("libkstat_stub.c")
     config = live_config(
-        workdir, build_shared("libkstat_stub.c"), build_shared("libdtrace_stub.c"),
-        host.commands.dir,
+        workdir, libkstat, build_shared("libdtrace_stub.c"), host.commands.dir,
     )
     port = _free_port()
     env = dict(
@@ -336,6 +336,7 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             "rss_mib": rss,
             "hwm_mib": hwm,
             "worker": _worker_figures(proc.pid),
+            "standin_kernel": standin_kernel(libkstat, host.feed),
         }
         if args.concurrent:
             result["concurrent"] = concurrent_scrapes(url, proc.pid, args.concurrent, 3)
@@ -346,6 +347,20 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     finally:
         stop(proc)
         log.close()
+
+
+def standin_kernel(libkstat: Path, feed: Path) -> dict[str, float]:
+    """What the libkstat stand-in keeps in the agent's process for the feed it serves,
+    beyond what a real libkstat holds (benchmarks/standin_memory.py, a fresh process)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.standin_memory", str(libkstat)],
+        env=dict(os.environ, KSTAT_STUB_FEED=str(feed), PYTHONPATH=str(ROOT)),
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    try:
+        return dict(json.loads(out.stdout))
+    except ValueError:
+        return {}
 
 
 def _worker_figures(pid: int) -> dict[str, float]:
@@ -529,6 +544,16 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"\n{row['zones']:,} zones, {row['soak']['seconds']:.0f} s of zone churn: "
                 f"RSS per minute {trend} MiB, HWM {row['soak']['hwm_mib']:.0f} MiB"
+            )
+        k = row.get("standin_kernel")
+        if k:
+            lines.append(
+                f"\n{row['zones']:,} zones: of the agent's RSS, about "
+                f"{k['simulated_kernel_mib']:.0f} MiB is the libkstat stand-in's simulated "
+                f"kernel ({k['kstats']:,} kstats; a real host keeps them in the kernel, its "
+                f"libkstat holding {k['library_side_mib']:.0f} MiB of headers and data, "
+                f"which are in the figure): the agent's own RSS "
+                f"{row['rss_mib'] - k['simulated_kernel_mib']:.0f} MiB"
             )
         w = row.get("worker")
         if w:
