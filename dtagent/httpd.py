@@ -400,10 +400,11 @@ class HttpServer:
         assert task is not None
         self._connections.add(task)
         self.counters.open_connections = len(self._connections)
+        done = False
         try:
             if self._on_connection is not None:
                 self._on_connection()
-            await self._serve(reader, writer, client)
+            done = await self._serve(reader, writer, client)
         except asyncio.CancelledError:
             pass
         except (ConnectionError, TimeoutError, OSError):
@@ -411,13 +412,34 @@ class HttpServer:
         except Exception as exc:  # never a traceback on stderr: one JSON line
             log.error("connection failed", client=client, error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._connections.discard(task)
-            self.counters.open_connections = len(self._connections)
-            writer.transport.abort()
+            closed = False
+            try:
+                closed = done and await self._close(writer)
+            finally:
+                self._connections.discard(task)
+                self.counters.open_connections = len(self._connections)
+                if not closed:
+                    writer.transport.abort()
+
+    async def _close(self, writer: asyncio.StreamWriter) -> bool:
+        """Close a connection whose exchange ended well: what the transport still
+        buffers (up to its high-water mark, 64 KiB: a drain returns below it, not at
+        empty) is sent first, within the write deadline. Aborting at once threw that
+        tail of the last response away: a client closing after a large body, or eight
+        taking one body together, read a body shorter than its Content-Length."""
+        writer.close()
+        try:
+            async with asyncio.timeout(self.limits.write_timeout):
+                await writer.wait_closed()
+        except (TimeoutError, ConnectionError, OSError):
+            return False  # not taken in time: aborted
+        return True
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
-    ) -> None:
+    ) -> bool:
+        """Serve one connection's requests; True when it ended well and what is still
+        buffered for it is to be sent before it is closed (False: abort it)."""
         limits = self.limits
         context = self._tls()
         cert: ClientCertificate | None = None
@@ -427,7 +449,7 @@ class HttpServer:
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 self.counters.tls_failures += 1
                 self.events.log("tls", client, "TLS handshake failed", error=str(exc) or "timeout")
-                return
+                return False
             cert = _client_certificate(writer)
             allowed = self._allowed_sans()
             if allowed is not None and (cert is None or not allowed.intersection(cert.sans)):
@@ -436,15 +458,15 @@ class HttpServer:
                     "tls", client, "client certificate has no allowed SAN",
                     sans=list(cert.sans) if cert else [],
                 )
-                return
+                return False
         while True:
             try:
                 async with asyncio.timeout(limits.idle_timeout):
                     first = await reader.read(1)
             except TimeoutError:
-                return  # idle keep-alive connection: close quietly
+                return True  # idle keep-alive connection: close quietly
             if not first:
-                return
+                return True
             started = time.monotonic()
             try:
                 async with asyncio.timeout(limits.header_timeout):
@@ -457,7 +479,7 @@ class HttpServer:
                     status=exc.status, error=exc.message,
                 )
                 await self._send_error(writer, client, exc.status, exc.message, close=True)
-                return
+                return True
             except TimeoutError:
                 self.counters.timeout("header")
                 self.events.log(
@@ -465,7 +487,7 @@ class HttpServer:
                     timeout_s=limits.header_timeout,
                 )
                 await self._send_error(writer, client, 408, "request timeout", close=True)
-                return
+                return True
             response = await self._respond(request)
             if response.status >= 400 and response.status != 401:
                 close = close or response.status in (400, 408, 413, 431)
@@ -479,7 +501,7 @@ class HttpServer:
                 duration_s=round(time.monotonic() - started, 4),
             )
             if close or not ok:
-                return
+                return ok  # a response not taken in time is not waited for again
 
     async def _read_request(
         self,

@@ -290,3 +290,39 @@ def test_an_oversized_body_can_be_refused_by_the_route_itself(server: MetricsSer
     reply = exchange(server, b"POST /api/v2/x HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n"
                      b"Connection: close\r\n\r\n12345678")
     assert status_of(reply) == 200 and reply.endswith(b"audited False")
+
+
+def test_a_large_body_is_sent_whole_before_the_connection_closes() -> None:
+    """A response is flushed before its connection closes: when the last write returns
+    the transport may still hold the body's tail (a drain returns below the high-water
+    mark, not at empty), which an abort threw away. A client reading slower than the
+    server writes (eight taking one large body together, in the benchmark) got a body
+    shorter than its Content-Length."""
+    body = [bytes([65 + i % 26]) * 65789 for i in range(32)]  # 2 MiB, odd-sized chunks
+    whole = b"".join(body)
+    srv = MetricsServer("127.0.0.1:0", families, limits=Limits(write_timeout=20.0))
+    srv.add_route("/big", lambda _r: Response(200, body, "application/octet-stream"))
+    # accepted sockets inherit the listener's send buffer: a small one keeps the tail
+    # of the body in the server's own buffer, not the kernel's, when the writes end
+    assert srv._sock is not None
+    srv._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    srv.start()
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(srv.address, timeout=20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:  # a slow reader: the server's buffers stay full to the end
+                time.sleep(0.001)
+                piece = sock.recv(16384)
+                if not piece:
+                    break
+                data += piece
+            sock.close()
+            head, _, got = data.partition(b"\r\n\r\n")
+            assert f"Content-Length: {len(whole)}".encode() in head
+            assert len(got) == len(whole)
+            assert got == whole
+    finally:
+        srv.stop()
