@@ -29,10 +29,10 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -328,22 +328,33 @@ def _cstr(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def _cached(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+    """``cache[key]``, made by ``make`` the first time; a full cache starts afresh."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        value = cache[key] = make(key)
+    return value
+
+
 def _stat_name(raw: bytes) -> str:
-    name = _names.get(raw)
-    if name is None:
-        if len(_names) >= _MAX_CACHED:
-            _names.clear()
-        name = _names[raw] = _cstr(raw)
-    return name
+    return _cached(_names, raw, _cstr)
 
 
 def _decoder(types: bytes) -> _NamedDecoder:
-    dec = _decoders.get(types)
-    if dec is None:
-        if len(_decoders) >= _MAX_CACHED:
-            _decoders.clear()
-        dec = _decoders[types] = _NamedDecoder(types)
-    return dec
+    return _cached(_decoders, types, _NamedDecoder)
+
+
+def _layout(heads: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], tuple[str, ...], bool]:
+    """The names of a sequence of record heads, and whether they are distinct and
+    none is blank."""
+    names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
+    return heads, names, "" not in names and len(set(names)) == len(names)
 
 
 def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | None:
@@ -391,13 +402,7 @@ class NameMemo:
         dec = self.decoder = _decoder(types)
         unpacked = dec.struct.unpack_from(buf)
         heads: tuple[bytes, ...] = unpacked[0::2]
-        layout = _layouts.get(heads)
-        if layout is None:
-            if len(_layouts) >= _MAX_CACHED:
-                _layouts.clear()
-            names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
-            simple = "" not in names and len(set(names)) == len(names)
-            layout = _layouts[heads] = (heads, names, simple)
+        layout = _cached(_layouts, heads, _layout)
         self.heads, self.names, self.simple = layout
         return dec, unpacked
 
