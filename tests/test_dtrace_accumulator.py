@@ -477,6 +477,24 @@ def test_one_bad_key_of_a_batch_is_refused_alone() -> None:
     assert samples(f["test_syscalls_total"]) == {("web", "read"): 4}
 
 
+def test_a_seen_key_with_a_bound_that_is_no_boundary_adds_nothing() -> None:
+    """A key seen before is applied pair by pair; when a later pair's bound is no
+    boundary, what its earlier pairs added is taken back: the key is refused whole,
+    and a bound seen for the first time is applied as any other."""
+    acc = Accumulator([EVERY])
+    zones = {0: "global", 3: "web"}
+
+    def lat(buckets: list[object]) -> dict[str, object]:
+        return {"script": "every", "agg": "lat", "keys": [[3]], "buckets": [buckets]}
+
+    acc.apply_json([lat([1000, 2])], zones)
+    acc.apply_json([lat([1000, 5, None, 7, 1500, 1])], zones)
+    assert acc.rejected == {"invalid": 1}
+    assert hists(fams(acc)["test_syscall_latency_seconds"])[("web",)][2] == 2
+    acc.apply_json([lat([1000, 1, 2000, 3])], zones)  # 2000: a boundary not seen yet
+    assert hists(fams(acc)["test_syscall_latency_seconds"])[("web",)][2] == 6
+
+
 def test_a_whole_batch_of_the_wrong_shape_counts_each_key() -> None:
     acc = Accumulator([EVERY])
     acc.apply_json([

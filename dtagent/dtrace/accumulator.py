@@ -478,33 +478,62 @@ class Accumulator:
         return series
 
     def _apply_buckets(self, agg: _Agg, rec: Histograms, zones: Mapping[int, str]) -> None:
-        cache, slot_of_bound = agg.cache, agg.valid_slots.__getitem__
+        """The fast path is a key seen before whose bounds are all known boundaries:
+        one loop of in-place additions over its ``lo, n`` pairs, without building the
+        bounds' or slots' lists first (the agent's busiest loop: half the DTrace path's
+        CPU). Anything else (a new key, a bound not seen yet or not a boundary, a count
+        past 64 bits) goes through :meth:`_apply_key`, which loses nothing."""
+        cache, slots = agg.cache, agg.valid_slots
         for i, (key, b) in enumerate(zip(rec.keys, rec.buckets, strict=True)):
-            los = b[0::2]
-            try:
-                idx = list(map(slot_of_bound, los))
-            except KeyError:  # a bound not seen yet, or not a boundary
-                found = [agg.slot_of_lower(lo) for lo in los]
-                if None in found:
-                    bad = los[found.index(None)]
-                    self._reject_key("invalid", rec, i, f"lo {bad} is not a bucket boundary "
-                                     f"of {agg.spec.function}{agg.spec.params}")
-                    continue
-                idx = cast("list[int]", found)
-            series = cache.get(key) or self._resolve(agg, rec, i, zones)
+            series = cache.get(key)
             if series is None:
+                self._apply_key(agg, rec, i, zones)
                 continue
             counts = series.counts
-            # parse() checked that every n is a count
-            pairs = zip(idx, cast("tuple[int, ...]", b[1::2]), strict=True)
+            pairs = iter(b)
             try:
-                for slot, n in pairs:
-                    counts[slot] += n
-            except OverflowError:  # past 64 bits: Python ints from here on, nothing lost
-                series.counts = counts = list(counts)
+                for lo, n in zip(pairs, pairs, strict=True):
+                    counts[slots[lo]] += n  # type: ignore[operator]
+            except (KeyError, OverflowError):
+                # the pairs before the one that failed are applied: the rest go the slow
+                # way (which takes them all back if one bound is no boundary)
+                rest = list(pairs)
+                done = len(b) - len(rest) - 2
+                self._apply_key(agg, rec, i, zones, series, done)
+
+    def _apply_key(self, agg: _Agg, rec: Histograms, i: int, zones: Mapping[int, str],
+                   series: _Series | None = None, done: int = 0) -> None:
+        """Key ``i``'s buckets from pair offset ``done`` on (those before it are in
+        ``series`` already): every bound checked first, the key refused whole if one is
+        no boundary."""
+        b = rec.buckets[i]
+        los = b[done::2]
+        found = [agg.slot_of_lower(lo) for lo in los]
+        if None in found:
+            bad = los[found.index(None)]
+            if series is not None:  # take back what the fast path added
+                counts = series.counts
+                for lo, n in zip(b[0:done:2], cast("tuple[int, ...]", b[1:done:2]), strict=True):
+                    counts[agg.valid_slots[lo]] -= n
+            self._reject_key("invalid", rec, i, f"lo {bad} is not a bucket boundary "
+                             f"of {agg.spec.function}{agg.spec.params}")
+            return
+        if series is None:
+            series = self._resolve(agg, rec, i, zones)
+            if series is None:
+                return
+        counts = series.counts
+        # parse() checked that every n is a count
+        pairs = zip(cast("list[int]", found), cast("tuple[int, ...]", b[done + 1::2]),
+                    strict=True)
+        try:
+            for slot, n in pairs:
                 counts[slot] += n
-                for slot, n in pairs:
-                    counts[slot] += n
+        except OverflowError:  # past 64 bits: Python ints from here on, nothing lost
+            series.counts = counts = list(counts)
+            counts[slot] += n
+            for slot, n in pairs:
+                counts[slot] += n
 
     def _apply_sums(self, agg: _Agg, rec: Values, zones: Mapping[int, str]) -> None:
         """A histogram's parallel sum() (true values: it may be negative)."""
