@@ -110,3 +110,25 @@ def test_looping_records_repeat_at_their_period(tmp_path: Path) -> None:
     assert fired and all(t % 2 == 1 for t in fired), walks
     assert all(walks[t][0]["value"] == 2 for t in fired)
     assert len(fired) >= 2
+
+
+def test_feed_churn_keeps_the_kernel_to_its_live_kstats(feed: Path) -> None:
+    """Zones halting and booting for ever: the stand-in's "kernel" frees a deleted
+    kstat as the real one does, so its memory follows the live kstats (kids still
+    only grow), and a file's halted zones are deleted before its booted ones exist."""
+    lib = open_stub()
+    zones = [_zone(z, f"z{z}", 1) for z in range(1, 11)]
+    live_host.write_atomic(feed, live_host.feed_text(zones, 1))
+    with KstatReader(str(build_shared("libkstat_stub.c"))) as reader:
+        reader.snapshot()
+        kcid = reader.chain_id
+        for gen in range(1, 51):  # every zone replaced by a new one, 50 times
+            zones = [_zone(10 * gen + z, f"z{10 * gen + z}", gen) for z in range(1, 11)]
+            live_host.write_atomic(feed, live_host.feed_text(zones, 1 + gen))
+            snap = reader.snapshot()
+            assert sorted(ks.instance for ks in snap) == [10 * gen + z for z in range(1, 11)]
+            assert snap.get("zones", 10 * gen + 1, f"z{10 * gen + 1}").data["nsec_user"] == gen  # type: ignore[union-attr]
+            assert reader.chain_id > kcid
+            kcid = reader.chain_id
+        assert lib.stub_slots() == 10
+        assert lib.stub_freed_headers() == 500

@@ -61,6 +61,7 @@ def prototypes(lib: ctypes.CDLL) -> ctypes.CDLL:
         "stub_read_count": ([c_char_p], ctypes.c_ulong),
         "stub_eagain_retries": ([], ctypes.c_ulong),
         "stub_freed_headers": ([], ctypes.c_ulong),
+        "stub_slots": ([], ctypes.c_ulong),
     }
     for name, (argtypes, restype) in protos.items():
         fn = getattr(lib, name)

@@ -19,6 +19,9 @@
  *  - kstat_chain_update returns 0 when the chain is unchanged, the new KCID when it
  *    changed, -1 on error; unchanged kstat_t headers keep their addresses, deleted
  *    ones are freed with their ks_data, new ones are appended.
+ *  - the "kernel" frees a deleted kstat (usr/src/uts/common/os/kstat_fr.c
+ *    kstat_delete): kids only grow, but what the stand-in holds follows the live
+ *    kstats, so zone churn does not grow the process it is loaded in.
  *  - the /dev/kstat driver's KSTAT_IOC_READ is ioctl(kc_kd, KSTAT_IOC_READ, ksp)
  *    (exported as ioctl, so a caller that drives the ioctl itself, as dtagent does to
  *    bound the wait, sees the same kernel): it fills ks_data, packs
@@ -413,11 +416,27 @@ struct fks {			/* one kernel kstat */
 #define MAX_HANDLES 64
 static kstat_ctl_t *open_handles[MAX_HANDLES];	/* by descriptor - STUB_KD */
 
+/*
+ * The kernel's kstats, by slot. A deleted kstat's slot is taken by the next one
+ * created, as the kernel frees a deleted kstat (illumos-gate
+ * usr/src/uts/common/os/kstat_fr.c kstat_delete) and keeps only its id counter:
+ * kids stay monotonic while the memory follows the live kstats, not every kstat
+ * ever created (a churning feed would otherwise grow the agent's process).
+ */
 static struct fks *fixture;
-static size_t nfixture, cfixture;
+static size_t nfixture, cfixture;	/* slots in use or freed; allocated */
+static size_t *free_slots;		/* freed slots, reused first */
+static size_t nfree, cfree;
+static size_t *kid_table;		/* open addressing by kid: slot + 1, 0 = empty */
+static size_t kid_cap, nlive;
 static kid_t kernel_kcid = 1;	/* the kernel's kstat_chain_id */
 static kid_t next_kid = 1;
-static kid_t kid_base = 1;	/* fixture[i] has kid kid_base + i */
+struct dead_reads {			/* reads of deleted kstats, per module */
+	char module[KSTAT_STRLEN];
+	unsigned long reads;
+};
+static struct dead_reads *dead;		/* one per module: bounded by the modules */
+static size_t ndead;
 static hrtime_t now_hrtime = 1000000000LL;
 static int fail_open_errno, fail_update_errno;
 static unsigned long eagain_retries, chain_updates_changed, freed_headers;
@@ -443,13 +462,59 @@ find_live(const char *module, int instance, const char *name)
 	return (NULL);
 }
 
+static size_t
+kid_hash(kid_t kid)
+{
+	return ((size_t)((uint32_t)kid * 2654435761U) & (kid_cap - 1));
+}
+
+static void
+kid_insert(kid_t kid, size_t slot)
+{
+	size_t j = kid_hash(kid);
+	while (kid_table[j] != 0)
+		j = (j + 1) & (kid_cap - 1);
+	kid_table[j] = slot + 1;
+}
+
+/* The table holds at most half its size, and is rebuilt from the live slots. */
+static void
+kid_table_fit(void)
+{
+	if (kid_cap >= 2 * (nlive + 1) && kid_table != NULL)
+		return;
+	size_t cap = 64;
+	while (cap < 2 * (nlive + 1))
+		cap *= 2;
+	free(kid_table);
+	kid_cap = cap;
+	kid_table = calloc(kid_cap, sizeof (*kid_table));
+	if (kid_table == NULL)
+		abort();
+	for (size_t i = 0; i < nfixture; i++)
+		if (fixture[i].live)
+			kid_insert(fixture[i].kid, i);
+}
+
+/* The slot of a live kstat by its kid; (size_t)-1 when there is none. */
+static size_t
+kid_slot(kid_t kid)
+{
+	if (kid_table == NULL)
+		return ((size_t)-1);
+	for (size_t j = kid_hash(kid); kid_table[j] != 0; j = (j + 1) & (kid_cap - 1)) {
+		size_t i = kid_table[j] - 1;
+		if (fixture[i].kid == kid)
+			return (fixture[i].live ? i : (size_t)-1);
+	}
+	return ((size_t)-1);
+}
+
 static struct fks *
 find_kid(kid_t kid)
 {
-	if (kid < kid_base || (size_t)(kid - kid_base) >= nfixture)
-		return (NULL);
-	struct fks *f = &fixture[kid - kid_base];
-	return (f->live ? f : NULL);
+	size_t i = kid_slot(kid);
+	return (i == (size_t)-1 ? NULL : &fixture[i]);
 }
 
 static struct fks *
@@ -475,6 +540,56 @@ free_fks(struct fks *f)
 	f->blob_size = 0;
 }
 
+static void
+count_dead_reads(const struct fks *f)
+{
+	size_t i = 0;
+	while (i < ndead && strcmp(dead[i].module, f->module) != 0)
+		i++;
+	if (i == ndead) {
+		dead = realloc(dead, (ndead + 1) * sizeof (*dead));
+		if (dead == NULL)
+			abort();
+		memcpy(dead[ndead].module, f->module, KSTAT_STRLEN);
+		dead[ndead++].reads = 0;
+	}
+	dead[i].reads += f->reads;
+}
+
+/* Delete a live kstat: its memory is freed and its slot and kid entry are released
+ * (the kid table is rebuilt without it; kids are never reused). */
+static void
+delete_fks(struct fks *f)
+{
+	size_t slot = (size_t)(f - fixture);
+	size_t j = kid_hash(f->kid);
+	while (kid_table[j] != slot + 1)
+		j = (j + 1) & (kid_cap - 1);
+	/* linear probing: shift the entries after it back into the hole */
+	for (size_t k = (j + 1) & (kid_cap - 1); kid_table[k] != 0; k = (k + 1) & (kid_cap - 1)) {
+		size_t home = kid_hash(fixture[kid_table[k] - 1].kid);
+		if (((k - home) & (kid_cap - 1)) >= ((k - j) & (kid_cap - 1))) {
+			kid_table[j] = kid_table[k];
+			kid_table[k] = 0;
+			j = k;
+		}
+	}
+	kid_table[j] = 0;
+	count_dead_reads(f);
+	f->live = 0;
+	f->reads = 0;
+	free_fks(f);
+	nlive--;
+	if (nfree == cfree) {
+		cfree = cfree ? cfree * 2 : 64;
+		free_slots = realloc(free_slots, cfree * sizeof (*free_slots));
+		if (free_slots == NULL)
+			abort();
+	}
+	free_slots[nfree++] = slot;
+	kernel_kcid++;
+}
+
 /* Forget every kstat (open kstat_ctl_t handles see them all deleted). */
 void
 stub_reset(void)
@@ -484,7 +599,15 @@ stub_reset(void)
 	free(fixture);
 	fixture = NULL;
 	nfixture = cfixture = 0;
-	kid_base = next_kid;
+	free(free_slots);
+	free_slots = NULL;
+	nfree = cfree = 0;
+	free(kid_table);
+	kid_table = NULL;
+	kid_cap = nlive = 0;
+	free(dead);
+	dead = NULL;
+	ndead = 0;
 	kernel_kcid++;
 	now_hrtime = 1000000000LL;
 	fail_open_errno = fail_update_errno = 0;
@@ -495,13 +618,19 @@ static int
 stub_add_kstat_unchecked(const char *module, int instance, const char *name,
     const char *class, int type)
 {
-	if (nfixture == cfixture) {
-		cfixture = cfixture ? cfixture * 2 : 64;
-		fixture = realloc(fixture, cfixture * sizeof (*fixture));
-		if (fixture == NULL)
-			abort();
+	size_t slot;
+	if (nfree > 0) {
+		slot = free_slots[--nfree];
+	} else {
+		if (nfixture == cfixture) {
+			cfixture = cfixture ? cfixture * 2 : 64;
+			fixture = realloc(fixture, cfixture * sizeof (*fixture));
+			if (fixture == NULL)
+				abort();
+		}
+		slot = nfixture++;
 	}
-	struct fks *f = &fixture[nfixture];
+	struct fks *f = &fixture[slot];
 	memset(f, 0, sizeof (*f));
 	f->live = 1;
 	f->kid = next_kid++;
@@ -511,8 +640,12 @@ stub_add_kstat_unchecked(const char *module, int instance, const char *name,
 	f->instance = instance;
 	f->type = (uchar_t)type;
 	f->crtime = now_hrtime;
+	nlive++;
+	kid_table_fit();
+	if (kid_slot(f->kid) == (size_t)-1)	/* a rebuilt table has it already */
+		kid_insert(f->kid, slot);
 	kernel_kcid++;
-	return ((int)nfixture++);
+	return ((int)slot);
 }
 
 /* Create a kstat; returns its handle for the stub_add_* and stub_set_* calls. */
@@ -540,9 +673,7 @@ stub_remove(const char *module, int instance, const char *name)
 	struct fks *f = find_live(module, instance, name);
 	if (f == NULL)
 		return (-1);
-	f->live = 0;
-	free_fks(f);
-	kernel_kcid++;
+	delete_fks(f);
 	return (0);
 }
 
@@ -790,8 +921,11 @@ stub_read_count(const char *module)
 {
 	unsigned long n = 0;
 	for (size_t i = 0; i < nfixture; i++)
-		if (module == NULL || strcmp(fixture[i].module, module) == 0)
+		if (fixture[i].live && (module == NULL || strcmp(fixture[i].module, module) == 0))
 			n += fixture[i].reads;
+	for (size_t i = 0; i < ndead; i++)
+		if (module == NULL || strcmp(dead[i].module, module) == 0)
+			n += dead[i].reads;
 	return (n);
 }
 
@@ -805,6 +939,14 @@ unsigned long
 stub_freed_headers(void)
 {
 	return (freed_headers);
+}
+
+/* The kernel's kstat slots (live and freed for reuse): follows the peak of live
+ * kstats, not how many were ever created. */
+unsigned long
+stub_slots(void)
+{
+	return (nfixture);
 }
 
 kid_t
@@ -837,7 +979,8 @@ hash_key(const char *module, int instance, const char *name)
 
 static size_t *feed_table;	/* open addressing: fixture index + 1, 0 = empty */
 static size_t feed_cap;
-static char *feed_seen;
+static char *feed_seen;	/* by slot: in the file being loaded */
+static size_t feed_nseen;
 
 static void
 index_live(void)
@@ -902,20 +1045,21 @@ feed_flush(struct pending *p)
 		}
 		free(p->stats);
 	} else {
-		if (f != NULL) {
-			f->live = 0;
-			free_fks(f);
-			kernel_kcid++;
-		}
+		if (f != NULL)
+			delete_fks(f);
 		int h = stub_add_kstat_unchecked(p->module, p->instance, p->name, p->class,
 		    p->type);
 		i = (size_t)h;
 		f = &fixture[i];
 		f->stats = p->stats;
 		f->nstats = p->nstats;
-		feed_seen = realloc(feed_seen, nfixture);
-		if (feed_seen == NULL)
-			abort();
+		if (nfixture > feed_nseen) {	/* a new slot, not a freed one */
+			feed_seen = realloc(feed_seen, nfixture);
+			if (feed_seen == NULL)
+				abort();
+			memset(feed_seen + feed_nseen, 0, nfixture - feed_nseen);
+			feed_nseen = nfixture;
+		}
 	}
 	if (p->type == KSTAT_TYPE_IO)
 		stub_set_io((int)i, p->io);
@@ -955,6 +1099,34 @@ load_feed(const char *path)
 	feed_seen = calloc(nfixture + 1, 1);
 	if (feed_seen == NULL)
 		abort();
+	feed_nseen = nfixture;
+	/*
+	 * First the kstats no longer in the file are deleted, so their slots are free
+	 * before the new ones are created: at no moment does the "kernel" hold the
+	 * halted zones' kstats and the booted zones' together, which would grow it to
+	 * more than the kstats live at either moment.
+	 */
+	while (getline(&line, &cap, fp) != -1) {
+		if (line[0] != 'k' || line[1] != '\t')
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		char *module = line + 2, *inst = strchr(module, '\t'), *name, *end;
+		if (inst == NULL || (name = strchr(inst + 1, '\t')) == NULL ||
+		    (end = strchr(name + 1, '\t')) == NULL)
+			continue;	/* the second pass reports the bad line */
+		*inst++ = *name++ = *end = '\0';
+		char mod[KSTAT_STRLEN], nam[KSTAT_STRLEN];
+		size_t i;
+		copy_name(mod, module);
+		copy_name(nam, name);
+		if (feed_find(mod, atoi(inst), nam, &i) != NULL)
+			feed_seen[i] = 1;
+	}
+	for (size_t i = 0; i < nfixture; i++)
+		if (fixture[i].live && !feed_seen[i])
+			delete_fks(&fixture[i]);
+	memset(feed_seen, 0, feed_nseen);
+	rewind(fp);
 	while (getline(&line, &cap, fp) != -1) {
 		int n = 0;
 		line[strcspn(line, "\n")] = '\0';
@@ -1014,11 +1186,8 @@ load_feed(const char *path)
 	free(line);
 	(void) fclose(fp);
 	for (size_t i = 0; i < nfixture; i++) {
-		if (fixture[i].live && !feed_seen[i]) {
-			fixture[i].live = 0;
-			free_fks(&fixture[i]);
-			kernel_kcid++;
-		}
+		if (fixture[i].live && !feed_seen[i])
+			delete_fks(&fixture[i]);
 	}
 }
 
@@ -1119,29 +1288,42 @@ index_chain(kstat_ctl_t *kc)
 	h->nindex = n;
 }
 
+static int
+cmp_kid(const void *a, const void *b)
+{
+	kid_t x = fixture[*(const size_t *)a].kid, y = fixture[*(const size_t *)b].kid;
+	return (x < y ? -1 : x > y);
+}
+
 /* Bring the caller's chain in line with the kernel: free deleted headers, append
- * new ones, keep the others where they are. */
+ * new ones in kid order (as the kernel's kstat_headers lists them), keep the others
+ * where they are (usr/src/lib/libkstat/common/kstat.c kstat_chain_update). */
 static void
 sync_chain(kstat_ctl_t *kc)
 {
-	char *known = calloc(nfixture + 1, 1);
-	if (known == NULL)
+	char *known = calloc(nfixture + 1, 1);	/* by slot */
+	size_t *added = malloc((nfixture + 1) * sizeof (size_t));
+	size_t nadded = 0;
+	if (known == NULL || added == NULL)
 		abort();
 	kstat_t **pp = &kc->kc_chain;
 	while (*pp != NULL) {
 		kstat_t *k = *pp;
-		if (find_kid(k->ks_kid) == NULL) {
+		size_t slot = kid_slot(k->ks_kid);
+		if (slot == (size_t)-1) {
 			*pp = k->ks_next;
 			free_header(k);
 		} else {
-			known[k->ks_kid - kid_base] = 1;
+			known[slot] = 1;
 			pp = &k->ks_next;
 		}
 	}
-	for (size_t i = 0; i < nfixture; i++) {
-		struct fks *f = &fixture[i];
-		if (!f->live || known[i])
-			continue;
+	for (size_t i = 0; i < nfixture; i++)
+		if (fixture[i].live && !known[i])
+			added[nadded++] = i;
+	qsort(added, nadded, sizeof (size_t), cmp_kid);
+	for (size_t n = 0; n < nadded; n++) {
+		struct fks *f = &fixture[added[n]];
 		kstat_t *k = calloc(1, sizeof (*k));
 		if (k == NULL)
 			abort();
@@ -1158,6 +1340,7 @@ sync_chain(kstat_ctl_t *kc)
 		*pp = k;
 		pp = &k->ks_next;
 	}
+	free(added);
 	free(known);
 	index_chain(kc);
 	kc->kc_chain_id = kernel_kcid;
@@ -1246,9 +1429,7 @@ ioc_read(kstat_ctl_t *kc, kstat_t *ksp)
 	}
 	struct fks *f = find_kid(ksp->ks_kid);
 	if (f != NULL && f->remove_on_read) {
-		f->live = 0;
-		free_fks(f);
-		kernel_kcid++;
+		delete_fks(f);
 		f = NULL;
 	}
 	if (f == NULL) {
