@@ -723,7 +723,7 @@ class _Entry:
     and what decoding its last read left to reuse (a view of ks_data, the memo)."""
 
     __slots__ = ("crtime", "data", "data_base", "data_size", "header", "instance", "key",
-                 "ks_class", "ks_type", "memo", "module", "name", "ptr")
+                 "kid", "ks_class", "ks_type", "memo", "module", "name", "ptr")
 
     def __init__(self, ptr: Any) -> None:
         header: kstat_t = ptr.contents  # a view of the library's memory, not a copy
@@ -736,6 +736,9 @@ class _Entry:
         self.ks_type: int = header.ks_type
         self.crtime: int = header.ks_crtime
         self.key = (self.module, self.instance, self.name)
+        # a kid on the chain is the same header while it lives: kstat_chain_update
+        # keeps the headers of the kstats it finds again (libkstat kstat.c)
+        self.kid: int = header.ks_kid
         self.memo = NameMemo()
         # ks_data in place, and the ks_data and ks_data_size it spans
         self.data: memoryview | None = None
@@ -952,13 +955,17 @@ class KstatReader:
         by_module: dict[str, list[_Entry]] = {}
         every: list[_Entry] = []
         skipped = 0
+        # The headers kstat_chain_update kept keep their entries: a walk after zone
+        # churn makes entries for the new kstats only, instead of a second set for
+        # the whole chain while the first is still held.
+        kept = {e.kid: e for e in self._all}
         # Walked by address: a pointer read from a header's ks_next field would keep
         # that header's view alive, one per kstat, for as long as the walk is kept.
         addr = _address(kc.contents.kc_chain)
         while addr:
             header = kstat_t.from_address(addr)
             if header.ks_type in DECODED_TYPES:
-                entry = _Entry(ctypes.cast(addr, kstat_p))
+                entry = kept.get(header.ks_kid) or _Entry(ctypes.cast(addr, kstat_p))
                 by_module.setdefault(entry.module, []).append(entry)
                 every.append(entry)
             else:
