@@ -273,7 +273,8 @@ class LiveHost:
             self._ahead = frame
 
 
-def live_config(workdir: Path, libkstat: Path, libdtrace: Path, bindir: Path) -> Path:
+def live_config(workdir: Path, libkstat: Path, libdtrace: Path, bindir: Path,
+                walk_interval: int | None = None) -> Path:
     path = workdir / "live.toml"
     path.write_text(
         "[sources]\n"
@@ -282,6 +283,7 @@ def live_config(workdir: Path, libkstat: Path, libdtrace: Path, bindir: Path) ->
         f"command_path = {str(bindir) + os.pathsep + '/usr/bin:/bin'!r}\n"
         "[dtrace]\n"
         f"libdtrace = {str(libdtrace)!r}\n"
+        + (f"walk_interval = {walk_interval}\n" if walk_interval is not None else "")
     )
     return path
 
@@ -297,6 +299,7 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     libkstat = build_shared("libkstat_stub.c")
     config = live_config(
         workdir, libkstat, build_shared("libdtrace_stub.c"), host.commands.dir,
+        args.walk_interval,
     )
     port = _free_port()
     env = dict(
@@ -595,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-interval", type=float, default=2.0,
                     help="seconds between node_exporter scrapes (its file does not change)")
     ap.add_argument("--concurrent", type=int, default=8, help="scrapers arriving together")
+    ap.add_argument("--walk-interval", type=int, default=None,
+                    help="the agent's dtrace.walk_interval (default: the agent's default)")
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of zone churn (live)")
     ap.add_argument("--no-replay", action="store_true", help="leave the replay path out")
     ap.add_argument("--replay-only", action="store_true")

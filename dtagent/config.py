@@ -163,6 +163,14 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "to 10 s) or 1-10 (8 buckets, less than half the series; see docs/dtrace.md)",
             ("1-2-5", "1-10"),
         ),
+        "walk_interval": s.integer(
+            10,
+            "seconds between the worker's walks of the aggregations: a scrape's DTrace "
+            "figures are at most this old; each walk costs one record per key that fired "
+            "(see docs/dtrace.md)",
+            minimum=1,
+            maximum=300,
+        ),
         "hang_timeout": s.timeout(
             15.0, "seconds without a heartbeat before the DTrace worker is killed and restarted"
         ),

@@ -305,15 +305,16 @@ class DTraceHook:
         stopped = sorted(old_running - {s.name for s in running})
         settings = section_changes(old, new, "dtrace", ["series_cap", "zone_buckets",
                                                         "hang_timeout", "max_backoff",
-                                                        "libdtrace"])
+                                                        "libdtrace", "walk_interval"])
         if not (changed_scripts or stopped or settings) and specs == provider.specs:
             return None
         supervisor = provider.supervisor
-        argv = worker_argv(new.get("dtrace", "libdtrace"), running) \
+        argv = worker_argv(new.get("dtrace", "libdtrace"), running,
+                           new.get("dtrace", "walk_interval")) \
             if supervisor is not None else []
         # another libdtrace: the worker starts again; otherwise it is told the scripts
-        whole = supervisor is not None and bool(section_changes(old, new, "dtrace",
-                                                                ["libdtrace"]))
+        whole = supervisor is not None and bool(section_changes(
+            old, new, "dtrace", ["libdtrace", "walk_interval"]))
         touched = bool(changed_scripts or stopped)
         restart = supervisor is not None and (whole or touched)
         scripts = worker_scripts(running) if supervisor is not None else []
@@ -354,6 +355,6 @@ class DTraceHook:
             parts.append("D scripts stopped: " + ", ".join(stopped))
         unchanged = sorted({s.name for s in running} - set(changed_scripts))
         if unchanged and restart:
-            parts.append(("restarted with them (another libdtrace): " if whole else
+            parts.append(("restarted with them (another libdtrace or walk_interval): " if whole else
                           "D scripts kept running: ") + ", ".join(unchanged))
         return Change("; ".join(parts) or "D script specs", apply)

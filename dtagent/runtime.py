@@ -246,4 +246,5 @@ def dtrace_settings(config: Config) -> DTraceSettings:
         libdtrace=config.get("dtrace", "libdtrace"),
         hang_timeout=config.get("dtrace", "hang_timeout"),
         max_backoff=config.get("dtrace", "max_backoff"),
+        walk_interval=config.get("dtrace", "walk_interval"),
     )

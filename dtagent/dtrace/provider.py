@@ -103,6 +103,7 @@ class DTraceSettings:
     libdtrace: str = "libdtrace.so.1"
     hang_timeout: float = 15.0
     max_backoff: float = 60.0
+    walk_interval: int = 10  # seconds between the worker's aggregation walks
 
 
 # A replay catching up restores a checkpoint when that saves applying at least this
@@ -392,13 +393,17 @@ def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
     return provider
 
 
-def worker_argv(libdtrace: str, running: Sequence[ScriptSpec]) -> list[str]:
-    """The worker's command line for these scripts."""
+def worker_argv(
+    libdtrace: str, running: Sequence[ScriptSpec], walk_interval: float = 10
+) -> list[str]:
+    """The worker's command line for these scripts, walked every ``walk_interval``
+    seconds (its status and snapshots stay at every second)."""
     import sys
 
     # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
     argv = [sys.executable, *(["-I"] if sys.flags.isolated else []), "-m",
-            "dtagent.dtrace.worker", "--libdtrace", libdtrace]
+            "dtagent.dtrace.worker", "--libdtrace", libdtrace,
+            "--walk-interval", f"{walk_interval:g}"]
     for s in running:
         argv += ["--script", str(s.path)]
     return argv
@@ -430,7 +435,7 @@ def live_provider(settings: DTraceSettings) -> DTraceMetrics:
             log.info("D script disabled", script=s.name,
                      reason="off in the config" if s.name in overrides else "off by default")
     supervisor = Supervisor(
-        worker_argv(settings.libdtrace, running),
+        worker_argv(settings.libdtrace, running, settings.walk_interval),
         hang_timeout=settings.hang_timeout,
         max_backoff=settings.max_backoff,
     )

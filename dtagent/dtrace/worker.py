@@ -130,6 +130,7 @@ class _Consumer:
     targets: dict[str, _Target]
     on_entry: Callable[[ld.AggEntry], None]
     started: float = field(default_factory=time.monotonic)
+    next_walk: int = 0  # the worker's tick at which this handle is walked next
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,16 @@ class Worker:
         interval: float = 1.0,
         failed: Sequence[tuple[str, str]] = (),
         control: int | None = None,
+        walk_interval: float | None = None,
     ) -> None:
         self.lib_path = lib_path
         self.specs = list(specs)
         self.out = out
         self.err = err
         self.interval = interval
+        # a handle is walked every walk_every ticks (and at its first tick, so a script
+        # that starts shows its data at once); its snapshots are taken at every tick
+        self.walk_every = max(1, round((walk_interval or interval) / interval))
         self.stopping = False
         self.ticks = 0
         self._pending: list[Record] = []
@@ -359,7 +364,8 @@ class Worker:
             return
         targets = _targets(spec)
         self._consumers.append(_Consumer(spec, digest, handle, targets,
-                                         lambda e: self._on_entry(targets, e)))
+                                         lambda e: self._on_entry(targets, e),
+                                         next_walk=self.ticks + 1))
         self._failed_digests.pop(spec.name, None)
         self.emit(Status(spec.name, "running"))
 
@@ -415,17 +421,29 @@ class Worker:
             c.handle.close()
 
     def _tick(self) -> None:
-        """One round: every handle's dtrace_work and walk. A handle whose dtrace_work or
-        walk fails, or whose tracing stopped by itself (exit()), is closed and its script
-        started again alone (:meth:`_lose`); the other handles go on."""
+        """One round: every handle's dtrace_work, and the walk of those due. A handle whose
+        dtrace_work or walk fails, or whose tracing stopped by itself (exit()), is walked
+        for what its snapshots hold, closed and its script started again alone
+        (:meth:`_lose`); the other handles go on.
+
+        Every tick snapshots (dtrace_work, at aggrate): the kernel's aggregation buffer
+        then needs room for one interval's keys only. A walk comes every ``walk_every``
+        ticks: between walks libdtrace adds each snapshot into the entry its key already
+        has in the user-space hash (usr/src/lib/libdtrace/common/dt_aggregate.c,
+        dt_aggregate_snap_cpu), so a walk yields one entry per key whatever the number
+        of snapshots, and a key that fires every second costs one record per walk."""
         self.ticks += 1
         for c in list(self._consumers):
             status = c.handle.work()
             if status == ld.DTRACE_WORKSTATUS_ERROR:
                 exc = c.handle.error()
                 self.log(f"dtrace_work failed: {exc} (script {c.spec.name})")
+                self._walk_what_is_left(c)
                 self._lose(c, f"dtrace_work failed: {exc}")
                 continue
+            if status != ld.DTRACE_WORKSTATUS_DONE and self.ticks < c.next_walk:
+                continue
+            c.next_walk = self.ticks + self.walk_every
             try:
                 # dtrace_work took the snapshot (bufpolicy switch: the worker never sets
                 # another, spec.KNOWN_OPTIONS); once tracing has stopped by itself it
@@ -447,6 +465,17 @@ class Worker:
                 self._lose(c, "tracing stopped by itself (exit() or a full buffer)")
         self._restart_due()
         self.flush()
+
+    def _walk_what_is_left(self, c: _Consumer) -> None:
+        """Walk what the handle's snapshots since its last walk hold, before it is closed
+        after a failed dtrace_work: the walk reads libdtrace's user-space hash only
+        (dt_aggregate.c dtrace_aggregate_walk), not the kernel state that failed, and
+        yields nothing when all was walked at the last tick."""
+        try:
+            c.handle.walk(c.on_entry)
+        except ld.DTraceError as exc:
+            self.log(f"aggregation walk failed: {exc} (script {c.spec.name})")
+        self.collect(c)
 
     def _lose(self, c: _Consumer, why: str) -> None:
         """Close a script whose handle failed or stopped by itself, report it failed and
@@ -608,7 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dtagent.dtrace.worker")
     parser.add_argument("--libdtrace", default="libdtrace.so.1")
     parser.add_argument("--script", action="append", default=[], metavar="NAME.d")
-    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between dtrace_work rounds (status, snapshots, ticks)")
+    parser.add_argument("--walk-interval", type=float, default=None,
+                        help="seconds between aggregation walks (default: --interval)")
     args = parser.parse_args(argv)
     specs: list[ScriptSpec] = []
     failed: list[tuple[str, str]] = []
@@ -623,8 +655,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dropped = [s.name for s in specs if s.name not in kept_names]
     failed += [(name, str(e)) for name, e in zip(dropped, clashes, strict=True)]
     specs = kept
+    if args.interval <= 0 or (args.walk_interval is not None and args.walk_interval <= 0):
+        parser.error("--interval and --walk-interval must be above 0")
     worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed,
-                    control=sys.stdin.fileno() if not sys.stdin.closed else None)
+                    control=sys.stdin.fileno() if not sys.stdin.closed else None,
+                    walk_interval=args.walk_interval)
     try:
         return worker.run()
     except BrokenPipeError:  # the agent is gone
