@@ -54,6 +54,15 @@ def close_stand_in_runners() -> None:
         _RUNNERS.pop().close()
 
 
+def installed_env(**extra: str) -> dict[str, str]:
+    """The environment for a freshly installed copy: this one without PYTHONPATH, which
+    would put a source checkout (and the egg-info a build leaves in it) before the
+    installed package, so pip would take the checkout for the installed distribution."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

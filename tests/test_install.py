@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, installed_env
 from tests.standin_host import ready_config, ready_env
 
 FAKESMF = Path(__file__).resolve().parent / "fakesmf"
@@ -73,7 +73,7 @@ def test_the_tarball_holds_what_the_docs_say(release: Path) -> None:
 def test_the_wheelhouse_installs_offline_and_check_runs(release: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     assert _run([PYTHON, "-m", "venv", "--without-pip", str(venv)]).returncode == 0
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_NO_COMPILE="1")
+    env = installed_env(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_NO_COMPILE="1")
     # the pip wheel Python ships (runs from the zip), as install.sh does: no copy of pip
     import ensurepip
 

@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, installed_env
 
 
 def test_every_subpackage_is_listed_for_the_wheel() -> None:
@@ -24,7 +24,7 @@ def test_every_subpackage_is_listed_for_the_wheel() -> None:
 
 def _run(*argv: str | Path, cwd: Path) -> str:
     res = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                         timeout=600, check=False)
+                         timeout=600, check=False, env=installed_env())
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
 
