@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 # kstat types, from illumos usr/src/uts/common/sys/kstat.h.
 KSTAT_TYPE_RAW = 0
@@ -29,6 +29,8 @@ KSTAT_TYPE_NAMES = {
 # A statistic's value: integers for every integer kstat data type, float for
 # KSTAT_DATA_FLOAT/DOUBLE, str for KSTAT_DATA_CHAR/STRING.
 StatValue = int | float | str
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class Kstat:
         type, removes only its own series.
         """
         value = self.data.get(stat)
+        if type(value) is int:  # the common case: one check (bool is a subclass)
+            return value
         if isinstance(value, bool) or not isinstance(value, int):
             return None
         return value
@@ -101,10 +105,11 @@ def modules_of(inputs: Iterable[KstatInput]) -> frozenset[str]:
 class KstatSnapshot:
     """All kstats read at one moment, indexed by module, class and full key."""
 
-    __slots__ = ("_boot", "_by_class", "_by_key", "_by_module", "time")
+    __slots__ = ("_boot", "_by_class", "_by_key", "_by_module", "_derived", "time")
 
     def __init__(self, kstats: Iterable[Kstat] = (), time: float = 0.0) -> None:
         self.time = time
+        self._derived: dict[Callable[[KstatSnapshot], object], object] = {}
         self._by_key: dict[tuple[str, int, str], Kstat] = {}
         self._by_module: dict[str, list[Kstat]] = {}
         self._by_class: dict[str, list[Kstat]] = {}
@@ -143,6 +148,7 @@ class KstatSnapshot:
 
     def add(self, ks: Kstat) -> None:
         self._boot = None
+        self._derived.clear()
         old = self._by_key.get(ks.key)
         if old is not None:
             self._by_module[old.module].remove(old)
@@ -153,6 +159,19 @@ class KstatSnapshot:
 
     def __iter__(self) -> Iterator[Kstat]:
         return iter(self._by_key.values())
+
+    def derived(self, make: Callable[[KstatSnapshot], _T]) -> _T:
+        """``make(self)``, made once per snapshot and shared by every caller.
+
+        For what several collectors derive from the same kstats (the running zones): a
+        pure function of the snapshot, computed at its first call instead of once per
+        collector. The value is shared, so callers must not change it.
+        """
+        derived = self._derived
+        if make in derived:
+            return derived[make]  # type: ignore[return-value]
+        value = derived[make] = make(self)
+        return value
 
     def boot_time(self) -> float | None:
         """When the host booted (Unix time), from ``unix:0:system_misc`` ``boot_time``."""
@@ -165,10 +184,13 @@ class KstatSnapshot:
     def created(self, ks: Kstat) -> float | None:
         """The kstat's creation time as Unix time: ``ks_crtime`` (hrtime, nanoseconds
         since boot) after the boot time; None when either is unknown."""
-        if ks.crtime <= 0:
+        crtime = ks.crtime
+        if crtime <= 0:
             return None
-        boot = self.boot_time()
-        return None if boot is None else boot + ks.crtime / 1e9
+        boot = self._boot  # asked for every counter kstat: the boot time once
+        if boot is None:
+            boot = self.boot_time()
+        return boot + crtime / 1e9 if boot else None
 
     def __len__(self) -> int:
         return len(self._by_key)

@@ -19,7 +19,14 @@ ZONES = KstatInput("zones")
 
 
 def running_zones(kstats: KstatSnapshot) -> dict[int, str]:
-    """zone id → full zone name for every zone that has a zones:<id> kstat."""
+    """zone id → full zone name for every zone that has a zones:<id> kstat.
+
+    Made once per snapshot (most collectors ask) and shared: not to be changed.
+    """
+    return kstats.derived(_running_zones)
+
+
+def _running_zones(kstats: KstatSnapshot) -> dict[int, str]:
     return zones_of(kstats.module("zones"))
 
 

@@ -38,3 +38,36 @@ def test_a_snapshot_built_at_once_indexes_as_one_built_kstat_by_kstat() -> None:
     assert snap.get("zones", 1, "a") is again
     assert [ks.name for ks in snap.module("zones")] == ["b", "a"]
     assert snap.klass("zone_misc") == [kstats[2]]
+
+
+def test_a_derived_value_is_made_once_per_snapshot_and_again_after_a_change() -> None:
+    from dtagent.zonemap import running_zones
+
+    snap = KstatSnapshot.of(
+        [Kstat("zones", 1, "a", "zone_misc", data={"zonename": "a"})], 5.0
+    )
+    calls: list[KstatSnapshot] = []
+
+    def count(s: KstatSnapshot) -> int:
+        calls.append(s)
+        return len(s)
+
+    assert snap.derived(count) == 1 and snap.derived(count) == 1
+    assert calls == [snap]
+    assert running_zones(snap) is running_zones(snap) == {1: "a"}
+    snap.add(Kstat("zones", 2, "b", "zone_misc", data={"zonename": "b"}))
+    assert snap.derived(count) == 2 and len(calls) == 2
+    assert running_zones(snap) == {1: "a", 2: "b"}
+
+
+def test_integer_statistics_keep_their_checks_on_the_fast_path() -> None:
+    from dtagent.collectors.zone_common import uint
+    from dtagent.collectors.zone_info import ZoneInfoCollector
+
+    ks = Kstat("zones", 1, "a", data={"n": 3, "b": True, "neg": -1, "big": 1 << 64,
+                                      "f": 1.5, "s": "x"})
+    assert [ks.int_stat(k) for k in ("n", "b", "neg", "f", "s", "none")] == [
+        3, None, -1, None, None, None]
+    coll = ZoneInfoCollector()
+    assert [uint(coll, ks, k) for k in ("n", "b", "neg", "big", "f", "s", "none")] == [
+        3, None, None, None, None, None, None]

@@ -110,21 +110,23 @@ def _check_declared_settings(cls: type[Collector]) -> None:
         )
 
 
-class Families:
-    """A collector's families for one scrape, created lazily from its specs."""
+class Families(dict[str, MetricFamily]):
+    """A collector's families for one scrape, created lazily from its specs.
 
-    __slots__ = ("_fams", "_specs")
+    A dict whose missing keys are made from the specs (``__missing__``), so the lookup
+    a collector does for every sample is the dict's own, not a Python method call;
+    families come out in the order they were first asked for.
+    """
+
+    __slots__ = ("_specs",)
 
     def __init__(self, specs: Iterable[MetricSpec]) -> None:
+        super().__init__()
         self._specs = {s.name: s for s in specs}
-        self._fams: dict[str, MetricFamily] = {}
 
-    def __getitem__(self, name: str) -> MetricFamily:
-        fam = self._fams.get(name)
-        if fam is None:
-            fam = self._specs[name].family()
-            self._fams[name] = fam
+    def __missing__(self, name: str) -> MetricFamily:
+        fam = self[name] = self._specs[name].family()
         return fam
 
     def all(self) -> list[MetricFamily]:
-        return [f for f in self._fams.values() if len(f)]
+        return [f for f in self.values() if len(f)]

@@ -113,6 +113,31 @@ COUNTERS: tuple[tuple[str, MetricSpec], ...] = (
     ("collisions", COLLISIONS),
     ("unknowns", UNKNOWNS),
 )
+# (statistic, family name): what the per-sample loop needs of COUNTERS
+_COUNTER_NAMES = tuple((stat, spec.name) for stat, spec in COUNTERS)
+
+
+def link_table(
+    kstats: KstatSnapshot,
+) -> tuple[dict[LinkId, Kstat], list[tuple[tuple[str, str], tuple[str, str]]]]:
+    """The link kstats of a snapshot by identity (of two with one identity, the current
+    zone's), and the (link, zonename) identities seen twice with the two kstat names.
+    A pure function of the snapshot, shared through :meth:`KstatSnapshot.derived`."""
+    zone_ids = {name: zid for zid, name in running_zones(kstats).items()}
+    out: dict[tuple[str, str], tuple[LinkId, Kstat]] = {}
+    duplicates: list[tuple[tuple[str, str], tuple[str, str]]] = []
+    for ks in kstats.module("link"):
+        if ks.instance != 0 or ks.ks_class != "net":
+            continue  # the per-link mac_* kstats have other names/classes
+        lid = identify(ks)
+        key = (lid.link, lid.zonename)
+        other = out.get(key)
+        if other is not None:
+            duplicates.append((key, (other[1].name, ks.name)))
+            if other[0].zoneid == zone_ids.get(lid.zonename):
+                continue
+        out[key] = (lid, ks)
+    return {lid: ks for lid, ks in out.values()}, duplicates
 
 
 class LinkCollector(Collector):
@@ -161,10 +186,13 @@ class LinkCollector(Collector):
         for lid, ks in links.items():
             labels = (lid.link, lid.zonename)
             made = snap.kstats.created(ks)
-            for stat, spec in COUNTERS:
-                value = ks.int_stat(stat)
+            data = ks.data
+            for stat, name in _COUNTER_NAMES:
+                value = data.get(stat)
+                if type(value) is not int:
+                    value = ks.int_stat(stat)  # None, or an int of another type
                 if value is not None:
-                    fams[spec.name].add(labels, value, made)
+                    fams[name].add(labels, value, made)
             speed = ks.int_stat("ifspeed")
             if speed:
                 fams[SPEED.name].add(labels, speed / 8)
@@ -193,27 +221,20 @@ class LinkCollector(Collector):
         return fams.all()
 
     def _links(self, kstats: KstatSnapshot) -> dict[LinkId, Kstat]:
-        """Link kstats by identity; of two kstats with one identity, the current zone's."""
-        zone_ids = {name: zid for zid, name in running_zones(kstats).items()}
-        out: dict[tuple[str, str], tuple[LinkId, Kstat]] = {}
-        for ks in kstats.module("link"):
-            if ks.instance != 0 or ks.ks_class != "net":
-                continue  # the per-link mac_* kstats have other names/classes
-            lid = identify(ks)
-            key = (lid.link, lid.zonename)
-            other = out.get(key)
-            if other is not None:
-                self.warn_once(
-                    f"dup:{key}",
-                    "two link kstats for one zone link; using the current zone id's",
-                    link=lid.link,
-                    zonename=lid.zonename,
-                    kstats=[other[1].name, ks.name],
-                )
-                if other[0].zoneid == zone_ids.get(lid.zonename):
-                    continue
-            out[key] = (lid, ks)
-        return {lid: ks for lid, ks in out.values()}
+        """Link kstats by identity; of two kstats with one identity, the current zone's.
+        Worked out once per snapshot (:func:`link_table`): commands() and collect()
+        both ask."""
+        links, duplicates = kstats.derived(link_table)
+        for key, names in duplicates:
+            self.warn_once(
+                f"dup:{key}",
+                "two link kstats for one zone link; using the current zone id's",
+                link=key[0],
+                zonename=key[1],
+                kstats=list(names),
+            )
+        return links
+
 
     def _maxbw(self, snap: HostSnapshot, links: dict[LinkId, Kstat]) -> dict[LinkId, int]:
         """maxbw in bit/s of every link that has a cap."""

@@ -84,6 +84,8 @@ FIELDS: tuple[tuple[str, MetricSpec], ...] = (
     ),
 )
 
+# (statistic, family name): what the per-sample loop needs of FIELDS
+_NAMES = tuple((stat, spec.name) for stat, spec in FIELDS)
 
 class ZoneTcpCollector(Collector):
     name = "zone_tcp"
@@ -104,8 +106,12 @@ class ZoneTcpCollector(Collector):
             if zonename is None:
                 continue  # the stack of a zone that is going away
             made = snap.kstats.created(ks)
-            for stat, spec in FIELDS:
-                value = ks.int_stat(stat)
+            z = (zonename,)  # one label tuple for the zone's samples
+            data = ks.data
+            for stat, name in _NAMES:
+                value = data.get(stat)
+                if type(value) is not int:
+                    value = ks.int_stat(stat)  # None, or an int of another type
                 if value is not None:
-                    fams[spec.name].add((zonename,), value, made)
+                    fams[name].add(z, value, made)
         return fams.all()

@@ -57,8 +57,8 @@ class ZoneNames:
         self.by_id = running_zones(kstats)
 
     def of(self, ks: Kstat) -> str | None:
-        name = ks.str_stat("zonename")
-        if name:
+        name = ks.data.get("zonename")
+        if name and isinstance(name, str):
             return name
         name = self.by_id.get(ks.instance)
         if name:
@@ -73,6 +73,8 @@ def uint(coll: Collector, ks: Kstat, stat: str, *, required: bool = True) -> int
     another type, or out of the uint64 range. Optional statistics (fields only some
     platform builds have) are not logged when absent."""
     value = ks.data.get(stat)
+    if type(value) is int and 0 <= value <= UINT64_MAX:
+        return value  # the common case, first: one type check (a bool is no int here)
     if value is None:
         if required:
             coll.warn_once(
@@ -137,3 +139,19 @@ def zone_rctl(ks: Kstat) -> str | None:
     if not sep or not rest.isdigit() or ks.ks_class not in ("zone_caps", ""):
         return None
     return rctl
+
+
+def zone_rctls(kstats: KstatSnapshot) -> dict[str, list[Kstat]]:
+    """The zone-level rctl kstats of the ``caps`` module by rctl (:func:`zone_rctl`), in
+    snapshot order. Made once per snapshot and shared by the collectors that read caps
+    (not to be changed), instead of each of them parsing every caps kstat's name."""
+    return kstats.derived(_zone_rctls)
+
+
+def _zone_rctls(kstats: KstatSnapshot) -> dict[str, list[Kstat]]:
+    by_rctl: dict[str, list[Kstat]] = {}
+    for ks in kstats.module("caps"):
+        rctl = zone_rctl(ks)
+        if rctl is not None:
+            by_rctl.setdefault(rctl, []).append(ks)
+    return by_rctl

@@ -23,7 +23,7 @@ from dtagent.collectors.zone_common import (
     per_zone,
     ratio,
     uint,
-    zone_rctl,
+    zone_rctls,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, Kstat, KstatInput
@@ -191,7 +191,7 @@ class ZoneCpuCollector(Collector):
                 v = uint(self, ks, stat)
                 if v is not None:
                     fams[LOAD.name].add((zone, window), v / FSCALE)
-        cpucaps = (ks for ks in snap.kstats.module("caps") if zone_rctl(ks) == "cpucaps")
+        cpucaps = zone_rctls(snap.kstats).get("cpucaps", ())
         for zone, ks in per_zone(self, names, cpucaps):
             self._cpucaps(fams, zone, ks, snap.kstats.created(ks))
         return fams.all()

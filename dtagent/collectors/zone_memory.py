@@ -23,13 +23,14 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import (
     PAGESIZE,
+    UINT64_MAX,
     ZoneNames,
     limit,
     per_zone,
     ratio,
     uint,
     zone_of,
-    zone_rctl,
+    zone_rctls,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, KstatInput
@@ -165,16 +166,19 @@ SPECS = (
 
 # memory_cap counters: (spec, statistic, scale, required on every platform build).
 # pagedout is bytes already (zone.c: "bytes of mem. paged out"); page-in counts are pages.
-COUNTERS = (
-    (NOVER, "nover", 1, True),
-    (PAGEDOUT, "pagedout", 1, True),
-    (PGIN, "pgpgin", PAGESIZE, True),
-    (ANONPGIN, "anonpgin", PAGESIZE, True),
-    (EXECPGIN, "execpgin", PAGESIZE, True),
-    (FSPGIN, "fspgin", PAGESIZE, True),
-    (ANON_FAIL, "anon_alloc_fail", 1, True),
-    (PF_THROTTLE, "n_pf_throttle", 1, False),
-    (PF_THROTTLE_TIME, "n_pf_throttle_usec", 1e-6, False),
+COUNTERS = tuple(
+    (spec.name, stat, scale, required)
+    for spec, stat, scale, required in (
+        (NOVER, "nover", 1, True),
+        (PAGEDOUT, "pagedout", 1, True),
+        (PGIN, "pgpgin", PAGESIZE, True),
+        (ANONPGIN, "anonpgin", PAGESIZE, True),
+        (EXECPGIN, "execpgin", PAGESIZE, True),
+        (FSPGIN, "fspgin", PAGESIZE, True),
+        (ANON_FAIL, "anon_alloc_fail", 1, True),
+        (PF_THROTTLE, "n_pf_throttle", 1, False),
+        (PF_THROTTLE_TIME, "n_pf_throttle_usec", 1e-6, False),
+    )
 )
 
 
@@ -200,34 +204,36 @@ class ZoneMemoryCollector(Collector):
             mem[zone] = (rss, limit(uint(self, ks, "physcap", required=rss is not None)))
             if "swap" in ks.data or "swapcap" in ks.data:
                 swap[zone] = (uint(self, ks, "swap"), limit(uint(self, ks, "swapcap")))
-            for spec, stat, scale, required in COUNTERS:
-                v = uint(self, ks, stat, required=required)
+            made = snap.kstats.created(ks)
+            z = (zone,)  # one label tuple for the zone's samples
+            data = ks.data
+            for name, stat, scale, required in COUNTERS:
+                v = data.get(stat)
+                if type(v) is not int or v < 0 or v > UINT64_MAX:
+                    v = uint(self, ks, stat, required=required)  # checked, logged
                 if v is not None:
-                    fams[spec.name].add((zone,), v * scale, snap.kstats.created(ks))
+                    fams[name].add(z, v * scale, made)
         locked: dict[str, tuple[int | None, int | None]] = {}
-        for ks in snap.kstats.module("caps"):
-            rctl = zone_rctl(ks)
-            if rctl not in ("physicalmem", "swapresv", "lockedmem"):
-                continue
-            owner = zone_of(self, names, ks)
-            if owner is None:
-                continue
-            pair = (uint(self, ks, "usage"), limit(uint(self, ks, "value")))
-            target = {"physicalmem": mem, "swapresv": swap, "lockedmem": locked}[rctl]
-            target.setdefault(owner, pair)
+        rctls = zone_rctls(snap.kstats)
+        for rctl, target in (("physicalmem", mem), ("swapresv", swap), ("lockedmem", locked)):
+            for ks in rctls.get(rctl, ()):
+                owner = zone_of(self, names, ks)
+                if owner is not None and owner not in target:
+                    target[owner] = (uint(self, ks, "usage"), limit(uint(self, ks, "value")))
         for table, usage_spec, cap_spec, ratio_spec in (
             (mem, RSS, MEM_CAP, MEM_RATIO),
             (swap, SWAP, SWAP_CAP, SWAP_RATIO),
             (locked, LOCKED, LOCKED_CAP, LOCKED_RATIO),
         ):
             for zone, (usage, cap) in table.items():
+                z = (zone,)
                 if usage is not None:
-                    fams[usage_spec.name].add((zone,), usage)
+                    fams[usage_spec.name].add(z, usage)
                 if cap is not None:
-                    fams[cap_spec.name].add((zone,), cap)
+                    fams[cap_spec.name].add(z, cap)
                 r = ratio(usage, cap)
                 if r is not None:
-                    fams[ratio_spec.name].add((zone,), r)
+                    fams[ratio_spec.name].add(z, r)
         return fams.all()
 
 

@@ -21,7 +21,7 @@ from dtagent.collectors.zone_common import (
     per_zone,
     ratio,
     uint,
-    zone_rctl,
+    zone_rctls,
 )
 from dtagent.metrics import MetricFamily, MetricSpec
 from dtagent.snapshot import HostSnapshot, KstatInput
@@ -91,8 +91,7 @@ class ZoneProcessesCollector(Collector):
     def collect(self, snap: HostSnapshot) -> Iterable[MetricFamily]:
         names = ZoneNames(snap.kstats)
         fams = Families(self.specs)
-        nprocs = (ks for ks in snap.kstats.module("caps") if zone_rctl(ks) == "nprocs")
-        for zone, ks in per_zone(self, names, nprocs):
+        for zone, ks in per_zone(self, names, zone_rctls(snap.kstats).get("nprocs", ())):
             usage = uint(self, ks, "usage")
             cap = limit(uint(self, ks, "value"), int_max_unlimited=True)
             if usage is not None:

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import (
+    UINT64_MAX,
     ZoneNames,
     per_zone,
     uint,
@@ -114,8 +115,12 @@ class ZoneVfsCollector(Collector):
         for module, rows in (("zone_vfs", _VFS), ("zone_zfs", _ZFS)):
             for zone, ks in per_zone(self, names, snap.kstats.module(module)):
                 made = snap.kstats.created(ks)
+                z = (zone,)  # one label tuple for the zone's samples
+                data = ks.data
                 for name, _type, stat, scale, _unit, _help in rows:
-                    v = uint(self, ks, stat)
+                    v = data.get(stat)
+                    if type(v) is not int or v < 0 or v > UINT64_MAX:
+                        v = uint(self, ks, stat)  # not a plain counter: checked, logged
                     if v is not None:
-                        fams[name].add((zone,), v * scale, made)
+                        fams[name].add(z, v * scale, made)
         return fams.all()
