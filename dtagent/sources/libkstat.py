@@ -256,6 +256,13 @@ _IO = struct.Struct("=QQIIqqqqqqII")
 _TIMER_FIELDS = tuple(name for name, *_ in kstat_timer_t._fields_ if name != "resv")
 _TIMER = struct.Struct(f"={KSTAT_STRLEN}sxQqqqqq")
 
+# What a read changes in a kstat_t and the reader looks at after every read: ks_data,
+# ks_ndata, ks_data_size and ks_snaptime, consecutive from ks_data (the padding after
+# ks_ndata is LP64 alignment), read in one unpack from a view of the header instead of
+# four ctypes field reads.
+_HEADER_OFF = kstat_t.ks_data.offset
+_HEADER_READ = struct.Struct("=QI4xQq")
+
 
 def _check_layouts() -> None:
     """The struct formats must describe exactly the ctypes layouts."""
@@ -271,6 +278,16 @@ def _check_layouts() -> None:
         raise ImportError("value.str.len format does not match the ctypes layout")
     if _IO.size != ctypes.sizeof(kstat_io_t) or _TIMER.size != ctypes.sizeof(kstat_timer_t):
         raise ImportError("kstat_io_t/kstat_timer_t formats do not match the ctypes layout")
+    read_fields = [
+        (kstat_t.ks_data, 0, 8),
+        (kstat_t.ks_ndata, 8, 4),
+        (kstat_t.ks_data_size, 16, 8),
+        (kstat_t.ks_snaptime, 24, 8),
+    ]
+    if _HEADER_READ.size != 32 or any(
+        f.offset != _HEADER_OFF + at or f.size != size for f, at, size in read_fields
+    ):
+        raise ImportError("the kstat_t read fields do not match the ctypes layout")
 
 
 _check_layouts()
@@ -765,12 +782,10 @@ class _Entry:
         is a new allocation, kstat.c kstat_read), so a kept view is read only while
         the header still names its buffer.
         """
-        header = self.header
-        base: int | None = header.ks_data
-        size: int = header.ks_data_size
+        # the header's own buffer (a ctypes instance is one): no view kept beside it
+        base, ndata, size, snaptime = _HEADER_READ.unpack_from(self.header, _HEADER_OFF)
         data: dict[str, StatValue] | None = None
         if base and size:
-            ndata: int = header.ks_ndata
             view = self.data
             if view is None or base != self.data_base or size != self.data_size:
                 view = self.data = _memory_view(base, size, _PyBUF_READ)
@@ -785,7 +800,7 @@ class _Entry:
             self.name,
             self.ks_class,
             self.ks_type,
-            header.ks_snaptime,
+            snaptime,
             self.crtime,
             data or {},
         )
