@@ -106,6 +106,8 @@ RAM = MetricSpec("illumos_vm_ram_bytes", "gauge", "RAM configured for the VM.", 
 DISK = MetricSpec("illumos_vm_disk_bytes", "gauge", "Size of each of the VM's disks.",
                   ("zonename", "disk"), "bytes", VMADM_SRC + " disks.*.size")
 
+# the statistic of each state in BHYVE_STATES, named once
+_BHYVE_TIME_STATS = tuple(f"time_{state}" for state in BHYVE_STATES)
 _BHYVE_VCPU = re.compile(r"^vcpu([0-9]+)$")
 _KVM_VCPU = re.compile(r"^vcpu-([0-9]+)$")
 _SYSBHYVE = re.compile(r"^SYSbhyve-([0-9]+)$")
@@ -196,11 +198,10 @@ class VmCollector(Collector):
             if minor not in names:
                 continue
             zonename, configured = names[minor]
-            times = [ks.int_stat(f"time_{state}") for state in BHYVE_STATES]
-            if configured is not None:
-                if n >= configured:
-                    continue
-            elif not any(t for t in times[1:]):
+            if configured is not None and n >= configured:
+                continue  # not configured: its times are not read at all
+            times = [ks.int_stat(stat) for stat in _BHYVE_TIME_STATS]
+            if configured is None and not any(t for t in times[1:]):
                 continue  # never left init: one of the 32 kstats of vCPUs not in use
             if (zonename, n) in seen:
                 continue
