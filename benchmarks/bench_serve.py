@@ -50,6 +50,7 @@ import psutil
 
 from benchmarks import live_host
 from dtagent.bundle import Frame
+from dtagent.config import SCHEMA
 from dtagent.simulate import EPOCH, frames
 from dtagent.simulate.model import make_host
 
@@ -334,6 +335,8 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             "first_scrape_s": first,
             "first_dtrace_scrape_s": with_dtrace,
             "dtrace_records_per_s": scenario.records_per_second,
+            "walk_interval": args.walk_interval if args.walk_interval is not None else
+            SCHEMA["dtrace"]["walk_interval"].default,
             "dtrace_scenario_records": scenario.text.count("\nrec "),
             "scrapes": scrapes.summary(),
             "rss_mib": rss,
@@ -562,7 +565,9 @@ def markdown(results: dict[str, Any]) -> str:
         if w:
             lines.append(
                 f"\n{row['zones']:,} zones: DTrace worker {w['cpu_s'] / w['age_s'] * 100:.0f}% "
-                f"of a CPU for {row['dtrace_records_per_s']:,.0f} records/s, RSS "
+                f"of a CPU for {row['dtrace_records_per_s']:,.0f} records fired a second "
+                f"(walked every {row.get('walk_interval', 10)} s: one record per key a "
+                f"walk), RSS "
                 f"{w['rss_mib']:.0f} / HWM {w['hwm_mib']:.0f} MiB (its own process, not in "
                 f"the figures above; it counts the libdtrace stand-in's scenario of "
                 f"{row['dtrace_scenario_records']:,} records, which a real libdtrace does "
