@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import re
@@ -45,12 +46,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-import yaml
 
 from dtagent.httpd import HttpCounters, OncePerClient, Request, Response, canonical_san
 
 if TYPE_CHECKING:
-    pass
+    import yaml
 
 log = structlog.get_logger("dtagent.webconfig")
 
@@ -153,24 +153,31 @@ class WebConfig:
         return tuple(out)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice (Go's yaml.UnmarshalStrict does too)."""
+@functools.cache
+def _strict_loader() -> type[yaml.SafeLoader]:
+    """A YAML loader that refuses a key given twice (Go's yaml.UnmarshalStrict does too).
 
+    Made, and PyYAML imported, when a web-config file is first read: an agent serving
+    without one never loads PyYAML."""
+    import yaml
 
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
+    def mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in out:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            out[key] = loader.construct_object(value_node, deep=True)
+        return out
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return StrictLoader
 
 
 def parse_duration(text: str) -> float:
@@ -241,8 +248,10 @@ def load_web_config(path: str | None) -> WebConfig:
         raise WebConfigError(f"{path}: no such web-config file") from None
     except OSError as exc:
         raise WebConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    import yaml
+
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)
+        raw = yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
