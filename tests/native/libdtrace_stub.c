@@ -578,8 +578,18 @@ struct dtrace_prog {
 typedef struct entry {
 	char *data;
 	size_t size;
-	struct entry *next;
+	struct entry *next; /* the aggregation's entries, in insertion order */
+	struct entry *hnext; /* the entries of the same hash bucket */
+	uint32_t hash;
 } entry_t;
+
+/*
+ * libdtrace finds a snapped key's entry by hashing it (dt_aggregate.c: dt_ahash_t,
+ * DTRACE_AHASHSIZE buckets per handle, and dtahe_hashval); so does the stand-in, per
+ * aggregation, so that a walk every N seconds, which leaves up to every key in the
+ * hash between walks, costs what it costs libdtrace and not a search of a list.
+ */
+#define AGG_HASHSIZE 4099
 
 typedef struct agg {
 	char name[64];
@@ -590,6 +600,8 @@ typedef struct agg {
 	size_t keysize; /* bytes before the value */
 	size_t valsize;
 	entry_t *entries;
+	entry_t **tail; /* the last entry's next (or &entries) */
+	entry_t **hash; /* AGG_HASHSIZE buckets, made at the first entry */
 	struct agg *next;
 } agg_t;
 
@@ -1448,6 +1460,7 @@ dtrace_close(dtrace_hdl_t *dtp)
 			free(e->data);
 			free(e);
 		}
+		free(a->hash);
 		free(a->desc);
 		free(a);
 	}
@@ -1656,6 +1669,29 @@ init_value(agg_t *a, char *val, uint16_t act, uint64_t arg)
 		v[0] = (int64_t)arg;
 }
 
+/* FNV-1a of a key's bytes (aggregation id included). */
+static uint32_t
+key_hash(const char *key, size_t size)
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < size; i++)
+		h = (h ^ (unsigned char)key[i]) * 16777619u;
+	return (h);
+}
+
+/* Take an entry out of its hash bucket (a REMOVE walk frees it after). */
+static void
+unhash(agg_t *a, entry_t *e)
+{
+	entry_t **hp;
+
+	for (hp = &a->hash[e->hash % AGG_HASHSIZE]; *hp != e; hp = &(*hp)->hnext)
+		continue;
+	*hp = e->hnext;
+}
+
 /* One probe firing: the kernel's aggregating functions on the entry's value. */
 static void
 fire(agg_t *a, char *val, int64_t x)
@@ -1689,6 +1725,7 @@ apply_rec(dtrace_hdl_t *dtp, event_t *ev)
 	char *key;
 	entry_t *e, **ep;
 	int i;
+	uint32_t hash;
 	const dtrace_recdesc_t *vr;
 
 	if (prog == NULL || prog->failed || prog->matches == 0)
@@ -1711,18 +1748,24 @@ apply_rec(dtrace_hdl_t *dtp, event_t *ev)
 			    ev->keystr[i] != NULL ? ev->keystr[i] : "", r->dtrd_size - 1);
 		}
 	}
-	for (e = a->entries; e != NULL; e = e->next)
-		if (memcmp(e->data, key, a->keysize) == 0)
+	hash = key_hash(key, a->keysize);
+	if (a->hash == NULL && (a->hash = calloc(AGG_HASHSIZE, sizeof (entry_t *))) == NULL)
+		abort();
+	for (e = a->hash[hash % AGG_HASHSIZE]; e != NULL; e = e->hnext)
+		if (e->hash == hash && memcmp(e->data, key, a->keysize) == 0)
 			break;
 	if (e == NULL) {
 		if ((e = calloc(1, sizeof (*e))) == NULL)
 			abort();
 		e->data = key;
 		e->size = a->keysize + a->valsize;
+		e->hash = hash;
 		init_value(a, key + a->keysize, vr->dtrd_action, vr->dtrd_arg);
-		for (ep = &a->entries; *ep != NULL; ep = &(*ep)->next)
-			continue;
+		ep = a->tail != NULL ? a->tail : &a->entries;
 		*ep = e;
+		a->tail = &e->next;
+		e->hnext = a->hash[hash % AGG_HASHSIZE];
+		a->hash[hash % AGG_HASHSIZE] = e;
 	} else {
 		free(key);
 	}
@@ -1942,6 +1985,17 @@ dtrace_work(dtrace_hdl_t *dtp, FILE *fp, dtrace_consume_probe_f *pf,
 	return (rval);
 }
 
+/* The tail after a walk that stopped part way (an entry before it may be gone). */
+static void
+fix_tail(agg_t *a)
+{
+	entry_t **ep;
+
+	for (ep = &a->entries; *ep != NULL; ep = &(*ep)->next)
+		continue;
+	a->tail = ep;
+}
+
 int
 dtrace_aggregate_walk(dtrace_hdl_t *dtp, dtrace_aggregate_f *func, void *arg)
 {
@@ -1971,6 +2025,7 @@ dtrace_aggregate_walk(dtrace_hdl_t *dtp, dtrace_aggregate_f *func, void *arg)
 				break;
 			case DTRACE_AGGWALK_REMOVE:
 				*ep = e->next;
+				unhash(a, e);
 				free(e->data);
 				free(e);
 				break;
@@ -1983,12 +2038,15 @@ dtrace_aggregate_walk(dtrace_hdl_t *dtp, dtrace_aggregate_f *func, void *arg)
 			}
 			case DTRACE_AGGWALK_ABORT:
 				stub_log("walk n=%d aborted", n);
+				fix_tail(a);
 				return (0);
 			default:
 				stub_log("walk n=%d error rv=%d", n, rv);
+				fix_tail(a);
 				return (set_err(dtp, EINVAL));
 			}
 		}
+		a->tail = ep; /* the walk ended at the last entry's next */
 	}
 	stub_log("walk n=%d", n);
 	return (0);
