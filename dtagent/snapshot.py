@@ -7,6 +7,7 @@ runs the same on a live SmartOS host, a recorded bundle and a simulated host.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -316,12 +317,17 @@ class CommandRequest:
         wait = self.refresh if last.ok else min(self.refresh, FAILED_RETRY)
         return max(wait, MIN_INTERVAL)
 
-    def due(self, last: CommandResult | None, ran_for: Hashable, now: float) -> bool:
-        """Whether the command should run now, given its latest result and the
-        generation that result was run for."""
+    def due_at(self, last: CommandResult | None, ran_for: Hashable) -> float:
+        """When the command falls due (on the clock of ``last.finished``), given its
+        latest result and the generation that result was run for: ``-inf`` when it
+        never ran or ran for another generation (due at once, before any other)."""
         if last is None or ran_for != self.generation:
-            return True
-        return now - last.finished >= self.interval(last)
+            return -math.inf
+        return last.finished + self.interval(last)
+
+    def due(self, last: CommandResult | None, ran_for: Hashable, now: float) -> bool:
+        """Whether the command should run now (see :meth:`due_at`)."""
+        return now >= self.due_at(last, ran_for)
 
 
 @dataclass(frozen=True, slots=True)

@@ -400,3 +400,62 @@ def test_logged_when_it_starts_failing_and_when_it_recovers(tmp_path: Path) -> N
     runner.close()
     events = [e["event"] for e in logs if e["event"].startswith("command")]
     assert events == ["command failed", "command recovered"]
+
+
+def _result(argv: tuple[str, ...], finished: float, rc: int = 0) -> CommandResult:
+    return CommandResult(argv, rc, stdout="", finished=finished)
+
+
+def test_the_queue_gives_the_earliest_due_first_and_drops_stale_items() -> None:
+    from dtagent.sources.commands import _DueQueue, _Entry
+
+    entries: dict[tuple[str, ...], _Entry] = {}
+
+    def entry(name: str, refresh: float, finished: float | None) -> _Entry:
+        argv = ("dladm", name)
+        e = entries[argv] = _Entry(CommandRequest(argv, refresh=refresh))
+        if finished is not None:
+            e.last = _result(argv, finished)
+        return e
+
+    queue = _DueQueue()
+    for e in (entry("slow", 300, 100.0), entry("fast", 10, 350.0), entry("new", 60, None)):
+        queue.push(e)
+    assert queue.pop_due(entries, 0.0)[0] is entries["dladm", "new"]  # never ran: at once
+    # nothing else due before 360 (fast) and 400 (slow); the wait says when
+    assert queue.pop_due(entries, 355.0) == (None, 5.0)
+    assert queue.pop_due(entries, 500.0)[0] is entries["dladm", "fast"]
+    # slow's request changed (a zone rebooted): its older item is stale, the new one due
+    slow = entries["dladm", "slow"]
+    slow.request = CommandRequest(slow.request.argv, refresh=300, generation=7)
+    queue.push(slow)
+    assert len(queue) == 2
+    assert queue.pop_due(entries, 101.0)[0] is slow
+    assert queue.pop_due(entries, 10_000.0) == (None, 60.0)  # the stale item went too
+    assert len(queue) == 0
+    # a gone entry's items are dropped, and compact() keeps the heap near the entries
+    for _ in range(200):
+        queue.push(entries["dladm", "fast"])
+    assert len(queue) == 200
+    queue.compact(entries)
+    assert len(queue) == 1
+
+
+def test_a_request_that_changes_while_it_runs_runs_again_when_it_ends(tmp_path: Path) -> None:
+    log = tmp_path / "runs.log"
+    started = tmp_path / "started"
+    stand_in(tmp_path / "bin", "dladm",
+             f'echo "$@" >> {log}\ntouch {started}\nsleep 0.5\necho "$@"\n')
+    now = [1000.0]
+    runner = CommandRunner(path_of(tmp_path / "bin"), workers=1, clock=lambda: now[0])
+    before = CommandRequest(("dladm", "a"), refresh=300, generation=1)
+    runner.results([before])
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started.exists()
+    # the zone rebooted while its first run was still going: the next runs at once
+    runner.results([CommandRequest(("dladm", "a"), refresh=300, generation=2)])
+    assert runner.settle(10)
+    runner.close()
+    assert log.read_text().splitlines() == ["a", "a"]

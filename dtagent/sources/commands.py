@@ -38,6 +38,9 @@ runner today, so its runs are not among the series the agent serves.)
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import math
 import os
 import selectors
 import shutil
@@ -257,6 +260,59 @@ class _Entry:
     last_ok: CommandResult | None = None
     generation: object = None  # of the request the last run served
     running: bool = False
+    due_at: float = -math.inf  # when it falls due, as last queued
+    ticket: int = -1  # of its live item in the queue (older items are stale)
+
+
+class _DueQueue:
+    """The entries waiting to run, earliest due first: a heap with lazy deletion.
+
+    Picking the next command used to scan every entry, and a host with one dladm per
+    zone has as many entries as zones: each pick and each idle wait cost a pass over
+    all of them, at every run, so the source's own CPU grew with the square of the
+    zones. An entry is queued again when its due time changes (a run ended, its
+    request changed); an item whose ticket is no longer its entry's, or whose entry
+    is gone or running, is dropped when it reaches the top.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, tuple[str, ...]]] = []
+        self._tickets = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, entry: _Entry) -> None:
+        entry.due_at = entry.request.due_at(entry.last, entry.generation)
+        entry.ticket = next(self._tickets)
+        heapq.heappush(self._heap, (entry.due_at, entry.ticket, entry.request.argv))
+
+    def pop_due(
+        self, entries: Mapping[tuple[str, ...], _Entry], now: float
+    ) -> tuple[_Entry | None, float]:
+        """The earliest entry due by ``now`` (removed), or None and the seconds until
+        the next one falls due (at most a minute)."""
+        heap = self._heap
+        while heap:
+            due_at, ticket, argv = heap[0]
+            entry = entries.get(argv)
+            if entry is None or entry.running or entry.ticket != ticket:
+                heapq.heappop(heap)
+                continue
+            if due_at > now:
+                return None, min(60.0, max(0.01, due_at - now))
+            heapq.heappop(heap)
+            return entry, 0.0
+        return None, 60.0
+
+    def compact(self, entries: Mapping[tuple[str, ...], _Entry]) -> None:
+        """Drop the stale items once they outnumber the live ones."""
+        if len(self._heap) > 2 * len(entries) + 64:
+            self._heap = [
+                item for item in self._heap
+                if (e := entries.get(item[2])) is not None and e.ticket == item[1]
+            ]
+            heapq.heapify(self._heap)
 
 
 class CommandRunner:
@@ -284,6 +340,7 @@ class CommandRunner:
         self._clock = clock
         self._workers = workers
         self._entries: dict[tuple[str, ...], _Entry] = {}
+        self._queue = _DueQueue()
         self._counts: dict[str, tuple[int, int]] = {}
         self._failing: dict[tuple[str, ...], str] = {}  # argv -> why its last run failed
         self._cond = threading.Condition()
@@ -302,9 +359,13 @@ class CommandRunner:
             for argv, req in wanted.items():
                 entry = self._entries.get(argv)
                 if entry is None:
-                    self._entries[argv] = _Entry(req)
-                else:
+                    entry = self._entries[argv] = _Entry(req)
+                    self._queue.push(entry)
+                elif entry.request != req:  # another refresh or generation: due anew
                     entry.request = req
+                    if not entry.running:  # a running one is queued when it ends
+                        self._queue.push(entry)
+            self._queue.compact(self._entries)
             self._start_workers()
             self._cond.notify_all()
             view = CommandResults.select(
@@ -370,26 +431,15 @@ class CommandRunner:
         return not entry.running and entry.request.due(entry.last, entry.generation, now)
 
     def _next(self) -> _Entry | None:
-        """The most overdue entry (never run first), marked running; None when closed."""
+        """The entry due earliest (never run first), marked running; None when closed."""
         with self._cond:
             while not self._closed:
-                now = self._clock()
-                due = [e for e in self._entries.values() if self._is_due(e, now)]
-                if due:
-                    entry = min(due, key=lambda e: e.last.finished if e.last else -1.0)
+                entry, wait = self._queue.pop_due(self._entries, self._clock())
+                if entry is not None:
                     entry.running = True
                     return entry
-                self._cond.wait(self._idle_wait(now))
+                self._cond.wait(wait)
             return None
-
-    def _idle_wait(self, now: float) -> float:
-        """Seconds until the next entry falls due (at most a minute)."""
-        wait = 60.0
-        for e in self._entries.values():
-            if e.last is not None and not e.running:
-                next_run = e.last.finished + e.request.interval(e.last)
-                wait = min(wait, max(0.01, next_run - now))
-        return wait
 
     def _work(self) -> None:
         while (entry := self._next()) is not None:
@@ -405,6 +455,7 @@ class CommandRunner:
                 entry.generation = req.generation
                 if result.ok:
                     entry.last_ok = result
+                self._queue.push(entry)  # its request may have changed while it ran
                 self._cond.notify_all()
             self._count(req.command, result)
 
