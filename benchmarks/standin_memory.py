@@ -42,7 +42,7 @@ def measure(library: str) -> dict[str, float]:
     addr = ctypes.cast(kc.contents.kc_chain, ctypes.c_void_p).value or 0
     while addr:
         header = kstat_t.from_address(addr)
-        lib.read(kc, ctypes.cast(addr, ctypes.POINTER(kstat_t)), 0.0)
+        lib.read(kc, header, 0.0)
         kstats += 1
         data += header.ks_data_size
         addr = ctypes.cast(header.ks_next, ctypes.c_void_p).value or 0
