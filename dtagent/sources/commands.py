@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import math
 import os
 import selectors
 import shutil
@@ -260,7 +259,6 @@ class _Entry:
     last_ok: CommandResult | None = None
     generation: object = None  # of the request the last run served
     running: bool = False
-    due_at: float = -math.inf  # when it falls due, as last queued
     ticket: int = -1  # of its live item in the queue (older items are stale)
 
 
@@ -283,9 +281,9 @@ class _DueQueue:
         return len(self._heap)
 
     def push(self, entry: _Entry) -> None:
-        entry.due_at = entry.request.due_at(entry.last, entry.generation)
+        due_at = entry.request.due_at(entry.last, entry.generation)
         entry.ticket = next(self._tickets)
-        heapq.heappush(self._heap, (entry.due_at, entry.ticket, entry.request.argv))
+        heapq.heappush(self._heap, (due_at, entry.ticket, entry.request.argv))
 
     def pop_due(
         self, entries: Mapping[tuple[str, ...], _Entry], now: float
