@@ -293,6 +293,8 @@ class Agent:
             yield from out  # the caller renders them now: not the collection's time
             started += time.perf_counter() - paused
             del out
+        dtrace_families: Iterator[MetricFamily] = iter(())
+        ok, dtrace_taken = True, 0.0
         if self.dtrace is not None:
             t0 = time.perf_counter()
             try:
@@ -309,6 +311,18 @@ class Agent:
             except Exception as exc:
                 self._report_failure("dtrace", exc)
                 ok, dtrace_families = False, iter(())
+            dtrace_taken = time.perf_counter() - t0
+        # The observers have the snapshot now (the DTrace deltas are applied), and it
+        # goes before the DTrace families, most of the body, are made and rendered:
+        # at 1,000 zones the kstats read are 12 MiB that need not sit beside them.
+        if only is None and self._observers:
+            paused = time.perf_counter()
+            for observer in self._observers:
+                observer(snap)
+            started += time.perf_counter() - paused  # not the collection's time either
+        del snap, kstats
+        if self.dtrace is not None:
+            t0 = time.perf_counter() - dtrace_taken
             # the families are made as they are drawn: the time making them is the
             # collection's, the time the caller spends on each (rendering) is not
             while True:
@@ -337,9 +351,6 @@ class Agent:
             health() if callable(health) else None,
             commands.status,
         )
-        if only is None:
-            for observer in self._observers:
-                observer(snap)
 
     def _report_failure(self, name: str, exc: Exception) -> None:
         """Log a failing collector when it starts failing or fails differently."""

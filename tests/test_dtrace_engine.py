@@ -269,6 +269,38 @@ loop 0
     assert walked_total == max(_snapped_at(_handles(sc)[handle])) >= 12, (walked_total, walks)
 
 
+def test_a_walk_of_many_keys_comes_in_records_of_at_most_record_keys_keys(
+    tmp_path: Path, lib_path: str
+) -> None:
+    """A walk's keys of one aggregation are split into records of RECORD_KEYS keys at
+    most (the agent decodes a line whole), each key in exactly one of them."""
+    from dtagent.dtrace.worker import RECORD_KEYS
+
+    keys = 2 * RECORD_KEYS + 3
+    recs = "".join(f"rec stub:every calls count | z:{z} s:read | 0\n" for z in range(keys))
+    sc = _scenario(tmp_path, SETUP + "tick 1\n" + recs)
+    argv = worker_argv(lib_path, SCRIPTS[:1], interval=0.05)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(sc))
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        while (line := proc.stdout.readline()):
+            obj = json.loads(line)
+            if obj.get("tick") == 1:
+                break
+            if obj.get("agg") == "calls":
+                lines.append(obj)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert [len(o["keys"]) for o in lines] == [RECORD_KEYS, RECORD_KEYS, 3]
+    walked = [tuple(k) for o in lines for k in o["keys"]]
+    assert sorted(walked) == sorted((z, "read") for z in range(keys))
+    assert [v for o in lines for v in o["values"]] == [1] * keys
+
+
 ALL_DROPS = "".join(f"drop {k} {k + 1}\n" for k in range(10))
 
 

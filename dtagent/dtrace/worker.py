@@ -85,6 +85,13 @@ from dtagent.dtrace.spec import (
 EXIT_STOPPED, EXIT_NO_LIBRARY = 0, 4
 
 
+# Keys in one batched record at most: the agent decodes a record's JSON line whole, so
+# a line of every key a walk found (thousands at 1,000 zones) is that many Python lists
+# at once (2 MiB off the scrape's peak there); 256 keys keep most of what batching
+# saves (docs/bundle-dtrace.md, "Why batched").
+RECORD_KEYS = 256
+
+
 @dataclass
 class _Target:
     """One declared aggregation (or a histogram's sum) of a script, and what one walk
@@ -98,15 +105,17 @@ class _Target:
     keys: list[tuple[KeyValue, ...]] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
 
-    def record(self, name: str) -> Record | None:
-        """What was collected, as one record (None: nothing), and start afresh."""
-        if not self.keys:
-            return None
-        keys, values = tuple(self.keys), tuple(self.values)
+    def records(self, name: str) -> list[Record]:
+        """What was collected, as batched records of at most :data:`RECORD_KEYS` keys
+        each (none: nothing), and start afresh."""
+        keys, values = self.keys, self.values
         self.keys, self.values = [], []
-        if self.buckets is None:
-            return Values(self.script.name, name, keys, values)
-        return Histograms(self.script.name, name, keys, values)
+        make = Values if self.buckets is None else Histograms
+        return [
+            make(self.script.name, name, tuple(keys[at : at + RECORD_KEYS]),
+                 tuple(values[at : at + RECORD_KEYS]))
+            for at in range(0, len(keys), RECORD_KEYS)
+        ]
 
 
 def _targets(spec: ScriptSpec) -> dict[str, _Target]:
@@ -203,11 +212,9 @@ class Worker:
         self._pending.append(record)
 
     def collect(self, c: _Consumer) -> None:
-        """One record per aggregation of ``c`` that its walk found keys of."""
+        """The records of each aggregation of ``c`` that its walk found keys of."""
         for name, target in c.targets.items():
-            rec = target.record(name)
-            if rec is not None:
-                self._pending.append(rec)
+            self._pending.extend(target.records(name))
 
     def flush(self, tick: bool = True) -> None:
         for kind, count in self._drops.items():
