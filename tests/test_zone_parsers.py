@@ -268,3 +268,34 @@ def test_any_truncation_keeps_only_whole_lines(
     whole = text[:cut].count("\n")
     assert len(parsed.rows) == whole
     assert [z.zonename for z in parsed.rows] == [r[0] for r in rows[:whole]]
+
+
+def test_parse_memo_parses_an_output_again_only_when_its_text_changes() -> None:
+    from dtagent.parsers import ParseMemo
+
+    texts: list[str] = []
+
+    def parse(text: str) -> object:
+        texts.append(text)
+        return object()
+
+    memo = ParseMemo(parse)
+    out = "0:global:running:/::joyent:shared:0\n"
+    first = memo(out)
+    assert memo(out) is first  # the same output string: kept
+    copy = (out + " ")[:-1]
+    assert copy is not out
+    assert memo(copy) is first and len(texts) == 1  # the same text: kept
+    changed = out.replace("running", "ready")
+    assert memo(changed) is not first and len(texts) == 2
+    # keyed (one dladm per zone): a key not asked for during a whole collection goes
+    memo.rotate()
+    memo(out, key="z1")
+    memo(out, key="z2")
+    memo.rotate()
+    memo(out, key="z1")
+    memo.rotate()
+    assert len(texts) == 4
+    memo(out, key="z1")  # asked for in the collection before: still kept
+    memo(out, key="z2")  # not asked for since two rotations: parsed again
+    assert len(texts) == 5

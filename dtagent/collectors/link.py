@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.linkid import LinkId, identify
 from dtagent.metrics import MetricFamily, MetricSpec, MetricType
+from dtagent.parsers import ParseMemo
 from dtagent.parsers.network import MAXBW_ARGV, MaxbwTable, parse_maxbw, zone_maxbw_argv
 from dtagent.settings import duration, timeout
 from dtagent.snapshot import (
@@ -164,6 +165,7 @@ class LinkCollector(Collector):
         self.command_timeout = command_timeout
         # (link, zonename) -> (snaptime ns, rbytes64, obytes64) at the previous collection
         self._prev: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._tables = ParseMemo(parse_maxbw)  # by argv: one dladm per zone
 
     def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
         links = self._links(kstats)
@@ -239,6 +241,7 @@ class LinkCollector(Collector):
     def _maxbw(self, snap: HostSnapshot, links: dict[LinkId, Kstat]) -> dict[LinkId, int]:
         """maxbw in bit/s of every link that has a cap."""
         caps: dict[LinkId, int] = {}
+        self._tables.rotate()
         tables: dict[tuple[str, ...], MaxbwTable | None] = {}
         for lid in links:
             argv = zone_maxbw_argv(lid.zonename) if lid.zone_owned else MAXBW_ARGV
@@ -262,7 +265,7 @@ class LinkCollector(Collector):
                 reason=res.reason,
             )
             return None
-        table = parse_maxbw(res.stdout)
+        table = self._tables(res.stdout, res.argv)
         if table.problems:
             self.warn_once(
                 f"parse:{res.argv[:3]}",

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers import ParseMemo
 from dtagent.parsers.smf import STATES, SVCS_ARGV, parse_svcs
 from dtagent.settings import duration, integer, string_list, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
@@ -94,6 +95,7 @@ class SmfCollector(Collector):
         self.command_timeout = float(command_timeout)
         self.quiet = frozenset(quiet)
         self.max_instances = max_instances
+        self._svcs = ParseMemo(parse_svcs)
 
     def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
         yield CommandRequest(SVCS_ARGV, refresh=self.refresh, timeout=self.command_timeout)
@@ -107,7 +109,7 @@ class SmfCollector(Collector):
             self.warn_once("cmd", "svcs failed; SMF series are left out", rc=res.returncode,
                            error=res.error, stderr=res.stderr.strip()[:300])
             return []
-        parsed = parse_svcs(res.stdout)
+        parsed = self._svcs(res.stdout)
         if parsed.bad:
             lineno, line, reason = parsed.bad[0]
             self.warn_once(f"parse:{reason}", "svcs lines not understood; they are left out",

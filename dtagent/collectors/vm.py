@@ -30,6 +30,7 @@ from typing import ClassVar
 
 from dtagent.collectors.base import Collector, Families
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers import ParseMemo
 from dtagent.parsers.vms import VMADM_LOOKUP_ARGV, VmEntry, parse_vmadm_lookup
 from dtagent.settings import duration, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, Kstat, KstatInput, KstatSnapshot
@@ -134,6 +135,7 @@ class VmCollector(Collector):
         super().__init__()
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
+        self._lookup = ParseMemo(parse_vmadm_lookup)
 
     def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
         yield CommandRequest(
@@ -150,7 +152,7 @@ class VmCollector(Collector):
                                rc=res.returncode, error=res.error,
                                stderr=res.stderr.strip()[:300])
             return []
-        parsed = parse_vmadm_lookup(res.stdout)
+        parsed = self._lookup(res.stdout)
         if parsed.bad:
             n, text, reason = parsed.bad[0]
             self.warn_once(f"parse:{reason}", "vmadm lookup output not understood; left out",

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import ratio
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers import ParseMemo
 from dtagent.parsers.zones import DatasetEntry, parse_zfs_list, zfs_list_argv
 from dtagent.settings import duration, text, timeout
 from dtagent.snapshot import CommandRequest, HostSnapshot, KstatSnapshot
@@ -116,6 +117,7 @@ class ZoneDatasetCollector(Collector):
     ) -> None:
         super().__init__()
         self.zfs_list_interval = float(zfs_list_interval)
+        self._zfs_list = ParseMemo(parse_zfs_list)
         self.command_timeout = float(command_timeout)
         self.root = root.rstrip("/")
         self.argv = zfs_list_argv(self.root)
@@ -164,7 +166,7 @@ class ZoneDatasetCollector(Collector):
                 stderr=res.stderr.strip()[:300],
             )
             return []
-        parsed = parse_zfs_list(res.stdout)
+        parsed = self._zfs_list(res.stdout)
         if parsed.bad:
             lineno, line, reason = parsed.bad[0]
             self.warn_once(

@@ -21,6 +21,7 @@ from dataclasses import replace
 from dtagent.collectors.base import Collector, Families
 from dtagent.collectors.zone_common import uint
 from dtagent.metrics import MetricFamily, MetricSpec
+from dtagent.parsers import ParseMemo
 from dtagent.parsers.zones import (
     VMADM_ARGV,
     ZONEADM_ARGV,
@@ -112,6 +113,7 @@ class ZoneInfoCollector(Collector):
         super().__init__()
         self.metadata_refresh = float(metadata_refresh)
         self.command_timeout = float(command_timeout)
+        self._inventories = {argv: ParseMemo(parse) for argv, parse in _PARSERS.items()}
 
     def commands(self, kstats: KstatSnapshot) -> Iterable[CommandRequest]:
         # a boot, halt or reboot changes the running zone ids: the inventory runs at once
@@ -143,7 +145,7 @@ class ZoneInfoCollector(Collector):
                 stderr=res.stderr.strip()[:300],
             )
             return None
-        parsed = _PARSERS[res.argv](res.stdout)
+        parsed = self._inventories[res.argv](res.stdout)
         if parsed.bad:
             lineno, line, reason = parsed.bad[0]
             self.warn_once(
