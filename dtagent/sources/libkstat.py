@@ -732,9 +732,15 @@ def kstat_source_available(library: str | None = None) -> tuple[bool, str]:
 # ---- the reader ---------------------------------------------------------------------
 
 
-def _address(ptr: Any) -> int:
-    """The address a kstat_t pointer holds (0 for NULL)."""
-    return ctypes.cast(ptr, ctypes.c_void_p).value or 0
+_POINTER = struct.Struct("@P")
+
+
+def _pointer_field(instance: Any, field: Any) -> int:
+    """The address a pointer field of a ctypes structure holds (0 for NULL), read from
+    the structure's own buffer. Reading the field instead makes a pointer object, and
+    turning that into an address (ctypes.cast) gives the structure a ``_objects``
+    dictionary for good: 64 bytes a kstat header, 1 MiB at 1,000 zones."""
+    return int(_POINTER.unpack_from(instance, field.offset)[0])
 
 
 # ks_data is read through a view made at each read, over a ctypes array made by
@@ -993,7 +999,7 @@ class KstatReader:
         kept = {e.kid: e for e in self._all}
         # Walked by address: a pointer read from a header's ks_next field would keep
         # that header's view alive, one per kstat, for as long as the walk is kept.
-        addr = _address(kc.contents.kc_chain)
+        addr = _pointer_field(kc.contents, kstat_ctl_t.kc_chain)
         while addr:
             header = kstat_t.from_address(addr)
             if header.ks_type in DECODED_TYPES:
@@ -1002,7 +1008,7 @@ class KstatReader:
                 every.append(entry)
             else:
                 skipped += 1
-            addr = _address(header.ks_next)
+            addr = _pointer_field(header, kstat_t.ks_next)
         self._by_module = by_module
         self._all = every
         self._stale = False
