@@ -394,10 +394,11 @@ def replay_provider(settings: DTraceSettings, replay: Any) -> DTraceMetrics:
 
 
 def worker_argv(
-    libdtrace: str, running: Sequence[ScriptSpec], walk_interval: float = 10
+    libdtrace: str, running: Sequence[ScriptSpec], walk_interval: float
 ) -> list[str]:
     """The worker's command line for these scripts, walked every ``walk_interval``
-    seconds (its status and snapshots stay at every second)."""
+    seconds (its status and snapshots stay at every second). No default here: the
+    setting's (``dtrace.walk_interval``) is the one."""
     import sys
 
     # -I when the agent runs isolated (the SMF manifest): the worker imports the same code
