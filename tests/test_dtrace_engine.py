@@ -463,6 +463,24 @@ def test_worker_without_libdtrace_exits_4(tmp_path: Path) -> None:
     assert json.loads(res.stdout.splitlines()[0])["status"] == "failed"
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--interval", "0"), ("--interval", "nan"), ("--walk-interval", "-1"),
+    ("--walk-interval", "inf"), ("--interval", "soon"),
+])
+def test_worker_refuses_a_bad_interval_before_loading_anything(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    """A bad interval is a usage error naming the option, not a traceback later (a
+    NaN passed the old "<= 0" check)."""
+    argv = [*worker_argv(str(tmp_path / "nope.so"), SCRIPTS[:1]), option, value]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 2
+    assert f"argument {option}: must be a number of seconds above 0, not {value!r}" \
+        in res.stderr
+    assert "Traceback" not in res.stderr and res.stdout == ""
+
+
 def test_histograms_exact_through_the_whole_pipe(tmp_path: Path, lib_path: str) -> None:
     """Values recorded by the stand-in's kernel bucket functions come out as exact
     cumulative le counts, _count and _sum."""

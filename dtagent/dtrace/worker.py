@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import select
 import signal
@@ -640,13 +641,25 @@ def _cflags(handle: ld.Handle, spec: ScriptSpec) -> int:
     return ld.DTRACE_C_ZDEFS
 
 
+def _seconds(text: str) -> float:
+    """An interval option: a finite number of seconds above 0 (argparse reports the
+    option and the value otherwise, before any script is loaded)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dtagent.dtrace.worker")
     parser.add_argument("--libdtrace", default="libdtrace.so.1")
     parser.add_argument("--script", action="append", default=[], metavar="NAME.d")
-    parser.add_argument("--interval", type=float, default=1.0,
+    parser.add_argument("--interval", type=_seconds, default=1.0,
                         help="seconds between dtrace_work rounds (status, snapshots, ticks)")
-    parser.add_argument("--walk-interval", type=float, default=None,
+    parser.add_argument("--walk-interval", type=_seconds, default=None,
                         help="seconds between aggregation walks (default: --interval)")
     args = parser.parse_args(argv)
     specs: list[ScriptSpec] = []
@@ -662,8 +675,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dropped = [s.name for s in specs if s.name not in kept_names]
     failed += [(name, str(e)) for name, e in zip(dropped, clashes, strict=True)]
     specs = kept
-    if args.interval <= 0 or (args.walk_interval is not None and args.walk_interval <= 0):
-        parser.error("--interval and --walk-interval must be above 0")
     worker = Worker(args.libdtrace, specs, sys.stdout, sys.stderr, args.interval, failed,
                     control=sys.stdin.fileno() if not sys.stdin.closed else None,
                     walk_interval=args.walk_interval)
