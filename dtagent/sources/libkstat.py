@@ -746,14 +746,17 @@ def _pointer_field(instance: Any, field: Any) -> int:
 # ks_data is read through a view made at each read, over a ctypes array made by
 # from_address (no copy): the two cost about 0.25 us a kstat, 4 ms a scrape at 1,000
 # zones, where a view kept per kstat was 320 bytes each, 4.7 MiB. The array types
-# are made once per ks_data_size.
+# are made once per ks_data_size (a bounded cache: a variable-size kstat may take many).
 _BYTE_ARRAYS: dict[int, Any] = {}
+_MAX_ARRAY_TYPES = 1024
 
 
 def _view_at(address: int, size: int) -> memoryview:
     """A view (format "<B") of ``size`` bytes of the library's memory at ``address``."""
     kind = _BYTE_ARRAYS.get(size)
     if kind is None:
+        if len(_BYTE_ARRAYS) >= _MAX_ARRAY_TYPES:
+            _BYTE_ARRAYS.clear()
         kind = _BYTE_ARRAYS[size] = ctypes.c_ubyte * size
     return memoryview(kind.from_address(address))
 
@@ -955,12 +958,12 @@ class KstatReader:
             ptr = self._lib.lookup(kc, module, instance, name)
             if not ptr or ptr.contents.ks_type != KSTAT_TYPE_NAMED:
                 return None
-            if self._read(kc, _Entry(ptr.contents), ptr.contents) == -1:
+            header = ptr.contents
+            if self._read(kc, _Entry(header), header) == -1:
                 return None
             addr = self._lib.data_lookup(ptr, stat)
             if addr is None:
                 return None
-            header = ptr.contents
             buf = memoryview(ctypes.string_at(header.ks_data, header.ks_data_size))
             return decode_named_record(kstat_named_t.from_address(addr), buf, header.ks_data)
 
