@@ -18,6 +18,7 @@ import structlog
 
 from dtagent import __version__
 from dtagent import log as logsetup
+from dtagent.cliargs import seconds
 from dtagent.config import Config, ConfigError, load
 
 if TYPE_CHECKING:
@@ -52,16 +53,6 @@ def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 366 * 86400:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, at most a year, got {text!r}")
-    return value
 
 
 def _speed(text: str) -> float:
@@ -166,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_count, default=1, metavar="S")
     p.add_argument(
         "--duration",
-        type=_seconds,
+        type=seconds,
         default=3600.0,
         metavar="SECONDS",
         help="simulated time (default 3600)",
     )
     p.add_argument(
-        "--step", type=_seconds, default=5.0, metavar="SECONDS",
+        "--step", type=seconds, default=5.0, metavar="SECONDS",
         help="time between frames (default 5)",
     )
 
@@ -196,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--out", required=True, metavar="BUNDLE")
-    p.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
+    p.add_argument("--interval", type=seconds, default=10.0, metavar="SECONDS",
                    help="time between frames (default 10)")
     p.add_argument("--count", type=_count, default=30, metavar="N",
                    help="frames to record (default 30)")
@@ -237,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="BUNDLE")
     p.add_argument(
         "--interval",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="time between frames when the dumps carry no snaptime (default 10)",

@@ -3,6 +3,7 @@ so that every group behaves the same when its subcommand is missing."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -15,3 +16,15 @@ def command_group(sub: Any, name: str, *, help: str, description: str) -> Any:
     p = sub.add_parser(name, help=help, description=description)
     p.set_defaults(handler=lambda args: (p.print_help(), EXIT_USAGE)[1])
     return p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+
+
+def seconds(text: str) -> float:
+    """An argparse type for an interval: seconds above 0, at most a year (NaN and
+    infinity are refused too), so a bad value is a usage error naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, at most a year, got {text!r}")
+    return value

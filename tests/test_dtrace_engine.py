@@ -476,8 +476,7 @@ def test_worker_refuses_a_bad_interval_before_loading_anything(
     res = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert res.returncode == 2
-    assert f"argument {option}: must be a number of seconds above 0, not {value!r}" \
-        in res.stderr
+    assert f"argument {option}: expected seconds" in res.stderr and repr(value) in res.stderr
     assert "Traceback" not in res.stderr and res.stdout == ""
 
 

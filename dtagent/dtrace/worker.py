@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import math
 import os
 import select
 import signal
@@ -60,6 +59,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from dtagent.cliargs import seconds
 from dtagent.dtrace import libdtrace as ld
 from dtagent.dtrace.buckets import Buckets
 from dtagent.dtrace.records import (
@@ -641,25 +641,13 @@ def _cflags(handle: ld.Handle, spec: ScriptSpec) -> int:
     return ld.DTRACE_C_ZDEFS
 
 
-def _seconds(text: str) -> float:
-    """An interval option: a finite number of seconds above 0 (argparse reports the
-    option and the value otherwise, before any script is loaded)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dtagent.dtrace.worker")
     parser.add_argument("--libdtrace", default="libdtrace.so.1")
     parser.add_argument("--script", action="append", default=[], metavar="NAME.d")
-    parser.add_argument("--interval", type=_seconds, default=1.0,
+    parser.add_argument("--interval", type=seconds, default=1.0,
                         help="seconds between dtrace_work rounds (status, snapshots, ticks)")
-    parser.add_argument("--walk-interval", type=_seconds, default=None,
+    parser.add_argument("--walk-interval", type=seconds, default=None,
                         help="seconds between aggregation walks (default: --interval)")
     args = parser.parse_args(argv)
     specs: list[ScriptSpec] = []
