@@ -26,7 +26,7 @@ class ParseMemo(Generic[T]):
 
     A collector is handed the same output at every scrape until its command runs again
     (svcs -Z every minute, one dladm per zone every five), and the command often
-    prints the same text when it does: parsing it anew at every scrape was about 3% of
+    prints the same text when it does: parsing it anew at every scrape was about 2% of
     a 1,000-zone scrape's CPU. What is kept is what the last parse made, which a scrape
     had alive anyway. A key not asked for during a whole collection (a halted zone's
     command) is forgotten at the next :meth:`rotate`. The parse is shared from one
