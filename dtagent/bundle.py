@@ -196,7 +196,7 @@ def _encode_kstat(ks: Kstat) -> dict[str, Any]:
         "c": ks.ks_class,
         "t": ks.ks_type,
         "s": ks.snaptime,
-        "d": ks.data,
+        "d": dict(ks.data),  # a StatRow (the live reader's) is no dict to json
         **({"cr": ks.crtime} if ks.crtime else {}),
     }
 

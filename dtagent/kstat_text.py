@@ -150,7 +150,9 @@ class _Builder:
             else:
                 ks.snaptime = ns
         else:
-            ks.data[stat] = parse_value(raw, dtype)
+            data = ks.data
+            assert isinstance(data, dict)  # the builder's own kstats: made with a dict
+            data[stat] = parse_value(raw, dtype)
 
     def finish(self) -> list[Kstat]:
         for ks in self.kstats.values():

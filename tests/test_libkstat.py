@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dtagent.snapshot import KSTAT_TYPE_IO, KSTAT_TYPE_NAMED, KSTAT_TYPE_TIMER
+from dtagent.snapshot import KSTAT_TYPE_IO, KSTAT_TYPE_NAMED, KSTAT_TYPE_TIMER, StatRow
 from dtagent.sources import libkstat
 from dtagent.sources.libkstat import (
     KstatError,
@@ -248,6 +248,33 @@ def test_zone_kstats_are_keyed_by_the_zonename_statistic(
     assert ks.ks_class == "zone_memory_cap"
     assert ks.data == {"rss": 512 * 2**20, "physcap": 2**30, "zonename": UUID_A}
     assert [k.str_stat("zonename") for k in snap.klass("zone_misc")] == [UUID_A]
+
+
+def test_kstats_of_one_layout_share_their_names_and_string_values(
+    reader: KstatReader, kernel: Kernel
+) -> None:
+    """Every zone's memory_cap has the same records: each read is a StatRow of its
+    values over one index for all of them, and a zone's name is one string for all
+    its kstats, read after read. A layout with a repeated name stays a dict."""
+    kernel.zone(28, UUID_A, rss=4096)
+    kernel.zone(29, UUID_B, rss=8192)
+    h = kernel.named("test", 0, "twice", "misc")
+    kernel.lib.stub_add_stat_uint64(h, b"n", 1)
+    kernel.lib.stub_add_stat_uint64(h, b"n", 2)
+    first, second = reader.snapshot(), reader.snapshot()
+    a, b = first.module("memory_cap")
+    assert isinstance(a.data, StatRow) and isinstance(b.data, StatRow)
+    assert (a.data, b.data) == (
+        {"rss": 4096, "physcap": 2**30, "zonename": UUID_A},
+        {"rss": 8192, "physcap": 2**30, "zonename": UUID_B},
+    )
+    assert a.data._index is b.data._index
+    later = second.get("memory_cap", 28, UUID_A[:30])
+    misc = second.get("zones", 28, UUID_A[:30])
+    assert later is not None and misc is not None
+    assert a.data["zonename"] is later.data["zonename"] is misc.data["zonename"]
+    twice = second.get("test", 0, "twice")
+    assert twice is not None and type(twice.data) is dict and twice.data == {"n": 2}
 
 
 def test_io_kstat(reader: KstatReader, kernel: Kernel) -> None:

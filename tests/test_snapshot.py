@@ -71,3 +71,58 @@ def test_integer_statistics_keep_their_checks_on_the_fast_path() -> None:
     coll = ZoneInfoCollector()
     assert [uint(coll, ks, k) for k in ("n", "b", "neg", "big", "f", "s", "none")] == [
         3, None, None, None, None, None, None]
+
+
+def test_a_stat_row_reads_as_the_dict_of_its_names_and_values() -> None:
+    import json
+    import pickle
+
+    import pytest
+
+    from dtagent.snapshot import StatRow
+
+    index = {"rss": 0, "zonename": 1, "ratio": 2}
+    row = StatRow(index, (4096, "web-1", 0.5))
+    as_dict = {"rss": 4096, "zonename": "web-1", "ratio": 0.5}
+    assert row == as_dict and as_dict == row and row != {"rss": 4096}
+    assert (row["rss"], row.get("zonename"), row.get("absent"), row.get("absent", 7)) == (
+        4096, "web-1", None, 7)
+    assert "ratio" in row and "absent" not in row and 4096 not in row
+    assert (list(row), len(row), list(row.items())) == (
+        ["rss", "zonename", "ratio"], 3, list(as_dict.items()))
+    with pytest.raises(KeyError):
+        row["absent"]
+    # copied, pickled and written as what it reads as: a dict
+    assert pickle.loads(pickle.dumps(row)) == as_dict
+    assert type(pickle.loads(pickle.dumps(row))) is dict
+    assert json.loads(json.dumps(dict(row))) == as_dict
+    assert repr(row) == f"StatRow({as_dict!r})"
+    with pytest.raises(ValueError, match="2 values for 3 statistic names"):
+        StatRow(index, (1, 2))
+    # the checked getters read it as they read a dict
+    ks = Kstat("zones", 1, "web-1", data=row)
+    assert (ks.int_stat("rss"), ks.str_stat("zonename"), ks.num_stat("ratio")) == (
+        4096, "web-1", 0.5)
+    assert (ks.int_stat("zonename"), ks.str_stat("rss"), ks.int_stat("absent")) == (
+        None, None, None)
+    assert ks == Kstat("zones", 1, "web-1", data=as_dict)
+
+
+def test_get_scans_a_small_module_and_indexes_a_large_one() -> None:
+    import dtagent.snapshot as snapshot
+
+    large = [Kstat("link", i, f"vnic{i}") for i in range(snapshot._SCANNED_MODULE + 5)]
+    small = [Kstat("unix", 0, "system_misc"), Kstat("unix", 0, "sysinfo")]
+    snap = KstatSnapshot.of([*small, *large], 1.0)
+    assert snap.get("unix", 0, "sysinfo") is small[1]
+    assert snap.get("unix", 1, "sysinfo") is None and snap.get("nope", 0, "x") is None
+    assert snap._by_key is None  # small modules are scanned: no index of every kstat
+    assert snap.get("link", 3, "vnic3") is large[3]
+    assert snap.get("link", 3, "vnic4") is None
+    assert snap._by_key is not None and len(snap._by_key) == len(snap)
+    # add() after either way of looking up: a replaced kstat keeps its place
+    again = Kstat("unix", 0, "system_misc", "misc")
+    snap.add(again)
+    assert next(iter(snap)) is again and len(snap) == len(small) + len(large)
+    assert snap.get("unix", 0, "system_misc") is again
+    assert snap.module("unix") == [small[1], again]

@@ -29,7 +29,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -44,6 +44,7 @@ from dtagent.snapshot import (
     KSTAT_TYPE_TIMER,
     Kstat,
     KstatSnapshot,
+    StatRow,
     StatValue,
 )
 
@@ -332,10 +333,15 @@ class _NamedDecoder:
 
 _decoders: dict[bytes, _NamedDecoder] = {}
 _names: dict[bytes, str] = {}
-# record heads -> (heads, names, simple), shared by every kstat of one layout (every
+# record heads -> (heads, names, index), shared by every kstat of one layout (every
 # zone's memory_cap): one copy of them for the host, not one per kstat
-_layouts: dict[tuple[bytes, ...], tuple[tuple[bytes, ...], tuple[str, ...], bool]] = {}
+_Layout = tuple[tuple[bytes, ...], tuple[str, ...], "dict[str, int] | None"]
+_layouts: dict[tuple[bytes, ...], _Layout] = {}
 _MAX_CACHED = 65536  # bounds the caches if a kstat carried ever-changing names
+# KSTAT_DATA_STRING values (zone and link names, repeated by every kstat of a zone):
+# one str each for the host. Fewer: values may change (a bound of about 1.5 MiB).
+_texts: dict[bytes, str] = {}
+_MAX_TEXTS = 16384
 
 def _cstr(raw: bytes) -> str:
     """A fixed-size C char array as text: up to the first NUL (it may have none)."""
@@ -367,11 +373,21 @@ def _decoder(types: bytes) -> _NamedDecoder:
     return _cached(_decoders, types, _NamedDecoder)
 
 
-def _layout(heads: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], tuple[str, ...], bool]:
-    """The names of a sequence of record heads, and whether they are distinct and
-    none is blank."""
+def _layout(heads: tuple[bytes, ...]) -> _Layout:
+    """The names of a sequence of record heads, and when they are distinct and none
+    is blank, each name's position (the index a :class:`StatRow` shares)."""
     names = tuple(_stat_name(head[:KSTAT_STRLEN]) for head in heads)
-    return heads, names, "" not in names and len(set(names)) == len(names)
+    simple = "" not in names and len(set(names)) == len(names)
+    return heads, names, {name: at for at, name in enumerate(names)} if simple else None
+
+
+def _text(raw: bytes) -> str:
+    value = _texts.get(raw)
+    if value is None:
+        if len(_texts) >= _MAX_TEXTS:
+            _texts.clear()
+        value = _texts[raw] = raw.decode("utf-8", "replace")
+    return value
 
 
 def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | None:
@@ -389,7 +405,7 @@ def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | No
     if off < 0 or off >= size:
         return None
     end = min(off + length, size) if length else size
-    return buf[off:end].tobytes().partition(b"\0")[0].decode("utf-8", "replace")
+    return _text(buf[off:end].tobytes().partition(b"\0")[0])
 
 
 class NameMemo:
@@ -400,18 +416,19 @@ class NameMemo:
     data type bytes) against the last read's: one tuple comparison instead of a
     decoder lookup and a name lookup per statistic. Only when they differ (the first
     read, another layout) is the decoder chosen by the types and the buffer unpacked
-    again. ``simple``: the names are distinct and none is blank, so fix-ups replace
-    values in the dict by name (the common case); otherwise the general path keeps
-    the last of duplicate names and drops blank ones.
+    again. ``index``: the names are distinct and none is blank, so the values come
+    out as a :class:`StatRow` over this index, shared by the layout's kstats (the
+    common case); None: the general path makes a dict, keeping the last of duplicate
+    names and dropping blank ones.
     """
 
-    __slots__ = ("decoder", "heads", "names", "simple")
+    __slots__ = ("decoder", "heads", "index", "names")
 
     def __init__(self) -> None:
         self.decoder: _NamedDecoder | None = None
         self.heads: tuple[bytes, ...] = ()
         self.names: tuple[str, ...] = ()
-        self.simple = False
+        self.index: dict[str, int] | None = None
 
     def learn(self, buf: memoryview, ndata: int) -> tuple[_NamedDecoder, tuple[Any, ...]]:
         """The decoder for the records' types, the unpacked records, and their names."""
@@ -419,15 +436,14 @@ class NameMemo:
         dec = self.decoder = _decoder(types)
         unpacked = dec.struct.unpack_from(buf)
         heads: tuple[bytes, ...] = unpacked[0::2]
-        layout = _cached(_layouts, heads, _layout)
-        self.heads, self.names, self.simple = layout
+        self.heads, self.names, self.index = _cached(_layouts, heads, _layout)
         return dec, unpacked
 
 
 
 def decode_named(
     buf: memoryview, ndata: int, base: int, memo: NameMemo | None = None
-) -> dict[str, StatValue]:
+) -> Mapping[str, StatValue]:
     """Decode ``ndata`` kstat_named_t records of ks_data (``buf``, format "B").
 
     ``base`` is the address ks_data had, so string pointers can be turned into
@@ -449,26 +465,27 @@ def decode_named(
             dec, unpacked = memo.learn(buf, ndata)
     else:
         dec, unpacked = memo.learn(buf, ndata)
-    names = memo.names
-    # Two slices of one record array, so always the same length; no strict= keyword,
-    # which costs zip a keyword parse per kstat.
-    data: dict[str, Any] = dict(zip(names, unpacked[1::2]))  # noqa: B905
-    if memo.simple:
-        # distinct names: each fix-up replaces (or drops) its record's value in place
+    names, index = memo.names, memo.index
+    if index is not None:
+        # distinct names: the values in record order, over the layout's shared index
+        if not dec.fixups:
+            return StatRow(index, unpacked[1::2])
+        fixed: list[Any] = list(unpacked[1::2])
         for record, kind, pos, len_off in dec.fixups:
             if kind == _STRING:
                 length = _STRING_LEN.unpack_from(buf, len_off)[0]
-                value = _string_value(buf, base, unpacked[pos], length)
-                if value is None:
-                    del data[names[record]]
-                else:
-                    data[names[record]] = value
+                fixed[record] = _string_value(buf, base, unpacked[pos], length)
             elif kind == _CHAR:
-                data[names[record]] = _cstr(unpacked[pos])
+                fixed[record] = _cstr(unpacked[pos])
             else:
-                del data[names[record]]
-        return data
+                fixed[record] = None
+        if None not in fixed:
+            return StatRow(index, fixed)
+        # a dropped record (a string pointer outside ks_data, an unknown type)
+        return {n: v for n, v in zip(names, fixed, strict=True) if v is not None}
     if not dec.fixups:
+        # Two slices of one record array, so always the same length.
+        data: dict[str, Any] = dict(zip(names, unpacked[1::2]))  # noqa: B905
         data.pop("", None)
         return data
     values: list[Any] = list(unpacked[1::2])
@@ -537,7 +554,7 @@ def decode_timer(buf: memoryview) -> dict[str, StatValue]:
 
 def decode_data(
     ks_type: int, buf: memoryview, ndata: int, base: int, memo: NameMemo | None = None
-) -> dict[str, StatValue] | None:
+) -> Mapping[str, StatValue] | None:
     """ks_data of a kstat of this type as statistics; None for types not decoded."""
     if ks_type == KSTAT_TYPE_NAMED:
         return decode_named(buf, ndata, base, memo)
@@ -799,7 +816,7 @@ class _Entry(NameMemo):
         """
         # the header's own buffer (a ctypes instance is one): no view kept beside it
         base, ndata, size, snaptime = _HEADER_READ.unpack_from(header, _HEADER_OFF)
-        data: dict[str, StatValue] | None = None
+        data: Mapping[str, StatValue] | None = None
         if base and size:
             view = _view_at(base, size)
             if self.ks_type == KSTAT_TYPE_NAMED:  # most kstats: no dispatch
