@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
 from typing import Protocol
 
 import structlog
@@ -312,10 +313,20 @@ class Agent:
                 self._report_failure("dtrace", exc)
                 ok, dtrace_families = False, iter(())
             dtrace_taken = time.perf_counter() - t0
-        # The observers have the snapshot now (the DTrace deltas are applied), and it
-        # goes before the DTrace families, most of the body, are made and rendered:
-        # at 1,000 zones the kstats read are 12 MiB that need not sit beside them.
+        # The observers have the snapshot now, and it goes before the DTrace deltas
+        # are applied (when the first family is drawn) and the families, most of the
+        # body, are made and rendered: the kstats read need not sit beside them.
         if only is None and self._observers:
+            if self.dtrace is not None and ok:
+                # what they record includes the deltas this collection applies
+                t0 = time.perf_counter()
+                try:
+                    dtrace_families = chain(list(islice(dtrace_families, 1)),
+                                            dtrace_families)
+                except Exception as exc:
+                    self._report_failure("dtrace", exc)
+                    ok, dtrace_families = False, iter(())
+                dtrace_taken += time.perf_counter() - t0
             paused = time.perf_counter()
             for observer in self._observers:
                 observer(snap)

@@ -305,6 +305,30 @@ def test_provider_holds_deltas_while_there_is_no_zone_map() -> None:
     assert sorted(hists(f["test_syscall_latency_seconds"])) == [("global",), ("web",)]
 
 
+def test_provider_applies_the_deltas_when_the_first_family_is_drawn() -> None:
+    """families() reads the zone map at once and takes the deltas only when drawn (the
+    agent lets the kstats go in between); the zone map is the one of the call."""
+    taken: list[str] = []
+
+    class Source:
+        def take(self) -> list[Batch]:
+            taken.append("taken")
+            return [([parse(r) for r in lat_record(3, [1500])], {})]
+
+        def health(self) -> WorkerHealth:
+            return WorkerHealth(True, 0, 100.0)
+
+    prov = DTraceMetrics(Accumulator([EVERY]), Source(), clock=lambda: 101.0)
+    kstats = KstatSnapshot(_zones_kstats({3: "web"}))
+    drawn = prov.families(HostSnapshot(kstats=kstats, commands=NoCommands(), time=0.0,
+                                       illumos=True))
+    assert taken == []
+    kstats.add(Kstat("zones", 3, "renamed", "zone_misc", data={"zonename": "renamed"}))
+    f = {x.name: x for x in drawn}
+    assert taken == ["taken"]
+    assert list(hists(f["test_syscall_latency_seconds"])) == [("web",)]
+
+
 def test_replay_shows_histograms(tmp_path: Path) -> None:
     """A bundle's deltas, replayed through the agent, render as exact histograms."""
     zones = {0: "global", 3: "web-0123456789-abcdef-0123456789-abc"}

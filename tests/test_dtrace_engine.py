@@ -434,7 +434,7 @@ rec stub:every calls count | z:5 s:write | 0
         _wait(lambda: dict(_by_name(provider.families(_zones_snapshot(zones)))[
             "dtagent_dtrace_worker_up"].samples)[()] == 1, what="worker up")
         # zone 5 is not running here: its record is refused, not guessed
-        _wait(lambda: bool(provider.families(_zones_snapshot(zones)))
+        _wait(lambda: bool(list(provider.families(_zones_snapshot(zones))))
               and provider.accumulator.rejected.get("unknown_zone", 0) >= 1,
               what="zone 5 record")
         # zone id 3 now belongs to another zone: new series, the old zone's are gone

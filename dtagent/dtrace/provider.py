@@ -315,9 +315,16 @@ class DTraceMetrics:
         self.recording: list[dict[str, object]] | None = None
 
     def families(self, snap: HostSnapshot) -> Iterator[MetricFamily]:
-        """Apply the deltas taken since the last call (now), and the families (made
-        as they are drawn: draw them before the next call)."""
-        zones = zone_map(snap.kstats)
+        """The families after the deltas taken since the last call are applied; draw
+        them all before the next call.
+
+        Only the zone map is read from ``snap`` now. The deltas are taken and applied
+        when the first family is drawn, so the caller can let the snapshot's kstats go
+        first: at 1,000 zones they are about 8 MiB that need not sit beside the
+        deltas being decoded."""
+        return self._applied(zone_map(snap.kstats))
+
+    def _applied(self, zones: dict[int, str]) -> Iterator[MetricFamily]:
         # a scrape with no deltas still applies the zone map (gone zones are forgotten)
         for taken, batch_zones in self.source.take() or [((), {})]:
             if self.recording is not None:
@@ -325,7 +332,7 @@ class DTraceMetrics:
                 self.recording.extend(to_json(r) for r in taken
                                       if not isinstance(r, Tick | Invalid))
             self._apply(taken, batch_zones or zones)
-        return self._report()
+        yield from self._report()
 
     def _apply(self, taken: Iterable[Record], zones: dict[int, str]) -> None:
         held, self._held = self._held, []
