@@ -639,6 +639,27 @@ def test_a_string_pointer_outside_ks_data_is_not_followed() -> None:
     }
 
 
+def test_string_values_are_shared_through_a_bounded_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Equal string values decode to one str; ever-changing values never hold more
+    than the cache's bound, and every read still decodes its own value."""
+    monkeypatch.setattr(libkstat, "_texts", {})
+    monkeypatch.setattr(libkstat, "_MAX_TEXTS", 8)
+    at = NAMED
+
+    def read(text: bytes) -> object:
+        buf = _records([(b"zonename", libkstat.KSTAT_DATA_STRING,
+                         (BASE + at, len(text) + 1))], text + b"\0")
+        return libkstat.decode_named(memoryview(buf), 1, BASE)["zonename"]
+
+    assert read(b"web-1") is read(b"web-1") == "web-1"
+    for i in range(50):
+        assert read(b"zone-%d" % i) == f"zone-{i}"
+        assert len(libkstat._texts) <= 8
+    assert read(b"web-1") == "web-1"
+
+
 # ---- lookups, lifecycle, loading ----------------------------------------------------
 
 
