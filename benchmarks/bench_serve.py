@@ -82,6 +82,51 @@ def _mem(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+# glibc maps each thread arena's heap at a multiple of HEAP_MAX_SIZE, 64 MiB on LP64
+# (glibc malloc/arena.c: new_heap, "a memory region aligned to a multiple of
+# HEAP_MAX_SIZE"; HEAP_MAX_SIZE is 2 * DEFAULT_MMAP_THRESHOLD_MAX, 2 * 32 MiB).
+_GLIBC_HEAP_ALIGN = 64 << 20
+MEMORY_KINDS = ("glibc_main_heap", "glibc_thread_arenas", "other_anonymous", "files")
+
+
+def memory_split(smaps: str) -> dict[str, float]:
+    """RSS in MiB by kind of mapping, from the text of /proc/PID/smaps.
+
+    ``glibc_main_heap`` is [heap] (the main arena), ``glibc_thread_arenas`` the
+    anonymous mappings starting at a 64 MiB boundary (the heaps of the arenas glibc
+    gives threads), ``other_anonymous`` the rest of the anonymous memory (Python's
+    object arenas of 1 MiB, large allocations mapped on their own, thread stacks), and
+    ``files`` mapped files (the interpreter, libraries). The soak reports it so that a
+    growth can be placed: Linux-specific, like the benchmark.
+    """
+    split = dict.fromkeys(MEMORY_KINDS, 0.0)
+    kind = "other_anonymous"
+    for line in smaps.splitlines():
+        head, _, rest = line.partition(" ")
+        if "-" in head and not head.endswith(":"):
+            start = int(head.partition("-")[0], 16)
+            fields = rest.split(None, 4)
+            name = fields[4].strip() if len(fields) > 4 else ""
+            if name == "[heap]":
+                kind = "glibc_main_heap"
+            elif name.startswith("/"):
+                kind = "files"
+            elif not name and start % _GLIBC_HEAP_ALIGN == 0:
+                kind = "glibc_thread_arenas"
+            else:
+                kind = "other_anonymous"
+        elif head == "Rss:":
+            split[kind] += int(rest.split()[0]) / 1024
+    return {k: round(v, 1) for k, v in split.items()}
+
+
+def _memory_split(pid: int) -> dict[str, float]:
+    try:
+        return memory_split(Path(f"/proc/{pid}/smaps").read_text())
+    except OSError:
+        return {}
+
+
 def _get(url: str, gzipped: bool = True, timeout: float = 120.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzipped else {})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -385,13 +430,16 @@ def soak(url: str, pid: int, host: LiveHost, args: argparse.Namespace,
          stub: StubCpu) -> dict[str, Any]:
     """Scrape through zone churn for ``args.soak`` seconds; RSS every minute."""
     trend: list[tuple[float, float]] = []
+    splits: list[dict[str, float]] = []
     t0 = time.monotonic()
     per_minute = max(1, int(60 / args.interval))
     while time.monotonic() - t0 < args.soak:
         scrape_loop(url, pid, per_minute, args.interval, before_each=host.advance,
                     stub_cpu=stub)
         trend.append((round(time.monotonic() - t0), _mem(pid)[0]))
-    return {"seconds": args.soak, "rss_trend_mib": trend, "hwm_mib": _mem(pid)[1]}
+        splits.append(_memory_split(pid))
+    return {"seconds": args.soak, "rss_trend_mib": trend, "hwm_mib": _mem(pid)[1],
+            "rss_split_mib": splits}
 
 
 # ------------------------------------------------------------------ the peers
@@ -551,6 +599,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"\n{row['zones']:,} zones, {row['soak']['seconds']:.0f} s of zone churn: "
                 f"RSS per minute {trend} MiB, HWM {row['soak']['hwm_mib']:.0f} MiB"
             )
+            splits = [s for s in row["soak"].get("rss_split_mib", ()) if s]
+            if len(splits) >= 2:
+                first, last = splits[0], splits[-1]
+                parts = ", ".join(f"{kind.replace('_', ' ')} {first[kind]:.1f} → "
+                                  f"{last[kind]:.1f}" for kind in MEMORY_KINDS)
+                lines.append(f"(first minute → last, MiB: {parts})")
         k = row.get("standin_kernel")
         if k:
             lines.append(

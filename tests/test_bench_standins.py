@@ -132,3 +132,47 @@ def test_feed_churn_keeps_the_kernel_to_its_live_kstats(feed: Path) -> None:
             kcid = reader.chain_id
         assert lib.stub_slots() == 10
         assert lib.stub_freed_headers() == 500
+
+
+SMAPS = """\
+5640fa90f000-5640fcd94000 rw-p 00000000 00:00 0                          [heap]
+Size:              37396 kB
+Rss:               37292 kB
+Pss:               37292 kB
+7fb290000000-7fb290c9e000 rw-p 00000000 00:00 0
+Size:              12920 kB
+Rss:               12920 kB
+7fb290c9e000-7fb294000000 ---p 00000000 00:00 0
+Size:              52616 kB
+Rss:                   0 kB
+7fb29cefd000-7fb29e7fd000 rw-p 00000000 00:00 0
+Size:              25600 kB
+Rss:               24224 kB
+7fb2afcc5000-7fb2aff42000 r-xp 00200000 08:01 1234      /usr/lib/libcrypto.so.3
+Size:               2548 kB
+Rss:                1908 kB
+7ffc1a2b3000-7ffc1a2d4000 rw-p 00000000 00:00 0                          [stack]
+Size:                132 kB
+Rss:                  36 kB
+VmFlags: rd wr mr mw me gd ac
+"""
+
+
+def test_the_soak_places_rss_by_kind_of_mapping() -> None:
+    """The soak's split of RSS (benchmarks/bench_serve.py memory_split): [heap] is
+    glibc's main arena, an anonymous mapping at a 64 MiB boundary a thread arena's
+    heap, other anonymous memory (Python's arenas, a stack) the rest; and on this
+    process the kinds add up to its RSS."""
+    from benchmarks.bench_serve import MEMORY_KINDS, memory_split
+
+    assert memory_split(SMAPS) == {
+        "glibc_main_heap": round(37292 / 1024, 1),
+        "glibc_thread_arenas": round(12920 / 1024, 1),
+        "other_anonymous": round((24224 + 36) / 1024, 1),
+        "files": round(1908 / 1024, 1),
+    }
+    own = memory_split(Path("/proc/self/smaps").read_text())
+    status = Path("/proc/self/status").read_text()
+    rss = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
+    assert set(own) == set(MEMORY_KINDS) and own["files"] > 0
+    assert abs(sum(own.values()) - rss / 1024) < max(2.0, 0.05 * rss / 1024)
