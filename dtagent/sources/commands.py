@@ -114,8 +114,9 @@ def execute(
     _close_pipes(proc)
     returncode = _reap(proc, deadline if outcome == "exited" else clock() + 1.0, clock)
     finished = clock()
-    stdout = bytes(out[:output_cap]).decode("utf-8", "replace")
-    stderr = bytes(err[:MAX_STDERR]).decode("utf-8", "replace")
+    # decoded through a view: a slice and its bytes() were two more copies of the output
+    stdout = str(memoryview(out)[:output_cap], "utf-8", "replace")
+    stderr = str(memoryview(err)[:MAX_STDERR], "utf-8", "replace")
     if outcome == "timeout":
         return CommandResult(
             key, -9, stdout, stderr, error=f"timed out after {timeout:g}s", finished=finished
