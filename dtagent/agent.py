@@ -52,7 +52,9 @@ class KstatProvider(Protocol):
 class DTraceProvider(Protocol):
     """The DTrace side of a scrape: cumulative histograms and counters.
 
-    It gets the scrape's snapshot so zone ids map to the zone names of that moment.
+    It gets the scrape's snapshot so zone ids map to the zone names of that moment,
+    and may do its work as the families are drawn: the agent lets the snapshot go
+    before it draws them, and draws them all.
     """
 
     def families(self, snap: HostSnapshot) -> Iterable[MetricFamily]: ...
