@@ -34,9 +34,6 @@ StatValue = int | float | str
 _T = TypeVar("_T")
 _D = TypeVar("_D")
 
-# KstatSnapshot.get scans a module of up to this many kstats instead of indexing them all.
-_SCANNED_MODULE = 64
-
 
 class StatRow(Mapping[str, StatValue]):
     """A kstat's statistics as one read decoded them: that read's values beside the
@@ -159,16 +156,18 @@ class KstatSnapshot:
     """All kstats read at one moment, indexed by module and class; by full key when
     asked for."""
 
-    __slots__ = ("_boot", "_by_class", "_by_key", "_by_module", "_derived", "_kstats",
-                 "time")
+    __slots__ = ("_boot", "_by_class", "_by_key", "_by_module", "_derived", "_in_module",
+                 "_kstats", "time")
 
     def __init__(self, kstats: Iterable[Kstat] = (), time: float = 0.0) -> None:
         self.time = time
         self._derived: dict[Callable[[KstatSnapshot], object], object] = {}
         self._kstats: list[Kstat] = []  # each key once, in the order first seen
-        # By full key: made at the first add() or get() that needs it. The reader's
-        # snapshots never need it (at 1,000 zones it would be 1.5 MiB a collection).
+        # By full key: made at the first add(). The reader's snapshots never need it (at
+        # 1,000 zones it would be 1.5 MiB a collection); get() indexes only the module
+        # it is asked about (unix has hundreds of kmem cache kstats on a real host).
         self._by_key: dict[tuple[str, int, str], Kstat] | None = None
+        self._in_module: dict[str, dict[tuple[int, str], Kstat]] = {}
         self._by_module: dict[str, list[Kstat]] = {}
         self._by_class: dict[str, list[Kstat]] = {}
         self._boot: float | None = None
@@ -212,13 +211,16 @@ class KstatSnapshot:
         """Add ``ks``; a kstat of the same key is replaced (in its place when iterated)."""
         self._boot = None
         self._derived.clear()
+        self._in_module = {}  # get() uses the full index from now on
         by_key = self._keyed()
         key = ks.key
         old = by_key.get(key)
         if old is None:
             self._kstats.append(ks)
         else:
-            self._kstats[self._kstats.index(old)] = ks
+            # by identity: list.index would compare every kstat before it field by field
+            at = next(i for i, seen in enumerate(self._kstats) if seen is old)
+            self._kstats[at] = ks
             self._by_module[old.module].remove(old)
             self._by_class[old.ks_class].remove(old)
         by_key[key] = ks
@@ -264,16 +266,16 @@ class KstatSnapshot:
         return len(self._kstats)
 
     def get(self, module: str, instance: int, name: str) -> Kstat | None:
-        """The kstat of this key, or None. Its module's kstats are searched, unless
-        the module is large or the full index is made already."""
-        if self._by_key is None:
-            in_module = self._by_module.get(module, ())
-            if len(in_module) <= _SCANNED_MODULE:
-                for ks in in_module:
-                    if ks.instance == instance and ks.name == name:
-                        return ks
-                return None
-        return self._keyed().get((module, instance, name))
+        """The kstat of this key, or None: through the full index when add() made it,
+        else through an index of this module alone, made at its first get()."""
+        if self._by_key is not None:
+            return self._by_key.get((module, instance, name))
+        keyed = self._in_module.get(module)
+        if keyed is None:
+            keyed = self._in_module[module] = {
+                (ks.instance, ks.name): ks for ks in self._by_module.get(module, ())
+            }
+        return keyed.get((instance, name))
 
     def module(self, module: str) -> list[Kstat]:
         return self._by_module.get(module, [])

@@ -104,7 +104,7 @@ def test_the_agent_lets_a_scrapes_families_go_once_no_caller_holds_them() -> Non
 
 def test_the_kstats_read_are_let_go_before_the_dtrace_deltas_are_applied() -> None:
     """The DTrace deltas and families are most of a large host's scrape: the kstats
-    read (8 MiB at 1,000 zones) are released before the first family is drawn, which
+    read (6 MiB at 1,000 zones) are released before the first family is drawn, which
     applies the deltas. With observers (``dtagent capture``, which records the deltas
     applied), the first family is drawn before they see the snapshot."""
     import weakref

@@ -658,6 +658,9 @@ def test_string_values_are_shared_through_a_bounded_cache(
         assert read(b"zone-%d" % i) == f"zone-{i}"
         assert len(libkstat._texts) <= 8
     assert read(b"web-1") == "web-1"
+    long = b"/zones/" + b"x" * 300
+    libkstat._texts.clear()
+    assert read(long) == long.decode() and libkstat._texts == {}  # never cached
 
 
 # ---- lookups, lifecycle, loading ----------------------------------------------------

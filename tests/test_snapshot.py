@@ -108,21 +108,25 @@ def test_a_stat_row_reads_as_the_dict_of_its_names_and_values() -> None:
     assert ks == Kstat("zones", 1, "web-1", data=as_dict)
 
 
-def test_get_scans_a_small_module_and_indexes_a_large_one() -> None:
-    import dtagent.snapshot as snapshot
-
-    large = [Kstat("link", i, f"vnic{i}") for i in range(snapshot._SCANNED_MODULE + 5)]
-    small = [Kstat("unix", 0, "system_misc"), Kstat("unix", 0, "sysinfo")]
-    snap = KstatSnapshot.of([*small, *large], 1.0)
-    assert snap.get("unix", 0, "sysinfo") is small[1]
-    assert snap.get("unix", 1, "sysinfo") is None and snap.get("nope", 0, "x") is None
-    assert snap._by_key is None  # small modules are scanned: no index of every kstat
-    assert snap.get("link", 3, "vnic3") is large[3]
-    assert snap.get("link", 3, "vnic4") is None
-    assert snap._by_key is not None and len(snap._by_key) == len(snap)
+def test_get_indexes_only_the_module_it_is_asked_about() -> None:
+    """A real host's unix module has hundreds of kmem cache kstats beside system_misc
+    (which boot_time() reads at every collection): get() indexes that module alone,
+    never every kstat of the snapshot, until add() makes the full index."""
+    caches = [Kstat("unix", 0, f"kmem_cache_{i}", "kmem_cache") for i in range(500)]
+    misc = Kstat("unix", 0, "system_misc", "misc", data={"boot_time": 1_700_000_000})
+    links = [Kstat("link", i, f"vnic{i}", "net") for i in range(1000)]
+    snap = KstatSnapshot.of([*caches, misc, *links], 1.0)
+    for _ in range(3):
+        assert snap.boot_time() == 1_700_000_000.0
+        snap._boot = None  # asked again, as every collection does
+    assert snap.get("unix", 0, "kmem_cache_7") is caches[7]
+    assert snap.get("unix", 1, "system_misc") is None and snap.get("nope", 0, "x") is None
+    assert snap._by_key is None and set(snap._in_module) == {"unix", "nope"}
+    assert len(snap._in_module["unix"]) == 501
+    assert snap.get("link", 3, "vnic3") is links[3] and snap.get("link", 3, "vnic4") is None
     # add() after either way of looking up: a replaced kstat keeps its place
-    again = Kstat("unix", 0, "system_misc", "misc")
+    again = Kstat("unix", 0, "kmem_cache_0", "kmem_cache")
     snap.add(again)
-    assert next(iter(snap)) is again and len(snap) == len(small) + len(large)
-    assert snap.get("unix", 0, "system_misc") is again
-    assert snap.module("unix") == [small[1], again]
+    assert next(iter(snap)) is again and len(snap) == 1501
+    assert snap.get("unix", 0, "kmem_cache_0") is again and snap._in_module == {}
+    assert snap.module("unix")[-1] is again and len(snap.module("unix")) == 501

@@ -340,9 +340,12 @@ _layouts: dict[tuple[bytes, ...], _Layout] = {}
 _MAX_CACHED = 65536  # bounds the caches if a kstat carried ever-changing names
 # KSTAT_DATA_STRING values (zone and link names, repeated by every kstat of a zone):
 # one str each for the host, about 5,000 at 2,000 zones. Bounded, as values may change:
-# at most about 1.6 MiB (a 36-byte name is some 200 bytes here, key and entry counted).
+# 8,192 values of at most 256 bytes (longer ones, a zone path, are not cached), about
+# 1.6 MiB for names of 36 bytes (some 200 bytes each here, key and entry counted) and
+# 5 MiB at the very most.
 _texts: dict[bytes, str] = {}
 _MAX_TEXTS = 8192
+_MAX_TEXT_BYTES = 256
 
 def _cstr(raw: bytes) -> str:
     """A fixed-size C char array as text: up to the first NUL (it may have none)."""
@@ -383,6 +386,8 @@ def _layout(heads: tuple[bytes, ...]) -> _Layout:
 
 
 def _text(raw: bytes) -> str:
+    if len(raw) > _MAX_TEXT_BYTES:
+        return raw.decode("utf-8", "replace")
     value = _texts.get(raw)
     if value is None:
         if len(_texts) >= _MAX_TEXTS:
