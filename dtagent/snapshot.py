@@ -211,7 +211,8 @@ class KstatSnapshot:
         """Add ``ks``; a kstat of the same key is replaced (in its place when iterated)."""
         self._boot = None
         self._derived.clear()
-        self._in_module = {}  # get() uses the full index from now on
+        if self._in_module:
+            self._in_module = {}  # get() uses the full index from now on
         by_key = self._keyed()
         key = ks.key
         old = by_key.get(key)
