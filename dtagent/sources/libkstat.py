@@ -359,11 +359,13 @@ _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 
 
-def _cached(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+def _cached(
+    cache: dict[_K, _V], key: _K, make: Callable[[_K], _V], limit: int = _MAX_CACHED
+) -> _V:
     """``cache[key]``, made by ``make`` the first time; a full cache starts afresh."""
     value = cache.get(key)
     if value is None:
-        if len(cache) >= _MAX_CACHED:
+        if len(cache) >= limit:
             cache.clear()
         value = cache[key] = make(key)
     return value
@@ -385,15 +387,14 @@ def _layout(heads: tuple[bytes, ...]) -> _Layout:
     return heads, names, {name: at for at, name in enumerate(names)} if simple else None
 
 
+def _decoded(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 def _text(raw: bytes) -> str:
     if len(raw) > _MAX_TEXT_BYTES:
-        return raw.decode("utf-8", "replace")
-    value = _texts.get(raw)
-    if value is None:
-        if len(_texts) >= _MAX_TEXTS:
-            _texts.clear()
-        value = _texts[raw] = raw.decode("utf-8", "replace")
-    return value
+        return _decoded(raw)
+    return _cached(_texts, raw, _decoded, _MAX_TEXTS)
 
 
 def _string_value(buf: memoryview, base: int, ptr: int, length: int) -> str | None:
