@@ -321,6 +321,17 @@ class SharedBodies:
             return
         self.rendered["gzip" if gzip else "identity"] += 1
         future.set_result(body)
+        self._forget_when_stale(moment)
+
+    def _forget_when_stale(self, moment: _Moment) -> None:
+        """Let the moment's bodies go once no scrape can share them any more, rather
+        than at the next scrape: at 1,000 zones the compressed body is 5 MiB, kept for
+        nothing through the scrape interval (a scraper still writing it holds its own
+        reference)."""
+        left = self.reuse_within - (self.clock() - moment.started)
+        asyncio.get_running_loop().call_later(
+            max(0.0, left), lambda: self._forget_stale(self.clock())
+        )
 
     async def _convert(
         self, future: asyncio.Future[list[bytes]], other: list[bytes], gzip: bool

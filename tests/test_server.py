@@ -297,6 +297,24 @@ def test_a_body_is_reused_only_within_the_window_from_its_collection_start() -> 
     assert producer.calls == 3
 
 
+def test_a_moment_lets_its_body_go_when_the_window_ends_not_at_the_next_scrape() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    producer = _Producer()
+    bodies = SharedBodies(producer, ThreadPoolExecutor(1), reuse_within=0.2)
+
+    async def run() -> tuple[int, int]:
+        await bodies.body((None, False), True)
+        held = len(bodies._moments)
+        await asyncio.sleep(0.5)  # no scrape comes; the window has ended
+        return held, len(bodies._moments)
+
+    held, after = asyncio.run(run())
+    assert (held, after) == (1, 0)
+    assert producer.calls == 1
+
+
 def test_a_scrape_after_the_window_does_not_join_a_collection_still_running() -> None:
     import asyncio
 
