@@ -86,7 +86,12 @@ def _mem(pid: int) -> tuple[float, float]:
 # (glibc malloc/arena.c: new_heap, "a memory region aligned to a multiple of
 # HEAP_MAX_SIZE"; HEAP_MAX_SIZE is 2 * DEFAULT_MMAP_THRESHOLD_MAX, 2 * 32 MiB).
 _GLIBC_HEAP_ALIGN = 64 << 20
-MEMORY_KINDS = ("glibc_main_heap", "glibc_thread_arenas", "other_anonymous", "files")
+MEMORY_KINDS = ("glibc_main_heap", "glibc_thread_arenas", "other_anonymous", "files",
+                "standin_kernel")
+# The libkstat stand-in keeps its simulated kernel in a memfd mapping of this name
+# (tests/native/libkstat_stub.c, "The kernel's memory"): on illumos that memory is the
+# kernel's, not the agent's.
+_STANDIN_KERNEL = "/memfd:libkstat-stub-kernel"
 
 
 def memory_split(smaps: str) -> dict[str, float]:
@@ -95,9 +100,11 @@ def memory_split(smaps: str) -> dict[str, float]:
     ``glibc_main_heap`` is [heap] (the main arena), ``glibc_thread_arenas`` the
     anonymous mappings starting at a 64 MiB boundary (the heaps of the arenas glibc
     gives threads), ``other_anonymous`` the rest of the anonymous memory (Python's
-    object arenas of 1 MiB, large allocations mapped on their own, thread stacks), and
-    ``files`` mapped files (the interpreter, libraries). The soak reports it so that a
-    growth can be placed: Linux-specific, like the benchmark.
+    object arenas of 1 MiB, large allocations mapped on their own, thread stacks),
+    ``files`` mapped files (the interpreter, libraries), and ``standin_kernel`` the
+    libkstat stand-in's simulated kernel (its memfd), which the agent's own figure
+    leaves out. The soak reports it so that a growth can be placed: Linux-specific,
+    like the benchmark.
     """
     split = dict.fromkeys(MEMORY_KINDS, 0.0)
     kind = "other_anonymous"
@@ -109,6 +116,8 @@ def memory_split(smaps: str) -> dict[str, float]:
             name = fields[4].strip() if len(fields) > 4 else ""
             if name == "[heap]":
                 kind = "glibc_main_heap"
+            elif name.startswith(_STANDIN_KERNEL):
+                kind = "standin_kernel"
             elif name.startswith("/"):
                 kind = "files"
             elif not name and start % _GLIBC_HEAP_ALIGN == 0:
@@ -125,6 +134,14 @@ def _memory_split(pid: int) -> dict[str, float]:
         return memory_split(Path(f"/proc/{pid}/smaps").read_text())
     except OSError:
         return {}
+
+
+def own_rss(pid: int) -> tuple[float, float]:
+    """(the agent's own RSS, the stand-in kernel's) in MiB: the process's RSS less the
+    libkstat stand-in's simulated kernel, the memory a real host keeps in its kernel."""
+    rss, _ = _mem(pid)
+    kernel = _memory_split(pid).get("standin_kernel", 0.0)
+    return round(rss - kernel, 1), kernel
 
 
 def _get(url: str, gzipped: bool = True, timeout: float = 120.0) -> tuple[int, bytes]:
@@ -250,6 +267,7 @@ def wait_first_scrape(
 def concurrent_scrapes(url: str, pid: int, scrapers: int, rounds: int) -> dict[str, Any]:
     """``scrapers`` clients arriving together, ``rounds`` times: CPU and memory."""
     rss_before, _ = _mem(pid)
+    own_before, _ = own_rss(pid)
     cpu: list[float] = []
     for _ in range(rounds):
         c0 = _cpu(pid)
@@ -272,7 +290,8 @@ def concurrent_scrapes(url: str, pid: int, scrapers: int, rounds: int) -> dict[s
         time.sleep(1.0)
     rss, hwm = _mem(pid)
     return {"scrapers": scrapers, "round_cpu_ms": statistics.median(cpu),
-            "rss_before_mib": rss_before, "rss_after_mib": rss, "hwm_mib": hwm}
+            "rss_before_mib": rss_before, "rss_after_mib": rss, "hwm_mib": hwm,
+            "own_rss_before_mib": own_before, "own_rss_after_mib": own_rss(pid)[0]}
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -375,6 +394,7 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             url, proc.pid, args.scrapes, args.interval, before_each=host.advance, stub_cpu=stub
         )
         rss, hwm = _mem(proc.pid)
+        own, kernel = own_rss(proc.pid)
         result: dict[str, Any] = {
             "zones": zones,
             "first_scrape_s": first,
@@ -386,8 +406,9 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             "scrapes": scrapes.summary(),
             "rss_mib": rss,
             "hwm_mib": hwm,
+            "own_rss_mib": own,
+            "standin_kernel_mib": kernel,
             "worker": _worker_figures(proc.pid),
-            "standin_kernel": standin_kernel(libkstat, host.feed),
         }
         if args.concurrent:
             result["concurrent"] = concurrent_scrapes(url, proc.pid, args.concurrent, 3)
@@ -398,20 +419,6 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     finally:
         stop(proc)
         log.close()
-
-
-def standin_kernel(libkstat: Path, feed: Path) -> dict[str, float]:
-    """What the libkstat stand-in keeps in the agent's process for the feed it serves,
-    beyond what a real libkstat holds (benchmarks/standin_memory.py, a fresh process)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.standin_memory", str(libkstat)],
-        env=dict(os.environ, KSTAT_STUB_FEED=str(feed), PYTHONPATH=str(ROOT)),
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    try:
-        return dict(json.loads(out.stdout))
-    except ValueError:
-        return {}
 
 
 def _worker_figures(pid: int) -> dict[str, float]:
@@ -430,6 +437,7 @@ def soak(url: str, pid: int, host: LiveHost, args: argparse.Namespace,
          stub: StubCpu) -> dict[str, Any]:
     """Scrape through zone churn for ``args.soak`` seconds; RSS every minute."""
     trend: list[tuple[float, float]] = []
+    own: list[float] = []
     splits: list[dict[str, float]] = []
     t0 = time.monotonic()
     per_minute = max(1, int(60 / args.interval))
@@ -437,9 +445,10 @@ def soak(url: str, pid: int, host: LiveHost, args: argparse.Namespace,
         scrape_loop(url, pid, per_minute, args.interval, before_each=host.advance,
                     stub_cpu=stub)
         trend.append((round(time.monotonic() - t0), _mem(pid)[0]))
+        own.append(own_rss(pid)[0])
         splits.append(_memory_split(pid))
-    return {"seconds": args.soak, "rss_trend_mib": trend, "hwm_mib": _mem(pid)[1],
-            "rss_split_mib": splits}
+    return {"seconds": args.soak, "rss_trend_mib": trend, "own_rss_trend_mib": own,
+            "hwm_mib": _mem(pid)[1], "rss_split_mib": splits}
 
 
 # ------------------------------------------------------------------ the peers
@@ -557,8 +566,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| zones | samples | dtagent CPU/scrape interval | dtagent CPU/request | "
         "node_exporter textfile CPU/request | generate_latest CPU | dtagent/node_exporter | "
-        "µs/sample | wall/request | plain / gzip | RSS / HWM | first scrape (with DTrace) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "µs/sample | wall/request | plain / gzip | RSS / HWM | own RSS (stand-in kernel) | "
+        "first scrape (with DTrace) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["live"]:
         s = row["scrapes"]
@@ -583,21 +593,30 @@ def markdown(results: dict[str, Any]) -> str:
             f"{ours * 1000 / max(1, s['samples']):.2f} | {med(s, 'wall_ms'):.0f} ms | "
             f"{s['plain_bytes'] / 2**20:.1f} / {s['gzip_bytes'] / 2**20:.2f} MiB | "
             f"{row['rss_mib']:.0f} / {row['hwm_mib']:.0f} MiB | "
+            f"{row['own_rss_mib']:.0f} MiB ({row['standin_kernel_mib']:.0f}) | "
             f"{row['first_scrape_s']:.1f} s ({'–' if dt is None else f'{dt:.1f} s'}) |"
         )
+    lines.append(
+        "\nOwn RSS: the process's RSS less the libkstat stand-in's simulated kernel (its "
+        "memfd mapping), the kstats a real host keeps in its kernel; libkstat's own "
+        "headers and ks_data copies are in it."
+    )
     for row in results["live"]:
         if "concurrent" in row:
             c = row["concurrent"]
             lines.append(
                 f"\n{row['zones']:,} zones, {c['scrapers']} scrapers at once: "
-                f"{c['round_cpu_ms']:.0f} ms CPU per round, RSS {c['rss_before_mib']:.0f} → "
-                f"{c['rss_after_mib']:.0f} MiB, HWM {c['hwm_mib']:.0f} MiB"
+                f"{c['round_cpu_ms']:.0f} ms CPU per round, RSS {c['rss_before_mib']:.1f} → "
+                f"{c['rss_after_mib']:.1f} MiB (own {c['own_rss_before_mib']:.1f} → "
+                f"{c['own_rss_after_mib']:.1f}), HWM {c['hwm_mib']:.0f} MiB"
             )
         if "soak" in row:
             trend = " → ".join(f"{r:.0f}" for _, r in row["soak"]["rss_trend_mib"])
+            own = " → ".join(f"{r:.0f}" for r in row["soak"].get("own_rss_trend_mib", ()))
             lines.append(
                 f"\n{row['zones']:,} zones, {row['soak']['seconds']:.0f} s of zone churn: "
-                f"RSS per minute {trend} MiB, HWM {row['soak']['hwm_mib']:.0f} MiB"
+                f"RSS per minute {trend} MiB (own {own}), HWM "
+                f"{row['soak']['hwm_mib']:.0f} MiB"
             )
             splits = [s for s in row["soak"].get("rss_split_mib", ()) if s]
             if len(splits) >= 2:
@@ -605,16 +624,6 @@ def markdown(results: dict[str, Any]) -> str:
                 parts = ", ".join(f"{kind.replace('_', ' ')} {first[kind]:.1f} → "
                                   f"{last[kind]:.1f}" for kind in MEMORY_KINDS)
                 lines.append(f"(first minute → last, MiB: {parts})")
-        k = row.get("standin_kernel")
-        if k:
-            lines.append(
-                f"\n{row['zones']:,} zones: of the agent's RSS, about "
-                f"{k['simulated_kernel_mib']:.0f} MiB is the libkstat stand-in's simulated "
-                f"kernel ({k['kstats']:,} kstats; a real host keeps them in the kernel, its "
-                f"libkstat holding {k['library_side_mib']:.0f} MiB of headers and data, "
-                f"which are in the figure): the agent's own RSS "
-                f"{row['rss_mib'] - k['simulated_kernel_mib']:.0f} MiB"
-            )
         w = row.get("worker")
         if w:
             lines.append(

@@ -28,7 +28,10 @@ def plot(results: dict[str, Any], out: Path) -> None:
                             for r in live], "s-", label="node_exporter textfile")
         cpu_ax.plot(zones, [_median(r["generate_latest"], "cpu_ms") for r in live], "^-",
                     label="prometheus-client generate_latest")
-        mem_ax.plot(zones, [r["rss_mib"] for r in live], "o-", label="dtagent serve, live: RSS")
+        mem_ax.plot(zones, [r["own_rss_mib"] for r in live], "o-",
+                    label="dtagent serve, live: own RSS (less the stand-in kernel)")
+        mem_ax.plot(zones, [r["rss_mib"] for r in live], "o:",
+                    label="dtagent live: process RSS")
         mem_ax.plot(zones, [r["hwm_mib"] for r in live], "o--", label="dtagent live: high-water")
         mem_ax.plot(zones, [r["node_exporter"]["rss_mib"] for r in live], "s-",
                     label="node_exporter textfile: RSS")

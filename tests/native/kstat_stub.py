@@ -62,6 +62,7 @@ def prototypes(lib: ctypes.CDLL) -> ctypes.CDLL:
         "stub_eagain_retries": ([], ctypes.c_ulong),
         "stub_freed_headers": ([], ctypes.c_ulong),
         "stub_slots": ([], ctypes.c_ulong),
+        "stub_kernel_bytes": ([], c_size_t),
     }
     for name, (argtypes, restype) in protos.items():
         fn = getattr(lib, name)

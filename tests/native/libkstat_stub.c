@@ -57,7 +57,7 @@
  * pointers fails its tests loudly instead of reading freed memory.
  */
 
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE	/* memfd_create, MAP_NORESERVE */
 
 #include <errno.h>
 #include <stdarg.h>
@@ -66,8 +66,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* usr/src/uts/common/sys/types.h, sys/int_types.h, sys/time.h */
 typedef int kid_t;
@@ -384,6 +387,167 @@ stub_layout_size(size_t i)
 
 /* ---- the fixture "kernel" ---- */
 
+/*
+ * The "kernel"'s memory. On illumos the kstats live in the kernel: a libkstat
+ * consumer's process holds only the kstat_t headers and ks_data copies the library
+ * allocates (those are malloc'd here too, further down, as libkstat does). The
+ * simulated kernel shares the consumer's process, so what it allocates is kept out
+ * of the process's malloc heaps, in a mapping of its own: a memfd named
+ * "libkstat-stub-kernel", which /proc/PID/smaps shows as
+ * "/memfd:libkstat-stub-kernel (deleted)". A benchmark reads there exactly what the
+ * simulated kernel holds, live, and leaves it out of the consumer's figures; and the
+ * kernel's churn (a feed reload rewrites every statistic) never fragments the
+ * consumer's heaps. Blocks are powers of two from 32 bytes, a free list per size,
+ * reused and never unmapped (the live kstats bound them); the pages of a freed block
+ * of 256 KiB or more are given back at once.
+ */
+#define KMEM_RESERVE ((size_t)16 << 30)	/* address space; pages come as touched */
+#define KMEM_MIN_SHIFT 5
+#define KMEM_CLASSES 40
+#define KMEM_GIVE_BACK ((size_t)256 << 10)
+
+struct kmem_block {		/* before each block's payload; 16 bytes keep it aligned */
+	size_t cls;
+	size_t magic;
+};
+#define KMEM_MAGIC ((size_t)0x6b6d656d5374756bULL)
+
+static unsigned char *kmem_base, *kmem_next, *kmem_end;
+static struct kmem_block *kmem_freelist[KMEM_CLASSES];
+static size_t kmem_in_use;
+static pthread_mutex_t kmem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+kmem_map(void)
+{
+	void *p = MAP_FAILED;
+	int fd = memfd_create("libkstat-stub-kernel", MFD_CLOEXEC);
+	if (fd >= 0) {
+		if (ftruncate(fd, (off_t)KMEM_RESERVE) == 0)
+			p = mmap(NULL, KMEM_RESERVE, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_NORESERVE, fd, 0);
+		(void) close(fd);
+	}
+	if (p == MAP_FAILED)	/* no memfd: unnamed, still apart from the heaps */
+		p = mmap(NULL, KMEM_RESERVE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "libkstat_stub: cannot map the kernel's memory\n");
+		abort();
+	}
+	kmem_base = kmem_next = p;
+	kmem_end = kmem_base + KMEM_RESERVE;
+}
+
+static size_t
+kmem_size(size_t cls)
+{
+	return ((size_t)1 << (cls + KMEM_MIN_SHIFT));
+}
+
+static void *
+kmem_alloc(size_t n)
+{
+	size_t cls = 0;
+	while (cls < KMEM_CLASSES && kmem_size(cls) < n + sizeof (struct kmem_block))
+		cls++;
+	if (cls == KMEM_CLASSES)
+		abort();
+	(void) pthread_mutex_lock(&kmem_lock);
+	if (kmem_base == NULL)
+		kmem_map();
+	struct kmem_block *b = kmem_freelist[cls];
+	if (b != NULL) {
+		kmem_freelist[cls] = *(struct kmem_block **)(b + 1);
+	} else {
+		if ((size_t)(kmem_end - kmem_next) < kmem_size(cls)) {
+			fprintf(stderr, "libkstat_stub: the kernel's memory is exhausted\n");
+			abort();
+		}
+		b = (struct kmem_block *)kmem_next;
+		kmem_next += kmem_size(cls);
+	}
+	b->cls = cls;
+	b->magic = KMEM_MAGIC;
+	kmem_in_use += kmem_size(cls);
+	(void) pthread_mutex_unlock(&kmem_lock);
+	return (b + 1);
+}
+
+static struct kmem_block *
+kmem_block_of(void *p)
+{
+	struct kmem_block *b = (struct kmem_block *)p - 1;
+	if (b->magic != KMEM_MAGIC) {
+		fprintf(stderr, "libkstat_stub: not the kernel's memory: %p\n", p);
+		abort();
+	}
+	return (b);
+}
+
+static void
+kmem_free(void *p)
+{
+	if (p == NULL)
+		return;
+	struct kmem_block *b = kmem_block_of(p);
+	size_t size = kmem_size(b->cls);
+	b->magic = 0;
+	(void) pthread_mutex_lock(&kmem_lock);
+	if (size >= KMEM_GIVE_BACK) {
+		uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+		uintptr_t from = ((uintptr_t)(b + 1) + sizeof (void *) + page - 1) & ~(page - 1);
+		uintptr_t to = ((uintptr_t)b + size) & ~(page - 1);
+		if (to > from)
+			(void) madvise((void *)from, to - from, MADV_REMOVE);
+	}
+	*(struct kmem_block **)(b + 1) = kmem_freelist[b->cls];
+	kmem_freelist[b->cls] = b;
+	kmem_in_use -= size;
+	(void) pthread_mutex_unlock(&kmem_lock);
+}
+
+static void *
+kmem_zalloc(size_t n)
+{
+	void *p = kmem_alloc(n);
+	memset(p, 0, n);
+	return (p);
+}
+
+static void *
+kmem_realloc(void *p, size_t n)
+{
+	if (p == NULL)
+		return (kmem_alloc(n));
+	struct kmem_block *b = kmem_block_of(p);
+	size_t have = kmem_size(b->cls) - sizeof (*b);
+	if (n <= have)
+		return (p);
+	void *q = kmem_alloc(n);
+	memcpy(q, p, have);
+	kmem_free(p);
+	return (q);
+}
+
+static char *
+kmem_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	return (memcpy(kmem_alloc(n), s, n));
+}
+
+/* Bytes of the kernel's memory in blocks now in use (for the tests). */
+size_t
+stub_kernel_bytes(void)
+{
+	(void) pthread_mutex_lock(&kmem_lock);
+	size_t n = kmem_in_use;
+	(void) pthread_mutex_unlock(&kmem_lock);
+	return (n);
+}
+
+
 struct fstat {			/* one named statistic */
 	kstat_named_t kn;	/* name, type and value (value.str unused) */
 	char *str;		/* KSTAT_DATA_STRING value; NULL = unset pointer */
@@ -486,9 +650,9 @@ kid_table_fit(void)
 	size_t cap = 64;
 	while (cap < 2 * (nlive + 1))
 		cap *= 2;
-	free(kid_table);
+	kmem_free(kid_table);
 	kid_cap = cap;
-	kid_table = calloc(kid_cap, sizeof (*kid_table));
+	kid_table = kmem_zalloc(kid_cap * sizeof (*kid_table));
 	if (kid_table == NULL)
 		abort();
 	for (size_t i = 0; i < nfixture; i++)
@@ -531,9 +695,9 @@ static void
 free_fks(struct fks *f)
 {
 	for (uint_t i = 0; i < f->nstats; i++)
-		free(f->stats[i].str);
-	free(f->stats);
-	free(f->blob);
+		kmem_free(f->stats[i].str);
+	kmem_free(f->stats);
+	kmem_free(f->blob);
 	f->stats = NULL;
 	f->blob = NULL;
 	f->nstats = 0;
@@ -547,7 +711,7 @@ count_dead_reads(const struct fks *f)
 	while (i < ndead && strcmp(dead[i].module, f->module) != 0)
 		i++;
 	if (i == ndead) {
-		dead = realloc(dead, (ndead + 1) * sizeof (*dead));
+		dead = kmem_realloc(dead, (ndead + 1) * sizeof (*dead));
 		if (dead == NULL)
 			abort();
 		memcpy(dead[ndead].module, f->module, KSTAT_STRLEN);
@@ -582,7 +746,7 @@ delete_fks(struct fks *f)
 	nlive--;
 	if (nfree == cfree) {
 		cfree = cfree ? cfree * 2 : 64;
-		free_slots = realloc(free_slots, cfree * sizeof (*free_slots));
+		free_slots = kmem_realloc(free_slots, cfree * sizeof (*free_slots));
 		if (free_slots == NULL)
 			abort();
 	}
@@ -596,16 +760,16 @@ stub_reset(void)
 {
 	for (size_t i = 0; i < nfixture; i++)
 		free_fks(&fixture[i]);
-	free(fixture);
+	kmem_free(fixture);
 	fixture = NULL;
 	nfixture = cfixture = 0;
-	free(free_slots);
+	kmem_free(free_slots);
 	free_slots = NULL;
 	nfree = cfree = 0;
-	free(kid_table);
+	kmem_free(kid_table);
 	kid_table = NULL;
 	kid_cap = nlive = 0;
-	free(dead);
+	kmem_free(dead);
 	dead = NULL;
 	ndead = 0;
 	kernel_kcid++;
@@ -624,7 +788,7 @@ stub_add_kstat_unchecked(const char *module, int instance, const char *name,
 	} else {
 		if (nfixture == cfixture) {
 			cfixture = cfixture ? cfixture * 2 : 64;
-			fixture = realloc(fixture, cfixture * sizeof (*fixture));
+			fixture = kmem_realloc(fixture, cfixture * sizeof (*fixture));
 			if (fixture == NULL)
 				abort();
 		}
@@ -683,7 +847,7 @@ add_stat(int h, const char *name, int type)
 	struct fks *f = handle(h);
 	if (f->type != KSTAT_TYPE_NAMED)
 		abort();
-	f->stats = realloc(f->stats, (f->nstats + 1) * sizeof (*f->stats));
+	f->stats = kmem_realloc(f->stats, (f->nstats + 1) * sizeof (*f->stats));
 	if (f->stats == NULL)
 		abort();
 	struct fstat *s = &f->stats[f->nstats++];
@@ -754,7 +918,7 @@ stub_add_stat_string(int h, const char *name, const char *v)
 {
 	struct fstat *s = add_stat(h, name, KSTAT_DATA_STRING);
 	if (v != NULL) {
-		s->str = malloc(strlen(v) + 1);
+		s->str = kmem_alloc(strlen(v) + 1);
 		if (s->str == NULL)
 			abort();
 		strcpy(s->str, v);
@@ -790,8 +954,8 @@ static void
 set_blob(int h, const void *data, size_t size, uint_t ndata)
 {
 	struct fks *f = handle(h);
-	free(f->blob);
-	f->blob = malloc(size ? size : 1);
+	kmem_free(f->blob);
+	f->blob = kmem_alloc(size ? size : 1);
 	if (f->blob == NULL)
 		abort();
 	memcpy(f->blob, data, size);
@@ -829,14 +993,14 @@ stub_add_timer(int h, const char *name, uint64_t num_events, const int64_t t[5])
 	kt.start_time = t[3];
 	kt.stop_time = t[4];
 	size_t n = f->blob_size / sizeof (kt);
-	unsigned char *b = malloc((n + 1) * sizeof (kt));
+	unsigned char *b = kmem_alloc((n + 1) * sizeof (kt));
 	if (b == NULL)
 		abort();
 	if (n)
 		memcpy(b, f->blob, n * sizeof (kt));
 	memcpy(b + n * sizeof (kt), &kt, sizeof (kt));
 	set_blob(h, b, (n + 1) * sizeof (kt), (uint_t)(n + 1));
-	free(b);
+	kmem_free(b);
 }
 
 /* KSTAT_TYPE_RAW (or INTR): opaque bytes. */
@@ -985,11 +1149,11 @@ static size_t feed_nseen;
 static void
 index_live(void)
 {
-	free(feed_table);
+	kmem_free(feed_table);
 	feed_cap = 64;
 	while (feed_cap < nfixture * 2 + 2)
 		feed_cap *= 2;
-	feed_table = calloc(feed_cap, sizeof (*feed_table));
+	feed_table = kmem_zalloc(feed_cap * sizeof (*feed_table));
 	if (feed_table == NULL)
 		abort();
 	for (size_t i = 0; i < nfixture; i++) {
@@ -1040,10 +1204,10 @@ feed_flush(struct pending *p)
 	struct fks *f = feed_find(p->module, p->instance, p->name, &i);
 	if (f != NULL && same_layout(f, p)) {
 		for (uint_t s = 0; s < p->nstats; s++) {
-			free(f->stats[s].str);
+			kmem_free(f->stats[s].str);
 			f->stats[s] = p->stats[s];
 		}
-		free(p->stats);
+		kmem_free(p->stats);
 	} else {
 		if (f != NULL)
 			delete_fks(f);
@@ -1054,7 +1218,7 @@ feed_flush(struct pending *p)
 		f->stats = p->stats;
 		f->nstats = p->nstats;
 		if (nfixture > feed_nseen) {	/* a new slot, not a freed one */
-			feed_seen = realloc(feed_seen, nfixture);
+			feed_seen = kmem_realloc(feed_seen, nfixture);
 			if (feed_seen == NULL)
 				abort();
 			memset(feed_seen + feed_nseen, 0, nfixture - feed_nseen);
@@ -1073,7 +1237,7 @@ feed_stat(struct pending *p, const char *name, int type)
 {
 	if (p->nstats == p->cstats) {
 		p->cstats = p->cstats ? p->cstats * 2 : 16;
-		p->stats = realloc(p->stats, p->cstats * sizeof (*p->stats));
+		p->stats = kmem_realloc(p->stats, p->cstats * sizeof (*p->stats));
 		if (p->stats == NULL)
 			abort();
 	}
@@ -1095,8 +1259,8 @@ load_feed(const char *path)
 	struct pending p;
 	memset(&p, 0, sizeof (p));
 	index_live();
-	free(feed_seen);
-	feed_seen = calloc(nfixture + 1, 1);
+	kmem_free(feed_seen);
+	feed_seen = kmem_zalloc(nfixture + 1);
 	if (feed_seen == NULL)
 		abort();
 	feed_nseen = nfixture;
@@ -1168,7 +1332,7 @@ load_feed(const char *path)
 				break;
 			case 's': {
 				struct fstat *s = feed_stat(&p, fields[1], KSTAT_DATA_STRING);
-				s->str = strdup(fields[2]);
+				s->str = kmem_strdup(fields[2]);
 				if (s->str == NULL)
 					abort();
 				break;
