@@ -327,7 +327,8 @@ class SharedBodies:
         """Let the moment's bodies go once no scrape can share them any more, rather
         than at the next scrape: at 1,000 zones the compressed body is 5 MiB, kept for
         nothing through the scrape interval (a scraper still writing it holds its own
-        reference)."""
+        reference). The allocator keeps the space for what comes next (the DTrace
+        records arriving, the next scrape); the RSS does not fall by it."""
         left = self.reuse_within - (self.clock() - moment.started)
         asyncio.get_running_loop().call_later(
             max(0.0, left), lambda: self._forget_stale(self.clock())
