@@ -563,13 +563,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"Scrapes: {results['args']['scrapes']} per size, every "
         f"{results['args']['interval']:g} s (node_exporter every "
         f"{results['args']['peer_interval']:g} s), gzip requested.",
-        "",
-        "| zones | samples | dtagent CPU/scrape interval | dtagent CPU/request | "
-        "node_exporter textfile CPU/request | generate_latest CPU | dtagent/node_exporter | "
-        "µs/sample | wall/request | plain / gzip | RSS / HWM | own RSS (stand-in kernel) | "
-        "first scrape (with DTrace) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if results["live"]:
+        lines += [
+            "",
+            "| zones | samples | dtagent CPU/scrape interval | dtagent CPU/request | "
+            "node_exporter textfile CPU/request | generate_latest CPU | "
+            "dtagent/node_exporter | µs/sample | wall/request | plain / gzip | RSS / HWM | "
+            "own RSS (stand-in kernel) | first scrape (with DTrace) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for row in results["live"]:
         s = row["scrapes"]
         ne = row.get("node_exporter", {}).get("scrapes", {})
@@ -596,11 +599,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['own_rss_mib']:.0f} MiB ({row['standin_kernel_mib']:.0f}) | "
             f"{row['first_scrape_s']:.1f} s ({'–' if dt is None else f'{dt:.1f} s'}) |"
         )
-    lines.append(
-        "\nOwn RSS: the process's RSS less the libkstat stand-in's simulated kernel (its "
-        "memfd mapping), the kstats a real host keeps in its kernel; libkstat's own "
-        "headers and ks_data copies are in it."
-    )
+    if results["live"]:
+        lines.append(
+            "\nOwn RSS: the process's RSS less the libkstat stand-in's simulated kernel (its "
+            "memfd mapping), the kstats a real host keeps in its kernel; libkstat's own "
+            "headers and ks_data copies are in it."
+        )
     for row in results["live"]:
         if "concurrent" in row:
             c = row["concurrent"]
