@@ -445,6 +445,7 @@ kmem_size(size_t cls)
 	return ((size_t)1 << (cls + KMEM_MIN_SHIFT));
 }
 
+/* Never NULL: running out of the reservation aborts, as a misuse of the stand-in. */
 static void *
 kmem_alloc(size_t n)
 {
@@ -653,8 +654,6 @@ kid_table_fit(void)
 	kmem_free(kid_table);
 	kid_cap = cap;
 	kid_table = kmem_zalloc(kid_cap * sizeof (*kid_table));
-	if (kid_table == NULL)
-		abort();
 	for (size_t i = 0; i < nfixture; i++)
 		if (fixture[i].live)
 			kid_insert(fixture[i].kid, i);
@@ -712,8 +711,6 @@ count_dead_reads(const struct fks *f)
 		i++;
 	if (i == ndead) {
 		dead = kmem_realloc(dead, (ndead + 1) * sizeof (*dead));
-		if (dead == NULL)
-			abort();
 		memcpy(dead[ndead].module, f->module, KSTAT_STRLEN);
 		dead[ndead++].reads = 0;
 	}
@@ -747,8 +744,6 @@ delete_fks(struct fks *f)
 	if (nfree == cfree) {
 		cfree = cfree ? cfree * 2 : 64;
 		free_slots = kmem_realloc(free_slots, cfree * sizeof (*free_slots));
-		if (free_slots == NULL)
-			abort();
 	}
 	free_slots[nfree++] = slot;
 	kernel_kcid++;
@@ -789,8 +784,6 @@ stub_add_kstat_unchecked(const char *module, int instance, const char *name,
 		if (nfixture == cfixture) {
 			cfixture = cfixture ? cfixture * 2 : 64;
 			fixture = kmem_realloc(fixture, cfixture * sizeof (*fixture));
-			if (fixture == NULL)
-				abort();
 		}
 		slot = nfixture++;
 	}
@@ -848,8 +841,6 @@ add_stat(int h, const char *name, int type)
 	if (f->type != KSTAT_TYPE_NAMED)
 		abort();
 	f->stats = kmem_realloc(f->stats, (f->nstats + 1) * sizeof (*f->stats));
-	if (f->stats == NULL)
-		abort();
 	struct fstat *s = &f->stats[f->nstats++];
 	memset(s, 0, sizeof (*s));
 	copy_name(s->kn.name, name);
@@ -919,8 +910,6 @@ stub_add_stat_string(int h, const char *name, const char *v)
 	struct fstat *s = add_stat(h, name, KSTAT_DATA_STRING);
 	if (v != NULL) {
 		s->str = kmem_alloc(strlen(v) + 1);
-		if (s->str == NULL)
-			abort();
 		strcpy(s->str, v);
 	}
 }
@@ -956,8 +945,6 @@ set_blob(int h, const void *data, size_t size, uint_t ndata)
 	struct fks *f = handle(h);
 	kmem_free(f->blob);
 	f->blob = kmem_alloc(size ? size : 1);
-	if (f->blob == NULL)
-		abort();
 	memcpy(f->blob, data, size);
 	f->blob_size = size;
 	f->blob_ndata = ndata;
@@ -994,8 +981,6 @@ stub_add_timer(int h, const char *name, uint64_t num_events, const int64_t t[5])
 	kt.stop_time = t[4];
 	size_t n = f->blob_size / sizeof (kt);
 	unsigned char *b = kmem_alloc((n + 1) * sizeof (kt));
-	if (b == NULL)
-		abort();
 	if (n)
 		memcpy(b, f->blob, n * sizeof (kt));
 	memcpy(b + n * sizeof (kt), &kt, sizeof (kt));
@@ -1154,8 +1139,6 @@ index_live(void)
 	while (feed_cap < nfixture * 2 + 2)
 		feed_cap *= 2;
 	feed_table = kmem_zalloc(feed_cap * sizeof (*feed_table));
-	if (feed_table == NULL)
-		abort();
 	for (size_t i = 0; i < nfixture; i++) {
 		struct fks *f = &fixture[i];
 		if (!f->live)
@@ -1219,8 +1202,6 @@ feed_flush(struct pending *p)
 		f->nstats = p->nstats;
 		if (nfixture > feed_nseen) {	/* a new slot, not a freed one */
 			feed_seen = kmem_realloc(feed_seen, nfixture);
-			if (feed_seen == NULL)
-				abort();
 			memset(feed_seen + feed_nseen, 0, nfixture - feed_nseen);
 			feed_nseen = nfixture;
 		}
@@ -1238,8 +1219,6 @@ feed_stat(struct pending *p, const char *name, int type)
 	if (p->nstats == p->cstats) {
 		p->cstats = p->cstats ? p->cstats * 2 : 16;
 		p->stats = kmem_realloc(p->stats, p->cstats * sizeof (*p->stats));
-		if (p->stats == NULL)
-			abort();
 	}
 	struct fstat *s = &p->stats[p->nstats++];
 	memset(s, 0, sizeof (*s));
@@ -1261,8 +1240,6 @@ load_feed(const char *path)
 	index_live();
 	kmem_free(feed_seen);
 	feed_seen = kmem_zalloc(nfixture + 1);
-	if (feed_seen == NULL)
-		abort();
 	feed_nseen = nfixture;
 	/*
 	 * First the kstats no longer in the file are deleted, so their slots are free
@@ -1333,8 +1310,6 @@ load_feed(const char *path)
 			case 's': {
 				struct fstat *s = feed_stat(&p, fields[1], KSTAT_DATA_STRING);
 				s->str = kmem_strdup(fields[2]);
-				if (s->str == NULL)
-					abort();
 				break;
 			}
 			default:
