@@ -32,6 +32,7 @@ import gzip
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import statistics
@@ -52,7 +53,7 @@ from benchmarks import live_host
 from dtagent.bundle import Frame
 from dtagent.config import SCHEMA
 from dtagent.simulate import EPOCH, frames
-from dtagent.simulate.model import make_host
+from dtagent.simulate.model import LifeEvent, SimHost, make_host
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP = 5.0
@@ -310,10 +311,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 class LiveHost:
     """The simulated host's frames, written to the stand-ins' files one at a time."""
 
-    def __init__(self, workdir: Path, zones: int, frame_count: int, seed: int = 7) -> None:
+    def __init__(self, workdir: Path, zones: int, frame_count: int, seed: int = 7,
+                 churn_from: int | None = None) -> None:
         self.feed = workdir / "kstat.feed"
         self.commands = live_host.CommandTable(workdir / "bin")
         host = make_host(zones, seed, EPOCH, STEP, STEP * max(frame_count, 200))
+        if churn_from is not None:
+            schedule_reboots(host, churn_from, frame_count, random.Random(seed))
         self._frames: Iterator[Frame] = frames(host, frame_count + 1)
         self.first = self._next()
         self._write(self.first)
@@ -338,6 +342,30 @@ class LiveHost:
             self._ahead = frame
 
 
+REBOOTS_PER_FRAME_PER_ZONE = 1 / 400
+REBOOT_STEPS = 4
+
+
+def schedule_reboots(host: SimHost, first: int, last: int, rng: random.Random) -> None:
+    """Zones rebooting all through frames ``first`` to ``last``: at each frame one zone
+    in 400 halts and boots again four steps later, with a new zone id.
+
+    The simulator's own churn (a sixth of the zones rebooting once between 20% and 50%
+    of its duration, a ninth halting for good at 60%) falls in a few minutes of a soak
+    and then stops, so a soak's last minutes had no churn to be flat under. A zone may
+    reboot several times; the first zone and the one never booted are left alone.
+    A separate random stream, so the frames before ``first`` are those of a run
+    without the soak.
+    """
+    candidates = host.zones[1:-1] if len(host.zones) >= 4 else host.zones[1:]
+    per_frame = max(1, round(len(host.zones) * REBOOTS_PER_FRAME_PER_ZONE))
+    for frame in range(first, last + 1):
+        at = EPOCH + frame * STEP
+        for zone in rng.sample(candidates, min(per_frame, len(candidates))):
+            host.events.append(LifeEvent(at, zone, "halt"))
+            host.events.append(LifeEvent(at + REBOOT_STEPS * STEP, zone, "boot"))
+
+
 def live_config(workdir: Path, libkstat: Path, libdtrace: Path, bindir: Path,
                 walk_interval: int | None = None) -> Path:
     path = workdir / "live.toml"
@@ -358,7 +386,8 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
 
     workdir.mkdir(parents=True, exist_ok=True)
     frame_count = args.scrapes + 4 + (int(args.soak / args.interval) if args.soak else 0)
-    host = LiveHost(workdir, zones, frame_count)
+    host = LiveHost(workdir, zones, frame_count,
+                    churn_from=args.scrapes + 4 if args.soak else None)
     scenario = live_host.dtrace_scenario(live_host.zone_ids(host.first))
     (workdir / "scenario.txt").write_text(scenario.text)
     libkstat = build_shared("libkstat_stub.c")

@@ -161,6 +161,34 @@ VmFlags: rd wr mr mw me gd ac
 """
 
 
+def test_the_soak_has_zones_rebooting_from_its_start_to_its_end() -> None:
+    """The soak's churn (benchmarks/bench_serve.py schedule_reboots) runs through all
+    its frames: in every stretch of ten frames some zones get a new zone id, no more
+    than the schedule's share are down at once, and the frames before the soak are
+    those of a host without it (the schedule has its own random stream)."""
+    import random
+
+    from benchmarks.bench_serve import REBOOT_STEPS, STEP, schedule_reboots
+
+    def ids(churn: bool) -> list[dict[str, int]]:
+        host = make_host(40, 7, EPOCH, STEP, STEP * 200)
+        if churn:
+            schedule_reboots(host, 10, 99, random.Random(7))
+        out: list[dict[str, int]] = []
+        for _ in frames(host, 100):
+            out.append({z.uuid: z.zoneid for z in host.zones if z.zoneid is not None})
+        return out
+
+    calm, churned = ids(False), ids(True)
+    assert churned[:10] == calm[:10]
+    for start in range(10, 90, 10):
+        before, after = churned[start], churned[start + 10]
+        renumbered = [u for u in before if u in after and after[u] != before[u]]
+        assert renumbered, f"no zone rebooted in frames {start}-{start + 10}"
+    # one reboot a frame at 40 zones, each zone down for REBOOT_STEPS frames
+    assert min(len(f) for f in churned) >= min(len(f) for f in calm) - REBOOT_STEPS - 1
+
+
 def test_the_soak_places_rss_by_kind_of_mapping() -> None:
     """The soak's split of RSS (benchmarks/bench_serve.py memory_split): [heap] is
     glibc's main arena, an anonymous mapping at a 64 MiB boundary a thread arena's
