@@ -348,12 +348,14 @@ REBOOT_STEPS = 4
 
 def schedule_reboots(host: SimHost, first: int, last: int, rng: random.Random) -> None:
     """Zones rebooting all through frames ``first`` to ``last``: at each frame one zone
-    in 400 halts and boots again four steps later, with a new zone id.
+    in 400 (at least one) halts and boots again four steps later, with a new zone id.
 
     The simulator's own churn (a sixth of the zones rebooting once between 20% and 50%
     of its duration, a ninth halting for good at 60%) falls in a few minutes of a soak
     and then stops, so a soak's last minutes had no churn to be flat under. A zone may
-    reboot several times; the first zone and the one never booted are left alone.
+    reboot several times (one picked while down just boots on time), and one the
+    simulator halts for good may come back; the first zone and the one never booted
+    (the last, see make_host) are left alone.
     A separate random stream, so the frames before ``first`` are those of a run
     without the soak.
     """
