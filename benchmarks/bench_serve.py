@@ -43,13 +43,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks import live_host
+from benchmarks import heap_probe, live_host
 from dtagent.bundle import Frame
 from dtagent.config import SCHEMA
 from dtagent.simulate import EPOCH, frames
@@ -406,11 +406,17 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
         DTRACE_STUB_RUNS=str(workdir / "runs"),
         PYTHONPATH=str(ROOT),
     )
+    # the agent's CLI as it is, or under the heap probe (the same CLI and one thread)
+    module = "dtagent"
+    if args.heap_probe and args.soak:
+        module = "benchmarks.heap_probe"
+        env[heap_probe.ENV] = str(workdir / "heap.jsonl")
+        (workdir / "heap.jsonl").unlink(missing_ok=True)
     url = f"http://127.0.0.1:{port}/metrics"
     log = (workdir / "serve.log").open("wb")
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dtagent", "serve", "--config", str(config),
+        [sys.executable, "-m", module, "serve", "--config", str(config),
          "--listen", f"127.0.0.1:{port}"],
         env=env, stdout=log, stderr=log,
     )
@@ -444,7 +450,8 @@ def run_live(zones: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
         if args.concurrent:
             result["concurrent"] = concurrent_scrapes(url, proc.pid, args.concurrent, 3)
         if args.soak:
-            result["soak"] = soak(url, proc.pid, host, args, stub)
+            probe = Path(env[heap_probe.ENV]) if heap_probe.ENV in env else None
+            result["soak"] = soak(url, proc.pid, host, args, stub, probe)
         (workdir / "body.prom").write_bytes(body)
         return result
     finally:
@@ -465,11 +472,13 @@ def _worker_figures(pid: int) -> dict[str, float]:
 
 
 def soak(url: str, pid: int, host: LiveHost, args: argparse.Namespace,
-         stub: StubCpu) -> dict[str, Any]:
-    """Scrape through zone churn for ``args.soak`` seconds; RSS every minute."""
+         stub: StubCpu, probe: Path | None = None) -> dict[str, Any]:
+    """Scrape through zone churn for ``args.soak`` seconds; RSS every minute, and the
+    live heap too when the agent runs under :mod:`benchmarks.heap_probe`."""
     trend: list[tuple[float, float]] = []
     own: list[float] = []
     splits: list[dict[str, float]] = []
+    heap: list[dict[str, float]] = []
     t0 = time.monotonic()
     per_minute = max(1, int(60 / args.interval))
     while time.monotonic() - t0 < args.soak:
@@ -478,7 +487,10 @@ def soak(url: str, pid: int, host: LiveHost, args: argparse.Namespace,
         trend.append((round(time.monotonic() - t0), _mem(pid)[0]))
         own.append(own_rss(pid)[0])
         splits.append(_memory_split(pid))
+        if probe is not None and (figures := heap_probe.ask(probe)) is not None:
+            heap.append(asdict(figures))
     return {"seconds": args.soak, "rss_trend_mib": trend, "own_rss_trend_mib": own,
+            "heap_trend": heap,
             "hwm_mib": _mem(pid)[1], "rss_split_mib": splits}
 
 
@@ -659,6 +671,16 @@ def markdown(results: dict[str, Any]) -> str:
                 parts = ", ".join(f"{kind.replace('_', ' ')} {first[kind]:.1f} → "
                                   f"{last[kind]:.1f}" for kind in MEMORY_KINDS)
                 lines.append(f"(first minute → last, MiB: {parts})")
+            heap = row["soak"].get("heap_trend") or []
+            if len(heap) >= 2:
+                h0, h1 = heap[0], heap[-1]
+                lines.append(
+                    f"(live heap, first minute → last: glibc in use {h0['in_use_mib']:.1f} → "
+                    f"{h1['in_use_mib']:.1f} MiB, free space it keeps {h0['free_mib']:.1f} → "
+                    f"{h1['free_mib']:.1f}, mapped {h0['mapped_mib']:.1f} → "
+                    f"{h1['mapped_mib']:.1f}; Python's live blocks {h0['python_blocks']:,} → "
+                    f"{h1['python_blocks']:,})"
+                )
         w = row.get("worker")
         if w:
             lines.append(
@@ -704,6 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--walk-interval", type=int, default=None,
                     help="the agent's dtrace.walk_interval (default: the agent's default)")
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of zone churn (live)")
+    ap.add_argument("--heap-probe", action="store_true",
+                    help="in the soak, run the agent under benchmarks.heap_probe and report "
+                         "its live heap every minute (glibc's in-use and free bytes, "
+                         "Python's live blocks): a leak or fragmentation")
     ap.add_argument("--no-replay", action="store_true", help="leave the replay path out")
     ap.add_argument("--replay-only", action="store_true")
     ap.add_argument("--node-exporter", default="prometheus-node-exporter")

@@ -245,3 +245,37 @@ def test_the_simulated_kernel_is_held_apart_from_the_process_heaps(feed: Path) -
         assert after[0] < 1.05 * held and len(set(after)) == 1
     lib.stub_reset()
     assert lib.stub_kernel_bytes() < held / 10
+
+
+def test_the_heap_probe_tells_live_memory_from_free_space(tmp_path: Path) -> None:
+    """benchmarks/heap_probe.py answers the soak with this process's live heap: 32 MiB
+    held shows in glibc's in-use bytes and leaves them when freed (into the free space
+    glibc keeps, or back to the system), and objects Python holds show in its live
+    blocks."""
+    from benchmarks import heap_probe
+
+    out = tmp_path / "heap.jsonl"
+    heap_probe.answer_requests(out)
+    before = heap_probe.ask(out)
+    held = [bytearray(65536) for _ in range(512)]
+    small = [(i, str(i)) for i in range(100_000)]
+    during = heap_probe.ask(out)
+    del held, small
+    after = heap_probe.ask(out)
+    assert before is not None and during is not None and after is not None
+    assert during.in_use_mib + during.mapped_mib - before.in_use_mib - before.mapped_mib > 30
+    assert after.in_use_mib + after.mapped_mib - before.in_use_mib - before.mapped_mib < 4
+    assert during.python_blocks - before.python_blocks > 150_000
+    assert abs(after.python_blocks - before.python_blocks) < 20_000
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_the_heap_probe_runs_the_agents_cli_unchanged() -> None:
+    """Under the probe the agent is its own CLI: a bad flag is its usage error, one
+    line and status 2, no traceback."""
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.heap_probe", "serve", "--no-such-flag"],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "--no-such-flag" in run.stderr and "Traceback" not in run.stderr
